@@ -1,0 +1,34 @@
+"""The `embed_ft` code location: every asset, check, job, sensor and resource, merged per domain."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job
+
+from .defs import data, evaluation, serving, training
+from .resources import resources_from_env
+
+lineage_assets = [
+    *data.data_assets,
+    training.training_dataset,
+    training.fine_tuned_model,
+    serving.baseline_nim,
+    serving.fine_tuned_nim,
+    evaluation.heldout_eval_dataset,
+    evaluation.baseline_evaluation,
+    evaluation.fine_tuned_evaluation,
+    evaluation.evaluation_report,
+]
+
+full_lineage_job = define_asset_job(
+    "full_lineage_job",
+    selection=AssetSelection.assets(*lineage_assets),
+    description="Materialize the whole lineage: SPECTER data -> upload -> fine-tune -> deploy -> evaluate -> report.",
+)
+
+defs = Definitions(
+    assets=lineage_assets,
+    asset_checks=[*data.data_checks],
+    jobs=[full_lineage_job, serving.teardown_deployments_job, *data.data_jobs],
+    sensors=[*data.data_sensors],
+    resources=resources_from_env(),
+)

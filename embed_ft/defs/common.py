@@ -1,0 +1,94 @@
+"""Helpers shared by the asset modules: idempotency keys, waiting on remote jobs, metadata formatting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any, Callable
+
+from dagster import DagsterExecutionInterruptedError, Failure, MetadataValue
+
+from ..nemo.polling import PollTimeout, poll
+
+TERMINAL_JOB_STATUSES = {"completed", "failed", "cancelled", "ready", "error"}
+ACTIVE_JOB_STATUSES = {"created", "pending", "running", "cancelling", "unknown"}
+
+
+def stable_hash(*parts: Any) -> str:
+    """sha256 of a canonical JSON rendering: the same inputs give the same key on every machine."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def norm_status(value: Any) -> str:
+    return str(value or "").strip().lower()
+
+
+def wait_for_remote(
+    context,
+    *,
+    what: str,
+    fetch: Callable[[], dict],
+    status_of: Callable[[dict], str],
+    cancel: Callable[[], Any] | None,
+    timeout_s: float,
+    interval_s: float,
+    describe: Callable[[dict], str] | None = None,
+    terminal: set[str] = TERMINAL_JOB_STATUSES,
+    log_every_s: float = 30.0,
+) -> dict:
+    """Poll a remote object until it reaches a terminal status.
+
+    Logs progress at most every ``log_every_s``; on timeout fails saying the remote object is still active (it is
+    not cancelled: a later materialization reattaches to it); when the Dagster run is terminated, cancels the
+    remote job before re-raising, so no GPU job is left running orphaned.
+    """
+    last_logged = [0.0]
+    last_text = [""]
+
+    def on_update(doc: dict) -> None:
+        text = describe(doc) if describe else f"status={status_of(doc)}"
+        now = time.monotonic()
+        if not last_logged[0] or (text != last_text[0] and now - last_logged[0] >= log_every_s):
+            context.log.info(f"{what}: {text}")
+            last_logged[0] = now
+            last_text[0] = text
+
+    try:
+        return poll(
+            fetch,
+            lambda doc: status_of(doc) in terminal,
+            timeout_s=timeout_s,
+            interval_s=interval_s,
+            on_update=on_update,
+        )
+    except PollTimeout as exc:
+        raise Failure(
+            f"{what} did not finish within {timeout_s:.0f} s (last status: {exc.last_status}). "
+            "It is still active on the server and was not cancelled; materialize again to reattach to it, "
+            "or raise the timeout in the run config."
+        ) from None
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        if cancel is not None:
+            context.log.warning(f"Run terminated: cancelling {what} so that it does not keep running.")
+            try:
+                cancel()
+            except Exception as exc:  # the interruption must still propagate
+                context.log.error(f"Could not cancel {what}: {exc}")
+        raise
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def md(text: str) -> MetadataValue:
+    return MetadataValue.md(text)

@@ -1,0 +1,314 @@
+"""Evaluation stage: BEIR retriever evaluations of both NIMs (plus the held-out split) and the report."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field, field_validator
+
+from ..data.beir import testing_split_to_beir
+from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource, NimResource
+from .backend import backend_defaults
+from .common import ACTIVE_JOB_STATUSES, markdown_table, norm_status, stable_hash, wait_for_remote
+from .training import upload_if_changed
+
+EVALUATION_CODE_VERSION = "1"
+REPORT_CODE_VERSION = "1"
+HELDOUT_TASK = "heldout"
+PRIMARY_METRIC = "ndcg_cut_10"
+DEFAULT_METRICS = ["recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10"]
+TASK_URL = re.compile(r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?)$")
+METRIC_NAME = re.compile(r"^(recall_\d+|ndcg_cut_\d+|map_cut_\d+|P_\d+|ndcg|map|recip_rank)$")
+
+
+def task_name(files_url: str) -> str:
+    match = TASK_URL.match(files_url)
+    if not match:
+        raise ValueError(
+            f"unknown evaluation task {files_url!r}: expected file://NAME/ (a BEIR set on the evaluator) "
+            "or hf://datasets/NAMESPACE/NAME (a BEIR-layout repo in the Data Store)"
+        )
+    return match.group("file") or match.group("hf")
+
+
+class EvaluationConfig(Config):
+    tasks: Optional[list[str]] = Field(
+        default=None,
+        description="BEIR tasks as files_url (file://scidocs/, hf://datasets/ns/name); empty: file://scidocs/ on "
+        "NeMo, file://scifact/ locally.",
+    )
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), description="trec_eval metric names.")
+    top_k: int = Field(default=10, description="Documents retrieved per query.")
+    include_heldout: bool = Field(default=True, description="Also evaluate the held-out testing split (in-domain).")
+    timeout_s: Optional[float] = Field(default=None, description="Give up waiting after this long.")
+    poll_interval_s: float = Field(default=10.0, description="Seconds between status polls.")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("tasks must name at least one BEIR task, or be left empty for the backend default")
+        names = [task_name(t) for t in v]
+        if HELDOUT_TASK in names:
+            raise ValueError(f"tasks: the name {HELDOUT_TASK!r} is reserved for the held-out split")
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks: two tasks have the same name: {names}")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if not METRIC_NAME.match(m)]
+        if bad or not v:
+            raise ValueError(f"metrics: unknown metric(s) {bad or v}; use recall_K, ndcg_cut_K, map, recip_rank")
+        return v
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"top_k must be >= 1, got {v}")
+        return v
+
+
+class HeldoutConfig(Config):
+    dataset_name: str = Field(default="embed-sft-heldout-beir", description="Data Store repo of the held-out BEIR set.")
+
+
+@asset(
+    group_name="evaluation",
+    code_version=EVALUATION_CODE_VERSION,
+    kinds={"nemo", "huggingface"},
+    description="The held-out testing split as a BEIR dataset (queries, corpus of their positives and negatives, "
+    "qrels) in the Data Store: the in-domain task the tutorial never evaluated.",
+)
+def heldout_eval_dataset(
+    context: AssetExecutionContext,
+    config: HeldoutConfig,
+    specter_triplets: dict,
+    datastore: DataStoreResource,
+    entity_store: EntityStoreResource,
+) -> MaterializeResult:
+    ns = entity_store.namespace
+    repo_id = f"{ns}/{config.dataset_name}"
+    ds = datastore.client()
+    ds.ensure_namespace(ns)
+    ds.create_repo(repo_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = testing_split_to_beir(Path(specter_triplets["testing"]), Path(tmp))
+        files = {
+            "corpus.jsonl": Path(tmp) / "corpus.jsonl",
+            "queries.jsonl": Path(tmp) / "queries.jsonl",
+            "qrels/test.tsv": Path(tmp) / "qrels" / "test.tsv",
+        }
+        upload = upload_if_changed(context, ds, repo_id, files, "embed-ft: held-out split as BEIR")
+    version = stable_hash(upload["manifest"])[:16]
+    value = {"repo_id": repo_id, "files_url": ds.files_url(repo_id), "data_version": version}
+    metadata = {
+        "repo_id": repo_id,
+        "files_url": value["files_url"],
+        "uploaded": upload["uploaded"],
+        **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
+    }
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
+
+
+def evaluation_tasks(config: EvaluationConfig, uses_local: bool, heldout: Optional[dict]) -> dict[str, str]:
+    urls = list(config.tasks or backend_defaults(uses_local).eval_tasks)
+    tasks = {task_name(url): url for url in urls}
+    if config.include_heldout and heldout is not None:
+        tasks[HELDOUT_TASK] = heldout["files_url"]
+    return tasks
+
+
+def run_evaluation(
+    context,
+    config: EvaluationConfig,
+    label: str,
+    nim_info: dict,
+    heldout: dict,
+    evaluator: EvaluatorResource,
+    entity_store: EntityStoreResource,
+) -> MaterializeResult:
+    from ..nemo.evaluator import beir_task, retriever_config, retriever_target
+
+    ev = evaluator.client()
+    uses_local = evaluator.uses_local_platform
+    tasks = evaluation_tasks(config, uses_local, heldout)
+    eval_config = retriever_config(
+        entity_store.namespace, {name: beir_task(url, config.metrics, name) for name, url in tasks.items()}
+    )
+    target = retriever_target(nim_info["nim_url"], nim_info["served_name"], config.top_k)
+    key = stable_hash(eval_config, target, nim_info["model"], heldout.get("data_version"), EVALUATION_CODE_VERSION)
+    job = ev.find_job(key)
+    if job is not None and norm_status(job.get("status")) in ACTIVE_JOB_STATUSES | {"completed"}:
+        context.log.info(f"Reattaching to evaluation job {job['id']} ({norm_status(job.get('status'))})")
+    else:
+        job = ev.create_job(eval_config, target, idempotency_key=key)
+        context.log.info(f"Submitted evaluation job {job['id']} of {nim_info['model']} on {sorted(tasks)}")
+    job_id = job["id"]
+    started = time.monotonic()
+    doc = wait_for_remote(
+        context,
+        what=f"{label} evaluation job {job_id}",
+        fetch=lambda: ev.get_job(job_id),
+        status_of=lambda d: norm_status(d.get("status")),
+        cancel=lambda: ev.cancel_job(job_id),
+        timeout_s=config.timeout_s or backend_defaults(uses_local).evaluation_timeout_s,
+        interval_s=config.poll_interval_s,
+        describe=lambda d: "status={} progress={} {}".format(
+            norm_status(d.get("status")),
+            (d.get("status_details") or {}).get("progress"),
+            (d.get("status_details") or {}).get("message") or "",
+        ),
+    )
+    status = norm_status(doc.get("status"))
+    if status != "completed":
+        details = doc.get("status_details") or {}
+        logs = doc.get("status_logs") or []
+        detail = details.get("message") or (logs[-1].get("detail") if logs else None) or "no detail reported"
+        raise Failure(f"Evaluation job {job_id} of {nim_info['model']} ended {status}: {detail}")
+    metrics = ev.parse_metrics(ev.get_results(job_id))
+    missing = [t for t in tasks if t not in metrics]
+    if missing:
+        raise Failure(f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}")
+    value = {"model": nim_info["model"], "job_id": job_id, "tasks": tasks, "metrics": metrics}
+    metadata: dict[str, Any] = {
+        "job_id": job_id,
+        "model": nim_info["model"],
+        "wait_s": float(time.monotonic() - started),
+        "tasks": MetadataValue.json(tasks),
+    }
+    for task, scores in metrics.items():
+        for metric, score in scores.items():
+            metadata[f"{task}/{metric}"] = float(score)
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(stable_hash(metrics)[:16]))
+
+
+@asset(
+    group_name="evaluation",
+    code_version=EVALUATION_CODE_VERSION,
+    kinds={"nemo"},
+    pool="nemo_evaluator",
+    description="Evaluator retriever job of the base model NIM on the BEIR tasks and the held-out split.",
+)
+def baseline_evaluation(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    baseline_nim: dict,
+    heldout_eval_dataset: dict,
+    evaluator: EvaluatorResource,
+    entity_store: EntityStoreResource,
+) -> MaterializeResult:
+    return run_evaluation(context, config, "baseline", baseline_nim, heldout_eval_dataset, evaluator, entity_store)
+
+
+@asset(
+    group_name="evaluation",
+    code_version=EVALUATION_CODE_VERSION,
+    kinds={"nemo"},
+    pool="nemo_evaluator",
+    description="Evaluator retriever job of the fine-tuned NIM on the same tasks as the baseline.",
+)
+def fine_tuned_evaluation(
+    context: AssetExecutionContext,
+    config: EvaluationConfig,
+    fine_tuned_nim: dict,
+    heldout_eval_dataset: dict,
+    evaluator: EvaluatorResource,
+    entity_store: EntityStoreResource,
+) -> MaterializeResult:
+    return run_evaluation(context, config, "fine-tuned", fine_tuned_nim, heldout_eval_dataset, evaluator, entity_store)
+
+
+def compare(baseline: dict, fine_tuned: dict) -> list[dict[str, Any]]:
+    """Rows (task, metric, baseline, fine_tuned, delta, relative_delta) over the tasks both evaluated."""
+    rows = []
+    for task in sorted(set(baseline["metrics"]) & set(fine_tuned["metrics"])):
+        base_scores, ft_scores = baseline["metrics"][task], fine_tuned["metrics"][task]
+        for metric in sorted(set(base_scores) & set(ft_scores)):
+            b, f = float(base_scores[metric]), float(ft_scores[metric])
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "baseline": b,
+                    "fine_tuned": f,
+                    "delta": f - b,
+                    "relative_delta": (f - b) / b if b else float("nan"),
+                }
+            )
+    return rows
+
+
+@asset(
+    group_name="evaluation",
+    code_version=REPORT_CODE_VERSION,
+    kinds={"python"},
+    description="Baseline vs fine-tuned, per task and metric, with absolute and relative deltas. Every number is "
+    "a float metadata entry `task/metric/{baseline,fine_tuned,delta,relative_delta}`, plotted by the UI over time.",
+    check_specs=[AssetCheckSpec("fine_tuned_beats_baseline", asset="evaluation_report")],
+)
+def evaluation_report(
+    context: AssetExecutionContext, baseline_evaluation: dict, fine_tuned_evaluation: dict
+) -> MaterializeResult:
+    rows = compare(baseline_evaluation, fine_tuned_evaluation)
+    if not rows:
+        raise Failure(
+            "The baseline and fine-tuned evaluations share no task/metric: "
+            f"baseline {sorted(baseline_evaluation['metrics'])}, fine-tuned {sorted(fine_tuned_evaluation['metrics'])}"
+        )
+    only_one = set(baseline_evaluation["metrics"]) ^ set(fine_tuned_evaluation["metrics"])
+    if only_one:
+        context.log.warning(f"Tasks evaluated for only one model are left out of the report: {sorted(only_one)}")
+    table = markdown_table(
+        ["task", "metric", "baseline", "fine-tuned", "delta", "relative"],
+        [[r["task"], r["metric"], r["baseline"], r["fine_tuned"], r["delta"], f"{100 * r['relative_delta']:+.2f}%"] for r in rows],
+    )
+    metadata: dict[str, Any] = {
+        "report": MetadataValue.md(table),
+        "baseline_model": baseline_evaluation["model"],
+        "fine_tuned_model": fine_tuned_evaluation["model"],
+    }
+    for r in rows:
+        for column in ("baseline", "fine_tuned", "delta", "relative_delta"):
+            metadata[f"{r['task']}/{r['metric']}/{column}"] = float(r[column])
+
+    primary_rows = {}
+    for r in rows:
+        metric_rank = 0 if r["metric"] == PRIMARY_METRIC else 1
+        current = primary_rows.get(r["task"])
+        if current is None or metric_rank < current[0]:
+            primary_rows[r["task"]] = (metric_rank, r)
+    losers = [r for _, r in primary_rows.values() if not r["fine_tuned"] > r["baseline"]]
+    check = AssetCheckResult(
+        check_name="fine_tuned_beats_baseline",
+        passed=not losers,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            "The fine-tuned model beats the baseline on the primary metric of every task."
+            if not losers
+            else "Not better on: " + ", ".join(f"{r['task']} {r['metric']} {r['fine_tuned']:.4f} <= {r['baseline']:.4f}" for r in losers)
+        ),
+        metadata={f"{t}/{r['metric']}/delta": float(r["delta"]) for t, (_, r) in primary_rows.items()},
+    )
+    value = {"rows": rows, "markdown": table, "baseline_model": baseline_evaluation["model"], "fine_tuned_model": fine_tuned_evaluation["model"]}
+    return MaterializeResult(value=value, metadata=metadata, check_results=[check])

