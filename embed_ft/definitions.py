@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job
+from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, define_asset_job
 
 from .defs import data, evaluation, serving, training
 from .resources import resources_from_env
@@ -25,10 +25,18 @@ full_lineage_job = define_asset_job(
     description="Materialize the whole lineage: SPECTER data -> upload -> fine-tune -> deploy -> evaluate -> report.",
 )
 
+gpu_stages_automation = AutomationConditionSensorDefinition(
+    "gpu_stages_automation",
+    target=AssetSelection.groups("training", "serving", "evaluation"),
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Rebuilds fine-tune, deploy and evaluate when their inputs change. Stopped by default (GPU cost): "
+    "start it in Automation -> gpu_stages_automation.",
+)
+
 defs = Definitions(
     assets=lineage_assets,
     asset_checks=[*data.data_checks],
     jobs=[full_lineage_job, serving.teardown_deployments_job, *data.data_jobs],
-    sensors=[*data.data_sensors],
+    sensors=[*data.data_sensors, gpu_stages_automation],
     resources=resources_from_env(),
 )

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import pytest
 import uvicorn
 
 from embed_ft.platform.app import create_app
@@ -57,7 +58,8 @@ def running_platform(tmp_path: Path, **settings_overrides) -> Iterator[tuple[str
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while not server.started:
             if errors or not thread.is_alive():
-                raise RuntimeError(f"platform failed to start on port {port}: {errors[0] if errors else 'thread exited'}")
+                reason = errors[0] if errors else "thread exited"
+                raise RuntimeError(f"platform failed to start on port {port}: {reason}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"platform did not start within {STARTUP_TIMEOUT_S:.0f} s on port {port}")
             time.sleep(0.02)
@@ -68,3 +70,15 @@ def running_platform(tmp_path: Path, **settings_overrides) -> Iterator[tuple[str
         sock.close()
         if thread.is_alive():
             raise RuntimeError(f"platform on port {port} did not stop within {SHUTDOWN_TIMEOUT_S:.0f} s")
+
+
+@pytest.fixture
+def hub_online(monkeypatch):
+    """Let huggingface_hub talk to the loopback platform although the suite sets HF_HUB_OFFLINE=1.
+
+    huggingface_hub reads the variable once at import, so the module constant is what must change.
+    """
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dagster import AutomationCondition
+
+# GPU stages rebuild when their inputs change, but only while the `gpu_stages_automation` sensor is running:
+# it is stopped by default so that nothing expensive starts by surprise.
+GPU_STAGE_CONDITION = AutomationCondition.eager()
+
 
 @dataclass(frozen=True)
 class BackendDefaults:

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from ..data.beir import testing_split_to_beir
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource, NimResource
-from .backend import backend_defaults
+from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import ACTIVE_JOB_STATUSES, markdown_table, norm_status, stable_hash, wait_for_remote
 from .training import upload_if_changed
 
@@ -94,6 +94,7 @@ class HeldoutConfig(Config):
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="evaluation",
     code_version=EVALUATION_CODE_VERSION,
     kinds={"nemo", "huggingface"},
@@ -204,6 +205,7 @@ def run_evaluation(
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="evaluation",
     code_version=EVALUATION_CODE_VERSION,
     kinds={"nemo"},
@@ -222,6 +224,7 @@ def baseline_evaluation(
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="evaluation",
     code_version=EVALUATION_CODE_VERSION,
     kinds={"nemo"},
@@ -260,6 +263,7 @@ def compare(baseline: dict, fine_tuned: dict) -> list[dict[str, Any]]:
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="evaluation",
     code_version=REPORT_CODE_VERSION,
     kinds={"python"},

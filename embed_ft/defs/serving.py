@@ -18,9 +18,8 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
-from ..nemo.errors import NemoAPIError
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
-from .backend import backend_defaults
+from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import norm_status, wait_for_remote
 from .training import ExperimentConfig, validate_name
 
@@ -91,12 +90,7 @@ def deploy_and_wait(
         "gpu": config.gpu,
         "disable_lora_support": True,
     }
-    try:
-        existing = dm.get_deployment(namespace, name)
-    except NemoAPIError as exc:
-        if exc.status != 404:
-            raise
-        existing = None
+    existing = dm.get_deployment(namespace, name)
     if existing is not None and (
         deployment_model(existing) != model or deployment_status(existing) in FAILED_DEPLOYMENT_STATUSES
     ):
@@ -124,12 +118,12 @@ def deploy_and_wait(
     doc = wait_for_remote(
         context,
         what=f"deployment {namespace}/{name}",
-        fetch=lambda: dm.get_deployment(namespace, name),
+        fetch=lambda: _deployment_or_gone(dm, namespace, name),
         status_of=deployment_status,
         cancel=None,  # a half-started NIM is torn down by the teardown job, not by a terminated run
         timeout_s=timeout_s,
         interval_s=config.poll_interval_s,
-        terminal=READY_STATUSES | FAILED_DEPLOYMENT_STATUSES,
+        terminal=READY_STATUSES | FAILED_DEPLOYMENT_STATUSES | {"gone"},
         describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
     )
     status = deployment_status(doc)
@@ -161,12 +155,7 @@ def deploy_and_wait(
 
 
 def _deployment_or_gone(dm, namespace: str, name: str) -> dict:
-    try:
-        return dm.get_deployment(namespace, name)
-    except NemoAPIError as exc:
-        if exc.status == 404:
-            return {"status": "gone"}
-        raise
+    return dm.get_deployment(namespace, name) or {"status": "gone"}
 
 
 def _result(info: dict[str, Any]) -> MaterializeResult:
@@ -186,6 +175,7 @@ def deployment_names(experiment: str) -> dict[str, str]:
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="serving",
     code_version=NIM_CODE_VERSION,
     kinds={"nemo"},
@@ -206,6 +196,7 @@ def fine_tuned_nim(
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="serving",
     code_version=NIM_CODE_VERSION,
     kinds={"nemo"},
@@ -244,9 +235,8 @@ def delete_deployments(
     deleted = []
     for experiment in config.experiments:
         for name in deployment_names(experiment).values():
-            if _deployment_or_gone(dm, entity_store.namespace, name).get("status") == "gone":
+            if not dm.delete_deployment(entity_store.namespace, name):
                 continue
-            dm.delete_deployment(entity_store.namespace, name)
             deleted.append(f"{entity_store.namespace}/{name}")
             context.log.info(f"Deleted deployment {entity_store.namespace}/{name}")
     return deleted

@@ -13,7 +13,7 @@ from dagster import AssetExecutionContext, Config, DataVersion, Failure, Materia
 from pydantic import Field, field_validator
 
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
-from .backend import backend_defaults
+from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import ACTIVE_JOB_STATUSES, markdown_table, norm_status, stable_hash, wait_for_remote
 
 TRAINING_DATASET_CODE_VERSION = "1"
@@ -86,6 +86,7 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="training",
     code_version=TRAINING_DATASET_CODE_VERSION,
     kinds={"nemo", "huggingface"},
@@ -274,6 +275,7 @@ def failure_detail(status: dict) -> str:
 
 
 @asset(
+    automation_condition=GPU_STAGE_CONDITION,
     group_name="training",
     code_version=FINE_TUNED_MODEL_CODE_VERSION,
     kinds={"nemo", "pytorch"},

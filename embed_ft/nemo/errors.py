@@ -128,6 +128,9 @@ class NemoAPIError(NemoError):
         self.message = redact(message)
         super().__init__(self._text())
 
+    def __reduce__(self):  # picklable across processes (Dagster's multiprocess executor)
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
     def _text(self) -> str:
         status = f"HTTP {self.status}" if self.status is not None else "no HTTP status"
         text = f"{self.service}: {self.call} failed with {status}"
@@ -174,6 +177,13 @@ class NemoResponseError(NemoError):
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))
+
+
+def _rebuild(cls: type, state: dict) -> NemoAPIError:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, error._text())
+    return error
 
 
 def error_for_status(service: str, call: str, status: int, message: str) -> NemoAPIError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -43,6 +44,8 @@ UNKNOWN_OUTCOME_STATUSES = frozenset({502, 504})
 DEFAULT_TIMEOUT = (5.0, 60.0)
 MAX_BACKOFF_S = 30.0
 USER_AGENT = "embed-ft-nemo-client/0.1"
+# Extra headers whose values are credentials (wandb-api-key, x-api-key, ...): registered for redaction.
+SECRET_HEADER = re.compile(r"(?i)key|token|secret|auth")
 
 
 def segment(value: str) -> str:
@@ -128,6 +131,8 @@ class ServiceHTTP:
             self.session.headers["wandb-api-key"] = wandb_api_key
         for name, value in (extra_headers or {}).items():
             if value:  # an empty header value is never sent (an empty key is as wrong as a missing one)
+                if SECRET_HEADER.search(name):
+                    register_secret(value)
                 self.session.headers[name] = value
         adapter = HTTPAdapter(max_retries=make_retry(retries, backoff))
         self.session.mount("http://", adapter)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import unquote, urlparse
 
-from .store import AlreadyExists, EntityStore, utc_now
+from .store import AlreadyExists, EntityStore
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -96,21 +96,9 @@ def register_model_entity(
     store: EntityStore, namespace: str, name: str, base_model: str | None, artifact_path: Path, **extra: Any
 ) -> dict[str, Any]:
     """Register (or replace) an Entity Store model whose weights are the folder ``artifact_path``."""
-    try:  # the Entity Store router owns the document shape when it is there
-        from .routers.entities import register_model
-    except ImportError:
-        register_model = None
-    if register_model is not None:
-        return register_model(store, namespace, name, base_model, Path(artifact_path), **extra)
-    doc = {
-        "namespace": namespace,
-        "name": name,
-        "base_model": base_model,
-        "artifact": {"files_url": Path(artifact_path).as_uri(), "status": "upload_completed"},
-        "artifact_path": str(artifact_path),
-        **extra,
-    }
-    return store.put(MODEL_KIND, f"{namespace}/{name}", doc)
+    from .routers.entities import register_model  # the Entity Store router owns the document shape
+
+    return register_model(store, namespace, name, base_model, Path(artifact_path), **extra)
 
 
 def seed_defaults(store: EntityStore) -> None:

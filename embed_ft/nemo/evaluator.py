@@ -1,0 +1,234 @@
+"""Evaluator client: retriever (BEIR) evaluation jobs and their results (``{NEMO_URL}/v1/evaluation``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from .customizer import IDEMPOTENCY_FIELD, idempotency_key_of, with_idempotency_key
+from .errors import NemoAPIError, NemoResponseError, register_secret
+from .http import CreateResult, ServiceHTTP, outcome_unknown, segment
+from .polling import is_job_terminal
+
+log = logging.getLogger("embed_ft.nemo")
+
+JOBS = "/v1/evaluation/jobs"
+DEFAULT_METRICS = ("recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10")
+__all__ = [
+    "DEFAULT_METRICS",
+    "IDEMPOTENCY_FIELD",
+    "EvaluatorClient",
+    "beir_task",
+    "parse_metrics",
+    "retriever_config",
+    "retriever_target",
+]
+
+
+# Request bodies (exactly the tutorial's shapes)
+def beir_task(files_url: str, metrics: Iterable[str] = DEFAULT_METRICS, name: str = "my-beir-task") -> dict:
+    """``{name: {"type": "beir", "dataset": {"files_url"}, "metrics": {m: {"type": m}}}}``; merge several with ``|``."""
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError(f"BEIR task {name!r} needs at least one metric")
+    return {name: {"type": "beir", "dataset": {"files_url": files_url}, "metrics": {m: {"type": m} for m in metrics}}}
+
+
+def retriever_config(namespace: str, tasks: dict) -> dict:
+    if not tasks:
+        raise ValueError("a retriever evaluation config needs at least one task")
+    return {"type": "retriever", "namespace": namespace, "tasks": tasks}
+
+
+def retriever_target(nim_url: str, model_id: str, top_k: int = 10, api_key: str = "") -> dict:
+    """The tutorial's retriever target: the same NIM endpoint embeds queries and the index."""
+    register_secret(api_key)
+    endpoint = {"url": f"{nim_url.rstrip('/')}/v1/embeddings", "model_id": model_id, "api_key": api_key}
+    return {
+        "type": "retriever",
+        "retriever": {
+            "pipeline": {
+                "query_embedding_model": {"api_endpoint": dict(endpoint)},
+                "index_embedding_model": {"api_endpoint": dict(endpoint)},
+                "top_k": top_k,
+            }
+        },
+    }
+
+
+# Results parsing
+def _metric_name(key: Any) -> str:
+    """``"retriever.recall_5"`` -> ``"recall_5"`` (the suffix is the metric in every server version)."""
+    return str(key).rsplit(".", 1)[-1]
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, dict):
+        value = value.get("value", value.get("score"))
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise NemoResponseError(f"evaluation results: {where} has no numeric value (got {value!r})")
+    try:
+        number = float(value)
+    except ValueError:
+        raise NemoResponseError(f"evaluation results: {where} is not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise NemoResponseError(f"evaluation results: {where} is not finite: {value!r}")
+    return number
+
+
+def _entry_name(entry: dict) -> Any:
+    for key in ("name", "metric", "metric_name", "type", "key", "id"):
+        if entry.get(key):
+            return entry[key]
+    return None
+
+
+def _parse_scores(scores: Any, where: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    items = scores.items() if isinstance(scores, dict) else ((_entry_name(s), s) for s in scores if isinstance(s, dict))
+    for name, score in items:
+        if name is not None:
+            out[_metric_name(name)] = _number(score, f"{where} score {name!r}")
+    return out
+
+
+def _parse_metric(name: Any, doc: Any, where: str) -> dict[str, float]:
+    """One metric entry: ``{"scores": {...}}``, ``{"value": x}``, or a bare number."""
+    if isinstance(doc, dict) and isinstance(doc.get("scores"), (dict, list)) and doc["scores"]:
+        return _parse_scores(doc["scores"], f"{where} metric {name!r}")
+    if name is None:
+        return {}
+    return {_metric_name(name): _number(doc, f"{where} metric {name!r}")}
+
+
+def _parse_metrics(metrics: Any, where: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(metrics, dict):
+        for name, doc in metrics.items():
+            out.update(_parse_metric(name, doc, where))
+    elif isinstance(metrics, list):
+        for doc in metrics:
+            if isinstance(doc, dict):
+                out.update(_parse_metric(_entry_name(doc), doc, where))
+    return out
+
+
+def _parse_tasks(tasks: Any, kind: str) -> dict[str, dict[str, float]]:
+    """``{task: {"metrics": ...}}`` (tasks / groups) or ``[{"name": task, "metrics": ...}]`` (older list form)."""
+    if isinstance(tasks, dict):
+        items = list(tasks.items())
+    elif isinstance(tasks, list):
+        items = [
+            (t.get("name") or t.get("task") or t.get("task_name") or t.get("id"), t) for t in tasks if isinstance(t, dict)
+        ]
+    else:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for task, doc in items:
+        if task is None or not isinstance(doc, dict):
+            continue
+        metrics = _parse_metrics(doc.get("metrics"), f"{kind} {task!r}")
+        if metrics:
+            out[str(task)] = metrics
+    return out
+
+
+def _parse_rows(rows: list) -> dict[str, dict[str, float]]:
+    """A flat list of ``{"task", "metric"|"name", "value"}`` rows."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        task = row.get("task") or row.get("task_name") or row.get("group")
+        name = row.get("metric") or row.get("metric_name") or row.get("name")
+        if task and name and ("value" in row or "score" in row):
+            out.setdefault(str(task), {})[_metric_name(name)] = _number(row, f"task {task!r} metric {name!r}")
+    return out
+
+
+def _describe(results: Any) -> str:
+    if isinstance(results, dict):
+        inner = {k: type(v).__name__ for k, v in list(results.items())[:12]}
+        return f"an object with keys {inner}"
+    if isinstance(results, list):
+        first = results[0] if results else None
+        return f"a list of {len(results)} items (first: {str(first)[:120]!r})"
+    return f"a {type(results).__name__}"
+
+
+def parse_metrics(results: Any) -> dict[str, dict[str, float]]:
+    """``{task: {metric: value}}`` from any of the documented result shapes.
+
+    - ``{"tasks": {task: {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": x}}}}}}}``
+    - ``{"groups": {group: {"metrics": {"evaluation": {"scores": {"recall_5": {"value": x}}}}}}}``
+    - older list forms: ``{"tasks": [{"name": task, "metrics": [{"name": "retriever.recall_5", "value": x}]}]}``
+      or a flat list of ``{"task", "metric", "value"}`` rows.
+    Metric names are taken by suffix (``retriever.recall_5`` -> ``recall_5``). Anything else raises
+    :class:`NemoResponseError` describing what was found.
+    """
+    parsed: dict[str, dict[str, float]] = {}
+    if isinstance(results, dict):
+        for key in ("tasks", "groups"):
+            if results.get(key):
+                parsed = _parse_tasks(results[key], key[:-1])
+                if parsed:
+                    return parsed
+        if isinstance(results.get("results"), (dict, list)):
+            return parse_metrics(results["results"])
+    elif isinstance(results, list):
+        parsed = _parse_rows(results) or _parse_tasks(results, "task")
+        if parsed:
+            return parsed
+    raise NemoResponseError(
+        "evaluation results: no task metrics found in the known shapes ('tasks', 'groups', or a list of "
+        f"task/metric rows); got {_describe(results)}"
+    )
+
+
+class EvaluatorClient:
+    def __init__(self, http: ServiceHTTP) -> None:
+        self.http = http
+
+    def create_job(self, config: dict | str, target: dict | str, idempotency_key: str | None = None) -> CreateResult:
+        """Submit an evaluation job (inline ``config``/``target`` or ``ns/name`` refs); never resubmitted blindly."""
+        body = with_idempotency_key({"config": config, "target": target}, idempotency_key)
+        try:
+            return CreateResult(self.http.post(JOBS, json=body, call="create evaluation job"), created=True)
+        except NemoAPIError as exc:
+            if idempotency_key and outcome_unknown(exc):
+                found = self.find_job(idempotency_key)
+                if found is not None:
+                    log.warning("evaluation job create: answer lost (%s); found job %s by key", exc, found.get("id"))
+                    return CreateResult(found, created=True, recovered=True)
+                exc.add_note(f"No evaluation job with idempotency key {idempotency_key!r} was found afterwards.")
+            raise
+
+    def find_job(self, idempotency_key: str, max_pages: int = 20) -> dict | None:
+        """The newest evaluation job whose ``custom_fields`` carry this key, or None."""
+        for job in self.http.iter_pages(
+            JOBS, params={"sort": "-created_at"}, max_pages=max_pages, call="list evaluation jobs"
+        ):
+            if idempotency_key_of(job) == idempotency_key:
+                return job
+        return None
+
+    def get_job(self, job_id: str) -> dict:
+        """The job (poll this one: its ``status`` and ``status_details.progress``)."""
+        return self.http.get(f"{JOBS}/{segment(job_id)}", call="get evaluation job")
+
+    def cancel_job(self, job_id: str) -> dict:
+        try:
+            return self.http.post(f"{JOBS}/{segment(job_id)}/cancel", call="cancel evaluation job") or {}
+        except NemoAPIError as exc:
+            if exc.status in (400, 409, 422):
+                job = self.get_job(job_id)
+                if is_job_terminal(job):
+                    return job
+            raise
+
+    def get_results(self, job_id: str) -> Any:
+        return self.http.get(f"{JOBS}/{segment(job_id)}/results", call="get evaluation results")
+
+    parse_metrics = staticmethod(parse_metrics)

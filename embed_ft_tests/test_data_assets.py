@@ -1,0 +1,289 @@
+"""Dagster data stage: materialize specter_raw + specter_triplets, the blocking checks, the source sensor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    Failure,
+    RunRequest,
+    SkipReason,
+    asset,
+    build_sensor_context,
+    materialize,
+)
+
+from embed_ft.defs import data as data_defs
+from embed_ft.defs.data import SpecterSourceConfig, build_specter_source_sensor
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SPECTER_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "specter-sample"
+SMALL_SPLIT = {"sample_size": 40, "validation_size": 8, "test_size": 8}
+
+
+def records(n_queries: int = 12, per_query: int = 4, layout: str = "set") -> list[dict]:
+    rows = [
+        (f"Query paper {q}: a study of topic {q % 5}", f"Cited paper {q}-{i}", f"Unrelated paper {q}-{i}")
+        for q in range(n_queries)
+        for i in range(per_query)
+    ]
+    if layout == "set":
+        return [{"set": list(r)} for r in rows]
+    return [{"anchor": q, "positive": p, "negative": n} for q, p, n in rows]
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif path.suffix == ".csv":
+        frame = pd.DataFrame(rows)
+        if "set" in frame:
+            frame["set"] = frame["set"].map(json.dumps)
+        frame.to_csv(path, index=False)
+    return path
+
+
+def run_config(source: str, root: Path, **split) -> dict:
+    return {
+        "ops": {
+            "specter_raw": {"config": {"source": source, "storage_root": str(root)}},
+            "specter_triplets": {"config": {"storage_root": str(root), **(split or SMALL_SPLIT)}},
+        }
+    }
+
+
+def materialize_data(source: str, root: Path, instance=None, raise_on_error: bool = True, **split):
+    return materialize(
+        [*data_defs.data_assets, *data_defs.data_checks],
+        run_config=run_config(source, root, **split),
+        instance=instance,
+        raise_on_error=raise_on_error,
+    )
+
+
+def assert_materialized(result, root: Path) -> dict:
+    assert result.success
+    value = result.output_for_node("specter_triplets")
+    assert set(value) >= {"root", "training", "validation", "testing", "data_version", "rows"}
+    assert value["root"] == str((root / "triplets").resolve())
+    for name in ("training", "validation", "testing"):
+        lines = Path(value[name]).read_text(encoding="utf-8").splitlines()
+        assert len(lines) == value["rows"][name] > 0
+        assert list(json.loads(lines[0])) == ["query", "pos_doc", "neg_doc"]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {
+        "specter_triplets_schema": True,
+        "specter_triplets_non_empty": True,
+        "specter_triplets_no_query_leak": True,
+    }
+    return value
+
+
+@pytest.mark.parametrize(
+    "name,layout",
+    [("a.jsonl", "set"), ("a.jsonl", "anchor"), ("a.json", "set"), ("a.csv", "anchor"), ("a.csv", "set"), ("a.parquet", "anchor")],
+)
+def test_materialize_files_in_both_layouts(tmp_path, name, layout):
+    source = write(tmp_path / "src" / name, records(layout=layout))
+    result = materialize_data(str(source), tmp_path / "root")
+    value = assert_materialized(result, tmp_path / "root")
+    assert value["rows"] == {"training": 32, "validation": 8, "testing": 8}
+
+    raw = result.asset_materializations_for_node("specter_raw")[0]
+    assert raw.metadata["dagster/row_count"].value == 48
+    assert raw.metadata["source"].value == str(source)
+    assert raw.metadata["data_version"].value.startswith("sha256:")
+    assert "Query paper" in raw.metadata["preview"].value
+    assert raw.tags["dagster/data_version"] == raw.metadata["data_version"].value
+    assert Path(raw.metadata["snapshot_path"].value).is_file()
+
+    triplets = result.asset_materializations_for_node("specter_triplets")[0].metadata
+    assert triplets["rows/training"].value == 32 and triplets["dropped/duplicate_triplet"].value == 0
+    assert triplets["mean_chars/query"].value > 30
+    assert triplets["source_data_version"].value == raw.metadata["data_version"].value
+    assert triplets["path/testing"].value == value["testing"]
+
+
+def test_materialize_local_folder_counts_drops(tmp_path):
+    rows = records(layout="set")
+    write(tmp_path / "src" / "part-1.jsonl", rows[:24])
+    bad = [{"set": ["x", "y"]}, {"set": ["same", "same", "n"]}, rows[0], {"set": ["q", "  ", "n"]}]
+    write(tmp_path / "src" / "part-2.jsonl", rows[24:] + bad)
+    result = materialize_data(str(tmp_path / "src"), tmp_path / "root")
+    assert_materialized(result, tmp_path / "root")
+    metadata = result.asset_materializations_for_node("specter_triplets")[0].metadata
+    dropped = {k.split("/", 1)[1]: v.value for k, v in metadata.items() if k.startswith("dropped/")}
+    assert dropped == {
+        "missing_or_non_string": 0,
+        "wrong_arity": 1,
+        "empty_text": 1,
+        "too_long": 0,
+        "query_equals_positive": 1,
+        "duplicate_triplet": 1,
+    }
+    assert metadata["input_rows"].value == 52 and metadata["clean_rows"].value == 48
+
+
+def test_materialize_real_specter_sample_with_defaults(tmp_path, shared_data):
+    # Default sizes (68,400 + 1,000) are clamped to the 316 rows / 10 queries: every split still gets rows.
+    result = materialize(
+        [*data_defs.data_assets, *data_defs.data_checks],
+        run_config={
+            "ops": {
+                "specter_raw": {"config": {"source": str(shared_data / "specter-sample"), "storage_root": str(tmp_path)}},
+                "specter_triplets": {"config": {"storage_root": str(tmp_path)}},
+            }
+        },
+    )
+    value = assert_materialized(result, tmp_path)
+    assert sum(value["rows"].values()) <= 316
+    notes = result.asset_materializations_for_node("specter_triplets")[0].metadata["notes"].value
+    assert "clamped" in notes
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ('{"title": "t", "abstract": "a"}\n', r"lacks the expected columns: found \['title', 'abstract'\]"),
+        ('{"set": ["a", "b", "c"]}\n{"set": [\n', r"broken\.jsonl.*unreadable or corrupt"),
+        (
+            '{"set": ["q", "q", "n"]}\n{"set": ["a", "b"]}\n{"set": null}\n',
+            r"zero valid rows out of 3 \(missing_or_non_string=1, wrong_arity=1, query_equals_positive=1\)",
+        ),
+    ],
+    ids=["missing-columns", "corrupt-file", "zero-valid-rows"],
+)
+def test_bad_inputs_fail_with_clear_messages(tmp_path, content, expected):
+    source = tmp_path / "broken.jsonl"
+    source.write_text(content)
+    with pytest.raises(Failure, match=expected) as err:
+        materialize_data(str(source), tmp_path / "root")
+    assert "broken.jsonl" in str(err.value)
+
+
+def test_unreachable_hub_fails_with_local_file_hint(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(Failure, match=r"cannot be reached.*set `source` to a local file or folder"):
+        materialize_data("no-such-owner/no-such-dataset", tmp_path / "root")
+
+
+def test_invalid_split_config_fails(tmp_path):
+    source = write(tmp_path / "a.jsonl", records())
+    with pytest.raises(Failure, match="either sample_size or sample_fraction"):
+        materialize_data(str(source), tmp_path / "root", sample_size=20, sample_fraction=0.5)
+
+
+def stand_in_triplets(value: dict):
+    """An asset with the key `specter_triplets` that hands the checks a given (bad) value."""
+
+    @asset(name="specter_triplets")
+    def _stand_in() -> dict:
+        return value
+
+    return _stand_in
+
+
+def test_checks_fail_on_bad_data(tmp_path):
+    files = {name: tmp_path / name / f"{name}.jsonl" for name in ("training", "validation", "testing")}
+    for path in files.values():
+        path.parent.mkdir(parents=True)
+    files["training"].write_text(
+        '{"query": "shared query", "pos_doc": "p", "neg_doc": ["n"]}\n{"query": "q2", "neg_doc": ["n"]}\n'
+    )
+    files["validation"].write_text('{"query": "shared query", "pos_doc": "p2", "neg_doc": ["n2"]}\n')
+    files["testing"].write_text("")
+    value = {name: str(p) for name, p in files.items()}
+    result = materialize(
+        [stand_in_triplets(value), *data_defs.data_checks], raise_on_error=False
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {name: e.passed for name, e in evaluations.items()} == {
+        "specter_triplets_schema": False,
+        "specter_triplets_non_empty": False,
+        "specter_triplets_no_query_leak": False,
+    }
+    assert "training.jsonl:2: keys must be exactly" in evaluations["specter_triplets_schema"].description
+    assert evaluations["specter_triplets_non_empty"].description == "empty split(s): testing"
+    assert evaluations["specter_triplets_no_query_leak"].description == "1 queries shared by training&validation"
+    assert all(e.blocking for e in evaluations.values())
+
+
+def test_definitions_load_and_refresh_job_selects_only_data_assets():
+    defs = Definitions(
+        assets=data_defs.data_assets,
+        asset_checks=data_defs.data_checks,
+        jobs=data_defs.data_jobs,
+        sensors=data_defs.data_sensors,
+    )
+    job = defs.resolve_job_def("data_refresh_job")
+    assert job.asset_layer.executable_asset_keys == {AssetKey("specter_raw"), AssetKey("specter_triplets")}
+    sensor = defs.resolve_sensor_def("specter_source_sensor")
+    assert sensor.job_name == "data_refresh_job"
+
+
+def tick(sensor, instance, cursor):
+    context = build_sensor_context(instance=instance, cursor=cursor)
+    outcome = sensor(context)
+    return outcome, context.cursor
+
+
+def test_sensor_requests_one_run_per_source_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBED_FT_DATA_ROOT", str(tmp_path / "root"))
+    source = write(tmp_path / "src" / "a.jsonl", records())
+    sensor = build_specter_source_sensor(SpecterSourceConfig(source=str(source)), name="test_source_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        requests = []
+        cursor = None
+        for change in [None, None, "append", None, None, "rewrite", None]:
+            if change == "append":
+                with open(source, "a") as handle:
+                    handle.write(json.dumps({"set": ["new q", "new p", "new n"]}) + "\n")
+            elif change == "rewrite":
+                write(source, records(n_queries=13))
+            outcome, cursor = tick(sensor, instance, cursor)
+            requests.append(isinstance(outcome, RunRequest))
+            if isinstance(outcome, RunRequest):
+                assert outcome.run_config["ops"]["specter_raw"]["config"]["source"] == str(source)
+                last_request = outcome
+            else:
+                assert isinstance(outcome, SkipReason) and "unchanged" in outcome.skip_message
+        assert requests == [True, False, True, False, False, True, False]
+
+        # The requested run config drives the refresh job: only the data assets, with the watched source.
+        defs = Definitions(assets=data_defs.data_assets, asset_checks=data_defs.data_checks, jobs=data_defs.data_jobs)
+        run = defs.resolve_job_def("data_refresh_job").execute_in_process(
+            run_config=last_request.run_config, instance=instance
+        )
+        assert run.success
+        assert run.output_for_node("specter_triplets")["rows"]["testing"] > 0
+
+        # A sensor started afresh (no cursor) takes the latest materialization as its baseline: nothing to do.
+        fresh = build_specter_source_sensor(SpecterSourceConfig(source=str(source)), name="fresh_sensor")
+        outcome, _ = tick(fresh, instance, None)
+        assert isinstance(outcome, SkipReason)
+
+
+def test_sensor_skips_when_the_hub_is_unreachable(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    sensor = build_specter_source_sensor(SpecterSourceConfig(source="embedding-data/SPECTER"), name="hub_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        outcome, cursor = tick(sensor, instance, None)
+    assert isinstance(outcome, SkipReason) and "cannot be reached" in outcome.skip_message
+    assert cursor is None

@@ -1,0 +1,220 @@
+"""Security of the local platform: bearer token, unsafe names and paths, upload limits, malformed bodies."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from embed_ft.platform.paths import InvalidPathError, safe_join, validate_name, validate_repo_path
+from embed_ft_tests.platform_server import hub_online, running_platform  # noqa: F401  (fixture)
+
+TOKEN = "s3cret-token-for-tests"
+REPO = "sec-ns/sec-data"
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+def _ndjson(*lines) -> bytes:
+    return b"\n".join(line if isinstance(line, bytes) else json.dumps(line).encode() for line in lines)
+
+
+def _file_op(path: str, content: bytes = b"pwned") -> dict:
+    return {"key": "file", "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}}
+
+
+HEADER = {"key": "header", "value": {"summary": "test"}}
+
+
+def _files_outside(root: Path, home: Path) -> list[Path]:
+    """Every file under ``root`` that is not inside ``home`` (the platform may write nowhere else)."""
+    return [p for p in root.rglob("*") if p.is_file() and not p.resolve().is_relative_to(home)]
+
+
+@pytest.fixture(scope="module")
+def shared_platform(tmp_path_factory):
+    """One platform for the many parametrized refusal cases (each case uses its own repo)."""
+    root = tmp_path_factory.mktemp("security")
+    with running_platform(root) as (base_url, settings):
+        yield base_url, settings, root
+
+
+def _fresh_repo(base_url: str, request) -> str:
+    repo = f"sec-ns/case-{hashlib.sha1(request.node.name.encode()).hexdigest()[:12]}"
+    HfApi(endpoint=f"{base_url}/v1/hf", token=False).create_repo(repo, repo_type="dataset", exist_ok=True)
+    return repo
+
+
+def test_token_is_required_on_every_route_but_health(tmp_path, hub_online):
+    with running_platform(tmp_path, token=TOKEN) as (base_url, _):
+        assert requests.get(f"{base_url}/health").status_code == 200
+        probes = [
+            ("GET", "/v1/namespaces"), ("POST", "/v1/namespaces"), ("GET", "/v1/models"),
+            ("GET", "/v1/datasets/a/b"), ("DELETE", "/v1/models/a/b"), ("POST", "/v1/datastore/namespaces"),
+            ("POST", "/v1/hf/api/repos/create"), ("GET", f"/v1/hf/api/datasets/{REPO}"),
+            ("HEAD", f"/v1/hf/datasets/{REPO}/resolve/main/x.txt"), ("GET", "/v1/no/such/route"),
+        ]
+        for method, path in probes:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+                response = requests.request(method, f"{base_url}{path}", headers=headers)
+                assert response.status_code == 401, (method, path, headers, response.status_code)
+        unauthorized = requests.get(f"{base_url}/v1/namespaces")
+        assert TOKEN not in unauthorized.text
+
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert requests.post(f"{base_url}/v1/namespaces", json={"id": "ok"}, headers=good).status_code == 201
+        with pytest.raises(HfHubHTTPError) as refused:
+            HfApi(endpoint=f"{base_url}/v1/hf", token=False).create_repo(REPO, repo_type="dataset")
+        assert refused.value.response.status_code == 401
+        api = HfApi(endpoint=f"{base_url}/v1/hf", token=TOKEN)
+        api.create_repo(REPO, repo_type="dataset")
+        api.upload_file(path_or_fileobj=b"hello", path_in_repo="a.txt", repo_id=REPO, repo_type="dataset")
+        assert api.list_repo_files(REPO, repo_type="dataset") == ["a.txt"]
+
+
+@pytest.mark.parametrize("organization, name", [
+    ("..", "data"), ("sec-ns", ".."), ("../../etc", "data"), ("sec-ns", "a/b"), ("sec-ns", "a\\b"),
+    ("/abs", "data"), ("sec-ns", "nul\x00byte"), ("sec-ns", "x" * 300), ("", "data"), ("sec ns", "data"),
+])
+def test_unsafe_repo_ids_are_refused(shared_platform, organization, name):
+    base_url, settings, root = shared_platform
+    response = requests.post(f"{base_url}/v1/hf/api/repos/create",
+                             json={"name": name, "organization": organization, "type": "dataset"})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"]
+    assert not any("sec-ns" not in str(p) for p in settings.repos_dir.rglob("repo.json"))
+    assert _files_outside(root, settings.home) == []
+
+
+@pytest.mark.parametrize("path, reason", [
+    ("../escape.txt", "'..'"),
+    ("a/../../escape.txt", "'..'"),
+    ("/tmp/escape.txt", "absolute"),
+    ("C:/escape.txt", "absolute"),
+    ("a\\..\\escape.txt", "backslash"),
+    ("nul\x00.txt", "NUL"),
+    ("x" * 256, "segment"),
+    ("a/" * 520 + "b", "limit"),
+    ("a//b.txt", "empty"),
+    ("tab\t.txt", "control"),
+])
+def test_unsafe_file_paths_in_commits_are_refused(shared_platform, hub_online, request, path, reason):
+    base_url, settings, root = shared_platform
+    repo = _fresh_repo(base_url, request)
+    body = _ndjson(HEADER, _file_op("fine.txt"), _file_op(path))
+    response = requests.post(f"{base_url}/v1/hf/api/datasets/{repo}/commit/main", data=body, headers=NDJSON)
+    assert response.status_code == 400, response.text
+    assert "line 3" in response.json()["detail"] and reason in response.json()["detail"]
+    # The whole commit is refused: not even the valid file before the bad one lands.
+    assert HfApi(endpoint=f"{base_url}/v1/hf", token=False).list_repo_files(repo, repo_type="dataset") == []
+    preupload = requests.post(f"{base_url}/v1/hf/api/datasets/{repo}/preupload/main",
+                              json={"files": [{"path": path, "size": 5, "sample": ""}]})
+    assert preupload.status_code == 400
+    assert _files_outside(root, settings.home) == []
+    assert not Path("/tmp/escape.txt").exists() or Path("/tmp/escape.txt").read_bytes() != b"pwned"
+
+
+@pytest.mark.parametrize("url_path", [
+    "resolve/main/..%2F..%2F..%2Fstate.sqlite3",
+    "resolve/main/%2E%2E/%2E%2E/%2E%2E/state.sqlite3",
+    "resolve/main/a%00b",
+    "resolve/main/a%5C..%5Cb",
+])
+def test_unsafe_download_paths_are_refused(shared_platform, hub_online, request, url_path):
+    base_url, settings, _ = shared_platform
+    repo = _fresh_repo(base_url, request)
+    assert settings.db_path.is_file()
+    response = requests.get(f"{base_url}/v1/hf/datasets/{repo}/{url_path}")
+    assert response.status_code == 400, (response.status_code, response.text[:200])
+    tree = requests.get(f"{base_url}/v1/hf/api/datasets/{repo}/tree/main/..%2F..%2F..")
+    assert tree.status_code == 400
+
+
+def test_unsafe_entity_names_are_refused(tmp_path):
+    with running_platform(tmp_path) as (base_url, _):
+        for body in ({"id": "../x"}, {"id": "a/b"}, {"id": "x" * 300}, {"id": "nul\x00"}):
+            response = requests.post(f"{base_url}/v1/namespaces", json=body)
+            assert response.status_code == 400 and "namespace" in response.json()["detail"]
+        requests.post(f"{base_url}/v1/namespaces", json={"id": "ns"}).raise_for_status()
+        bad_dataset = requests.post(f"{base_url}/v1/datasets", json={"name": "../up", "namespace": "ns"})
+        assert bad_dataset.status_code == 400 and "dataset name" in bad_dataset.json()["detail"]
+        bad_form = requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": "../../x"})
+        assert bad_form.status_code == 400
+
+
+def test_oversized_uploads_get_413_and_store_nothing(tmp_path, hub_online):
+    with running_platform(tmp_path, max_upload_bytes=4096) as (base_url, _):
+        api = HfApi(endpoint=f"{base_url}/v1/hf", token=False)
+        api.create_repo(REPO, repo_type="dataset")
+        with pytest.raises(HfHubHTTPError) as too_big:
+            api.upload_file(path_or_fileobj=os.urandom(8192), path_in_repo="big.bin", repo_id=REPO,
+                            repo_type="dataset")
+        assert too_big.value.response.status_code == 413
+        assert "4096" in too_big.value.response.json()["detail"]
+
+        def chunked():  # no Content-Length: the limit is enforced while reading
+            yield json.dumps(HEADER).encode() + b"\n"
+            for _ in range(8):
+                yield json.dumps(_file_op("c.bin", os.urandom(1024))).encode() + b"\n"
+
+        response = requests.post(f"{base_url}/v1/hf/api/datasets/{REPO}/commit/main", data=chunked(), headers=NDJSON)
+        assert response.status_code == 413
+        api.upload_file(path_or_fileobj=b"small", path_in_repo="small.txt", repo_id=REPO, repo_type="dataset")
+        assert api.list_repo_files(REPO, repo_type="dataset") == ["small.txt"]
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"{not json", "line 1"),
+    (_ndjson(_file_op("a.txt")), "header"),
+    (_ndjson(HEADER, b"[1, 2]"), "line 2"),
+    (_ndjson(HEADER, {"key": "file", "value": {"path": "a.txt", "content": "@@@", "encoding": "base64"}}), "base64"),
+    (_ndjson(HEADER, {"key": "mystery", "value": {"path": "a.txt"}}), "mystery"),
+    (_ndjson(HEADER, {"key": "lfsFile", "value": {"path": "a.bin", "algo": "sha256", "oid": "0" * 64, "size": 1}}),
+     "LFS"),
+    (b"", "empty"),
+])
+def test_malformed_commit_bodies_are_refused_with_the_line(shared_platform, hub_online, request, body, expected):
+    base_url, _, _ = shared_platform
+    repo = _fresh_repo(base_url, request)
+    response = requests.post(f"{base_url}/v1/hf/api/datasets/{repo}/commit/main", data=body, headers=NDJSON)
+    assert response.status_code == 400
+    assert expected in response.json()["detail"]
+
+
+def test_malformed_json_bodies_get_4xx(tmp_path):
+    with running_platform(tmp_path) as (base_url, _):
+        create = requests.post(f"{base_url}/v1/hf/api/repos/create", data=b"{oops",
+                               headers={"Content-Type": "application/json"})
+        assert create.status_code == 400 and "JSON" in create.json()["detail"]
+        listing = requests.post(f"{base_url}/v1/hf/api/repos/create", json=["not", "an", "object"])
+        assert listing.status_code == 400
+        no_org = requests.post(f"{base_url}/v1/hf/api/repos/create", json={"name": "solo", "type": "dataset"})
+        assert no_org.status_code == 400 and "namespace" in no_org.json()["detail"]
+        space = requests.post(f"{base_url}/v1/hf/api/repos/create",
+                              json={"name": "s", "organization": "o", "type": "space"})
+        assert space.status_code == 400 and "space" in space.json()["detail"]
+        entity = requests.post(f"{base_url}/v1/namespaces", data=b"{oops", headers={"Content-Type": "application/json"})
+        assert entity.status_code == 422
+        missing_field = requests.post(f"{base_url}/v1/datasets", json={"name": "only-a-name"})
+        assert missing_field.status_code == 422 and "namespace" in missing_field.text
+
+
+def test_path_helpers(tmp_path):
+    assert validate_repo_path("training/training.jsonl") == "training/training.jsonl"
+    assert validate_name("all-minilm-l6-v2@cust-ABC123") == "all-minilm-l6-v2@cust-ABC123"
+    with pytest.raises(InvalidPathError, match="dataset name"):
+        validate_name("a b", "dataset name")
+    with pytest.raises(InvalidPathError, match="300 characters"):
+        validate_name("y" * 300)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path)  # a symlink inside the root that points out of it
+    with pytest.raises(InvalidPathError, match="outside"):
+        safe_join(root, "link/secret.txt")
+    assert safe_join(root, "sub/file.txt") == (root / "sub" / "file.txt").resolve()
