@@ -192,16 +192,13 @@ def platform() -> None:
     """The embedded NeMo-compatible local platform."""
 
 
-@platform.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=None, type=int, help="Default 8765.")
-@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback host (requires a token).")
-def serve(host: str, port: Optional[int], allow_remote: bool) -> None:
-    """Serve the platform in the foreground."""
+@platform.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Serve the platform in the foreground (options: --host --port --home --beir-root --allow-remote ...)."""
     from .platform.__main__ import main as platform_main
 
-    argv = ["serve", "--host", host] + (["--port", str(port)] if port else []) + (["--allow-remote"] if allow_remote else [])
-    raise SystemExit(platform_main(argv))
+    raise SystemExit(platform_main(["serve", *ctx.args]))
 
 
 @platform.command()
@@ -210,7 +207,8 @@ def stop() -> None:
     from .platform.launcher import stop as stop_platform
     from .platform.settings import PlatformSettings
 
-    click.echo(json.dumps(stop_platform(PlatformSettings()), default=str))
+    stopped = stop_platform(PlatformSettings())
+    click.echo("stopped" if stopped else "no platform was running for this EMBED_FT_HOME")
 
 
 @platform.command()

@@ -154,9 +154,10 @@ def run_evaluation(
     ev = evaluator.client()
     uses_local = evaluator.uses_local_platform
     tasks = evaluation_tasks(config, uses_local, heldout)
-    eval_config = retriever_config(
-        entity_store.namespace, {name: beir_task(url, config.metrics, name) for name, url in tasks.items()}
-    )
+    task_bodies: dict[str, Any] = {}
+    for name, url in tasks.items():
+        task_bodies.update(beir_task(url, config.metrics, name))
+    eval_config = retriever_config(entity_store.namespace, task_bodies)
     target = retriever_target(nim_info["nim_url"], nim_info["served_name"], config.top_k)
     key = stable_hash(eval_config, target, nim_info["model"], heldout.get("data_version"), EVALUATION_CODE_VERSION)
     job = ev.find_job(key)
