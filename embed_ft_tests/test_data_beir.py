@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from dagster import materialize
 
@@ -85,7 +86,7 @@ def test_testing_split_to_beir_round_trip(tmp_path):
     ]
     rows.append({"set": ["Query 0", "Positive 1-0", "Negative x"]})  # a doc that is a positive of two queries
     summary = build_triplet_splits(
-        clean_triplets(__import__("pyarrow").Table.from_pylist(rows)).table,
+        clean_triplets(pa.Table.from_pylist(rows)).table,
         tmp_path / "splits",
         options=SplitOptions(sample_size=6, validation_size=3, test_size=12, seed=1),
     )
@@ -143,7 +144,7 @@ def test_mining_rejects_bad_arguments(tmp_path, minilm):
         beir_train_triplets(folder, minilm, split="dev")
 
 
-def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int = 150) -> Path:
+def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int = 60) -> Path:
     """A small real BEIR folder: a few SciFact train queries, their judged documents and some others."""
     corpus_rows = [json.loads(line) for line in (scifact / "corpus.jsonl").read_text().splitlines()]
     all_queries = {q["_id"]: q for q in map(json.loads, (scifact / "queries.jsonl").read_text().splitlines())}
@@ -162,14 +163,13 @@ def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int
 
 def test_scifact_train_split_smoke(tmp_path, shared_data, minilm):
     folder = scifact_subset(shared_data / "beir" / "scifact", tmp_path / "scifact-mini")
-    frame = beir_train_triplets(folder, minilm, num_negatives=2, max_seq_length=128)
+    frame = beir_train_triplets(folder, minilm, num_negatives=2, max_seq_length=96)
     _, queries, qrels = load_beir(folder, "train")
     assert frame["query"].nunique() == len(queries) == 4
     assert len(frame) == sum(1 for docs in qrels.values() for s in docs.values() if s > 0)
     assert all(len(n) == 2 and row_pos not in n for row_pos, n in zip(frame["positive"], frame["negatives"]))
 
 
-@pytest.mark.slow
 def test_specter_raw_from_a_beir_folder(tmp_path):
     """A BEIR folder as the source: specter_raw mines triplets with the packaged model, the splits follow."""
     folder = tiny_beir(tmp_path / "tiny")

@@ -92,3 +92,15 @@ def test_bad_deployment_requests(platform):
     assert missing.status_code == 422
     for name in ("d1", "d2", "d3", "d4"):
         assert _get(base_url, name).status_code == 404
+
+
+def test_ready_deployment_is_served_again_after_a_restart(tmp_path):
+    with running_platform(tmp_path) as (base_url, _):
+        assert deploy(base_url, NS, "keeper", BASE_MODEL)["status_details"]["status"] == "ready"
+        before = embeddings(base_url, BASE_MODEL, "persisted").json()["data"][0]["embedding"]
+    with running_platform(tmp_path) as (base_url, _):
+        ready = wait_for(lambda: (d := _get(base_url, "keeper").json())["status_details"]["status"] == "ready" and d,
+                         120, "deployment keeper to be ready again")
+        assert ready["deployed"] is True
+        after = embeddings(base_url, BASE_MODEL, "persisted")
+        assert after.status_code == 200 and after.json()["data"][0]["embedding"] == pytest.approx(before, abs=1e-6)

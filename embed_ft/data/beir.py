@@ -170,6 +170,10 @@ def testing_split_to_beir(testing_jsonl: Union[str, Path], out_dir: Union[str, P
     }
 
 
+# The name starts with "test": keep pytest from collecting it in test modules that import it.
+testing_split_to_beir.__test__ = False  # type: ignore[attr-defined]
+
+
 def beir_train_triplets(
     folder: Union[str, Path],
     model: Union["SentenceTransformer", str, Path],

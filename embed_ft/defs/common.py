@@ -61,7 +61,11 @@ def wait_for_remote(
             lambda doc: status_of(doc) in terminal,
             timeout_s=timeout_s,
             interval_s=interval_s,
+            what=what,
             on_update=on_update,
+            status_of=status_of,
+            # Back off modestly: a long job is not polled every few seconds, a short one is not waited on for long.
+            max_interval_s=4 * interval_s,
         )
     except PollTimeout as exc:
         raise Failure(

@@ -145,12 +145,14 @@ def triplet_columns(
 
 
 def worker_threads() -> int:
-    """Torch threads for training: all cores this process may use but one, left for the API server."""
+    """Torch threads for training: every core this process may use (the API server only answers status polls
+    meanwhile), or ``EMBED_FT_TRAIN_THREADS``."""
+    if os.environ.get("EMBED_FT_TRAIN_THREADS"):
+        return max(1, int(os.environ["EMBED_FT_TRAIN_THREADS"]))
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return os.cpu_count() or 1
 
 
 def _redirect_output(log_path: Path) -> None:
