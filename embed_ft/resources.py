@@ -23,6 +23,7 @@ from .nemo.http import ServiceHTTP
 from .nemo.nim import NimClient
 
 DEFAULT_NAMESPACE = "embed-sft-ns"
+LOCAL_PLATFORM_SERVICE = "embed-ft-local-platform"
 
 
 def local_platform_url() -> str:
@@ -31,6 +32,17 @@ def local_platform_url() -> str:
     from .platform.settings import PlatformSettings
 
     return ensure_running(PlatformSettings())
+
+
+def is_local_platform(base_url: str) -> bool:
+    """Whether ``base_url`` is an embed-ft local platform (its health route names itself); False when unsure."""
+    import requests
+
+    try:
+        answer = requests.get(f"{base_url.rstrip('/')}/health", timeout=(3, 5))
+        return answer.ok and answer.json().get("service") == LOCAL_PLATFORM_SERVICE
+    except (requests.RequestException, ValueError, AttributeError):
+        return False
 
 
 class NemoServiceResource(ConfigurableResource):
@@ -45,10 +57,14 @@ class NemoServiceResource(ConfigurableResource):
     retries: int = Field(default=3, description="Retries of idempotent calls (GET/HEAD/DELETE) only.")
 
     _resolved_url: Optional[str] = PrivateAttr(default=None)
+    _is_local: Optional[bool] = PrivateAttr(default=None)
 
     @property
     def uses_local_platform(self) -> bool:
-        return not self.base_url
+        """True for the embedded platform (chooses per-backend defaults): no URL set, or the server says so."""
+        if self._is_local is None:
+            self._is_local = not self.base_url or is_local_platform(self.url())
+        return self._is_local
 
     def url(self) -> str:
         if self._resolved_url is None:

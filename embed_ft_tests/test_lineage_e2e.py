@@ -23,7 +23,7 @@ def run_config(source: str, experiment: str = "e2e") -> dict:
     return {
         "ops": {
             "specter_raw": {"config": {"source": source}},
-            "specter_triplets": {"config": {"test_size": 8, "validation_size": 0.15, "seed": 7}},
+            "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15, "seed": 7}},
             "fine_tuned_model": {
                 "config": {"experiment": experiment, "max_steps": 3, "batch_size": 8, "learning_rate": 5e-5, **fast}
             },
@@ -67,12 +67,14 @@ def test_full_lineage_on_local_platform(tmp_path):
         assert len(jobs) == 1
 
         # A second materialization of the same inputs reattaches to the completed job: still exactly one job.
+        selected = ["training_dataset", "fine_tuned_model"]
+        full = run_config(str(source))["ops"]
         again = materialize(
             [*lineage_assets],
             resources=resources,
-            run_config=run_config(str(source)),
+            run_config={"ops": {k: v for k, v in full.items() if k in selected}},
             instance=instance,
-            selection=["training_dataset", "fine_tuned_model"],
+            selection=selected,
         )
         assert again.success
         assert again.output_for_node("fine_tuned_model")["job_id"] == model["job_id"]

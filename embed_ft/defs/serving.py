@@ -1,6 +1,5 @@
 """Serving stage: deploy the fine-tuned and the base model as NIMs, wait until the gateway serves them."""
 
-from __future__ import annotations
 
 import time
 from typing import Any, Optional

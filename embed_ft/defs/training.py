@@ -1,6 +1,5 @@
 """Training stage: upload the triplets to the Data Store, then fine-tune with the Customizer."""
 
-from __future__ import annotations
 
 import hashlib
 import re
