@@ -24,6 +24,7 @@ def pytest_configure(config):
     # Tests start their own platforms on their own homes; never touch a developer's.
     os.environ["EMBED_FT_HOME"] = str(scratch / "platform_home")
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster_home")
+    os.environ["EMBED_FT_DATA_ROOT"] = str(scratch / "data")
     (scratch / "dagster_home").mkdir(parents=True, exist_ok=True)
     for name in ("NDS_URL", "NEMO_URL", "NIM_URL", "NEMO_TOKEN", "NDS_TOKEN", "NIM_TOKEN", "WANDB_API_KEY"):
         os.environ.pop(name, None)

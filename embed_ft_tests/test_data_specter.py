@@ -174,6 +174,31 @@ def test_cleaning_counts_each_reason_and_strips():
     ]
 
 
+def test_duplicates_are_exact_even_when_lengths_collide():
+    table = pa.table(
+        {
+            "query": ["q", "q", "q", "q", "q", "q"],
+            "positive": ["ab", "ab", "ba", "ab", "pp", "pp"],
+            "negatives": [["cd"], ["ce"], ["cd"], ["cd"], ["ab"], ["a", "b"]],
+        }
+    )
+    result = clean_triplets(table)
+    assert result.dropped["duplicate_triplet"] == 1
+    assert result.num_rows == 5 and result.table.slice(3).to_pylist()[0]["negatives"] == ["ab"]
+
+
+def test_split_with_codes_from_cleaning_equals_split_on_texts():
+    rows = triplets(30, 3) + triplets(5, 1)  # the repeats are dropped, so some codes must be renumbered
+    table = pa.table({"set": [list(r) for r in rows] + [["only dropped query", "only dropped query", "n"]]})
+    cleaned = clean_triplets(table)
+    options = SplitOptions(sample_size=60, validation_size=10, test_size=10, seed=5)
+    with_codes = split_triplets(cleaned.table.column("query"), options, query_codes=cleaned.query_codes)
+    from_texts = split_triplets(cleaned.table.column("query"), options)
+    assert cleaned.query_codes.max() + 1 == with_codes.distinct_queries == 30
+    for name in from_texts.indices:
+        assert np.array_equal(with_codes.indices[name], from_texts.indices[name])
+
+
 def test_cleaning_column_layouts_and_non_string_columns():
     frame = pd.DataFrame(
         {"anchor": ["a", None, "c"], "positive": ["p", "p", "p"], "negative": ["n", "n", None]}
@@ -280,6 +305,13 @@ def test_encoding_matches_json_dumps_with_one_row_per_line():
     lines = text.splitlines()
     assert [json.loads(line) for line in lines] == rows
     assert all(list(json.loads(line)) == ["query", "pos_doc", "neg_doc"] for line in lines)
+
+
+def test_escape_scan_flags_exactly_the_strings_json_must_escape():
+    texts = ["é café", "© 2020", "plain", 'a "quote"', "x\\y", "tab\t", "ls\u2028", "ps\u2029", "nel\x85", "…ellipsis", "€"]
+    values = pa.array(["padding"] + texts, pa.large_string()).slice(1)  # a slice: offsets do not start at 0
+    expected = [False, False, False, True, True, True, True, True, True, False, False]
+    assert specter._rows_needing_escape(values).tolist() == expected
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):

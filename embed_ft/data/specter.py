@@ -309,6 +309,8 @@ class CleanResult:
     table: pa.Table
     dropped: dict[str, int]
     input_rows: int
+    mean_chars: dict[str, float] = field(default_factory=dict)  # query, pos_doc, neg_doc (per negative text)
+    query_codes: Optional[np.ndarray] = None  # per clean row, its query's group number 0..k-1 (saves re-hashing)
 
     @property
     def num_rows(self) -> int:
@@ -339,7 +341,36 @@ def _is_list_type(t: pa.DataType) -> bool:
 
 def _column(table: pa.Table, name: str) -> pa.Array:
     column = table.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(column, pa.ChunkedArray):
+        # One chunk (the usual case, also for slices) is used as is: combine_chunks would copy it.
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
+def _keep_rows(values: pa.Array, keep: np.ndarray) -> pa.Array:
+    # Filtering copies every byte; most real sources lose no row at a given step.
+    return values if keep.all() else values.filter(pa.array(keep))
+
+
+def _offsets_and_bytes(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A large_string array's offsets (len + 1) and its whole UTF-8 data buffer, as numpy views (no copy)."""
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64, count=n + 1, offset=values.offset * 8)
+    data_buffer = values.buffers()[2]
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, data
+
+
+def _strip(values: pa.Array) -> pa.Array:
+    """utf8_trim_whitespace, skipped (no copy) when no string starts or ends with a space, control or non-ASCII byte."""
+    values = values.cast(pa.large_string())
+    offsets, data = _offsets_and_bytes(values)
+    starts, ends = offsets[:-1], offsets[1:]
+    nonempty = ends > starts
+    edges = np.concatenate([data[starts[nonempty]], data[ends[nonempty] - 1]])
+    if not ((edges <= 0x20) | (edges >= 0x80)).any():
+        return values
+    return pc.utf8_trim_whitespace(values)
 
 
 def _parse_json_lists(values: pa.Array) -> pa.Array:
@@ -399,6 +430,49 @@ def _any_per_row(flag_flat: np.ndarray, parents: np.ndarray, n: int) -> np.ndarr
     return np.bincount(parents[flag_flat], minlength=n) > 0
 
 
+def _exact_duplicates(
+    query: pa.Array,
+    positive: pa.Array,
+    negatives: pa.Array,
+    eligible: np.ndarray,
+    query_codes: np.ndarray,
+    negative_bytes: np.ndarray,
+) -> np.ndarray:
+    """Eligible rows that repeat an earlier eligible row's (query, positive, negatives) exactly.
+
+    Hashing every text costs seconds at SPECTER scale. Exact duplicates share the query and the byte lengths of
+    the positive and of the negatives, so rows are first grouped by (query code, those lengths); only rows whose
+    group has several members (few) get their texts compared in Python. `negative_bytes` = per row, the byte
+    length of its negatives plus their count.
+    """
+    duplicate = np.zeros(len(query), dtype=bool)
+    rows = np.flatnonzero(eligible)
+    if len(rows) < 2:
+        return duplicate
+    query_codes = query_codes[rows]
+    positive_bytes = np.asarray(pc.binary_length(positive), dtype=np.int64)[rows]
+    negatives_bytes = negative_bytes[rows]
+    # One int64 per row: equal triplets give equal proxies (masking keeps that true), unequal ones rarely do.
+    mask20 = (1 << 20) - 1
+    proxy = ((query_codes & ((1 << 23) - 1)) << 40) | ((positive_bytes & mask20) << 20) | (negatives_bytes & mask20)
+    _, inverse, counts = np.unique(proxy, return_inverse=True, return_counts=True)
+    shared = counts[inverse] > 1
+    if not shared.any():
+        return duplicate
+    candidates = pa.array(rows[shared])
+    seen: set[tuple] = set()
+    texts = zip(
+        query.take(candidates).to_pylist(), positive.take(candidates).to_pylist(), negatives.take(candidates).to_pylist()
+    )
+    for row, (q, p, negs) in zip(rows[shared], texts):
+        key = (q, p, tuple(negs))
+        if key in seen:
+            duplicate[row] = True
+        else:
+            seen.add(key)
+    return duplicate
+
+
 def clean_triplets(
     data: Union[pa.Table, pd.DataFrame], max_text_chars: Optional[int] = DEFAULT_MAX_TEXT_CHARS
 ) -> CleanResult:
@@ -425,7 +499,7 @@ def clean_triplets(
             return CleanResult(_empty_triplets(), dropped, n)
         lengths = np.asarray(pc.list_value_length(sets).fill_null(0))
         drop("wrong_arity", lengths < 3)
-        sets = sets.filter(pa.array(keep))
+        sets = _keep_rows(sets, keep)
         query = pc.list_element(sets, 0)
         positive = pc.list_element(sets, 1)
         negatives = pc.list_slice(sets, 2)
@@ -438,16 +512,15 @@ def clean_triplets(
         if query is None or positive is None or negatives is None:
             return CleanResult(_empty_triplets(), dropped, n)
         drop("wrong_arity", np.asarray(pc.list_value_length(negatives).fill_null(0)) < 1)
-        mask = pa.array(keep)
-        query, positive, negatives = query.filter(mask), positive.filter(mask), negatives.filter(mask)
+        query, positive, negatives = _keep_rows(query, keep), _keep_rows(positive, keep), _keep_rows(negatives, keep)
 
     # From here on every array covers only the rows still kept; `kept_index` maps them back to source rows.
     kept_index = np.flatnonzero(keep)
     m = len(kept_index)
-    query = pc.utf8_trim_whitespace(query.cast(pa.large_string()))
-    positive = pc.utf8_trim_whitespace(positive.cast(pa.large_string()))
+    query = _strip(query)
+    positive = _strip(positive)
     neg_lengths = np.asarray(pc.list_value_length(negatives))
-    neg_flat = pc.utf8_trim_whitespace(pc.list_flatten(negatives).cast(pa.large_string()))
+    neg_flat = _strip(pc.list_flatten(negatives))
     parents = np.repeat(np.arange(m), neg_lengths)
 
     sub_keep = np.ones(m, dtype=bool)
@@ -469,21 +542,37 @@ def clean_triplets(
     drop_sub("query_equals_positive", np.asarray(pc.equal(query, positive)))
 
     negatives = _rebuild_lists(neg_lengths, neg_flat)
-    # Exact duplicates: hash one key per row (separators cannot occur in stripped titles' meaning).
-    key = pc.binary_join_element_wise(query, positive, pc.binary_join(negatives, _ls("\x1e")), _ls("\x1f"))
-    codes = np.asarray(pc.dictionary_encode(key).indices)
-    eligible = np.flatnonzero(sub_keep)
-    _, first = np.unique(codes[eligible], return_index=True)
-    duplicate = np.zeros(m, dtype=bool)
-    duplicate[eligible] = True
-    duplicate[eligible[first]] = False
-    drop_sub("duplicate_triplet", duplicate)
-
-    mask = pa.array(sub_keep)
-    clean = pa.table(
-        {"query": query.filter(mask), "positive": positive.filter(mask), "negatives": negatives.filter(mask)}
+    query_codes = np.asarray(pc.dictionary_encode(query).indices, dtype=np.int64)
+    flat_bytes = np.concatenate([[0], np.cumsum(np.asarray(pc.binary_length(neg_flat), dtype=np.int64))])
+    list_ends = np.cumsum(neg_lengths)
+    negative_bytes = flat_bytes[list_ends] - flat_bytes[list_ends - neg_lengths] + neg_lengths
+    drop_sub(
+        "duplicate_triplet",
+        _exact_duplicates(query, positive, negatives, sub_keep, query_codes, negative_bytes),
     )
-    return CleanResult(clean, dropped, n)
+
+    clean = pa.table(
+        {
+            "query": _keep_rows(query, sub_keep),
+            "positive": _keep_rows(positive, sub_keep),
+            "negatives": _keep_rows(negatives, sub_keep),
+        }
+    )
+    kept_negatives = sub_keep[parents]
+
+    def mean(lengths: np.ndarray) -> float:
+        return round(float(lengths.mean()), 2) if len(lengths) else 0.0
+
+    mean_chars = {"query": mean(q_len[sub_keep]), "pos_doc": mean(p_len[sub_keep]), "neg_doc": mean(n_len[kept_negatives])}
+    return CleanResult(clean, dropped, n, mean_chars, _compact_codes(query_codes[sub_keep]))
+
+
+def _compact_codes(codes: np.ndarray) -> np.ndarray:
+    """Renumber group codes 0..k-1 after rows were dropped (some groups may be gone); O(n), no sort."""
+    if not len(codes):
+        return codes
+    present = np.bincount(codes) > 0
+    return codes if present.all() else (np.cumsum(present) - 1)[codes]
 
 
 def _empty_triplets() -> pa.Table:
@@ -540,14 +629,25 @@ def _round_half_up(x: float) -> int:
     return int(np.floor(x + 0.5))
 
 
-def split_triplets(queries: pa.Array | pa.ChunkedArray, options: SplitOptions = SplitOptions()) -> SplitResult:
-    """Leak-free, seeded train/validation/test row indices for rows identified by their query text."""
+def split_triplets(
+    queries: pa.Array | pa.ChunkedArray,
+    options: SplitOptions = SplitOptions(),
+    *,
+    query_codes: Optional[np.ndarray] = None,
+) -> SplitResult:
+    """Leak-free, seeded train/validation/test row indices for rows identified by their query text.
+
+    `query_codes` (group numbers 0..k-1 per row, e.g. `CleanResult.query_codes`) spares hashing the texts again.
+    """
     options.validate()
     queries = queries.combine_chunks() if isinstance(queries, pa.ChunkedArray) else queries
     n = len(queries)
-    encoded = pc.dictionary_encode(queries)
-    codes = np.asarray(encoded.indices, dtype=np.int64)
-    groups = len(encoded.dictionary)
+    if query_codes is None:
+        query_codes = np.asarray(pc.dictionary_encode(queries).indices, dtype=np.int64)
+    if len(query_codes) != n:
+        raise ValueError(f"query_codes has {len(query_codes)} entries for {n} rows")
+    codes = query_codes
+    groups = int(codes.max()) + 1 if n else 0
     if groups < 3:
         raise SourceError(
             f"a leak-free training/validation/testing split needs at least 3 distinct queries; "
@@ -583,15 +683,21 @@ def split_triplets(queries: pa.Array | pa.ChunkedArray, options: SplitOptions = 
     rng = np.random.default_rng(options.seed)
     group_rank = rng.permutation(groups)
     row_rank = group_rank[codes]
-    order = np.lexsort((rng.random(n), row_rank))
+    # One int64 sort key (group rank, then a random 32-bit tie-break) sorts faster than a two-key lexsort.
+    tie_break = rng.integers(0, 1 << 32, size=n, dtype=np.int64)
+    order = np.argsort((row_rank.astype(np.int64) << 32) | tie_break)
     group_end = np.cumsum(np.bincount(row_rank, minlength=groups))  # rows up to and including group g (ranked)
 
     indices: dict[str, np.ndarray] = {}
     start_group = 0
     reserve = {"testing": 2, "validation": 1, "training": 0}  # groups left for the splits after this one
+    take_all = options.sample_size is None and options.sample_fraction is None
     for name in ("testing", "validation", "training"):
         base = int(group_end[start_group - 1]) if start_group else 0
-        target = requested[name]
+        if name == "training" and take_all:  # "every row left": no target to fall short of
+            requested[name] = target = n - base
+        else:
+            target = requested[name]
         needed = int(np.searchsorted(group_end[start_group:], base + target, side="left")) + 1
         take = max(1, min(needed, groups - start_group - reserve[name]))
         end_group = start_group + take
@@ -632,9 +738,31 @@ def atomic_write(path: Path, write: Callable[[object], None]) -> None:
         raise
 
 
-# Characters json.dumps escapes, plus the three that str.splitlines() treats as line breaks although JSON does not.
-_NEEDS_JSON_ESCAPE = r'["\\\x00-\x1f\x{85}\x{2028}\x{2029}]'
 _LINE_BREAK_ESCAPES = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+# Bytes that may need escaping: ASCII controls, quote, backslash, and the last bytes of U+0085 (C2 85) and
+# U+2028/U+2029 (E2 80 A8/A9); the last three are confirmed by their preceding bytes.
+_ESCAPE_CANDIDATE = np.zeros(256, dtype=bool)
+_ESCAPE_CANDIDATE[[*range(0x20), 0x22, 0x5C, 0x85, 0xA8, 0xA9]] = True
+
+
+def _rows_needing_escape(values: pa.Array) -> np.ndarray:
+    """Which strings hold a character json.dumps escapes (quote, backslash, U+0000..U+001F) or one that
+    str.splitlines() breaks on (U+0085, U+2028, U+2029). A table lookup over the UTF-8 bytes, not a regex per row."""
+    n = len(values)
+    offsets, data = _offsets_and_bytes(values)
+    begin, end = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
+    positions = np.flatnonzero(_ESCAPE_CANDIDATE[data[begin:end]]) + begin
+    if len(positions):
+        byte = data[positions]
+        before = data[np.maximum(positions - 1, 0)]
+        before2 = data[np.maximum(positions - 2, 0)]
+        line_break = ((byte == 0x85) & (before == 0xC2)) | ((byte >= 0xA8) & (before == 0x80) & (before2 == 0xE2))
+        positions = positions[(byte < 0x80) | line_break]  # in valid UTF-8 these pairs/triples are exactly those characters
+    needs = np.zeros(n, dtype=bool)
+    needs[np.searchsorted(offsets, positions, side="right") - 1] = True
+    return needs
 
 
 def _json_string_bodies(values: pa.Array) -> pa.Array:
@@ -645,13 +773,15 @@ def _json_string_bodies(values: pa.Array) -> pa.Array:
     U+2028 and U+2029 are written as \\u escapes: still the same JSON string, but no reader that splits lines
     like `str.splitlines()` can cut a row in two.
     """
-    needs = pc.match_substring_regex(values, _NEEDS_JSON_ESCAPE)
-    if not pc.any(needs).as_py():
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    needs = _rows_needing_escape(values)
+    if not needs.any():
         return values
+    mask = pa.array(needs)
     escaped = [
-        json.dumps(s, ensure_ascii=False)[1:-1].translate(_LINE_BREAK_ESCAPES) for s in values.filter(needs).to_pylist()
+        json.dumps(s, ensure_ascii=False)[1:-1].translate(_LINE_BREAK_ESCAPES) for s in values.filter(mask).to_pylist()
     ]
-    return pc.replace_with_mask(values, needs, pa.array(escaped, pa.large_string()))
+    return pc.replace_with_mask(values, mask, pa.array(escaped, pa.large_string()))
 
 
 def encode_nemo_jsonl(table: pa.Table) -> pa.Buffer:
@@ -661,11 +791,13 @@ def encode_nemo_jsonl(table: pa.Table) -> pa.Buffer:
     positive = _json_string_bodies(_column(table, "positive").cast(pa.large_string()))
     negatives = _column(table, "negatives").cast(pa.large_list(pa.large_string()))
     lengths = np.asarray(pc.list_value_length(negatives))
-    quoted = pc.binary_join_element_wise(_ls('"'), _json_string_bodies(pc.list_flatten(negatives)), _ls('"'), _ls(""))
-    negatives_json = pc.binary_join(_rebuild_lists(lengths, quoted), _ls(", "))
+    if len(lengths) and lengths.min() == 0:
+        raise ValueError("every row needs at least one negative (neg_doc may not be empty)")
+    # ["a", "b"]: the escaped texts joined by '", "' inside '["' ... '"]'.
+    negatives_json = pc.binary_join(_rebuild_lists(lengths, _json_string_bodies(pc.list_flatten(negatives))), _ls('", "'))
     lines = pc.binary_join_element_wise(
-        _ls('{"query": "'), query, _ls('", "pos_doc": "'), positive, _ls('", "neg_doc": ['), negatives_json,
-        _ls("]}\n"), _ls(""),
+        _ls('{"query": "'), query, _ls('", "pos_doc": "'), positive, _ls('", "neg_doc": ["'), negatives_json,
+        _ls('"]}\n'), _ls(""),
     )
     # A non-null string array's value buffer is exactly the concatenated lines.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64, count=len(lines) + 1, offset=lines.offset * 8)
@@ -714,24 +846,13 @@ class TripletSummary:
     input_rows: int
     clean_rows: int
     distinct_queries: int
-    mean_chars: dict[str, float]  # query, pos_doc, neg_doc (per negative text)
+    mean_chars: dict[str, float]  # of the clean rows the splits are drawn from: query, pos_doc, neg_doc (per text)
     paths: dict[str, str]
     data_version: str
     notes: list[str]
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _mean_chars(table: pa.Table) -> dict[str, float]:
-    def mean(values: pa.Array) -> float:
-        return round(float(pc.mean(pc.utf8_length(values)).as_py() or 0.0), 2)
-
-    return {
-        "query": mean(_column(table, "query")),
-        "pos_doc": mean(_column(table, "positive")),
-        "neg_doc": mean(pc.list_flatten(_column(table, "negatives"))),
-    }
 
 
 def build_triplet_splits(
@@ -749,15 +870,13 @@ def build_triplet_splits(
     if cleaned.num_rows == 0:
         reasons = ", ".join(f"{k}={v}" for k, v in cleaned.dropped.items() if v) or "the source is empty"
         raise SourceError(f"{source!r}: zero valid rows out of {cleaned.input_rows} ({reasons})")
-    split = split_triplets(cleaned.table.column("query"), options)
+    split = split_triplets(cleaned.table.column("query"), options, query_codes=cleaned.query_codes)
     paths = split_paths(storage_root)
     rows: dict[str, int] = {}
-    written = []
     for name in SPLITS:
         part = cleaned.table.take(pa.array(split.indices[name]))
         write_nemo_jsonl(part, paths[name])
         rows[name] = part.num_rows
-        written.append(part)
     return TripletSummary(
         rows=rows,
         requested={name: split.requested[name] for name in SPLITS},
@@ -765,7 +884,7 @@ def build_triplet_splits(
         input_rows=cleaned.input_rows,
         clean_rows=cleaned.num_rows,
         distinct_queries=split.distinct_queries,
-        mean_chars=_mean_chars(pa.concat_tables(written)),
+        mean_chars=cleaned.mean_chars,
         paths={name: str(p) for name, p in paths.items()},
         data_version=data_version,
         notes=split.notes,

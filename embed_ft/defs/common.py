@@ -37,6 +37,7 @@ def wait_for_remote(
     describe: Callable[[dict], str] | None = None,
     terminal: set[str] = TERMINAL_JOB_STATUSES,
     log_every_s: float = 30.0,
+    timeout_hint: str = "materialize again to reattach to it, or raise the timeout in the run config.",
 ) -> dict:
     """Poll a remote object until it reaches a terminal status.
 
@@ -70,8 +71,7 @@ def wait_for_remote(
     except PollTimeout as exc:
         raise Failure(
             f"{what} did not finish within {timeout_s:.0f} s (last status: {exc.last_status}). "
-            "It is still active on the server and was not cancelled; materialize again to reattach to it, "
-            "or raise the timeout in the run config."
+            f"It is still active on the server and was not cancelled; {timeout_hint}"
         ) from None
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         if cancel is not None:

@@ -124,11 +124,15 @@ def deploy_and_wait(
         interval_s=config.poll_interval_s,
         terminal=READY_STATUSES | FAILED_DEPLOYMENT_STATUSES | {"gone"},
         describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
+        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise timeout_s and materialize again.",
     )
     status = deployment_status(doc)
     if status not in READY_STATUSES:
         description = (doc.get("status_details") or {}).get("description") or "no description"
-        raise Failure(f"Deployment {namespace}/{name} of {model} ended {status}: {description}")
+        raise Failure(
+            f"Deployment {namespace}/{name} of {model} ended {status}: {description}. "
+            "Run teardown_deployments_job to remove it."
+        )
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     wait_for_remote(
         context,

@@ -101,6 +101,12 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
 
     for module in modules:
         app.include_router(module.router)
+    # --- fault injection hook (issue 7): test-only, never enabled from the environment or the command line.
+    if settings.enable_faults:
+        from .faults import install as install_faults
+
+        install_faults(app, ctx)
+    # --- end of fault injection hook
     return app
 
 

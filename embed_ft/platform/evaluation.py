@@ -783,7 +783,9 @@ def _embed_with_cache(
 ) -> tuple[np.ndarray, bool]:
     if cache is None:
         return embedder.embed(texts, input_type, on_batch=on_batch, should_stop=should_stop), False
-    probe = embedder.embed(list(PROBE_TEXTS), input_type)
+    # The long probe goes alone so that the short ones are not padded to the maximum length.
+    probe = np.concatenate([embedder.embed(list(PROBE_TEXTS[:-1]), input_type),
+                            embedder.embed(list(PROBE_TEXTS[-1:]), input_type)])
     key = cache.key(embedder.identity(), input_type, fingerprint)
     cached = cache.load(key, ids, probe)
     if cached is not None:

@@ -21,6 +21,7 @@ import os
 import queue
 import random
 import shutil
+import signal
 import threading
 import time
 import traceback
@@ -189,8 +190,31 @@ def _optimizer_arguments(hp: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the platform process dies, even by SIGKILL: an orphaned worker would
+    keep training and writing a model nobody tracks. Elsewhere a watchdog thread notices the parent change."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent:
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def run_training_worker(spec: dict[str, Any]) -> None:
     """Entry point of the spawned worker process. Never returns an exception: writes result.json instead."""
+    _die_with_parent()
     _redirect_output(Path(spec["log_path"]))
     threads = int(spec.get("threads") or 1)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

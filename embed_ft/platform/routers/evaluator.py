@@ -223,7 +223,9 @@ class EvaluationService:
                 job_id = self._queue.get_nowait()
             except queue.Empty:
                 break
-            self._finish(job_id, "failed", "The platform stopped before this job started; submit it again.")
+            doc = self.store.get(JOB_KIND, job_id)
+            if doc is not None and doc["status"] not in TERMINAL:  # a cancelled one stays cancelled
+                self._finish(job_id, "failed", "The platform stopped before this job started; submit it again.")
 
     # API used by the routes
     def submit(self, job_id: str, secrets: dict[str, str]) -> None:
@@ -254,7 +256,9 @@ class EvaluationService:
             except queue.Empty:
                 continue
             with self._lock:
-                if job_id in self._cancel_requested:
+                if job_id in self._cancel_requested:  # cancelled while queued: already marked cancelled
+                    self._cancel_requested.discard(job_id)
+                    self._job_secrets.pop(job_id, None)
                     continue
                 self._current = job_id
             try:
@@ -347,8 +351,17 @@ class EvaluationService:
         )
 
     def _evaluate(self, job_id: str, doc: dict) -> dict:
+        query_embedder, index_embedder = self._embedders(job_id, doc["target"])
+        try:
+            return self._evaluate_tasks(job_id, doc, query_embedder, index_embedder)
+        finally:
+            for embedder in (query_embedder, index_embedder):
+                if isinstance(embedder, EndpointEmbedder):
+                    embedder.close()
+
+    def _evaluate_tasks(self, job_id: str, doc: dict, query_embedder: evaluation.Embedder,
+                        index_embedder: evaluation.Embedder) -> dict:
         config, target = doc["config"], doc["target"]
-        query_embedder, index_embedder = self._embedders(job_id, target)
         top_k = target["retriever"]["pipeline"].get("top_k", DEFAULT_TOP_K)
         tasks = config["tasks"]
         task_metrics: dict[str, dict[str, float]] = {}
@@ -406,12 +419,13 @@ class EvaluationService:
         return self.store.update(JOB_KIND, job_id, {"status": status, "status_details": details, "status_logs": logs})
 
     def _set_progress(self, job_id: str, percent: int, message: str, task_status: dict) -> None:
-        doc = self.store.get(JOB_KIND, job_id)
-        if doc is None:
-            return
-        details = {**doc.get("status_details", {}), "progress": percent, "message": message,
-                   "task_status": dict(task_status)}
-        self.store.update(JOB_KIND, job_id, {"status_details": details})
+        with self._lock:  # not over a cancel request's message
+            doc = self.store.get(JOB_KIND, job_id)
+            if doc is None or job_id in self._cancel_requested:
+                return
+            details = {**doc.get("status_details", {}), "progress": percent, "message": message,
+                       "task_status": dict(task_status)}
+            self.store.update(JOB_KIND, job_id, {"status_details": details})
 
     def _finish(self, job_id: str, status: str, message: str, **extra: Any) -> dict:
         with self._lock:
