@@ -287,3 +287,72 @@ def test_sensor_skips_when_the_hub_is_unreachable(monkeypatch):
         outcome, cursor = tick(sensor, instance, None)
     assert isinstance(outcome, SkipReason) and "cannot be reached" in outcome.skip_message
     assert cursor is None
+
+
+class FakeHub:
+    """A real HTTP server on 127.0.0.1 answering the Hub's dataset-info route, so huggingface_hub runs for real."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hub = self
+        self.sha = "1" * 40
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.startswith("/api/datasets/owner/missing"):
+                    status, body, headers = 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+                elif self.path.startswith("/api/datasets/owner/specter"):
+                    status, body, headers = 200, {"id": "owner/specter", "sha": hub.sha, "private": False}, {}
+                else:
+                    status, body, headers = 404, {"error": "not found"}, {}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def fake_hub(monkeypatch):
+    import huggingface_hub.constants
+
+    hub = FakeHub()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    yield hub
+    hub.close()
+
+
+def test_unknown_hub_dataset_id_fails_clearly(tmp_path, fake_hub):
+    with pytest.raises(Failure, match=r"'owner/missing': unknown dataset id.*set `source` to a local file"):
+        materialize_data("owner/missing", tmp_path / "root")
+
+
+def test_sensor_follows_hub_revisions_and_pins_them(fake_hub):
+    sensor = build_specter_source_sensor(SpecterSourceConfig(source="owner/specter"), name="hub_revision_sensor")
+    with DagsterInstance.ephemeral() as instance:
+        outcomes = []
+        cursor = None
+        for sha in ["1" * 40, "1" * 40, "2" * 40, "2" * 40]:
+            fake_hub.sha = sha
+            outcome, cursor = tick(sensor, instance, cursor)
+            outcomes.append(outcome)
+    assert [isinstance(o, RunRequest) for o in outcomes] == [True, False, True, False]
+    assert outcomes[0].run_config["ops"]["specter_raw"]["config"]["revision"] == "1" * 40
+    assert outcomes[2].run_config["ops"]["specter_raw"]["config"]["revision"] == "2" * 40
+    assert cursor == "2" * 40

@@ -119,6 +119,14 @@ def test_corrupt_file_is_named(tmp_path, cache_dir, name, content):
         load_specter_source(str(folder), cache_dir=cache_dir)
 
 
+def test_invalid_utf8_names_the_file(tmp_path, cache_dir):
+    folder = tmp_path / "src"
+    write_rows(folder / "a.jsonl", triplets(2, 1), "set")
+    (folder / "b.jsonl").write_bytes(b'{"set": ["caf\xe9 au lait", "b", "c"]}\n')
+    with pytest.raises(SourceError, match=r"b\.jsonl' holds text that is not valid UTF-8"):
+        load_specter_source(str(folder), cache_dir=cache_dir)
+
+
 def test_missing_local_path_and_unsupported_suffix(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         load_specter_source(str(tmp_path / "nope.jsonl"))

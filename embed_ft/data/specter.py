@@ -62,7 +62,6 @@ def _ls(text: str) -> pa.Scalar:
     return pa.scalar(text, pa.large_string())
 
 
-
 class SourceError(ValueError):
     """A source that cannot be loaded or yields no usable triplets; the message names source, file, column, counts."""
 
@@ -115,15 +114,14 @@ def local_data_files(source: str | Path) -> list[Path]:
 
 
 def content_hash(files: Iterable[Path], root: Optional[Path] = None) -> str:
-    """sha256 over (relative path, bytes) of the files in sorted order: the data version of a local source."""
+    """sha256 over (relative path, size, bytes) of the files in sorted order: the data version of a local source."""
     digest = hashlib.sha256()
     for path in sorted(Path(f) for f in files):
         name = path.relative_to(root).as_posix() if root is not None else path.name
-        digest.update(name.encode("utf-8") + b"\0")
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode("utf-8"))
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-        digest.update(b"\0")
     return "sha256:" + digest.hexdigest()
 
 
@@ -134,8 +132,9 @@ def local_data_version(source: str | Path) -> str:
 
 
 def _network_error_types() -> tuple[type[BaseException], ...]:
-    # huggingface_hub raises its HTTP client's transport errors (httpx, or the vendored httpx2) as they are.
-    types: list[type[BaseException]] = [OSError, TimeoutError]
+    # huggingface_hub raises its HTTP client's transport errors (httpx, or the vendored httpx2) as they are;
+    # offline mode raises ConnectionError. Not every OSError: a missing file is no network problem.
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
     for module_name in ("httpx2", "httpx", "requests"):
         try:
             module = __import__(module_name)
@@ -192,11 +191,11 @@ def resolve_hub_revision(dataset_id: str, revision: Optional[str] = None, *, con
     return info.sha
 
 
-def _load_with_datasets(builder_or_id: str, **kwargs) -> pa.Table:
+def _load_with_datasets(builder_or_id: str, subset: Optional[str] = None, **kwargs) -> pa.Table:
     import datasets
 
     datasets.disable_progress_bars()
-    dataset = datasets.load_dataset(builder_or_id, **kwargs)
+    dataset = datasets.load_dataset(builder_or_id, subset, **kwargs)
     return dataset.data.table
 
 
@@ -206,6 +205,11 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _check_utf8(table: pa.Table) -> None:
+    """Raise pyarrow.ArrowInvalid when a string holds invalid UTF-8 (the JSON and CSV readers pass such bytes on)."""
+    table.validate(full=True)
+
+
 def _load_local(files: list[Path], cache_dir: Optional[str]) -> pa.Table:
     builders = {LOCAL_FORMATS[f.suffix.lower()] for f in files}
     if len(builders) > 1:
@@ -213,20 +217,29 @@ def _load_local(files: list[Path], cache_dir: Optional[str]) -> pa.Table:
             f"local folder mixes formats ({', '.join(sorted(builders))}) in {[str(f) for f in files]}; keep one format"
         )
     builder = builders.pop()
+
+    def load(paths: list[Path]) -> pa.Table:
+        table = _load_with_datasets(builder, data_files=[str(p) for p in paths], split="train", cache_dir=cache_dir)
+        _check_utf8(table)
+        return table
+
     try:
-        return _load_with_datasets(
-            builder, data_files=[str(f) for f in files], split="train", cache_dir=cache_dir
-        )
+        return load(files)
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes an error naming the file
         bad = files[0]
         if len(files) > 1:  # find the file that fails, to name it
             for candidate in files:
                 try:
-                    _load_with_datasets(builder, data_files=[str(candidate)], split="train", cache_dir=cache_dir)
+                    load([candidate])
                 except Exception:  # noqa: BLE001
                     bad = candidate
                     break
         cause = _root_cause(exc)
+        if "utf8" in str(cause).lower().replace("-", ""):
+            raise SourceError(
+                f"{builder.upper()} file {str(bad)!r} holds text that is not valid UTF-8 ({cause}); "
+                "re-encode it as UTF-8"
+            ) from exc
         raise SourceError(
             f"cannot read {builder.upper()} file {str(bad)!r}: it is unreadable or corrupt "
             f"({type(cause).__name__}: {cause})"
@@ -238,12 +251,14 @@ def load_specter_source(
     revision: Optional[str] = None,
     split: str = "train",
     *,
+    subset: Optional[str] = None,
     cache_dir: Optional[str] = None,
     config_field: str = "source",
 ) -> LoadedSource:
     """Load a SPECTER-like source through `datasets` and check its layout.
 
-    `source` is a local file/folder or a Hub dataset id. Hub sources are pinned to the commit sha of `revision`
+    `source` is a local file/folder or a Hub dataset id (`subset` = the dataset's configuration name, e.g.
+    "triplet" for sentence-transformers/specter). Hub sources are pinned to the commit sha of `revision`
     (the data version); local sources are versioned by a content hash. Raises `SourceError` on an unknown id,
     an unreachable Hub, an unreadable file or missing columns.
     """
@@ -257,7 +272,10 @@ def load_specter_source(
     else:
         resolved_revision = resolve_hub_revision(source, revision, config_field=config_field)
         try:
-            table = _load_with_datasets(source, revision=resolved_revision, split=split, cache_dir=cache_dir)
+            table = _load_with_datasets(
+                source, subset, revision=resolved_revision, split=split, cache_dir=cache_dir
+            )
+            _check_utf8(table)
         except ValueError as exc:
             raise SourceError(f"Hugging Face dataset {source!r}@{resolved_revision}: {exc}") from exc
         except _network_error_types() as exc:
@@ -514,9 +532,8 @@ def clean_triplets(
         drop("wrong_arity", np.asarray(pc.list_value_length(negatives).fill_null(0)) < 1)
         query, positive, negatives = _keep_rows(query, keep), _keep_rows(positive, keep), _keep_rows(negatives, keep)
 
-    # From here on every array covers only the rows still kept; `kept_index` maps them back to source rows.
-    kept_index = np.flatnonzero(keep)
-    m = len(kept_index)
+    # From here on every array covers only the rows still kept (m of them); `sub_keep` marks the survivors.
+    m = int(keep.sum())
     query = _strip(query)
     positive = _strip(positive)
     neg_lengths = np.asarray(pc.list_value_length(negatives))

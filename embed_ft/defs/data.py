@@ -4,8 +4,11 @@
 - `specter_triplets`: training/validation/testing JSONL under `<storage root>/triplets/`; its value is the plain dict
   the training and evaluation stages consume.
 - Blocking checks on `specter_triplets`: schema, no empty split, no query crossing splits.
-- `specter_source_sensor` (stopped by default: it polls the Hub) requests `data_refresh_job` once per source change;
-  that job materializes only these two assets, never a GPU stage.
+- `specter_source_sensor` watches env `EMBED_FT_SPECTER_SOURCE` (default `embedding-data/SPECTER`) at
+  `EMBED_FT_SPECTER_REVISION` and requests `data_refresh_job` once per source change (new Hub sha, changed local
+  content); that job materializes only these two assets, never a GPU stage. Stopped by default, for every kind of
+  source: it polls the Hub, and a data rebuild should not start just because the daemon came up. Start it in
+  Automation; `build_specter_source_sensor(SpecterSourceConfig(...))` builds one for another source.
 
 Storage root: `storage_root` in either config, else env `EMBED_FT_DATA_ROOT`, else `./.embed_ft/data`.
 """
@@ -78,6 +81,9 @@ class SpecterSourceConfig(Config):
     )
     revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or sha); None = default branch.")
     split: str = Field(default="train", description="Dataset split; for a BEIR folder the qrels split to mine.")
+    subset: Optional[str] = Field(
+        default=None, description="Hub dataset configuration, e.g. 'triplet' for sentence-transformers/specter."
+    )
     source_kind: str = Field(
         default="auto",
         description="auto (an existing path is local, a BEIR-layout folder is beir, anything else a Hub id), "
@@ -204,7 +210,7 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
             revision, layout, files = None, "columns", 3
         else:
             loaded = load_specter_source(
-                config.source, config.revision, config.split, cache_dir=str(root / "hf_cache")
+                config.source, config.revision, config.split, subset=config.subset, cache_dir=str(root / "hf_cache")
             )
             table, version, revision, layout, files = (
                 loaded.table, loaded.data_version, loaded.revision, loaded.layout, len(loaded.files)

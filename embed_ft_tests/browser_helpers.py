@@ -1,0 +1,205 @@
+"""Helpers of the operator-experience tests: a persistent Dagster instance holding real lineage runs, the Dagster
+webserver as a child process, and headless Debian Chromium driven by Playwright.
+
+    instance = DagsterInstance.from_config(str(dagster_home))
+    materialize_lineage(instance, base_url, source, beir_task="file://tinybeir/")
+    with running_webserver(dagster_home, env=platform_env(base_url)) as ui_url:
+        with chromium_page() as page:
+            page.goto(f"{ui_url}/asset-groups")
+
+No browser is ever downloaded: Chromium is the distribution's ``/usr/bin/chromium`` (``.ci/install-browser``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+import requests
+
+CHROMIUM = Path(os.environ.get("EMBED_FT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WEBSERVER_STARTUP_TIMEOUT_S = 120.0
+WEBSERVER_STOP_TIMEOUT_S = 20.0
+
+LINEAGE_ASSETS = [
+    "specter_raw",
+    "specter_triplets",
+    "training_dataset",
+    "fine_tuned_model",
+    "baseline_nim",
+    "fine_tuned_nim",
+    "heldout_eval_dataset",
+    "baseline_evaluation",
+    "fine_tuned_evaluation",
+    "evaluation_report",
+]
+
+
+def free_port() -> int:
+    """A port the OS says is free now (the webserver binds it itself, so a tiny race is unavoidable)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_dagster_yaml(dagster_home: Path) -> Path:
+    """A minimal instance config: no telemetry, nothing that reaches outside the temporary home."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    path = dagster_home / "dagster.yaml"
+    path.write_text("telemetry:\n  enabled: false\n")
+    return path
+
+
+def tiny_lineage_run_config(source: str, beir_task: str, experiment: str = "browser") -> dict:
+    """Run config of the whole lineage on tiny data: few rows, three training steps, fast polling."""
+    fast = {"poll_interval_s": 0.5}
+    evaluation = {"tasks": [beir_task], **fast}
+    return {
+        "ops": {
+            "specter_raw": {"config": {"source": source}},
+            "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15, "seed": 7}},
+            "fine_tuned_model": {
+                "config": {"experiment": experiment, "max_steps": 3, "batch_size": 8, "learning_rate": 5e-5, **fast}
+            },
+            "fine_tuned_nim": {"config": {"experiment": experiment, **fast}},
+            "baseline_nim": {"config": {"experiment": experiment, **fast}},
+            "baseline_evaluation": {"config": evaluation},
+            "fine_tuned_evaluation": {"config": evaluation},
+        }
+    }
+
+
+def materialize_lineage(instance, base_url: str, source: str, beir_task: str, experiment: str = "browser"):
+    """Materialize every lineage asset (and the data checks) into ``instance`` against the platform at ``base_url``."""
+    from dagster import materialize
+
+    from embed_ft.definitions import defs, lineage_assets
+    from embed_ft.resources import resources_for_url
+
+    result = materialize(
+        [*lineage_assets, *(defs.asset_checks or [])],
+        resources=resources_for_url(base_url),
+        run_config=tiny_lineage_run_config(source, beir_task, experiment),
+        instance=instance,
+        raise_on_error=False,
+    )
+    if not result.success:
+        failures = [
+            f"{e.step_key}: {e.event_specific_data.error.message.strip()}" for e in result.all_events if e.is_step_failure
+        ]
+        raise AssertionError(f"lineage materialization failed: {failures}")
+    return result
+
+
+def platform_env(base_url: str, dagster_home: Path) -> dict[str, str]:
+    """Environment of a child process whose resources all point at ``base_url`` and whose instance is ``dagster_home``."""
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(dagster_home),
+        NDS_URL=base_url,
+        NEMO_URL=base_url,
+        NIM_URL=base_url,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def stop_process_group(proc: subprocess.Popen, timeout_s: float = WEBSERVER_STOP_TIMEOUT_S) -> None:
+    """SIGTERM the child's own process group (the webserver spawns a code-server child), then SIGKILL if needed."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout_s)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def running_webserver(
+    dagster_home: Path, env: dict[str, str], log_path: Optional[Path] = None
+) -> Iterator[str]:
+    """Start ``dagster-webserver -m embed_ft.definitions`` on 127.0.0.1:<free port>; yield its URL; stop it after.
+
+    The child runs in its own session so that stopping it also stops the code server it starts.
+    """
+    port = free_port()
+    log_path = log_path or dagster_home / "webserver.log"
+    cmd = [
+        sys.executable, "-m", "dagster_webserver",
+        "-m", "embed_ft.definitions",
+        "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WEBSERVER_STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dagster-webserver exited with {proc.returncode}: {tail(log_path)}")
+            try:
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"dagster-webserver did not answer {url}/server_info within {WEBSERVER_STARTUP_TIMEOUT_S:.0f} s: "
+                    f"{tail(log_path)}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_group(proc)
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def require_chromium() -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+
+@contextmanager
+def chromium_page(width: int = 1600, height: int = 1000, timeout_ms: int = 30_000):
+    """A page of headless Debian Chromium; every wait on it is bounded by ``timeout_ms``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            page.set_default_timeout(timeout_ms)
+            page.set_default_navigation_timeout(timeout_ms)
+            yield page
+        finally:
+            browser.close()
