@@ -672,7 +672,8 @@ def split_triplets(
         )
     notes: list[str] = []
 
-    # Requested sizes, then clamped to what the source holds (proportionally, keeping each split >= 1 row).
+    # Requested sizes, then clamped to what the source holds: the test split keeps its requested size up to a
+    # fifth of the rows (a small source still gets a usable held-out set), the sample takes the rest.
     test_req = options.test_size
     if options.sample_fraction is not None:
         sample_req = max(2, _round_half_up(options.sample_fraction * n))
@@ -681,7 +682,7 @@ def split_triplets(
     else:
         sample_req = max(2, n - test_req)
     if test_req + sample_req > n:
-        scaled_test = max(1, int(n * test_req / (test_req + sample_req)))
+        scaled_test = max(1, min(test_req, n // 5))
         notes.append(
             f"the clean source has {n} rows, fewer than the {test_req} test + {sample_req} sampled requested: "
             f"clamped to {scaled_test} test + {n - scaled_test} sampled"
