@@ -127,7 +127,7 @@ def run(**options: Any) -> None:
     click.echo(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", err=True)
     click.echo("run config: " + json.dumps(run_config), err=True)
     with DagsterInstance.get() as instance:
-        result = defs.get_job_def("full_lineage_job").execute_in_process(
+        result = defs.resolve_job_def("full_lineage_job").execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False
         )
         if not result.success:
