@@ -1,7 +1,7 @@
 """Benchmark: a customization job on the local platform vs a plain SentenceTransformerTrainer script.
 
     python bench/bench_training.py [--rows 0] [--max-steps N] [--batch-size 32] [--learning-rate 2e-5]
-                                   [--max-seq-length 128] [--seed 42] [--threads N]
+                                   [--max-seq-length 128] [--seed 42] [--threads N] [--platform-first]
 
 Both sides train all-MiniLM-L6-v2 (the packaged weights) on the same triplets with the same hyperparameters
 (MultipleNegativesRankingLoss, batch 32, lr 2e-5, one epoch on CUDA / 4 steps on a CPU / --max-steps,
@@ -106,7 +106,8 @@ def plain_worker(spec_path: Path) -> None:
 
     torch.set_num_threads(spec["threads"])
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
     from sentence_transformers.training_args import BatchSamplers
 
     try:
@@ -189,7 +190,8 @@ def run_plain(train_file: Path, work: Path, hp: dict[str, Any], threads: int) ->
                                env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     wall = time.perf_counter() - started
     if completed.returncode != 0:
-        raise RuntimeError(f"the plain training script failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
+        raise RuntimeError(f"the plain training script failed (exit {completed.returncode}):\n"
+                           f"{completed.stderr[-3000:]}")
     result = json.loads(Path(spec["result_file"]).read_text(encoding="utf-8"))
     result["end_to_end_s"] = wall
     return result
@@ -229,10 +231,14 @@ def run_platform(train_file: Path, work: Path, hp: dict[str, Any], threads: int)
                             learning_rate=hp["learning_rate"], extra_hyperparameters=extra,
                             dataset_parameters={"num_hard_negatives": 1})
         uploaded = time.perf_counter()
+        # CPU the platform's own process (API server, job monitor; not the training worker) spends during the job.
+        server_pid = common.platform_pid(work / "platform-home")
+        server_cpu_before = common.process_cpu_seconds(server_pid) if server_pid else None
         job_id = clients["customizer"].create_job(body)["id"]
         submitted = time.perf_counter()
         status = poll_job(clients["customizer"], job_id)
         completed = time.perf_counter()
+        server_cpu_after = common.process_cpu_seconds(server_pid) if server_pid else None
         if status["status"] != "completed":
             raise RuntimeError(f"customization job {job_id} ended {status['status']}: "
                                f"{(status.get('status_logs') or [{}])[-1]}")
@@ -249,6 +255,8 @@ def run_platform(train_file: Path, work: Path, hp: dict[str, Any], threads: int)
         "upload_and_register_s": uploaded - started,
         "job_elapsed_s": float(status["elapsed_time"]),
         "client_submit_to_completed_s": completed - submitted,
+        "server_cpu_s_during_job": (round(server_cpu_after - server_cpu_before, 3)
+                                    if None not in (server_cpu_before, server_cpu_after) else None),
         "train_runtime_s": float(runtime.group(1)) if runtime else None,
         "global_step": int(status["steps_completed"]),
         "mean_train_loss": float(final.group(1)) if final else None,
@@ -278,13 +286,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=0, help="triplets (0 = one per SciFact train pair, 919)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="stop after N steps (0 = one epoch; default: one epoch on CUDA, "
-                             f"{CPU_DEFAULT_MAX_STEPS} steps on a CPU, where a step of 96 texts x 128 tokens takes seconds)")
+                             f"{CPU_DEFAULT_MAX_STEPS} steps on a CPU, where one step of 96 texts x 128 tokens "
+                             "takes seconds)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads on both sides (0 = what the platform's worker picks: every usable core)")
+    parser.add_argument("--platform-first", action="store_true",
+                        help="run the platform job before the plain script")
     parser.add_argument("--plain-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     common.offline_hub()
@@ -306,10 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         train_file = work / "data" / "training" / "training.jsonl"
         write_jsonl(rows, train_file)
         print(f"{len(rows)} triplets, {steps} steps of {args.batch_size}, {threads} torch threads", file=sys.stderr)
-        plain = run_plain(train_file, work, hp, threads)
-        print(f"plain: {json.dumps(plain)}", file=sys.stderr)
-        platform = run_platform(train_file, work, hp, threads)
-        print(f"platform: {json.dumps(platform)}", file=sys.stderr)
+        # One after the other (never side by side: they would share the cores); --platform-first swaps the order.
+        sides = [("plain", run_plain), ("platform", run_platform)]
+        results = {}
+        for name, run in reversed(sides) if args.platform_first else sides:
+            results[name] = run(train_file, work, hp, threads)
+            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+        plain, platform = results["plain"], results["platform"]
 
     n_plain = triplets_trained(len(rows), args.batch_size, plain["global_step"])
     n_platform = triplets_trained(len(rows), args.batch_size, platform["global_step"])
@@ -321,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": platform["device"] or plain["device"],
         "triplets": len(rows),
         "hyperparameters": {**hp, "epochs": 1, "threads": threads},
+        "order": "platform, plain" if args.platform_first else "plain, platform",
         "steps": {"plain": plain["global_step"], "platform": platform["global_step"]},
         "train_compute": {  # transformers' train_runtime of each train() call
             "plain_s": round(plain["train_runtime_s"], 3),
@@ -335,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_platform_over_plain_throughput": common.ratio(plain["end_to_end_s"], platform["job_elapsed_s"]),
             "platform_client_submit_to_completed_s": round(platform["client_submit_to_completed_s"], 3),
             "platform_upload_and_register_s": round(platform["upload_and_register_s"], 3),
+            "platform_server_cpu_s_during_job": platform["server_cpu_s_during_job"],
             "plain_phases_s": {k: round(plain[k], 3) for k in ("import_s", "load_s", "train_wall_s", "save_s")},
         },
         "job_elapsed_vs_plain_train_wall": {  # the issue's literal comparison: charges the job for load and save
@@ -349,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
             "platform_last_logged": platform["last_logged_loss"],
             "abs_diff_mean": (round(abs(plain["mean_train_loss"] - platform["mean_train_loss"]), 6)
                               if platform["mean_train_loss"] is not None else None),
-            "abs_diff_last_logged": (round(abs(plain["last_logged_loss"] - platform["last_logged_loss"]), 6)
-                                     if None not in (plain["last_logged_loss"], platform["last_logged_loss"]) else None),
+            "abs_diff_last_logged": (
+                round(abs(plain["last_logged_loss"] - platform["last_logged_loss"]), 6)
+                if None not in (plain["last_logged_loss"], platform["last_logged_loss"]) else None),
         },
         "plain_peak_rss_mib": round(plain["peak_rss_mib"], 1),
     }

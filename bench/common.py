@@ -128,6 +128,23 @@ def platform_subprocess(home: Path, start_timeout_s: float = 180.0) -> Iterator[
         launcher.stop(settings)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def platform_pid(home: Path) -> int | None:
+    """The pid of the platform serving ``home`` (from its state file), if one runs."""
+    from embed_ft.platform import launcher
+    from embed_ft.platform.settings import PlatformSettings
+
+    return launcher.status(PlatformSettings(home=home)).get("pid")
+
+
 @contextmanager
 def platform_thread(home: Path, start_timeout_s: float = 60.0) -> Iterator[str]:
     """The real app on uvicorn in a thread of this process (cheaper to start; shares this interpreter)."""

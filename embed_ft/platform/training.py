@@ -43,6 +43,10 @@ MAX_REPORTED_ROW_ERRORS = 5
 PROGRESS_POLL_S = 0.25
 TERMINATE_GRACE_S = 5.0
 ELAPSED_UPDATE_S = 2.0
+# The worker rewrites progress.json at most this often between log/eval/epoch events.
+PROGRESS_MIN_INTERVAL_S = 1.0
+# Validation passes of a job without val_check_interval (the last step always adds one).
+VALIDATIONS_PER_JOB = 3
 
 
 class TrainingDataError(ValueError):
@@ -257,8 +261,15 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
         "epochs_completed": 0, "train_loss": [], "val_loss": [], "max_steps": None,
     }
 
-    def write_progress() -> None:
-        progress["elapsed_time"] = round(time.monotonic() - started, 3)
+    last_write = [0.0]
+
+    def write_progress(force: bool = True) -> None:
+        # Per-step calls are throttled: on a GPU a step takes milliseconds, as long as the write and its fsync.
+        now = time.monotonic()
+        if not force and now - last_write[0] < PROGRESS_MIN_INTERVAL_S:
+            return
+        last_write[0] = now
+        progress["elapsed_time"] = round(now - started, 3)
         atomic_write_text(progress_path, json.dumps(progress))
 
     write_progress()
@@ -294,7 +305,8 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     logging_steps = int(hp.get("log_every_n_steps") or max(1, total_steps // 20))
     interval = hp.get("val_check_interval")
     if interval is None:
-        eval_steps = max(logging_steps, math.ceil(total_steps / 10))
+        # At most VALIDATIONS_PER_JOB validation passes (each one encodes up to 3 x MAX_VALIDATION_ROWS texts).
+        eval_steps = max(logging_steps, math.ceil(total_steps / VALIDATIONS_PER_JOB))
     elif float(interval) <= 1.0:
         eval_steps = max(1, round(steps_per_epoch * float(interval)))
     else:
@@ -344,7 +356,7 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
             progress["percentage_done"] = round(100.0 * state.global_step / max(1, state.max_steps), 2)
             if state.global_step >= state.max_steps and eval_dataset is not None:
                 control.should_evaluate = True  # always end with a validation loss
-            write_progress()
+            write_progress(force=state.global_step >= state.max_steps)
 
         def on_epoch_end(self, args, state, control, **kwargs):
             progress["epochs_completed"] = int(round(state.epoch or 0))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from .. import models
@@ -139,8 +140,10 @@ def create_embeddings(body: EmbeddingsIn, request: Request):
         data = [{"index": i, "embedding": models.encode_base64(v), "object": "embedding"} for i, v in enumerate(vectors)]
     else:
         data = [{"index": i, "embedding": v.tolist(), "object": "embedding"} for i, v in enumerate(vectors)]
-    return {"object": "list", "data": data, "model": body.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    # JSONResponse directly: FastAPI's jsonable_encoder would walk every float of a plain dict answer
+    # (~37 ms for 64 x 384 floats on the bench machine, on top of json.dumps' ~25 ms).
+    return JSONResponse({"object": "list", "data": data, "model": body.model,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
 def served_models_list(ctx) -> dict[str, Any]:
