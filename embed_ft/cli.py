@@ -124,6 +124,11 @@ def run(**options: Any) -> None:
 
     include_heldout = not options.pop("no_heldout")
     run_config = lineage_run_config(**options, include_heldout=include_heldout)
+    from .defs.common import invalid_run_config
+
+    problems = invalid_run_config(defs.resolve_job_def("full_lineage_job"), run_config)
+    if problems:
+        raise click.UsageError("invalid run config, nothing was started:\n  " + "\n  ".join(problems))
     click.echo(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}", err=True)
     click.echo("run config: " + json.dumps(run_config), err=True)
     with DagsterInstance.get() as instance:
@@ -174,7 +179,10 @@ def ui(port: int) -> None:
         from .platform.settings import PlatformSettings
 
         click.echo(f"local platform: {ensure_running(PlatformSettings())}")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "embed_ft.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    # The workspace file names the code location `embed_ft` (as pyproject.toml does); outside a checkout, the module.
+    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+    target = ["-w", str(workspace)] if workspace.is_file() else ["-m", "embed_ft.definitions"]
+    cmd = [sys.executable, "-m", "dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, start_new_session=True)
     try:
         raise SystemExit(proc.wait())

@@ -2,7 +2,7 @@
 webserver as a child process, and headless Debian Chromium driven by Playwright.
 
     instance = DagsterInstance.from_config(str(dagster_home))
-    materialize_lineage(instance, base_url, source, beir_task="file://tinybeir/")
+    materialize_lineage(instance, base_url, tiny_lineage_run_config(source, "file://tinybeir/"))
     with running_webserver(dagster_home, env=platform_env(base_url)) as ui_url:
         with chromium_page() as page:
             page.goto(f"{ui_url}/asset-groups")
@@ -64,7 +64,8 @@ def write_dagster_yaml(dagster_home: Path) -> Path:
     """A minimal instance config: no telemetry, nothing that reaches outside the temporary home."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
-    path.write_text("telemetry:\n  enabled: false\n")
+    # nux off: no "join the community" dialog over the pages the browser test reads and screenshots.
+    path.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     return path
 
 
@@ -87,7 +88,7 @@ def tiny_lineage_run_config(source: str, beir_task: str, experiment: str = "brow
     }
 
 
-def materialize_lineage(instance, base_url: str, source: str, beir_task: str, experiment: str = "browser"):
+def materialize_lineage(instance, base_url: str, run_config: dict):
     """Materialize every lineage asset (and the data checks) into ``instance`` against the platform at ``base_url``."""
     from dagster import materialize
 
@@ -97,7 +98,7 @@ def materialize_lineage(instance, base_url: str, source: str, beir_task: str, ex
     result = materialize(
         [*lineage_assets, *(defs.asset_checks or [])],
         resources=resources_for_url(base_url),
-        run_config=tiny_lineage_run_config(source, beir_task, experiment),
+        run_config=run_config,
         instance=instance,
         raise_on_error=False,
     )
@@ -107,6 +108,37 @@ def materialize_lineage(instance, base_url: str, source: str, beir_task: str, ex
         ]
         raise AssertionError(f"lineage materialization failed: {failures}")
     return result
+
+
+def write_beir_subset(source: Path, root: Path, name: str, queries: int = 30, extra_documents: int = 270) -> Path:
+    """A small real BEIR set: the first ``queries`` test queries of ``source``, their relevant documents and
+    ``extra_documents`` others (distractors), so that retrieval scores are neither trivial nor slow to compute."""
+    import json
+
+    qrels = (source / "qrels" / "test.tsv").read_text().splitlines()[1:]
+    kept_queries: list[str] = []
+    for line in qrels:
+        query_id = line.split("\t")[0]
+        if query_id not in kept_queries and len(kept_queries) < queries:
+            kept_queries.append(query_id)
+    kept_qrels = [line for line in qrels if line.split("\t")[0] in kept_queries]
+    relevant = {line.split("\t")[1] for line in kept_qrels}
+    documents, distractors = [], 0
+    with open(source / "corpus.jsonl") as corpus:
+        for line in corpus:
+            if json.loads(line)["_id"] in relevant:
+                documents.append(line)
+            elif distractors < extra_documents:
+                documents.append(line)
+                distractors += 1
+    with open(source / "queries.jsonl") as all_queries:
+        query_lines = [line for line in all_queries if json.loads(line)["_id"] in kept_queries]
+    folder = root / name
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(documents))
+    (folder / "queries.jsonl").write_text("".join(query_lines))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(kept_qrels) + "\n")
+    return folder
 
 
 def platform_env(base_url: str, dagster_home: Path) -> dict[str, str]:
@@ -184,22 +216,38 @@ def tail(path: Path, chars: int = 3000) -> str:
 
 def require_chromium() -> None:
     if not CHROMIUM.exists():
+        if os.environ.get("EMBED_FT_REQUIRE_BROWSER"):  # CI: a missing browser is a failure, not a skip
+            pytest.fail(f"{CHROMIUM} is missing although EMBED_FT_REQUIRE_BROWSER is set: run .ci/install-browser")
         pytest.skip(f"{CHROMIUM} is missing: run .ci/install-browser")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 
 @contextmanager
-def chromium_page(width: int = 1600, height: int = 1000, timeout_ms: int = 30_000):
-    """A page of headless Debian Chromium; every wait on it is bounded by ``timeout_ms``."""
+def chromium_browser():
+    """Headless Debian Chromium through Playwright (never a downloaded browser); closed on exit."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            context = browser.new_context(viewport={"width": width, "height": height})
-            page = context.new_page()
-            page.set_default_timeout(timeout_ms)
-            page.set_default_navigation_timeout(timeout_ms)
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def new_page(browser, width: int = 1600, height: int = 1000, timeout_ms: int = 30_000):
+    """A fresh page (own storage) whose every wait is bounded by ``timeout_ms``."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    # Belt and braces with `nux: enabled: false`: the UI also remembers a dismissed community dialog here.
+    context.add_init_script("window.localStorage.setItem('communityNux', '1')")
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.set_default_navigation_timeout(timeout_ms)
+    return page
+
+
+@contextmanager
+def chromium_page(width: int = 1600, height: int = 1000, timeout_ms: int = 30_000):
+    """One page of headless Chromium (see ``new_page``)."""
+    with chromium_browser() as browser:
+        yield new_page(browser, width, height, timeout_ms)

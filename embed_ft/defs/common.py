@@ -83,6 +83,40 @@ def wait_for_remote(
         raise
 
 
+def invalid_run_config(job_def, run_config: dict) -> list[str]:
+    """Every problem the pydantic validators of this run's op configs find, as `op.field: message`.
+
+    Dagster checks the config schema at launch but runs a Config class's validators only when its step starts,
+    i.e. after earlier assets have already called the backend; this runs them all up front.
+    """
+    import typing
+
+    from dagster import Config
+    from pydantic import ValidationError
+
+    problems = []
+    for op_name, entry in (run_config.get("ops") or {}).items():
+        if not job_def.graph.has_node_named(op_name):
+            continue
+        compute_fn = getattr(job_def.graph.node_named(op_name).definition, "compute_fn", None)
+        config_type = typing.get_type_hints(getattr(compute_fn, "decorated_fn", None) or (lambda: None)).get("config")
+        if not (isinstance(config_type, type) and issubclass(config_type, Config)):
+            continue
+        try:
+            config_type(**((entry or {}).get("config") or {}))
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(f"{op_name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+    return problems
+
+
+def fail_on_invalid_run_config(context) -> None:
+    """Called first by each asset that talks to the backend: a bad Launchpad config stops the run before any call."""
+    problems = invalid_run_config(context.job_def, context.run_config)
+    if problems:
+        raise Failure("Invalid run config, nothing was sent to the backend: " + "; ".join(problems))
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 from ..data.beir import testing_split_to_beir
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import ACTIVE_JOB_STATUSES, markdown_table, norm_status, stable_hash, wait_for_remote
+from .common import ACTIVE_JOB_STATUSES, fail_on_invalid_run_config, markdown_table, norm_status, stable_hash, wait_for_remote
 from .training import upload_if_changed
 
 EVALUATION_CODE_VERSION = "1"
@@ -107,6 +107,7 @@ def heldout_eval_dataset(
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
+    fail_on_invalid_run_config(context)
     ns = entity_store.namespace
     repo_id = f"{ns}/{config.dataset_name}"
     ds = datastore.client()

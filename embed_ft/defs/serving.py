@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import norm_status, wait_for_remote
+from .common import fail_on_invalid_run_config, norm_status, wait_for_remote
 from .training import ExperimentConfig, validate_name
 
 NIM_CODE_VERSION = "1"
@@ -213,6 +213,7 @@ def baseline_nim(
     nim: NimResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
+    fail_on_invalid_run_config(context)
     model = config.base_model or backend_defaults(deployment.uses_local_platform).base_model
     name = deployment_names(config.experiment)["baseline"]
     info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, name, model)

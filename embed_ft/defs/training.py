@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import ACTIVE_JOB_STATUSES, markdown_table, norm_status, stable_hash, wait_for_remote
+from .common import ACTIVE_JOB_STATUSES, fail_on_invalid_run_config, markdown_table, norm_status, stable_hash, wait_for_remote
 
 TRAINING_DATASET_CODE_VERSION = "1"
 FINE_TUNED_MODEL_CODE_VERSION = "1"
@@ -98,6 +98,7 @@ def training_dataset(
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
+    fail_on_invalid_run_config(context)
     ns = entity_store.namespace
     repo_id = f"{ns}/{config.dataset_name}"
     es, ds = entity_store.client(), datastore.client()

@@ -1,0 +1,219 @@
+"""The `embed-ft` command line: help, platform status, report (with and without history), and bad run config."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manager, materialize
+
+from embed_ft.cli import main
+from embed_ft.defs.data import specter_raw, specter_triplets
+from embed_ft.defs.evaluation import evaluation_report
+from embed_ft.defs.training import training_dataset
+from embed_ft.resources import resources_for_url
+
+from .browser_helpers import write_dagster_yaml
+from .lineage_fixtures import write_specter_jsonl
+from .platform_server import running_platform
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def homes(tmp_path, monkeypatch):
+    """Empty DAGSTER_HOME and EMBED_FT_HOME of this test only (the CLI sets DAGSTER_HOME itself; monkeypatch undoes it)."""
+    dagster_home = tmp_path / "dagster_home"
+    write_dagster_yaml(dagster_home)
+    platform_home = tmp_path / "platform_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    monkeypatch.setenv("EMBED_FT_HOME", str(platform_home))
+    return dagster_home, platform_home
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "ui", "report", "platform"):
+        assert f"  {command} " in result.output
+    platform_help = invoke("platform", "--help")
+    assert platform_help.exit_code == 0
+    for command in ("serve", "stop", "status"):
+        assert f"  {command} " in platform_help.output
+
+
+def test_platform_status_on_an_empty_home(homes):
+    _, platform_home = homes
+    result = invoke("platform", "status")
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["running"] is False and status["healthy"] is False
+    assert status["home"] == str(platform_home)
+    stopped = invoke("platform", "stop")
+    assert stopped.exit_code == 0
+    assert "no platform was running" in stopped.output
+
+
+def test_report_without_any_materialization_fails_clearly(homes):
+    dagster_home, _ = homes
+    result = CliRunner().invoke(main, ["report"])
+    assert result.exit_code != 0
+    assert "No evaluation_report materialization" in result.output
+    assert str(dagster_home) in result.output
+
+
+def evaluation(model: str, scores: dict[str, dict[str, float]]) -> dict:
+    """An upstream evaluation value as baseline_evaluation/fine_tuned_evaluation return it."""
+    return {"model": model, "job_id": f"eval-{model[-1]}", "tasks": {t: f"file://{t}/" for t in scores}, "metrics": scores}
+
+
+class FixedUpstreamIOManager(IOManager):
+    """Hands evaluation_report fixed upstream values, so the real report asset runs without the GPU stages."""
+
+    def __init__(self, upstream: dict[str, dict]):
+        self.upstream = upstream
+
+    def handle_output(self, context, obj) -> None:
+        pass
+
+    def load_input(self, context):
+        return self.upstream[context.asset_key.to_user_string()]
+
+
+def materialize_report(instance: DagsterInstance, baseline: dict, fine_tuned: dict) -> None:
+    upstream = {"baseline_evaluation": baseline, "fine_tuned_evaluation": fine_tuned}
+    result = materialize(
+        [evaluation_report, *(SourceAsset(key) for key in upstream)],
+        instance=instance,
+        resources={"io_manager": io_manager(lambda _: FixedUpstreamIOManager(upstream))},
+    )
+    assert result.success
+
+
+def test_report_prints_the_latest_table_and_the_metric_history(homes):
+    dagster_home, _ = homes
+    baseline = evaluation("base-model-1", {"scifact": {"ndcg_cut_10": 0.6, "recall_10": 0.7}})
+    first = evaluation("tuned-model-1", {"scifact": {"ndcg_cut_10": 0.65, "recall_10": 0.72}})
+    second = evaluation("tuned-model-2", {"scifact": {"ndcg_cut_10": 0.7, "recall_10": 0.75}})
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        materialize_report(instance, baseline, first)
+        materialize_report(instance, baseline, second)
+        run_ids = [
+            r.run_id
+            for r in instance.fetch_materializations(AssetKey("evaluation_report"), limit=10, ascending=True).records
+        ]
+    assert len(run_ids) == 2
+
+    result = invoke("report")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    # The latest report: the markdown table of the second materialization.
+    assert lines[0].startswith("| task | metric | baseline | fine-tuned | delta | relative |")
+    assert "| scifact | ndcg_cut_10 | 0.6000 | 0.7000 | 0.1000 | +16.67% |" in lines
+    assert "0.6500" not in "\n".join(lines[: lines.index("")])
+    # The history: one line per materialization, oldest first, baseline -> fine-tuned on the chosen metric.
+    history = [line for line in lines if line.startswith("- run ")]
+    assert history == [
+        f"- run {run_ids[0][:8]}: scifact: 0.6000 -> 0.6500",
+        f"- run {run_ids[1][:8]}: scifact: 0.6000 -> 0.7000",
+    ]
+    recall = invoke("report", "--metric", "recall_10")
+    assert f"- run {run_ids[1][:8]}: scifact: 0.7000 -> 0.7500" in recall.output
+    latest_only = invoke("report", "--latest")
+    assert latest_only.exit_code == 0
+    assert "- run " not in latest_only.output and "| scifact | recall_10 |" in latest_only.output
+
+
+def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DAGSTER_HOME=str(dagster_home),
+        EMBED_FT_HOME=str(platform_home),
+        NDS_URL=base_url,
+        NEMO_URL=base_url,
+        NIM_URL=base_url,
+    )
+    return env
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        (["--epochs", "0"], "epochs"),
+        (["--experiment", "Not A Name"], "experiment"),
+        (["--task", "scidocs"], "scidocs"),
+    ],
+)
+def test_run_rejects_invalid_config_before_any_remote_call(tmp_path, options, field):
+    """Bad run config fails naming the field, and the backend sees nothing: no dataset, no customization job."""
+    source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
+    dagster_home = tmp_path / "dagster_home"
+    write_dagster_yaml(dagster_home)
+    with running_platform(tmp_path) as (base_url, settings):
+        proc = subprocess.run(
+            [sys.executable, "-m", "embed_ft.cli", "run", "--source", str(source), "--max-steps", "1", *options],
+            env=cli_env(dagster_home, settings.home, base_url),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        assert field in proc.stderr, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        jobs = requests.get(f"{base_url}/v1/customization/jobs", timeout=10).json()["data"]
+        assert jobs == []
+        datasets = requests.get(f"{base_url}/v1/datasets", timeout=10).json()["data"]
+        assert datasets == [], "the training data was uploaded before the bad config was noticed"
+
+
+def closed_loopback_url() -> str:
+    """A loopback URL on which nothing listens (the port was just free; connecting to it is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_backend_fails_the_first_remote_asset_with_url_and_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBED_FT_DATA_ROOT", str(tmp_path / "data"))
+    source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
+    base_url = closed_loopback_url()
+    result = materialize(
+        [specter_raw, specter_triplets, training_dataset],
+        resources=resources_for_url(base_url),
+        run_config={
+            "ops": {
+                "specter_raw": {"config": {"source": str(source)}},
+                "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15}},
+            }
+        },
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    # The local stages ran; the first asset that needs the backend is the one that failed.
+    assert result.output_for_node("specter_triplets")["rows"]["training"] > 0
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["training_dataset"]
+    error = failures[0].event_specific_data.error
+    # Dagster wraps what the asset raised ("Error occurred while executing op ..."): the UI shows the cause.
+    while error.cause is not None and "training_dataset" in error.message and base_url not in error.message:
+        error = error.cause
+    message = error.message
+    assert base_url in message
+    assert "Connection refused" in message
+    # One clear line, not urllib3's retry chain.
+    assert "Max retries exceeded" not in message and "Traceback" not in message
+    assert len(message.strip().splitlines()) == 1, message
