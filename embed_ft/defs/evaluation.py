@@ -22,7 +22,7 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from ..data.beir import testing_split_to_beir
-from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource, NimResource
+from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import ACTIVE_JOB_STATUSES, fail_on_invalid_run_config, markdown_table, norm_status, stable_hash, wait_for_remote
 from .training import upload_if_changed

@@ -11,6 +11,7 @@ from typing import Any, Optional
 from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator
 
+from ..nemo.customizer import failure_detail, sft_config_body, sft_job_body
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import ACTIVE_JOB_STATUSES, fail_on_invalid_run_config, markdown_table, norm_status, stable_hash, wait_for_remote
@@ -198,47 +199,34 @@ def customization_bodies(config: FineTuneConfig, namespace: str, dataset: dict, 
     """The Customizer config and job bodies of nemo-api.md section 5, with this run's values."""
     defaults = backend_defaults(uses_local)
     target = config.target or defaults.target
-    max_seq_length = config.max_seq_length or defaults.max_seq_length
-    training_option = {
-        "training_type": config.training_type,
-        "finetuning_type": config.finetuning_type,
-        "num_gpus": 1,
-        "num_nodes": 1,
-        "micro_batch_size": 8,
-        "tensor_parallel_size": 1,
-        "pipeline_parallel_size": 1,
-        "use_sequence_parallel": False,
-    }
-    config_body = {
-        "namespace": namespace,
-        "target": target,
-        "training_options": [training_option],
-        "training_precision": "bf16",
-        "max_seq_length": max_seq_length,
-    }
+    config_body = sft_config_body(
+        "",
+        namespace,
+        target,
+        finetuning_type=config.finetuning_type,
+        training_type=config.training_type,
+        max_seq_length=config.max_seq_length or defaults.max_seq_length,
+    )
     # The config name carries a hash of its body: a changed config is a new versioned config, never an edit.
-    config_body = {"name": f"embed-ft-{stable_hash(config_body)[:10]}@v1", **config_body}
-    hyperparameters: dict[str, Any] = {
-        "training_type": config.training_type,
-        "finetuning_type": config.finetuning_type,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size or defaults.batch_size,
-        "learning_rate": config.learning_rate or defaults.learning_rate,
-    }
-    for key in ("max_steps", "warmup_steps", "seed"):
-        if getattr(config, key) is not None:
-            hyperparameters[key] = getattr(config, key)
+    config_body["name"] = f"embed-ft-{stable_hash({**config_body, 'name': ''})[:10]}@v1"
+    extra = {key: getattr(config, key) for key in ("max_steps", "warmup_steps", "seed") if getattr(config, key) is not None}
     output_model_name = config.output_model_name or f"{config.experiment}-embed-sft"
-    job_body: dict[str, Any] = {
-        "config": f"{namespace}/{config_body['name']}",
-        "dataset": {"namespace": dataset["namespace"], "name": dataset["name"]},
-        "hyperparameters": hyperparameters,
-        "output_model": f"{namespace}/{output_model_name}",
-    }
-    if config.num_hard_negatives is not None:
-        job_body["dataset_parameters"] = {"num_hard_negatives": config.num_hard_negatives}
-    if config.wandb_project:
-        job_body["integrations"] = [{"type": "wandb", "wandb": {"project": config.wandb_project}}]
+    job_body = sft_job_body(
+        "",  # named by the caller, after the idempotency key is known
+        f"{namespace}/{config_body['name']}",
+        dataset["namespace"],
+        dataset["name"],
+        f"{namespace}/{output_model_name}",
+        epochs=config.epochs,
+        batch_size=config.batch_size or defaults.batch_size,
+        learning_rate=config.learning_rate or defaults.learning_rate,
+        training_type=config.training_type,
+        finetuning_type=config.finetuning_type,
+        extra_hyperparameters=extra,
+        dataset_parameters={"num_hard_negatives": config.num_hard_negatives} if config.num_hard_negatives is not None else None,
+        integrations=[{"type": "wandb", "wandb": {"project": config.wandb_project}}] if config.wandb_project else None,
+    )
+    del job_body["name"]
     return {"config": config_body, "job": job_body, "target": target}
 
 
@@ -263,15 +251,6 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
         key: [(int(p.get("step", i)), float(p["value"])) for i, p in enumerate(metrics.get(key) or []) if "value" in p]
         for key in ("train_loss", "val_loss")
     }
-
-
-def failure_detail(status: dict) -> str:
-    for entry in reversed(status.get("status_logs") or []):
-        if entry.get("detail"):
-            return str(entry["detail"])
-        if entry.get("message"):
-            return str(entry["message"])
-    return "no detail reported by the Customizer"
 
 
 @asset(
@@ -321,7 +300,7 @@ def fine_tuned_model(
     final = norm_status(status.get("status"))
     if final != "completed":
         raise Failure(
-            f"Customization job {job_id} ended {final}: {failure_detail(status)}",
+            f"Customization job {job_id} ended {final}: {failure_detail(status) or 'no detail reported by the Customizer'}",
             metadata={"job_id": job_id, "status": final},
         )
     job = cz.get_job(job_id)

@@ -7,7 +7,14 @@ import logging
 from typing import Any
 
 from .errors import NemoAPIError
-from .http import CreateResult, ServiceHTTP, create_or_fetch, outcome_unknown, segment
+from .http import (
+    CreateResult,
+    ServiceHTTP,
+    create_job_once,
+    create_or_fetch,
+    find_by_idempotency_key,
+    segment,
+)
 from .polling import is_job_terminal
 
 log = logging.getLogger("embed_ft.nemo")
@@ -168,25 +175,13 @@ class CustomizerClient:
         (``recovered=True``); without a key, or when not found, the error is raised.
         """
         body = with_idempotency_key(body, idempotency_key)
-        try:
-            return CreateResult(self.http.post(JOBS, json=body, call="create customization job"), created=True)
-        except NemoAPIError as exc:
-            if idempotency_key and outcome_unknown(exc):
-                found = self.find_job(idempotency_key)
-                if found is not None:
-                    log.warning("customization job create: answer lost (%s); found job %s by key", exc, found.get("id"))
-                    return CreateResult(found, created=True, recovered=True)
-                exc.add_note(f"No customization job with idempotency key {idempotency_key!r} was found afterwards.")
-            raise
+        return create_job_once(self.http, JOBS, body, idempotency_key, "customization job", self.find_job)
 
     def find_job(self, idempotency_key: str, max_pages: int = 20) -> dict | None:
         """The newest job whose ``custom_fields`` carry this idempotency key, or None."""
-        for job in self.http.iter_pages(
-            JOBS, params={"sort": "-created_at"}, max_pages=max_pages, call="list customization jobs"
-        ):
-            if idempotency_key_of(job) == idempotency_key:
-                return job
-        return None
+        return find_by_idempotency_key(
+            self.http, JOBS, idempotency_key, "customization job", idempotency_key_of, max_pages
+        )
 
     def list_jobs(self, sort: str = "-created_at", max_pages: int = 20, **filters: Any) -> list[dict]:
         """Jobs, newest first; ``filters`` become ``filter[key]=value`` (e.g. ``status="running"``)."""

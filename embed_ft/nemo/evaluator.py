@@ -9,7 +9,7 @@ from typing import Any
 
 from .customizer import IDEMPOTENCY_FIELD, idempotency_key_of, with_idempotency_key
 from .errors import NemoAPIError, NemoResponseError, register_secret
-from .http import CreateResult, ServiceHTTP, outcome_unknown, segment
+from .http import CreateResult, ServiceHTTP, create_job_once, find_by_idempotency_key, segment
 from .polling import is_job_terminal
 
 log = logging.getLogger("embed_ft.nemo")
@@ -194,25 +194,11 @@ class EvaluatorClient:
     def create_job(self, config: dict | str, target: dict | str, idempotency_key: str | None = None) -> CreateResult:
         """Submit an evaluation job (inline ``config``/``target`` or ``ns/name`` refs); never resubmitted blindly."""
         body = with_idempotency_key({"config": config, "target": target}, idempotency_key)
-        try:
-            return CreateResult(self.http.post(JOBS, json=body, call="create evaluation job"), created=True)
-        except NemoAPIError as exc:
-            if idempotency_key and outcome_unknown(exc):
-                found = self.find_job(idempotency_key)
-                if found is not None:
-                    log.warning("evaluation job create: answer lost (%s); found job %s by key", exc, found.get("id"))
-                    return CreateResult(found, created=True, recovered=True)
-                exc.add_note(f"No evaluation job with idempotency key {idempotency_key!r} was found afterwards.")
-            raise
+        return create_job_once(self.http, JOBS, body, idempotency_key, "evaluation job", self.find_job)
 
     def find_job(self, idempotency_key: str, max_pages: int = 20) -> dict | None:
         """The newest evaluation job whose ``custom_fields`` carry this key, or None."""
-        for job in self.http.iter_pages(
-            JOBS, params={"sort": "-created_at"}, max_pages=max_pages, call="list evaluation jobs"
-        ):
-            if idempotency_key_of(job) == idempotency_key:
-                return job
-        return None
+        return find_by_idempotency_key(self.http, JOBS, idempotency_key, "evaluation job", idempotency_key_of, max_pages)
 
     def get_job(self, job_id: str) -> dict:
         """The job (poll this one: its ``status`` and ``status_details.progress``)."""

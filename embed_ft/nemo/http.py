@@ -311,3 +311,30 @@ def create_or_fetch(
                 return CreateResult(existing, created=True, recovered=True)
             exc.add_note(f"Looked {what} up after the unknown outcome: not found, so it was not created (yet).")
         raise
+
+
+def create_job_once(http: "ServiceHTTP", path: str, body: dict, idempotency_key: str | None, what: str,
+                    find: Any) -> CreateResult:
+    """POST a job exactly once. If the answer is lost after sending, look the job up by its idempotency key
+    (``find(key)``) and return it when found (``recovered=True``); without a key, or not found, raise."""
+    from .errors import NemoAPIError
+
+    try:
+        return CreateResult(http.post(path, json=body, call=f"create {what}"), created=True)
+    except NemoAPIError as exc:
+        if idempotency_key and outcome_unknown(exc):
+            found = find(idempotency_key)
+            if found is not None:
+                log.warning("%s create: answer lost (%s); found job %s by key", what, exc, found.get("id"))
+                return CreateResult(found, created=True, recovered=True)
+            exc.add_note(f"No {what} with idempotency key {idempotency_key!r} was found afterwards.")
+        raise
+
+
+def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str, what: str, key_of: Any,
+                            max_pages: int = 20) -> dict | None:
+    """The newest object of a paginated list whose ``key_of(obj)`` equals ``idempotency_key``, or None."""
+    for job in http.iter_pages(path, params={"sort": "-created_at"}, max_pages=max_pages, call=f"list {what}s"):
+        if key_of(job) == idempotency_key:
+            return job
+    return None
