@@ -78,7 +78,7 @@ def main() -> None:
                 "config": {"source": str(scifact), "source_kind": "beir", "split": "train", "beir_num_negatives": args.negatives}
             },
             "specter_triplets": {
-                "config": {"sample_fraction": 1.0, "test_size": args.test_size, "validation_size": 0.05, "seed": args.seed}
+                "config": {"sample_size": None, "sample_fraction": 1.0, "test_size": args.test_size, "validation_size": 0.05, "seed": args.seed}
             },
             "fine_tuned_model": {
                 "config": {
