@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -9,10 +10,25 @@ from typing import Any, Callable
 
 from dagster import DagsterExecutionInterruptedError, Failure, MetadataValue
 
+from ..nemo.errors import NemoError
 from ..nemo.polling import PollTimeout, poll
 
 TERMINAL_JOB_STATUSES = {"completed", "failed", "cancelled", "ready", "error"}
 ACTIVE_JOB_STATUSES = {"created", "pending", "running", "cancelling", "unknown"}
+
+
+def backend_errors_as_failures(fn: Callable) -> Callable:
+    """Turn a NeMo client error (which already names the service, call, URL/status and server message, secrets
+    redacted) into a Dagster ``Failure``: the UI then shows that one line instead of a wrapped stack trace."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except NemoError as exc:
+            raise Failure(str(exc)) from None
+
+    return wrapper
 
 
 def stable_hash(*parts: Any) -> str:

@@ -24,7 +24,15 @@ from pydantic import Field, field_validator
 from ..data.beir import testing_split_to_beir
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import ACTIVE_JOB_STATUSES, fail_on_invalid_run_config, markdown_table, norm_status, stable_hash, wait_for_remote
+from .common import (
+    ACTIVE_JOB_STATUSES,
+    backend_errors_as_failures,
+    fail_on_invalid_run_config,
+    markdown_table,
+    norm_status,
+    stable_hash,
+    wait_for_remote,
+)
 from .training import upload_if_changed
 
 EVALUATION_CODE_VERSION = "1"
@@ -100,6 +108,7 @@ class HeldoutConfig(Config):
     description="The held-out testing split as a BEIR dataset (queries, corpus of their positives and negatives, "
     "qrels) in the Data Store: the in-domain task the tutorial never evaluated.",
 )
+@backend_errors_as_failures
 def heldout_eval_dataset(
     context: AssetExecutionContext,
     config: HeldoutConfig,
@@ -213,6 +222,7 @@ def run_evaluation(
     pool="nemo_evaluator",
     description="Evaluator retriever job of the base model NIM on the BEIR tasks and the held-out split.",
 )
+@backend_errors_as_failures
 def baseline_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,
@@ -232,6 +242,7 @@ def baseline_evaluation(
     pool="nemo_evaluator",
     description="Evaluator retriever job of the fine-tuned NIM on the same tasks as the baseline.",
 )
+@backend_errors_as_failures
 def fine_tuned_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,

@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import fail_on_invalid_run_config, norm_status, wait_for_remote
+from .common import backend_errors_as_failures, fail_on_invalid_run_config, norm_status, wait_for_remote
 from .training import ExperimentConfig, validate_name
 
 NIM_CODE_VERSION = "1"
@@ -185,6 +185,7 @@ def deployment_names(experiment: str) -> dict[str, str]:
     pool="nemo_deployment",
     description="The fine-tuned model deployed as a NIM, ready and listed by the gateway, smoke-tested.",
 )
+@backend_errors_as_failures
 def fine_tuned_nim(
     context: AssetExecutionContext,
     config: DeployConfig,
@@ -206,6 +207,7 @@ def fine_tuned_nim(
     pool="nemo_deployment",
     description="The base model deployed as a NIM, so that the baseline is measured in the same run, not quoted.",
 )
+@backend_errors_as_failures
 def baseline_nim(
     context: AssetExecutionContext,
     config: BaselineDeployConfig,

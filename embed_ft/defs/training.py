@@ -14,7 +14,15 @@ from pydantic import Field, field_validator
 from ..nemo.customizer import failure_detail, sft_config_body, sft_job_body
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import ACTIVE_JOB_STATUSES, fail_on_invalid_run_config, markdown_table, norm_status, stable_hash, wait_for_remote
+from .common import (
+    ACTIVE_JOB_STATUSES,
+    backend_errors_as_failures,
+    fail_on_invalid_run_config,
+    markdown_table,
+    norm_status,
+    stable_hash,
+    wait_for_remote,
+)
 
 TRAINING_DATASET_CODE_VERSION = "1"
 FINE_TUNED_MODEL_CODE_VERSION = "1"
@@ -92,6 +100,7 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
     kinds={"nemo", "huggingface"},
     description="The training and validation splits uploaded to the NeMo Data Store and registered in the Entity Store.",
 )
+@backend_errors_as_failures
 def training_dataset(
     context: AssetExecutionContext,
     config: TrainingDatasetConfig,
@@ -261,6 +270,7 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
     pool="nemo_customizer",
     description="A Customizer SFT job over the uploaded dataset; reattaches to an identical job instead of resubmitting.",
 )
+@backend_errors_as_failures
 def fine_tuned_model(
     context: AssetExecutionContext,
     config: FineTuneConfig,
