@@ -87,7 +87,8 @@ class DataStoreResource(NemoServiceResource):
 
     hf_token: Optional[str] = Field(
         default=None,
-        description="Token sent to the Data Store's HF endpoint only when set; a local HF login is never used.",
+        description="The Hugging Face Hub token (HF_TOKEN): registered for redaction only, never sent to the Data "
+        "Store, which authenticates with `token`; a local HF login is never used either.",
     )
 
     def client(self) -> DataStoreClient:
