@@ -244,7 +244,7 @@ def describe_training(status: dict) -> str:
     if status.get("percentage_done") is not None:
         parts.append(f"{float(status['percentage_done']):.0f}%")
     if status.get("steps_completed") is not None:
-        parts.append(f"step {status['steps_completed']}/{status.get('steps_per_epoch') or '?'} per epoch")
+        parts.append(f"step {status['steps_completed']} ({status.get('steps_per_epoch') or '?'} per epoch)")
     for key in ("train_loss", "val_loss"):
         if status.get(key) is not None:
             parts.append(f"{key}={float(status[key]):.4f}")
