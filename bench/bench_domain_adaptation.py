@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--test-size", type=int, default=80, help="train queries held out (in-domain held-out task)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--keep", action="store_true", help="keep the platform home (models, caches)")
+    parser.add_argument("--home", help="platform home to reuse (default: a new temporary folder, kept afterwards)")
     args = parser.parse_args()
     offline_hub()
 
@@ -62,11 +63,17 @@ def main() -> None:
     from embed_ft.resources import resources_for_url
 
     scifact = SHARED_DATA / "beir" / "scifact"
-    home = Path(tempfile.mkdtemp(prefix="embed-ft-domain-"))
+    # --home reuses a previous run's platform: an identical customization job is then reattached, not retrained.
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="embed-ft-domain-"))
     beir_root = home / "beir"
-    beir_root.mkdir(parents=True)
-    (beir_root / "scifact").symlink_to(scifact.resolve(), target_is_directory=True)
+    beir_root.mkdir(parents=True, exist_ok=True)
+    # A copy in the temporary home (the evaluator refuses paths that resolve outside its BEIR root, symlinks too).
+    if (beir_root / "scifact").is_symlink():
+        (beir_root / "scifact").unlink()
+    if not (beir_root / "scifact").exists():
+        shutil.copytree(scifact, beir_root / "scifact")
     build_ood_set(beir_root)
+    print(f"platform home: {home}", file=sys.stderr)
     os.environ["EMBED_FT_BEIR_ROOT"] = str(beir_root)
     os.environ["EMBED_FT_DATA_ROOT"] = str(home / "data")
 
