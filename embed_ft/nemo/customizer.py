@@ -6,16 +6,15 @@ import copy
 import logging
 from typing import Any
 
-from .errors import NemoAPIError
 from .http import (
     CreateResult,
     ServiceHTTP,
+    cancel_job,
     create_job_once,
     create_or_fetch,
     find_by_idempotency_key,
     segment,
 )
-from .polling import is_job_terminal
 
 log = logging.getLogger("embed_ft.nemo")
 
@@ -197,14 +196,7 @@ class CustomizerClient:
 
     def cancel_job(self, job_id: str) -> dict:
         """Ask the job to stop. A job that already ended is returned as it is instead of raising."""
-        try:
-            return self.http.post(f"{JOBS}/{segment(job_id)}/cancel", call="cancel customization job") or {}
-        except NemoAPIError as exc:
-            if exc.status in (400, 409, 422):
-                job = self.get_job(job_id)
-                if is_job_terminal(job):
-                    return job
-            raise
+        return cancel_job(self.http, JOBS, job_id, "customization job", self.get_job)
 
     def container_logs(self, job_id: str) -> Any:
         return self.http.get(f"{JOBS}/{segment(job_id)}/container-logs", call="get customization job logs")

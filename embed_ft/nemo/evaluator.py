@@ -8,9 +8,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .customizer import IDEMPOTENCY_FIELD, idempotency_key_of, with_idempotency_key
-from .errors import NemoAPIError, NemoResponseError, register_secret
-from .http import CreateResult, ServiceHTTP, create_job_once, find_by_idempotency_key, segment
-from .polling import is_job_terminal
+from .errors import NemoResponseError, register_secret
+from .http import CreateResult, ServiceHTTP, cancel_job, create_job_once, find_by_idempotency_key, segment
 
 log = logging.getLogger("embed_ft.nemo")
 
@@ -205,14 +204,8 @@ class EvaluatorClient:
         return self.http.get(f"{JOBS}/{segment(job_id)}", call="get evaluation job")
 
     def cancel_job(self, job_id: str) -> dict:
-        try:
-            return self.http.post(f"{JOBS}/{segment(job_id)}/cancel", call="cancel evaluation job") or {}
-        except NemoAPIError as exc:
-            if exc.status in (400, 409, 422):
-                job = self.get_job(job_id)
-                if is_job_terminal(job):
-                    return job
-            raise
+        """Ask the job to stop. A job that already ended is returned as it is instead of raising."""
+        return cancel_job(self.http, JOBS, job_id, "evaluation job", self.get_job)
 
     def get_results(self, job_id: str) -> Any:
         return self.http.get(f"{JOBS}/{segment(job_id)}/results", call="get evaluation results")

@@ -338,3 +338,18 @@ def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str
         if key_of(job) == idempotency_key:
             return job
     return None
+
+
+def cancel_job(http: "ServiceHTTP", jobs_path: str, job_id: str, what: str, get_job: Any) -> dict:
+    """Ask a job to stop. A job that already ended (the server answers 400/409/422) is returned as it is."""
+    from .errors import NemoAPIError
+    from .polling import is_job_terminal
+
+    try:
+        return http.post(f"{jobs_path}/{segment(job_id)}/cancel", call=f"cancel {what}") or {}
+    except NemoAPIError as exc:
+        if exc.status in (400, 409, 422):
+            job = get_job(job_id)
+            if is_job_terminal(job):
+                return job
+        raise
