@@ -53,3 +53,22 @@ def write_beir_set(root: Path, name: str = "tinybeir") -> Path:
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
     )
     return folder
+
+
+def tiny_lineage_run_config(source: str, beir_task: str, experiment: str = "browser") -> dict:
+    """Run config of the whole lineage on tiny data: few rows, three training steps, fast polling."""
+    fast = {"poll_interval_s": 0.5}
+    evaluation = {"tasks": [beir_task], **fast}
+    return {
+        "ops": {
+            "specter_raw": {"config": {"source": source}},
+            "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15, "seed": 7}},
+            "fine_tuned_model": {
+                "config": {"experiment": experiment, "max_steps": 3, "batch_size": 8, "learning_rate": 5e-5, **fast}
+            },
+            "fine_tuned_nim": {"config": {"experiment": experiment, **fast}},
+            "baseline_nim": {"config": {"experiment": experiment, **fast}},
+            "baseline_evaluation": {"config": evaluation},
+            "fine_tuned_evaluation": {"config": evaluation},
+        }
+    }

@@ -11,28 +11,14 @@ from dagster import AssetKey, DagsterInstance, materialize
 from embed_ft.definitions import defs, lineage_assets
 from embed_ft.resources import resources_for_url
 
-from .lineage_fixtures import write_beir_set, write_specter_jsonl
+from .lineage_fixtures import tiny_lineage_run_config, write_beir_set, write_specter_jsonl
 from .platform_server import running_platform
 
 pytestmark = pytest.mark.slow
 
 
 def run_config(source: str, experiment: str = "e2e") -> dict:
-    fast = {"poll_interval_s": 0.5}
-    evaluation = {"tasks": ["file://tinybeir/"], **fast}
-    return {
-        "ops": {
-            "specter_raw": {"config": {"source": source}},
-            "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15, "seed": 7}},
-            "fine_tuned_model": {
-                "config": {"experiment": experiment, "max_steps": 3, "batch_size": 8, "learning_rate": 5e-5, **fast}
-            },
-            "fine_tuned_nim": {"config": {"experiment": experiment, **fast}},
-            "baseline_nim": {"config": {"experiment": experiment, **fast}},
-            "baseline_evaluation": {"config": evaluation},
-            "fine_tuned_evaluation": {"config": evaluation},
-        }
-    }
+    return tiny_lineage_run_config(source, "file://tinybeir/", experiment)
 
 
 def test_full_lineage_on_local_platform(tmp_path):

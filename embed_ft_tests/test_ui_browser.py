@@ -26,11 +26,10 @@ from .browser_helpers import (
     platform_env,
     require_chromium,
     running_webserver,
-    tiny_lineage_run_config,
     write_beir_subset,
     write_dagster_yaml,
 )
-from .lineage_fixtures import write_beir_set, write_specter_jsonl
+from .lineage_fixtures import tiny_lineage_run_config, write_beir_set, write_specter_jsonl
 from .platform_server import running_platform
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

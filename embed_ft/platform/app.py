@@ -108,7 +108,3 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         install_faults(app, ctx)
     # --- end of fault injection hook
     return app
-
-
-def get_ctx(request: Request) -> PlatformContext:
-    return request.app.state.ctx

@@ -17,7 +17,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import models
-from ..paths import InvalidPathError, validate_name
+from .shared import checked_name as _checked
+from .shared import request_ctx as _ctx
 from ..store import AlreadyExists, new_id, utc_now
 from ..training import JOB_KIND, TERMINAL_STATUSES, CustomizationTrainer, empty_status_details
 from .entities import DATASET_KIND, paginated_list
@@ -137,17 +138,6 @@ class JobIn(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _ctx(request: Request):
-    return request.app.state.ctx
-
-
-def _checked(value: Any, what: str) -> str:
-    try:
-        return validate_name(value, what)
-    except InvalidPathError as exc:
-        raise HTTPException(422, str(exc)) from exc
 
 
 def _split_ref(ref: str, what: str) -> tuple[str, str]:

@@ -22,7 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from .. import models
-from ..paths import InvalidPathError, validate_name
+from .shared import checked_name as _checked
+from .shared import request_ctx as _ctx
 from ..store import AlreadyExists, new_id
 from . import nim
 from .entities import paginated_list
@@ -56,17 +57,6 @@ class ModelDeploymentIn(BaseModel):
     config: str | DeploymentSpec
     description: str | None = None
     project: str | None = None
-
-
-def _ctx(request: Request):
-    return request.app.state.ctx
-
-
-def _checked(value: Any, what: str) -> str:
-    try:
-        return validate_name(value, what)
-    except InvalidPathError as exc:
-        raise HTTPException(422, str(exc)) from exc
 
 
 def _check_spec(spec: DeploymentSpec) -> None:

@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from ..paths import InvalidPathError, validate_name
+from ..paths import validate_name
+from .shared import checked_name
 from ..store import AlreadyExists, EntityStore, new_id
 
 router = APIRouter()
@@ -127,10 +128,7 @@ def _store(request: Request) -> EntityStore:
 
 
 def _checked(value: str, what: str) -> str:
-    try:
-        return validate_name(value, what)
-    except InvalidPathError as exc:
-        raise HTTPException(400, str(exc)) from exc
+    return checked_name(value, what, status=400)
 
 
 def _require_namespace(store: EntityStore, namespace: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ..evaluation import (
     EvaluationError,
 )
 from ..paths import InvalidPathError, validate_name
+from .shared import request_ctx as _ctx
 from ..store import AlreadyExists, EntityStore, atomic_write_text, new_id, utc_now
 from .entities import paginated_list
 
@@ -47,10 +48,6 @@ DEFAULT_TOP_K = 10
 DEFAULT_NAMESPACE = "default"
 # The job document is updated at most this often while embedding (plus on every whole percent).
 PROGRESS_INTERVAL_S = 1.0
-
-
-def _ctx(request: Request):
-    return request.app.state.ctx
 
 
 def _service(request: Request) -> "EvaluationService":
