@@ -32,13 +32,12 @@ from common import SHARED_DATA, machine_info, offline_hub, platform_subprocess, 
 def build_ood_set(beir_root: Path) -> Path:
     """The SPECTER sample as a BEIR set: queries = paper titles, corpus = cited and negative titles."""
     from embed_ft.data.beir import testing_split_to_beir
+    from embed_ft.formats.nemo_jsonl import dumps_row
 
     rows = [json.loads(line) for line in (SHARED_DATA / "specter-sample" / "s2orc_citation_triplets.jsonl").open()]
     with tempfile.TemporaryDirectory() as tmp:
         nemo = Path(tmp) / "testing.jsonl"
-        nemo.write_text(
-            "".join(json.dumps({"query": r["set"][0], "pos_doc": r["set"][1], "neg_doc": [r["set"][2]]}) + "\n" for r in rows)
-        )
+        nemo.write_text("".join(dumps_row(r["set"][0], r["set"][1], [r["set"][2]]) for r in rows), encoding="utf-8")
         out = beir_root / "specter-ood"
         testing_split_to_beir(nemo, out)
     return out
@@ -131,13 +130,16 @@ def main() -> None:
             if dagster_event and dagster_event.is_step_success:
                 step_times[dagster_event.step_key] = round(dagster_event.event_specific_data.duration_ms / 1000, 1)
 
-    print(report["markdown"])
-    metrics = {f"{r['task']}/{r['metric']}": {k: round(r[k], 5) for k in ("baseline", "fine_tuned", "delta", "relative_delta")} for r in report["rows"]}
+    print(report.markdown)
+    metrics = {
+        f"{r.task}/{r.metric}": {k: round(getattr(r, k), 5) for k in ("baseline", "fine_tuned", "delta", "relative_delta")}
+        for r in report.rows
+    }
     figures = {
         "benchmark": "bench_domain_adaptation",
         "machine": machine_info(),
         "args": vars(args),
-        "training_rows": triplets["rows"],
+        "training_rows": triplets.rows,
         "steps": ft_meta["steps_completed"].value if "steps_completed" in ft_meta else None,
         "train_loss_final": ft_meta["train_loss_final"].value if "train_loss_final" in ft_meta else None,
         "training_duration_s": ft_meta["duration_s"].value if "duration_s" in ft_meta else None,

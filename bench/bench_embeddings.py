@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from embed_ft.platform.models import bundled_minilm_path
+    from embed_ft.platform.services.model_weights import bundled_minilm_path
 
     texts = load_texts(args.texts)
     device = common.torch_device()

@@ -48,10 +48,9 @@ import requests  # noqa: E402
 import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
-from embed_ft.platform import evaluation  # noqa: E402
+from embed_ft.platform.services import evaluation  # noqa: E402
 from embed_ft.platform.app import create_app  # noqa: E402
-from embed_ft.platform.models import bundled_minilm_path  # noqa: E402
-from embed_ft.platform.routers import nim  # noqa: E402
+from embed_ft.platform.services.model_weights import bundled_minilm_path  # noqa: E402
 from embed_ft.platform.settings import PlatformSettings  # noqa: E402
 
 BEIR_NAMES = {"ndcg_cut": "NDCG@{}", "map_cut": "MAP@{}", "recall": "Recall@{}", "P": "P@{}"}
@@ -114,7 +113,7 @@ class Platform:
             if status in ("failed", "error") or time.monotonic() > deadline:
                 raise RuntimeError(f"deployment did not become ready: {doc['status_details']}")
             time.sleep(0.2)
-        model = nim.served_model(self.app.state.ctx, SERVED_MODEL).model
+        model = self.app.state.ctx.serving.served_model(SERVED_MODEL).model
         if max_seq_length:
             model.max_seq_length = max_seq_length  # bench knob: the platform has no API for it
         return int(model.max_seq_length)
@@ -144,7 +143,7 @@ class Platform:
 
     def cached_run(self, dataset: evaluation.BeirDataset, metric_names: list[str], top_k: int) -> dict:
         """Our ranking, from the embeddings the job cached (no encoding): for the ranking comparison."""
-        service = self.app.state.ctx.services["evaluator"]
+        service = self.app.state.ctx.evaluator
         embedder = service._in_process_embedder(SERVED_MODEL)
         outcome = evaluation.evaluate_retrieval(dataset, embedder, embedder, metric_names, top_k, cache=service.cache)
         assert outcome.corpus_cache_hit, "expected the job's cached corpus embeddings"

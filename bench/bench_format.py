@@ -86,7 +86,8 @@ def synthetic_table(rows: int):
 
 def run_pipeline(rows: int, out: Path) -> dict:
     sys.path.insert(0, str(REPO_ROOT))
-    from embed_ft.data.specter import SplitOptions, build_triplet_splits
+    from embed_ft.data.specter import build_triplet_splits
+    from embed_ft.data.splitting import SplitOptions
 
     table = synthetic_table(rows)
     reset_peak_rss()

@@ -169,7 +169,7 @@ def plain_worker(spec_path: Path) -> None:
 
 
 def run_plain(train_file: Path, work: Path, hp: dict[str, Any], threads: int) -> dict[str, Any]:
-    from embed_ft.platform.models import bundled_minilm_path
+    from embed_ft.platform.services.model_weights import bundled_minilm_path
 
     spec = {
         **hp,
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_worker(args.plain_worker)
         return 0
 
-    from embed_ft.platform.training import worker_threads
+    from embed_ft.platform.services.training.worker import worker_threads
 
     threads = args.threads or worker_threads()
     if args.max_steps is None:

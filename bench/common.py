@@ -202,6 +202,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def scifact_doc_text(doc: dict[str, Any]) -> str:
     """A BEIR document as the model sees it (title and body), exactly as the data stage and evaluator join it."""
-    from embed_ft.data.beir import doc_text
+    from embed_ft.formats.beir import document_text
 
-    return doc_text(doc)
+    return document_text(doc.get("title"), doc.get("text"))

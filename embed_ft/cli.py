@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+from .definitions import defs
+from .defs.common import invalid_run_config
+from .platform.cli import platform_group
+from .platform.launcher import ensure_running
+from .platform.settings import PlatformSettings
 
 REPORT_ASSET = "evaluation_report"
 
@@ -76,8 +83,6 @@ def lineage_run_config(
 
 def latest_report(instance) -> list[dict[str, Any]]:
     """Every materialization of evaluation_report, oldest first: {run_id, timestamp, metadata}."""
-    from dagster import AssetKey, AssetRecordsFilter
-
     records = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey(REPORT_ASSET)), limit=1000, ascending=True
     ).records
@@ -118,14 +123,8 @@ def main() -> None:
 def run(**options: Any) -> None:
     """Materialize the whole lineage headless and print the report."""
     ensure_dagster_home()
-    from dagster import DagsterInstance
-
-    from .definitions import defs
-
     include_heldout = not options.pop("no_heldout")
     run_config = lineage_run_config(**options, include_heldout=include_heldout)
-    from .defs.common import invalid_run_config
-
     problems = invalid_run_config(defs.resolve_job_def("full_lineage_job"), run_config)
     if problems:
         raise click.UsageError("invalid run config, nothing was started:\n  " + "\n  ".join(problems))
@@ -141,7 +140,7 @@ def run(**options: Any) -> None:
                     click.echo(f"FAILED {event.step_key}: {event.event_specific_data.error.message.strip()}", err=True)
             raise SystemExit(1)
         report = result.output_for_node(REPORT_ASSET)
-    click.echo(report["markdown"])
+    click.echo(report.markdown)
 
 
 @main.command()
@@ -150,8 +149,6 @@ def run(**options: Any) -> None:
 def report(history: bool, metric: str) -> None:
     """Print the latest evaluation report and the metric history from the Dagster instance."""
     ensure_dagster_home()
-    from dagster import DagsterInstance
-
     with DagsterInstance.get() as instance:
         records = latest_report(instance)
     if not records:
@@ -175,9 +172,6 @@ def ui(port: int) -> None:
     """Start the local platform (if no NeMo URLs are set) and the Dagster webserver + daemon on 127.0.0.1."""
     ensure_dagster_home()
     if not os.environ.get("NEMO_URL"):
-        from .platform.launcher import ensure_running
-        from .platform.settings import PlatformSettings
-
         click.echo(f"local platform: {ensure_running(PlatformSettings())}")
     # The workspace file names the code location `embed_ft` (as pyproject.toml does); outside a checkout, the module.
     workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
@@ -195,37 +189,7 @@ def ui(port: int) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-@main.group()
-def platform() -> None:
-    """The embedded NeMo-compatible local platform."""
-
-
-@platform.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
-@click.pass_context
-def serve(ctx: click.Context) -> None:
-    """Serve the platform in the foreground (options: --host --port --home --beir-root --allow-remote ...)."""
-    from .platform.__main__ import main as platform_main
-
-    raise SystemExit(platform_main(["serve", *ctx.args]))
-
-
-@platform.command()
-def stop() -> None:
-    """Stop the detached platform of this EMBED_FT_HOME."""
-    from .platform.launcher import stop as stop_platform
-    from .platform.settings import PlatformSettings
-
-    stopped = stop_platform(PlatformSettings())
-    click.echo("stopped" if stopped else "no platform was running for this EMBED_FT_HOME")
-
-
-@platform.command()
-def status() -> None:
-    """Show whether the platform of this EMBED_FT_HOME is running, and where."""
-    from .platform.launcher import status as platform_status
-    from .platform.settings import PlatformSettings
-
-    click.echo(json.dumps(platform_status(PlatformSettings()), default=str, indent=2))
+main.add_command(platform_group)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, define_asset_job
 
-from .defs import data, evaluation, serving, training
+from .defs import data, data_refresh, evaluation, serving, training
 from .resources import resources_from_env
 
 lineage_assets = [
@@ -36,7 +36,7 @@ gpu_stages_automation = AutomationConditionSensorDefinition(
 defs = Definitions(
     assets=lineage_assets,
     asset_checks=[*data.data_checks],
-    jobs=[full_lineage_job, serving.teardown_deployments_job, *data.data_jobs],
-    sensors=[*data.data_sensors, gpu_stages_automation],
+    jobs=[full_lineage_job, serving.teardown_deployments_job, data_refresh.data_refresh_job],
+    sensors=[data_refresh.specter_source_sensor, gpu_stages_automation],
     resources=resources_from_env(),
 )

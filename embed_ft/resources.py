@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import requests
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field, PrivateAttr
 
@@ -21,6 +22,8 @@ from .nemo.entity_store import EntityStoreClient
 from .nemo.evaluator import EvaluatorClient
 from .nemo.http import ServiceHTTP
 from .nemo.nim import NimClient
+from .platform.launcher import ensure_running
+from .platform.settings import PlatformSettings
 
 DEFAULT_NAMESPACE = "embed-sft-ns"
 LOCAL_PLATFORM_SERVICE = "embed-ft-local-platform"
@@ -28,16 +31,11 @@ LOCAL_PLATFORM_SERVICE = "embed-ft-local-platform"
 
 def local_platform_url() -> str:
     """URL of the embedded local platform for this ``EMBED_FT_HOME``, starting it if it is not running."""
-    from .platform.launcher import ensure_running
-    from .platform.settings import PlatformSettings
-
     return ensure_running(PlatformSettings())
 
 
 def is_local_platform(base_url: str) -> bool:
     """Whether ``base_url`` is an embed-ft local platform (its health route names itself); False when unsure."""
-    import requests
-
     try:
         answer = requests.get(f"{base_url.rstrip('/')}/health", timeout=(3, 5))
         return answer.ok and answer.json().get("service") == LOCAL_PLATFORM_SERVICE

@@ -1,7 +1,7 @@
 """A hand-written fake NeMo platform on 127.0.0.1 for contract tests of ``embed_ft.nemo``.
 
 It records every request (method, path, query, headers, body) and answers with the response shapes
-recorded in ``shared/reference/nemo-api.md``: namespaces (JSON and the Data Store's form-encoded ones),
+recorded in ``docs/NEMO_CONTRACT.md``: namespaces (JSON and the Data Store's form-encoded ones),
 Entity Store datasets and models, Customizer configs and jobs, Deployment Management (with the
 500-on-existing quirk), Evaluator jobs and results, NIM models and embeddings, and just enough of the
 Hugging Face protocol under ``/v1/hf`` for ``huggingface_hub`` to create a repo, commit, list, download and

@@ -18,6 +18,7 @@ from embed_ft.cli import main
 from embed_ft.defs.data import specter_raw, specter_triplets
 from embed_ft.defs.evaluation import evaluation_report
 from embed_ft.defs.training import training_dataset
+from embed_ft.defs.values import EvaluationResult
 from embed_ft.resources import resources_for_url
 
 from .browser_helpers import write_dagster_yaml
@@ -58,7 +59,8 @@ def test_platform_status_on_an_empty_home(homes):
     result = invoke("platform", "status")
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
-    assert status["running"] is False and status["healthy"] is False
+    assert status["running"] is False
+    assert status["healthy"] is False
     assert status["home"] == str(platform_home)
     stopped = invoke("platform", "stop")
     assert stopped.exit_code == 0
@@ -73,15 +75,15 @@ def test_report_without_any_materialization_fails_clearly(homes):
     assert str(dagster_home) in result.output
 
 
-def evaluation(model: str, scores: dict[str, dict[str, float]]) -> dict:
+def evaluation(model: str, scores: dict[str, dict[str, float]]) -> EvaluationResult:
     """An upstream evaluation value as baseline_evaluation/fine_tuned_evaluation return it."""
-    return {"model": model, "job_id": f"eval-{model[-1]}", "tasks": {t: f"file://{t}/" for t in scores}, "metrics": scores}
+    return EvaluationResult(model=model, job_id=f"eval-{model[-1]}", tasks={t: f"file://{t}/" for t in scores}, metrics=scores)
 
 
 class FixedUpstreamIOManager(IOManager):
     """Hands evaluation_report fixed upstream values, so the real report asset runs without the GPU stages."""
 
-    def __init__(self, upstream: dict[str, dict]):
+    def __init__(self, upstream: dict[str, EvaluationResult]):
         self.upstream = upstream
 
     def handle_output(self, context, obj) -> None:
@@ -91,7 +93,7 @@ class FixedUpstreamIOManager(IOManager):
         return self.upstream[context.asset_key.to_user_string()]
 
 
-def materialize_report(instance: DagsterInstance, baseline: dict, fine_tuned: dict) -> None:
+def materialize_report(instance: DagsterInstance, baseline: EvaluationResult, fine_tuned: EvaluationResult) -> None:
     upstream = {"baseline_evaluation": baseline, "fine_tuned_evaluation": fine_tuned}
     result = materialize(
         [evaluation_report, *(SourceAsset(key) for key in upstream)],
@@ -132,7 +134,8 @@ def test_report_prints_the_latest_table_and_the_metric_history(homes):
     assert f"- run {run_ids[1][:8]}: scifact: 0.7000 -> 0.7500" in recall.output
     latest_only = invoke("report", "--latest")
     assert latest_only.exit_code == 0
-    assert "- run " not in latest_only.output and "| scifact | recall_10 |" in latest_only.output
+    assert "- run " not in latest_only.output
+    assert "| scifact | recall_10 |" in latest_only.output
 
 
 def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str, str]:
@@ -204,15 +207,17 @@ def test_unreachable_backend_fails_the_first_remote_asset_with_url_and_reason(tm
     )
     assert not result.success
     # The local stages ran; the first asset that needs the backend is the one that failed.
-    assert result.output_for_node("specter_triplets")["rows"]["training"] > 0
+    assert result.output_for_node("specter_triplets").rows["training"] > 0
     failures = [e for e in result.all_events if e.is_step_failure]
     assert [e.step_key for e in failures] == ["training_dataset"]
     error = failures[0].event_specific_data.error
     # The asset turns the client's error into a dagster Failure: the UI shows this one line, no wrapped traceback.
-    assert error.cls_name == "Failure" and error.cause is None
+    assert error.cls_name == "Failure"
+    assert error.cause is None
     message = error.message
     assert base_url in message
     assert "Connection refused" in message
     # One clear line, not urllib3's retry chain.
-    assert "Max retries exceeded" not in message and "Traceback" not in message
+    assert "Max retries exceeded" not in message
+    assert "Traceback" not in message
     assert len(message.strip().splitlines()) == 1, message

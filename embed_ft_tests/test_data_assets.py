@@ -22,7 +22,9 @@ from dagster import (
 )
 
 from embed_ft.defs import data as data_defs
-from embed_ft.defs.data import SpecterSourceConfig, build_specter_source_sensor
+from embed_ft.defs.data import SpecterSourceConfig
+from embed_ft.defs.data_refresh import build_specter_source_sensor, data_refresh_job, specter_source_sensor
+from embed_ft.defs.values import TripletSplits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPECTER_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "specter-sample"
@@ -74,14 +76,15 @@ def materialize_data(source: str, root: Path, instance=None, raise_on_error: boo
     )
 
 
-def assert_materialized(result, root: Path) -> dict:
+def assert_materialized(result, root: Path) -> TripletSplits:
     assert result.success
     value = result.output_for_node("specter_triplets")
-    assert set(value) >= {"root", "training", "validation", "testing", "data_version", "rows"}
-    assert value["root"] == str((root / "triplets").resolve())
-    for name in ("training", "validation", "testing"):
-        lines = Path(value[name]).read_text(encoding="utf-8").splitlines()
-        assert len(lines) == value["rows"][name] > 0
+    assert isinstance(value, TripletSplits)
+    assert value.root == (root / "triplets").resolve()
+    for name, path in value.paths().items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == value.rows[name]
+        assert value.rows[name] > 0
         assert list(json.loads(lines[0])) == ["query", "pos_doc", "neg_doc"]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
@@ -100,7 +103,7 @@ def test_materialize_files_in_both_layouts(tmp_path, name, layout):
     source = write(tmp_path / "src" / name, records(layout=layout))
     result = materialize_data(str(source), tmp_path / "root")
     value = assert_materialized(result, tmp_path / "root")
-    assert value["rows"] == {"training": 32, "validation": 8, "testing": 8}
+    assert value.rows == {"training": 32, "validation": 8, "testing": 8}
 
     raw = result.asset_materializations_for_node("specter_raw")[0]
     assert raw.metadata["dagster/row_count"].value == 48
@@ -111,10 +114,11 @@ def test_materialize_files_in_both_layouts(tmp_path, name, layout):
     assert Path(raw.metadata["snapshot_path"].value).is_file()
 
     triplets = result.asset_materializations_for_node("specter_triplets")[0].metadata
-    assert triplets["rows/training"].value == 32 and triplets["dropped/duplicate_triplet"].value == 0
+    assert triplets["rows/training"].value == 32
+    assert triplets["dropped/duplicate_triplet"].value == 0
     assert triplets["mean_chars/query"].value > 30
     assert triplets["source_data_version"].value == raw.metadata["data_version"].value
-    assert triplets["path/testing"].value == value["testing"]
+    assert triplets["path/testing"].value == str(value.testing)
 
 
 def test_materialize_local_folder_counts_drops(tmp_path):
@@ -134,7 +138,8 @@ def test_materialize_local_folder_counts_drops(tmp_path):
         "query_equals_positive": 1,
         "duplicate_triplet": 1,
     }
-    assert metadata["input_rows"].value == 52 and metadata["clean_rows"].value == 48
+    assert metadata["input_rows"].value == 52
+    assert metadata["clean_rows"].value == 48
 
 
 def test_materialize_real_specter_sample_with_defaults(tmp_path, shared_data):
@@ -149,7 +154,7 @@ def test_materialize_real_specter_sample_with_defaults(tmp_path, shared_data):
         },
     )
     value = assert_materialized(result, tmp_path)
-    assert sum(value["rows"].values()) <= 316
+    assert sum(value.rows.values()) <= 316
     notes = result.asset_materializations_for_node("specter_triplets")[0].metadata["notes"].value
     assert "clamped" in notes
 
@@ -188,11 +193,11 @@ def test_invalid_split_config_fails(tmp_path):
         materialize_data(str(source), tmp_path / "root", sample_size=20, sample_fraction=0.5)
 
 
-def stand_in_triplets(value: dict):
+def stand_in_triplets(value: TripletSplits):
     """An asset with the key `specter_triplets` that hands the checks a given (bad) value."""
 
     @asset(name="specter_triplets")
-    def _stand_in() -> dict:
+    def _stand_in():
         return value
 
     return _stand_in
@@ -207,7 +212,9 @@ def test_checks_fail_on_bad_data(tmp_path):
     )
     files["validation"].write_text('{"query": "shared query", "pos_doc": "p2", "neg_doc": ["n2"]}\n')
     files["testing"].write_text("")
-    value = {name: str(p) for name, p in files.items()}
+    value = TripletSplits(
+        root=tmp_path, **files, data_version="v", source_data_version="v", rows={name: 0 for name in files}
+    )
     result = materialize(
         [stand_in_triplets(value), *data_defs.data_checks], raise_on_error=False
     )
@@ -227,8 +234,8 @@ def test_definitions_load_and_refresh_job_selects_only_data_assets():
     defs = Definitions(
         assets=data_defs.data_assets,
         asset_checks=data_defs.data_checks,
-        jobs=data_defs.data_jobs,
-        sensors=data_defs.data_sensors,
+        jobs=[data_refresh_job],
+        sensors=[specter_source_sensor],
     )
     job = defs.resolve_job_def("data_refresh_job")
     assert job.asset_layer.executable_asset_keys == {AssetKey("specter_raw"), AssetKey("specter_triplets")}
@@ -261,16 +268,17 @@ def test_sensor_requests_one_run_per_source_change(tmp_path, monkeypatch):
                 assert outcome.run_config["ops"]["specter_raw"]["config"]["source"] == str(source)
                 last_request = outcome
             else:
-                assert isinstance(outcome, SkipReason) and "unchanged" in outcome.skip_message
+                assert isinstance(outcome, SkipReason)
+                assert "unchanged" in outcome.skip_message
         assert requests == [True, False, True, False, False, True, False]
 
         # The requested run config drives the refresh job: only the data assets, with the watched source.
-        defs = Definitions(assets=data_defs.data_assets, asset_checks=data_defs.data_checks, jobs=data_defs.data_jobs)
+        defs = Definitions(assets=data_defs.data_assets, asset_checks=data_defs.data_checks, jobs=[data_refresh_job])
         run = defs.resolve_job_def("data_refresh_job").execute_in_process(
             run_config=last_request.run_config, instance=instance
         )
         assert run.success
-        assert run.output_for_node("specter_triplets")["rows"]["testing"] > 0
+        assert run.output_for_node("specter_triplets").rows["testing"] > 0
 
         # A sensor started afresh (no cursor) takes the latest materialization as its baseline: nothing to do.
         fresh = build_specter_source_sensor(SpecterSourceConfig(source=str(source)), name="fresh_sensor")
@@ -285,7 +293,8 @@ def test_sensor_skips_when_the_hub_is_unreachable(monkeypatch):
     sensor = build_specter_source_sensor(SpecterSourceConfig(source="embedding-data/SPECTER"), name="hub_sensor")
     with DagsterInstance.ephemeral() as instance:
         outcome, cursor = tick(sensor, instance, None)
-    assert isinstance(outcome, SkipReason) and "cannot be reached" in outcome.skip_message
+    assert isinstance(outcome, SkipReason)
+    assert "cannot be reached" in outcome.skip_message
     assert cursor is None
 
 

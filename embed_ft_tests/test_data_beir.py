@@ -9,8 +9,12 @@ import pyarrow as pa
 import pytest
 from dagster import materialize
 
-from embed_ft.data.beir import beir_train_triplets, doc_text, is_beir_folder, load_beir, testing_split_to_beir
-from embed_ft.data.specter import SourceError, SplitOptions, build_triplet_splits, clean_triplets
+from embed_ft.data.beir import beir_train_triplets, load_beir, testing_split_to_beir
+from embed_ft.data.cleaning import clean_triplets
+from embed_ft.data.errors import SourceError
+from embed_ft.data.specter import build_triplet_splits
+from embed_ft.data.splitting import SplitOptions
+from embed_ft.formats.beir import document_text, is_beir_folder
 from embed_ft.defs import data as data_defs
 
 TOPICS = {
@@ -62,7 +66,8 @@ def test_load_beir_scifact(shared_data):
     assert all(doc in corpus for docs in qrels.values() for doc in docs)
     assert is_beir_folder(folder)
     train = load_beir(folder, "train")
-    assert len(train.queries) == 809 and not set(train.queries) & set(queries)
+    assert len(train.queries) == 809
+    assert not set(train.queries) & set(queries)
 
 
 def test_load_beir_errors_name_folder_file_and_counts(tmp_path):
@@ -77,7 +82,8 @@ def test_load_beir_errors_name_folder_file_and_counts(tmp_path):
         load_beir(folder, "test")
     message = str(err.value)
     assert "1 of 7 judged documents missing from corpus.jsonl (15 documents)" in message
-    assert "1 of 6 queries missing from queries.jsonl" in message and "ghost-doc" in message
+    assert "1 of 6 queries missing from queries.jsonl" in message
+    assert "ghost-doc" in message
 
 
 def test_testing_split_to_beir_round_trip(tmp_path):
@@ -103,8 +109,8 @@ def test_testing_split_to_beir_round_trip(tmp_path):
         "qrels": len({(row["query"], row["pos_doc"]) for row in test_rows}),
     }
     assert sorted(queries.values()) == sorted({row["query"] for row in test_rows})
-    assert sorted(doc_text(d) for d in corpus.values()) == sorted(texts)
-    judged = {(queries[q], doc_text(corpus[d])) for q, docs in qrels.items() for d, s in docs.items() if s == 1}
+    assert sorted(document_text(*d) for d in corpus.values()) == sorted(texts)
+    judged = {(queries[q], document_text(*corpus[d])) for q, docs in qrels.items() for d, s in docs.items() if s == 1}
     assert judged == {(row["query"], row["pos_doc"]) for row in test_rows}
     # Ids come from the text: converting again gives the same files.
     before = (tmp_path / "beir" / "corpus.jsonl").read_bytes()
@@ -125,11 +131,12 @@ def test_mined_negatives_are_never_relevant(tmp_path, minilm):
     corpus, queries, qrels = load_beir(folder, "train")
     assert list(frame.columns) == ["query", "positive", "negatives"]
     assert len(frame) == 10  # 5 queries x 2 relevant documents
-    text_of = {doc_id: doc_text(doc) for doc_id, doc in corpus.items()}
+    text_of = {doc_id: document_text(*doc) for doc_id, doc in corpus.items()}
     by_query = {queries[q]: {text_of[d] for d, s in docs.items() if s > 0} for q, docs in qrels.items()}
     for row in frame.itertuples():
         assert row.positive in by_query[row.query]
-        assert len(row.negatives) == 3 and len(set(row.negatives)) == 3
+        assert len(row.negatives) == 3
+        assert len(set(row.negatives)) == 3
         assert not set(row.negatives) & by_query[row.query]
     # The hardest negative is the query's own topic's non-relevant document (judged 0): exact ranking works.
     first = frame[frame["query"] == queries["q0"]].iloc[0]
@@ -186,9 +193,10 @@ def test_specter_raw_from_a_beir_folder(tmp_path):
     )
     assert result.success
     raw = result.asset_materializations_for_node("specter_raw")[0].metadata
-    assert raw["source_kind"].value == "beir" and raw["dagster/row_count"].value == 10
+    assert raw["source_kind"].value == "beir"
+    assert raw["dagster/row_count"].value == 10
     assert raw["data_version"].value.startswith("beir:")
     value = result.output_for_node("specter_triplets")
-    assert all(n > 0 for n in value["rows"].values())
-    first = json.loads(Path(value["training"]).read_text().splitlines()[0])
+    assert all(n > 0 for n in value.rows.values())
+    first = json.loads(value.training.read_text().splitlines()[0])
     assert len(first["neg_doc"]) == 2

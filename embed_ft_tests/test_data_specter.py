@@ -1,4 +1,4 @@
-"""embed_ft.data.specter: loading (all formats and layouts), cleaning, leak-free split, NeMo JSONL writing."""
+"""The SPECTER data layer: loading (all formats and layouts), cleaning, leak-free split, NeMo JSONL writing."""
 
 from __future__ import annotations
 
@@ -12,19 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embed_ft.data import specter
-from embed_ft.data.specter import (
-    SourceError,
-    SplitOptions,
-    build_triplet_splits,
-    clean_triplets,
-    crossing_queries,
-    encode_nemo_jsonl,
-    load_specter_source,
-    schema_problems,
-    split_triplets,
-    write_nemo_jsonl,
-)
+from embed_ft.data import nemo_jsonl_writer
+from embed_ft.data.cleaning import clean_triplets
+from embed_ft.data.errors import SourceError
+from embed_ft.data.nemo_jsonl_writer import encode_nemo_jsonl, write_nemo_jsonl
+from embed_ft.data.specter import build_triplet_splits, load_specter_source, local_data_version
+from embed_ft.data.split_checks import crossing_queries, schema_problems
+from embed_ft.data.splitting import SplitOptions, split_triplets
+from embed_ft.formats.nemo_jsonl import dumps_row
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPECTER_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "specter-sample"
@@ -71,14 +66,13 @@ def test_every_format_and_layout_loads_to_the_same_triplets(tmp_path, cache_dir,
     rows = triplets(3, 2)
     path = write_rows(tmp_path / f"data{suffix}", rows, layout)
     loaded = load_specter_source(str(path), cache_dir=cache_dir)
-    assert loaded.kind == "local" and loaded.revision is None
+    assert loaded.kind == "local"
+    assert loaded.revision is None
     assert loaded.layout == ("set" if layout == "set" else "columns")
     assert loaded.data_version.startswith("sha256:")
-    frame = clean_triplets(loaded.table).to_frame()
-    assert list(frame.columns) == ["query", "positive", "negatives"]
-    assert [(q, p, n) for q, p, n in zip(frame["query"], frame["positive"], frame["negatives"])] == [
-        (q, p, [n]) for q, p, n in rows
-    ]
+    clean = clean_triplets(loaded.table).table
+    assert clean.column_names == ["query", "positive", "negatives"]
+    assert [(r["query"], r["positive"], r["negatives"]) for r in clean.to_pylist()] == [(q, p, [n]) for q, p, n in rows]
 
 
 def test_local_folder_loads_all_files_and_hashes_content(tmp_path, cache_dir):
@@ -86,13 +80,15 @@ def test_local_folder_loads_all_files_and_hashes_content(tmp_path, cache_dir):
     write_rows(folder / "a.jsonl", triplets(2, 2), "set")
     write_rows(folder / "nested" / "b.jsonl", triplets(4, 1)[2:], "set")
     first = load_specter_source(str(folder), cache_dir=cache_dir)
-    assert first.num_rows == 4 + 2 and len(first.files) == 2
+    assert first.num_rows == 4 + 2
+    assert len(first.files) == 2
     assert load_specter_source(str(folder), cache_dir=cache_dir).data_version == first.data_version
-    assert specter.local_data_version(folder) == first.data_version
+    assert local_data_version(folder) == first.data_version
     with open(folder / "a.jsonl", "a") as handle:
         handle.write(json.dumps({"set": ["new query", "new positive", "new negative"]}) + "\n")
     changed = load_specter_source(str(folder), cache_dir=cache_dir)
-    assert changed.data_version != first.data_version and changed.num_rows == 7
+    assert changed.data_version != first.data_version
+    assert changed.num_rows == 7
 
 
 def test_missing_columns_name_found_and_expected(tmp_path, cache_dir):
@@ -101,8 +97,10 @@ def test_missing_columns_name_found_and_expected(tmp_path, cache_dir):
     with pytest.raises(SourceError) as err:
         load_specter_source(str(path), cache_dir=cache_dir)
     message = str(err.value)
-    assert "bad.jsonl" in message and "['title', 'abstract']" in message
-    assert "`set`" in message and "`anchor`, `positive`, `negative`" in message
+    assert "bad.jsonl" in message
+    assert "['title', 'abstract']" in message
+    assert "`set`" in message
+    assert "`anchor`, `positive`, `negative`" in message
 
 
 @pytest.mark.parametrize(
@@ -144,7 +142,8 @@ def test_unreachable_hub_says_so_and_shows_the_local_alternative(monkeypatch):
     with pytest.raises(SourceError) as err:
         load_specter_source("no-such-owner/no-such-dataset")
     message = str(err.value)
-    assert "cannot be reached" in message and "no-such-owner/no-such-dataset" in message
+    assert "cannot be reached" in message
+    assert "no-such-owner/no-such-dataset" in message
     assert "set `source` to a local file or folder" in message
 
 
@@ -192,7 +191,8 @@ def test_duplicates_are_exact_even_when_lengths_collide():
     )
     result = clean_triplets(table)
     assert result.dropped["duplicate_triplet"] == 1
-    assert result.num_rows == 5 and result.table.slice(3).to_pylist()[0]["negatives"] == ["ab"]
+    assert result.num_rows == 5
+    assert result.table.slice(3).to_pylist()[0]["negatives"] == ["ab"]
 
 
 def test_split_with_codes_from_cleaning_equals_split_on_texts():
@@ -212,7 +212,8 @@ def test_cleaning_column_layouts_and_non_string_columns():
         {"anchor": ["a", None, "c"], "positive": ["p", "p", "p"], "negative": ["n", "n", None]}
     )
     result = clean_triplets(frame)
-    assert result.dropped["missing_or_non_string"] == 2 and result.num_rows == 1
+    assert result.dropped["missing_or_non_string"] == 2
+    assert result.num_rows == 1
     numeric = pa.table({"query": [1, 2], "pos_doc": ["p", "p"], "neg_doc": [["n"], ["n"]]})
     assert clean_triplets(numeric).dropped["missing_or_non_string"] == 2
     nemo = pa.table({"query": ["q"], "pos_doc": ["p"], "neg_doc": [[]]})
@@ -265,7 +266,8 @@ def test_small_source_is_clamped_with_notes_and_no_empty_split():
     table = synthetic_table(4, 3)
     result = split_triplets(table.column("query"), SplitOptions())
     sizes = {name: len(idx) for name, idx in result.indices.items()}
-    assert all(n > 0 for n in sizes.values()) and sum(sizes.values()) <= 12
+    assert all(n > 0 for n in sizes.values())
+    assert sum(sizes.values()) <= 12
     assert any("clamped" in note for note in result.notes)
 
 
@@ -281,23 +283,28 @@ def test_specter_sample_with_explicit_small_sizes(tmp_path, cache_dir):
     if not SPECTER_SAMPLE.is_dir():
         pytest.skip("shared specter-sample is not present")
     loaded = load_specter_source(str(SPECTER_SAMPLE), cache_dir=cache_dir)
-    assert loaded.num_rows == 316 and loaded.layout == "set"
+    assert loaded.num_rows == 316
+    assert loaded.layout == "set"
     summary = build_triplet_splits(
         loaded.table,
         tmp_path,
         options=SplitOptions(sample_size=250, validation_size=25, test_size=25),
         data_version=loaded.data_version,
     )
-    assert summary.rows["testing"] == 25 and summary.rows["validation"] == 25
+    assert summary.rows["testing"] == 25
+    assert summary.rows["validation"] == 25
     assert 0 < summary.rows["training"] <= 200
-    assert summary.distinct_queries == 10 and summary.data_version == loaded.data_version
+    assert summary.distinct_queries == 10
+    assert summary.data_version == loaded.data_version
     paths = {name: Path(p) for name, p in summary.paths.items()}
     for name, path in paths.items():
         assert path == tmp_path / name / f"{name}.jsonl"
         rows, problems = schema_problems(path)
-        assert rows == summary.rows[name] and problems == []
+        assert rows == summary.rows[name]
+        assert problems == []
     assert crossing_queries(paths) == {"training&validation": 0, "training&testing": 0, "validation&testing": 0}
-    assert set(summary.mean_chars) == {"query", "pos_doc", "neg_doc"} and summary.mean_chars["query"] > 20
+    assert set(summary.mean_chars) == {"query", "pos_doc", "neg_doc"}
+    assert summary.mean_chars["query"] > 20
 
 
 def test_encoding_matches_json_dumps_with_one_row_per_line():
@@ -310,6 +317,7 @@ def test_encoding_matches_json_dumps_with_one_row_per_line():
     expected = "".join(json.dumps(r, ensure_ascii=False).translate(separators) + "\n" for r in rows)
     text = encode_nemo_jsonl(table).to_pybytes().decode("utf-8")
     assert text == expected
+    assert text == "".join(dumps_row(r["query"], r["pos_doc"], r["neg_doc"]) for r in rows)  # the format's reference
     lines = text.splitlines()
     assert [json.loads(line) for line in lines] == rows
     assert all(list(json.loads(line)) == ["query", "pos_doc", "neg_doc"] for line in lines)
@@ -319,7 +327,7 @@ def test_escape_scan_flags_exactly_the_strings_json_must_escape():
     texts = ["é café", "© 2020", "plain", 'a "quote"', "x\\y", "tab\t", "ls\u2028", "ps\u2029", "nel\x85", "…ellipsis", "€"]
     values = pa.array(["padding"] + texts, pa.large_string()).slice(1)  # a slice: offsets do not start at 0
     expected = [False, False, False, True, True, True, True, True, True, False, False]
-    assert specter._rows_needing_escape(values).tolist() == expected
+    assert nemo_jsonl_writer._rows_needing_escape(values).tolist() == expected
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):
@@ -328,7 +336,7 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monke
     write_nemo_jsonl(table, target)
     before = target.read_bytes()
 
-    real_encode = specter.encode_nemo_jsonl
+    real_encode = nemo_jsonl_writer.encode_nemo_jsonl
     calls = {"n": 0}
 
     def fail_on_second_chunk(chunk):
@@ -337,7 +345,7 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monke
             raise OSError("disk full (simulated)")
         return real_encode(chunk)
 
-    monkeypatch.setattr(specter, "encode_nemo_jsonl", fail_on_second_chunk)
+    monkeypatch.setattr(nemo_jsonl_writer, "encode_nemo_jsonl", fail_on_second_chunk)
     changed = synthetic_table(6, 2)
     with pytest.raises(OSError, match="disk full"):
         write_nemo_jsonl(changed, target, chunk_rows=3)
@@ -356,7 +364,8 @@ def test_schema_problems_and_crossing_queries_detect_bad_files(tmp_path):
         "not json\n"
     )
     rows, problems = schema_problems(bad)
-    assert rows == 5 and len(problems) == 4
+    assert rows == 5
+    assert len(problems) == 4
     assert problems[0].startswith(f"{bad}:2: keys must be exactly query, pos_doc, neg_doc")
     other = tmp_path / "other.jsonl"
     other.write_text('{"query": "q", "pos_doc": "x", "neg_doc": ["y"]}\n')

@@ -36,18 +36,19 @@ def test_full_lineage_on_local_platform(tmp_path):
         )
         assert result.success
         report = result.output_for_node("evaluation_report")
-        tasks = {row["task"] for row in report["rows"]}
+        tasks = {row.task for row in report.rows}
         assert tasks == {"tinybeir", "heldout"}
-        for row in report["rows"]:
-            assert 0.0 <= row["baseline"] <= 1.0 and 0.0 <= row["fine_tuned"] <= 1.0
-            assert math.isclose(row["delta"], row["fine_tuned"] - row["baseline"])
+        for row in report.rows:
+            assert 0.0 <= row.baseline <= 1.0
+            assert 0.0 <= row.fine_tuned <= 1.0
+            assert math.isclose(row.delta, row.fine_tuned - row.baseline)
         # The report's numbers are the evaluations' numbers, keyed stably for the UI's history plots.
         mat = instance.get_latest_materialization_event(AssetKey("evaluation_report")).asset_materialization
         assert mat.metadata["tinybeir/ndcg_cut_10/baseline"].value == pytest.approx(
-            result.output_for_node("baseline_evaluation")["metrics"]["tinybeir"]["ndcg_cut_10"]
+            result.output_for_node("baseline_evaluation").metrics["tinybeir"]["ndcg_cut_10"]
         )
         model = result.output_for_node("fine_tuned_model")
-        assert "@cust-" in model["output_model"]
+        assert "@cust-" in model.output_model
 
         jobs = requests.get(f"{base_url}/v1/customization/jobs", timeout=10).json()["data"]
         assert len(jobs) == 1
@@ -63,7 +64,7 @@ def test_full_lineage_on_local_platform(tmp_path):
             selection=selected,
         )
         assert again.success
-        assert again.output_for_node("fine_tuned_model")["job_id"] == model["job_id"]
+        assert again.output_for_node("fine_tuned_model").job_id == model.job_id
         jobs = requests.get(f"{base_url}/v1/customization/jobs", timeout=10).json()["data"]
         assert len(jobs) == 1
         dataset_mat = instance.get_latest_materialization_event(AssetKey("training_dataset")).asset_materialization

@@ -65,7 +65,8 @@ def test_no_token_means_no_authorization_header_and_the_hf_token_never_leaves(fa
     assert len(fake_nemo.requests) >= 6
     for request in fake_nemo.requests:
         assert "authorization" not in request.headers, f"{request.method} {request.path} sent an Authorization header"
-        assert HF_TOKEN not in str(request.headers) and HF_TOKEN.encode() not in request.body
+        assert HF_TOKEN not in str(request.headers)
+        assert HF_TOKEN.encode() not in request.body
 
 
 def test_a_data_store_token_is_sent_as_bearer_on_rest_and_hf_routes(fake_nemo, dataset_files):
@@ -108,8 +109,10 @@ def test_the_clients_drive_the_real_local_platform(tmp_path, dataset_files):
         assert entities.ensure_namespace("embed-sft-ns") is True
         store.create_repo(REPO)
         commit = store.upload_files(REPO, dataset_files, "v1")
-        assert commit and commit == store.head_revision(REPO)
+        assert commit
+        assert commit == store.head_revision(REPO)
         assert store.list_files(REPO) == {p: f.stat().st_size for p, f in dataset_files.items()}
         registered = entities.create_dataset("embed-sft-data", "embed-sft-ns", store.files_url(REPO))
-        assert registered.created and registered["files_url"] == "hf://datasets/embed-sft-ns/embed-sft-data"
+        assert registered.created
+        assert registered["files_url"] == "hf://datasets/embed-sft-ns/embed-sft-data"
         assert entities.create_dataset("embed-sft-data", "embed-sft-ns", store.files_url(REPO)).created is False

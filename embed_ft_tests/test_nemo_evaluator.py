@@ -57,7 +57,8 @@ def test_builders_produce_the_tutorial_bodies():
 def test_job_body_results_and_cancel(fake_nemo):
     evaluator = EvaluatorClient(fast_http(fake_nemo, "Evaluator"))
     job = evaluator.create_job(TUTORIAL_CONFIG, TUTORIAL_TARGET, idempotency_key="eval-key")
-    assert job["id"].startswith("eval-") and job_status(job) == "created"
+    assert job["id"].startswith("eval-")
+    assert job_status(job) == "created"
     assert fake_nemo.requests_to("POST", "/v1/evaluation/jobs")[0].json() == {
         "config": TUTORIAL_CONFIG,
         "target": TUTORIAL_TARGET,
@@ -76,7 +77,8 @@ def test_an_evaluation_job_whose_answer_was_lost_is_found_by_key(fake_nemo):
     job = evaluator.create_job(TUTORIAL_CONFIG, TUTORIAL_TARGET, idempotency_key="baseline-scidocs-v1")
     assert job.recovered is True
     assert job["custom_fields"]["embed_ft_idempotency_key"] == "baseline-scidocs-v1"
-    assert len(fake_nemo.eval_jobs) == 2 and len(fake_nemo.requests_to("POST", "/v1/evaluation/jobs")) == 2
+    assert len(fake_nemo.eval_jobs) == 2
+    assert len(fake_nemo.requests_to("POST", "/v1/evaluation/jobs")) == 2
 
 
 def test_an_api_key_echoed_back_in_an_error_is_redacted(fake_nemo):
@@ -86,7 +88,8 @@ def test_an_api_key_echoed_back_in_an_error_is_redacted(fake_nemo):
     with pytest.raises(NemoAPIError) as info:
         evaluator.create_job(TUTORIAL_CONFIG, target)
     assert "nvapi-never-show-me" not in str(info.value)
-    assert "HTTP 422" in str(info.value) and "invalid target" in str(info.value)
+    assert "HTTP 422" in str(info.value)
+    assert "invalid target" in str(info.value)
 
 
 def test_groups_shape():

@@ -147,11 +147,14 @@ def test_a_secret_echoed_by_the_server_is_redacted_from_errors_and_logs(fake_nem
         http.post("/v1/customization/jobs", json={"name": "x"})
     http.get("/v1/customization/targets")  # a successful call logs too
     text = str(info.value) + repr(info.value.args) + info.value.message
-    assert token not in text and wandb_key not in text
-    assert "***" in text and "HTTP 400" in text
+    assert token not in text
+    assert wandb_key not in text
+    assert "***" in text
+    assert "HTTP 400" in text
     assert caplog.records, "the client logs its calls at DEBUG"
     for record in caplog.records:
-        assert token not in record.getMessage() and wandb_key not in record.getMessage()
+        assert token not in record.getMessage()
+        assert wandb_key not in record.getMessage()
 
 
 def test_secret_extra_headers_are_registered_for_redaction(fake_nemo):
@@ -164,9 +167,12 @@ def test_redact_masks_registered_values_and_secret_shapes():
     text = redact(
         'x reg-secret-value-1 Authorization: Bearer abc.def {"api_key": "nvapi-123", "api_key": ""} hf_AbCdEf123456 max_tokens=5'
     )
-    assert "reg-secret-value-1" not in text and "abc.def" not in text and "nvapi-123" not in text
+    assert "reg-secret-value-1" not in text
+    assert "abc.def" not in text
+    assert "nvapi-123" not in text
     assert "hf_AbCdEf123456" not in text
-    assert '"api_key": ""' in text and "max_tokens=5" in text  # empty keys and look-alikes are left alone
+    assert '"api_key": ""' in text  # empty keys and look-alikes are left alone
+    assert "max_tokens=5" in text
     assert redact("short", secrets=["abc"]) == "short"
     doc = redact_document({"target": {"api_endpoint": {"url": "http://nim", "api_key": "k-123456", "model_id": "m"}}})
     assert doc == {"target": {"api_endpoint": {"url": "http://nim", "api_key": "***", "model_id": "m"}}}
@@ -185,7 +191,8 @@ def test_list_models_follows_pagination_with_bracket_filters(fake_nemo):
     fake_nemo.add_model("other", "x")
     client = EntityStoreClient(fast_http(fake_nemo, "Entity Store"))
     models = client.list_models(namespace="ns", page_size=10)
-    assert len(models) == 25 and {m["namespace"] for m in models} == {"ns"}
+    assert len(models) == 25
+    assert {m["namespace"] for m in models} == {"ns"}
     assert models[0]["name"] == "m24"  # sort=-created_at: newest first
     pages = fake_nemo.requests_to("GET", "/v1/models")
     assert [p.query["page"] for p in pages] == ["1", "2", "3"]
@@ -202,6 +209,8 @@ def test_errors_survive_pickling_with_their_fields():
 
     error = NemoConnectionError("Customizer", "POST /v1/customization/jobs", "http://nemo.test", "reset", request_sent=True)
     copy = pickle.loads(pickle.dumps(error))
-    assert type(copy) is NemoConnectionError and str(copy) == str(error) and copy.request_sent is True
+    assert type(copy) is NemoConnectionError
+    assert str(copy) == str(error)
+    assert copy.request_sent is True
     served = pickle.loads(pickle.dumps(NotFound("Entity Store", "GET /v1/models/a/b", 404, "model a/b not found")))
     assert (served.status, served.message) == (404, "model a/b not found")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embed_ft.nemo import NemoConnectionError, PollTimeout, ServerError, is_job_terminal, normalize_status, poll
+from embed_ft.nemo import NemoConnectionError, PollTimeout, ServerError, is_terminal, normalize_status, poll
 
 
 class FakeTime:
@@ -32,7 +32,7 @@ def test_poll_returns_the_terminal_value_and_reports_every_update():
     seen = []
     last = poll(
         _statuses("created", "pending", "RUNNING", "Completed"),
-        is_job_terminal,
+        is_terminal,
         timeout_s=3600,
         interval_s=2,
         backoff=2,
@@ -51,7 +51,7 @@ def test_poll_times_out_with_the_last_status_and_never_sleeps_past_the_deadline(
     with pytest.raises(PollTimeout) as info:
         poll(
             lambda: {"status": "running"},
-            is_job_terminal,
+            is_terminal,
             timeout_s=10,
             interval_s=4,
             backoff=1,
@@ -60,7 +60,8 @@ def test_poll_times_out_with_the_last_status_and_never_sleeps_past_the_deadline(
             sleep=time.sleep,
         )
     assert time.sleeps == [4, 4, 2]
-    assert info.value.last_status == "running" and info.value.elapsed == 10
+    assert info.value.last_status == "running"
+    assert info.value.elapsed == 10
     assert str(info.value) == "timed out after 10 s waiting for customization job cust-1; last status: running"
 
 
@@ -74,22 +75,24 @@ def test_poll_tolerates_a_few_transient_errors_then_raises():
             raise outcome
         return outcome
 
-    assert poll(fetch, is_job_terminal, timeout_s=60, interval_s=1, clock=time.clock, sleep=time.sleep) == {"status": "completed"}
+    assert poll(fetch, is_terminal, timeout_s=60, interval_s=1, clock=time.clock, sleep=time.sleep) == {"status": "completed"}
 
     def always_down():
         raise NemoConnectionError("Customizer", "GET /x", "http://nemo.test/x", "refused")
 
     with pytest.raises(NemoConnectionError):
-        poll(always_down, is_job_terminal, timeout_s=600, interval_s=1, max_transient_errors=2, clock=time.clock, sleep=time.sleep)
+        poll(always_down, is_terminal, timeout_s=600, interval_s=1, max_transient_errors=2, clock=time.clock, sleep=time.sleep)
 
 
 def test_poll_rejects_busy_waiting():
     with pytest.raises(ValueError, match="must be > 0"):
-        poll(lambda: {}, is_job_terminal, timeout_s=1, interval_s=0)
+        poll(lambda: {}, is_terminal, timeout_s=1, interval_s=0)
 
 
 def test_normalize_status():
     assert normalize_status("READY") == "ready"
     assert normalize_status(" Completed ") == "completed"
     assert normalize_status(None) == normalize_status("") == "unknown"
-    assert is_job_terminal("CANCELLED") and is_job_terminal({"status": "failed"}) and not is_job_terminal("running")
+    assert is_terminal("CANCELLED")
+    assert is_terminal({"status": "failed"})
+    assert not is_terminal("running")

@@ -1,6 +1,6 @@
 """Entity Store, Customizer, Deployment Management and NIM clients against the fake NeMo server.
 
-Request bodies are compared with the tutorial's literal bodies (shared/reference/nemo-api.md).
+Request bodies are compared with the tutorial's literal bodies (docs/NEMO_CONTRACT.md).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from embed_ft.nemo import (
     sft_config_body,
     sft_job_body,
 )
-from embed_ft.nemo.deployment import deployment_status, is_ready
+from embed_ft.nemo.status import deployment_status, is_ready
 from embed_ft_tests.nemo_fake import fake_nemo, fast_http  # noqa: F401  (fixture)
 
 NS = "embed-sft-ns"
@@ -110,7 +110,8 @@ def test_dataset_registration_body_and_409_returns_the_existing_one(fake_nemo):
     url = DataStoreClient.files_url(f"{NS}/embed-sft-data")
     first = entities.create_dataset("embed-sft-data", NS, url, description="SPECTER triplets", project="embedding_sft")
     second = entities.create_dataset("embed-sft-data", NS, url, description="SPECTER triplets", project="embedding_sft")
-    assert first.created is True and second.created is False
+    assert first.created is True
+    assert second.created is False
     assert second["files_url"] == "hf://datasets/embed-sft-ns/embed-sft-data"
     assert fake_nemo.requests_to("POST", "/v1/datasets")[0].json() == {
         "name": "embed-sft-data",
@@ -141,7 +142,8 @@ def test_customization_config_and_job_bodies_are_the_tutorials(fake_nemo):
     job = customizer.create_job(_job_body(), idempotency_key="key-1")
     sent = fake_nemo.requests_to("POST", "/v1/customization/jobs")[0].json()
     assert sent == {**TUTORIAL_JOB, "custom_fields": {"embed_ft_idempotency_key": "key-1"}}
-    assert job["id"].startswith("cust-") and job["output_model"] == f"embed-sft-ns/fullweight_sft_embedding@{job['id']}"
+    assert job["id"].startswith("cust-")
+    assert job["output_model"] == f"embed-sft-ns/fullweight_sft_embedding@{job['id']}"
     assert job_status(customizer.get_job(job["id"])) == "created"
 
 
@@ -149,7 +151,8 @@ def test_a_job_whose_answer_was_lost_after_the_server_created_it_is_found_by_key
     customizer = CustomizerClient(fast_http(fake_nemo, "Customizer"))
     fake_nemo.reset_after_handling(method="POST", path="/v1/customization/jobs")
     job = customizer.create_job(_job_body(), idempotency_key="data-v1+cfg-v1")
-    assert job.recovered is True and job.created is True
+    assert job.recovered is True
+    assert job.created is True
     assert len(fake_nemo.requests_to("POST", "/v1/customization/jobs")) == 1
     assert list(fake_nemo.jobs) == [job["id"]]  # exactly one job exists
 
@@ -200,7 +203,8 @@ def test_status_endpoint_and_the_detail_of_a_failed_job(fake_nemo):
     fake_nemo.set_job_status(job["id"], "running")
     fake_nemo.set_job_status(job["id"], "failed", detail="CUDA out of memory at step 12")
     status = customizer.get_status(job["id"])
-    assert job_status(status) == "failed" and status["steps_per_epoch"] == 254
+    assert job_status(status) == "failed"
+    assert status["steps_per_epoch"] == 254
     assert failure_detail(status) == "CUDA out of memory at step 12"
     assert failure_detail(customizer.get_job(job["id"])) == "CUDA out of memory at step 12"
 
@@ -224,7 +228,8 @@ def test_deployment_body_and_the_500_on_existing_quirk(fake_nemo):
     assert nim_deployment_body() == TUTORIAL_NIM
     first = deployments.create_deployment("llama-embed-sft-deploy", NS, model, nim_deployment_body())
     second = deployments.create_deployment("llama-embed-sft-deploy", NS, model, nim_deployment_body())
-    assert first.created is True and second.created is False
+    assert first.created is True
+    assert second.created is False
     assert fake_nemo.requests_to("POST", "/v1/deployment/model-deployments")[0].json() == {
         "name": "llama-embed-sft-deploy",
         "namespace": "embed-sft-ns",
@@ -256,7 +261,8 @@ def test_deployment_statuses_are_compared_case_insensitively_and_delete_tolerate
     fake_nemo.set_deployment_status(NS, "d", "ready")
     doc = deployments.get_deployment(NS, "d")
     assert doc["status_details"]["status"] == "READY"
-    assert deployments.deployment_status(doc) == "ready" and is_ready(doc)
+    assert deployment_status(doc) == "ready"
+    assert is_ready(doc)
     assert deployments.delete_deployment(NS, "d") is True
     assert deployments.delete_deployment(NS, "d") is False
     assert deployments.get_deployment(NS, "d") is None
@@ -270,7 +276,8 @@ def test_embeddings_float_and_base64_agree(fake_nemo):
     texts = ["a query", "another query", "third"]
     floats = nim.embed(texts, "embed-sft-ns/fullweight_sft_embedding")
     packed = nim.embed(texts, "embed-sft-ns/fullweight_sft_embedding", encoding_format="base64")
-    assert len(floats) == 3 and {len(v) for v in floats} == {fake_nemo.embedding_dim}
+    assert len(floats) == 3
+    assert {len(v) for v in floats} == {fake_nemo.embedding_dim}
     for a, b in zip(floats, packed):
         assert all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b))
     passages = nim.embed(texts, "embed-sft-ns/fullweight_sft_embedding", input_type="passage")
@@ -310,7 +317,8 @@ def test_wait_for_model_polls_until_the_gateway_lists_it(fake_nemo):
             fake_nemo.served_models.append("ns/m")
 
     ids = nim.wait_for_model("ns/m", timeout_s=600, interval_s=5, sleep=sleep)
-    assert "ns/m" in ids and len(sleeps) == 2
+    assert "ns/m" in ids
+    assert len(sleeps) == 2
     assert len(fake_nemo.requests_to("GET", "/v1/models")) == 3
     clock = iter(range(0, 10_000, 10))
     with pytest.raises(PollTimeout, match="list model 'ns/absent'"):

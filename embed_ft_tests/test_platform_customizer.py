@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from embed_ft.platform.models import bundled_minilm_path
+from embed_ft.platform.services.model_weights import bundled_minilm_path
 from embed_ft_tests.platform_customizer_helpers import (
     TIMEOUT, create_config, deploy, embeddings, job_body, job_status, jsonl, make_triplets, upload_dataset,
     wait_for, wait_for_job,
@@ -46,9 +46,12 @@ def test_default_target_is_seeded_with_nemo_fields(platform):
     target = requests.get(f"{base_url}/v1/customization/targets/sentence-transformers/all-minilm-l6-v2@v1",
                           timeout=TIMEOUT).json()
     assert target["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    assert target["enabled"] is True and target["status"] == "ready"
-    assert target["num_parameters"] == 22_713_216 and target["precision"]
-    assert target["model_uri"].startswith("file://") and os.path.isdir(target["model_path"])
+    assert target["enabled"] is True
+    assert target["status"] == "ready"
+    assert target["num_parameters"] == 22_713_216
+    assert target["precision"]
+    assert target["model_uri"].startswith("file://")
+    assert os.path.isdir(target["model_path"])
     base = requests.get(f"{base_url}/v1/models/sentence-transformers/all-MiniLM-L6-v2", timeout=TIMEOUT).json()
     assert base["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -59,21 +62,27 @@ def test_register_local_folder_target_patch_and_delete(platform, tmp_path):
     body = {"namespace": "local", "name": "minilm-copy@v1", "model_uri": bundled_minilm_path().as_uri()}
     created = requests.post(url, json=body, timeout=TIMEOUT)
     assert created.status_code == 200, created.text
-    assert created.json()["status"] == "ready" and created.json()["base_model"] == "local/minilm-copy"
+    assert created.json()["status"] == "ready"
+    assert created.json()["base_model"] == "local/minilm-copy"
     again = requests.post(url, json=body, timeout=TIMEOUT)
-    assert again.status_code == 409 and "local/minilm-copy@v1" in again.json()["detail"]
+    assert again.status_code == 409
+    assert "local/minilm-copy@v1" in again.json()["detail"]
 
     not_a_model = requests.post(url, json={"namespace": "local", "name": "empty@v1", "model_path": str(tmp_path)},
                                 timeout=TIMEOUT)
-    assert not_a_model.status_code == 422 and str(tmp_path) in not_a_model.json()["detail"]
+    assert not_a_model.status_code == 422
+    assert str(tmp_path) in not_a_model.json()["detail"]
 
     patched = requests.patch(f"{url}/local/minilm-copy@v1", json={"enabled": False}, timeout=TIMEOUT)
-    assert patched.status_code == 200 and patched.json()["enabled"] is False
+    assert patched.status_code == 200
+    assert patched.json()["enabled"] is False
     config = requests.post(f"{base_url}/v1/customization/configs", json={
         "name": "on-disabled", "namespace": NS, "target": "local/minilm-copy@v1"}, timeout=TIMEOUT)
-    assert config.status_code == 200 and config.json()["name"] == "on-disabled@v1"
+    assert config.status_code == 200
+    assert config.json()["name"] == "on-disabled@v1"
     refused = _post_job(base_url, job_body(f"{NS}/on-disabled@v1", NS, "tiny", max_steps=1))
-    assert refused.status_code == 422 and "disabled" in refused.json()["detail"]
+    assert refused.status_code == 422
+    assert "disabled" in refused.json()["detail"]
 
     bad_patch = requests.patch(f"{url}/local/minilm-copy@v1", json={"enabled": "maybe"}, timeout=TIMEOUT)
     assert bad_patch.status_code == 422
@@ -85,7 +94,8 @@ def test_target_without_usable_weights_is_refused(platform):
     base_url, _ = platform
     response = requests.post(f"{base_url}/v1/customization/targets",
                              json={"namespace": "nvidia", "name": "x@v1", "model_uri": "ngc://nvidia/x"}, timeout=TIMEOUT)
-    assert response.status_code == 422 and "file:///" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "file:///" in response.json()["detail"]
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -96,11 +106,14 @@ def test_config_conflict_and_unknown_target(platform):
     url = f"{base_url}/v1/customization/configs"
     again = requests.post(url, json={"name": "minilm-sft@v1", "namespace": NS,
                                      "target": "sentence-transformers/all-minilm-l6-v2@v1"}, timeout=TIMEOUT)
-    assert again.status_code == 409 and "minilm-sft@v1" in again.json()["detail"]
+    assert again.status_code == 409
+    assert "minilm-sft@v1" in again.json()["detail"]
     unknown = requests.post(url, json={"name": "c@v1", "namespace": NS, "target": "nvidia/nope@v2"}, timeout=TIMEOUT)
-    assert unknown.status_code == 404 and "nvidia/nope@v2" in unknown.json()["detail"]
+    assert unknown.status_code == 404
+    assert "nvidia/nope@v2" in unknown.json()["detail"]
     got = requests.get(f"{url}/{CONFIG}", timeout=TIMEOUT).json()
-    assert got["target"] == "sentence-transformers/all-minilm-l6-v2@v1" and got["max_seq_length"] == 64
+    assert got["target"] == "sentence-transformers/all-minilm-l6-v2@v1"
+    assert got["max_seq_length"] == 64
 
 
 # ------------------------------------------------------------------------------------------ job bad input
@@ -138,10 +151,12 @@ def test_bad_hyperparameters_are_422_naming_the_field(platform, hyperparameters,
 def test_lora_is_refused_and_unknown_job_is_404(platform):
     base_url, _ = platform
     response = _post_job(base_url, job_body(CONFIG, NS, "tiny", finetuning_type="lora"))
-    assert response.status_code == 422 and "all_weights" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "all_weights" in response.json()["detail"]
     for path in ("", "/status", "/container-logs"):
         missing = requests.get(f"{base_url}/v1/customization/jobs/cust-doesnotexist{path}", timeout=TIMEOUT)
-        assert missing.status_code == 404 and "cust-doesnotexist" in missing.json()["detail"]
+        assert missing.status_code == 404
+        assert "cust-doesnotexist" in missing.json()["detail"]
 
 
 def test_broken_training_rows_fail_the_job_naming_file_and_line(platform):
@@ -152,7 +167,8 @@ def test_broken_training_rows_fail_the_job_naming_file_and_line(platform):
     assert status["status"] == "failed"
     detail = status["status_logs"][-1]["detail"]
     assert "training/training.jsonl" in detail
-    assert "line 4: 'pos_doc' is missing" in detail and "line 5: not valid JSON" in detail
+    assert "line 4: 'pos_doc' is missing" in detail
+    assert "line 5: not valid JSON" in detail
     # The job never got a worker, so no model was registered.
     output_model = requests.get(f"{base_url}/v1/customization/jobs/{created.json()['id']}", timeout=TIMEOUT).json()
     assert requests.get(f"{base_url}/v1/models/{output_model['output_model']}", timeout=TIMEOUT).status_code == 404
@@ -170,29 +186,35 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     created = _post_job(base_url, body)
     assert created.status_code == 200, created.text
     job = created.json()
-    assert job["id"].startswith("cust-") and len(job["id"]) == len("cust-") + 22
+    assert job["id"].startswith("cust-")
+    assert len(job["id"]) == len("cust-") + 22
     assert job["status"] == "created"
     assert job["output_model"] == f"{NS}/tiny-embedder@{job['id']}"
     assert job["custom_fields"] == body["custom_fields"]
-    assert job["hyperparameters"]["max_steps"] == 4 and job["hyperparameters"]["learning_rate"] == 5e-5
+    assert job["hyperparameters"]["max_steps"] == 4
+    assert job["hyperparameters"]["learning_rate"] == 5e-5
     assert job["config_snapshot"]["target"]["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert job["created_at"]
 
     status = wait_for_job(base_url, job["id"], ("completed", "failed", "cancelled"))
     assert status["status"] == "completed", status["status_logs"]
-    assert status["steps_completed"] == 4 and status["percentage_done"] == 100.0
+    assert status["steps_completed"] == 4
+    assert status["percentage_done"] == 100.0
     assert status["steps_per_epoch"] == 4  # 32 rows at batch 8
-    assert status["epochs_completed"] == 1 and status["elapsed_time"] > 0
+    assert status["epochs_completed"] == 1
+    assert status["elapsed_time"] > 0
     train = status["metrics"]["metrics"]["train_loss"]
     assert [p["step"] for p in train] == [1, 2, 3, 4]
     assert all(np.isfinite(p["value"]) and p["value"] >= 0 for p in train)
     assert status["metrics"]["metrics"]["val_loss"][-1]["step"] == 4
-    assert status["train_loss"] == train[-1]["value"] and status["val_loss"] is not None
+    assert status["train_loss"] == train[-1]["value"]
+    assert status["val_loss"] is not None
     messages = [entry["message"] for entry in status["status_logs"]]
     assert messages[:4] == ["created", "TrainingJobPending", "TrainingJobRunning", "TrainingJobCompleted"]
 
     got = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}", timeout=TIMEOUT).json()
-    assert got["custom_fields"] == body["custom_fields"] and got["status"] == "completed"
+    assert got["custom_fields"] == body["custom_fields"]
+    assert got["status"] == "completed"
     listed = requests.get(f"{base_url}/v1/customization/jobs",
                           params={"filter[status]": "completed", "sort": "-created_at"}, timeout=TIMEOUT).json()
     assert job["id"] in [j["id"] for j in listed["data"]]
@@ -200,7 +222,8 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     assert "training rows: 32" in logs
 
     model = requests.get(f"{base_url}/v1/models/{job['output_model']}", timeout=TIMEOUT)
-    assert model.status_code == 200 and model.json()["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert model.status_code == 200
+    assert model.json()["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
     tuned = deploy(base_url, NS, "tuned", job["output_model"])
     base = deploy(base_url, NS, "base", "sentence-transformers/all-MiniLM-L6-v2")
@@ -225,16 +248,19 @@ def test_cancel_mid_training_stops_the_worker(platform):
     assert worker.is_alive()
 
     cancel = requests.post(f"{base_url}/v1/customization/jobs/{job_id}/cancel", timeout=TIMEOUT)
-    assert cancel.status_code == 200 and cancel.json()["status"] in ("cancelling", "cancelled")
+    assert cancel.status_code == 200
+    assert cancel.json()["status"] in ("cancelling", "cancelled")
     status = wait_for_job(base_url, job_id, ("completed", "failed", "cancelled"), timeout_s=60)
     assert status["status"] == "cancelled"
     assert status["status_logs"][-1]["message"] == "TrainingJobCancelled"
     assert status["steps_completed"] < 1000 * 4
     worker.join(10)
-    assert not worker.is_alive() and worker.exitcode is not None
+    assert not worker.is_alive()
+    assert worker.exitcode is not None
     assert f"train-{job_id}" not in [p.name for p in multiprocessing.active_children()]
     again = requests.post(f"{base_url}/v1/customization/jobs/{job_id}/cancel", timeout=TIMEOUT)
-    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    assert again.status_code == 409
+    assert "cancelled" in again.json()["detail"]
     output = requests.get(f"{base_url}/v1/customization/jobs/{job_id}", timeout=TIMEOUT).json()["output_model"]
     assert requests.get(f"{base_url}/v1/models/{output}", timeout=TIMEOUT).status_code == 404
 

@@ -9,13 +9,32 @@ import requests
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from embed_ft.platform.paths import InvalidPathError
-from embed_ft.platform.routers.datastore import RepoNotFoundError, list_repo_paths, read_repo_file, repo_files_dir
+from embed_ft.platform.paths import InvalidPathError, safe_join
+from embed_ft.platform.services.repo_store import RepoNotFoundError, RepoStore
 from embed_ft_tests.platform_server import hub_online, running_platform  # noqa: F401  (fixture)
 
 REPO = "embed-sft-ns/embed-sft-data"
 TRAINING = b'{"query": "q1", "pos_doc": "p1", "neg_doc": ["n1"]}\n'
 VALIDATION = b'{"query": "q2", "pos_doc": "p2", "neg_doc": ["n2"]}\n'
+
+
+def repo_files_dir(settings, repo_type: str, namespace: str, name: str, revision: str = "main"):
+    """The folder of a repo's files at ``revision``, as the in-process readers (customizer, evaluator) see it."""
+    return RepoStore(settings).files_dir(repo_type, namespace, name, revision)
+
+
+def read_repo_file(settings, namespace: str, name: str, path: str) -> bytes:
+    """One file of a dataset repo at ``main``, read in-process."""
+    target = safe_join(repo_files_dir(settings, "dataset", namespace, name), path)
+    if not target.is_file():
+        raise FileNotFoundError(f"dataset repo {namespace}/{name} has no file {path!r}")
+    return target.read_bytes()
+
+
+def list_repo_paths(settings, repo_type: str, namespace: str, name: str, revision: str) -> list[str]:
+    """Every file path of a repo at ``revision``, sorted."""
+    folder = repo_files_dir(settings, repo_type, namespace, name, revision)
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def _dataset_folder(root):
@@ -35,14 +54,16 @@ def test_dataset_round_trip_with_huggingface_hub(tmp_path, hub_online):
     with running_platform(tmp_path) as (base_url, settings):
         api = _api(base_url)
         url = api.create_repo(REPO, repo_type="dataset")
-        assert url.repo_id == REPO and url.repo_type == "dataset"
+        assert url.repo_id == REPO
+        assert url.repo_type == "dataset"
         with pytest.raises(HfHubHTTPError) as conflict:
             api.create_repo(REPO, repo_type="dataset")
         assert conflict.value.response.status_code == 409
         assert api.create_repo(REPO, repo_type="dataset", exist_ok=True).repo_id == REPO
 
         commit = api.upload_folder(repo_id=REPO, repo_type="dataset", folder_path=folder, commit_message="data")
-        assert len(commit.oid) == 40 and commit.oid in commit.commit_url
+        assert len(commit.oid) == 40
+        assert commit.oid in commit.commit_url
 
         assert sorted(api.list_repo_files(REPO, repo_type="dataset")) == [
             "training/training.jsonl", "validation/validation.jsonl"]
@@ -146,7 +167,8 @@ def test_unknown_repo_answers_404_with_hub_error_codes(tmp_path, hub_online):
         assert response.headers["X-Error-Code"] == "RepoNotFound"
         assert "nobody/nothing" in response.json()["detail"]
         unsupported = requests.get(f"{base_url}/v1/hf/api/spaces/nobody/nothing")
-        assert unsupported.status_code == 404 and "spaces" in unsupported.json()["detail"]
+        assert unsupported.status_code == 404
+        assert "spaces" in unsupported.json()["detail"]
 
 
 def test_datastore_namespaces_are_form_encoded(tmp_path, hub_online):
@@ -155,20 +177,25 @@ def test_datastore_namespaces_are_form_encoded(tmp_path, hub_online):
         assert created.status_code == 201
         assert created.json()["namespace"] == "embed-sft-ns"
         again = requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": "embed-sft-ns"})
-        assert again.status_code == 409 and "embed-sft-ns" in again.json()["detail"]
+        assert again.status_code == 409
+        assert "embed-sft-ns" in again.json()["detail"]
         got = requests.get(f"{base_url}/v1/datastore/namespaces/embed-sft-ns")
-        assert got.status_code == 200 and set(got.json()) == {"namespace", "created_at", "updated_at"}
+        assert got.status_code == 200
+        assert set(got.json()) == {"namespace", "created_at", "updated_at"}
         missing = requests.post(f"{base_url}/v1/datastore/namespaces", data={"other": "x"})
-        assert missing.status_code == 400 and "namespace" in missing.json()["detail"]
+        assert missing.status_code == 400
+        assert "namespace" in missing.json()["detail"]
 
         # A namespace that still holds repos is not deleted.
         _api(base_url).create_repo(REPO, repo_type="dataset")
         busy = requests.delete(f"{base_url}/v1/datastore/namespaces/embed-sft-ns")
-        assert busy.status_code == 409 and "embed-sft-data" in busy.json()["detail"]
+        assert busy.status_code == 409
+        assert "embed-sft-data" in busy.json()["detail"]
         _api(base_url).delete_repo(REPO, repo_type="dataset")
         assert requests.delete(f"{base_url}/v1/datastore/namespaces/embed-sft-ns").status_code == 204
         gone = requests.get(f"{base_url}/v1/datastore/namespaces/embed-sft-ns")
-        assert gone.status_code == 404 and "embed-sft-ns" in gone.json()["detail"]
+        assert gone.status_code == 404
+        assert "embed-sft-ns" in gone.json()["detail"]
 
 
 def test_repos_files_and_namespaces_survive_a_restart(tmp_path, hub_online):
@@ -199,7 +226,8 @@ def test_commit_with_stale_parent_is_refused(tmp_path, hub_online):
         ))
         response = requests.post(f"{base_url}/v1/hf/api/datasets/{REPO}/commit/main", data=body,
                                   headers={"Content-Type": "application/x-ndjson"})
-        assert response.status_code == 412 and initial in response.json()["detail"]
+        assert response.status_code == 412
+        assert initial in response.json()["detail"]
         assert api.list_repo_files(REPO, repo_type="dataset") == ["a.txt"]
 
 

@@ -28,11 +28,15 @@ def test_inline_deployment_becomes_ready_and_existing_one_answers_500(platform):
     base_url, settings = platform
     doc = deploy(base_url, NS, "inline-base", BASE_MODEL)
     assert doc["status_details"]["status"] == "ready", doc
-    assert doc["deployed"] is True and doc["models"] == [BASE_MODEL]
-    assert doc["url"] == settings.base_url and doc["name"] == "inline-base" and doc["namespace"] == NS
+    assert doc["deployed"] is True
+    assert doc["models"] == [BASE_MODEL]
+    assert doc["url"] == settings.base_url
+    assert doc["name"] == "inline-base"
+    assert doc["namespace"] == NS
     again = requests.post(f"{base_url}/v1/deployment/model-deployments", json={
         "name": "inline-base", "namespace": NS, "config": {"model": BASE_MODEL, "nim_deployment": NIM}}, timeout=TIMEOUT)
-    assert again.status_code == 500 and "already exists" in again.json()["detail"]
+    assert again.status_code == 500
+    assert "already exists" in again.json()["detail"]
     assert embeddings(base_url, BASE_MODEL, "hello").status_code == 200
 
 
@@ -59,7 +63,8 @@ def test_config_reference_style_and_delete_undeploys(platform):
     assert deleted.status_code == 200
     assert _get(base_url, "by-config").status_code == 404
     gone = embeddings(base_url, "sentence-transformers/all-minilm-l6-v2", "hello")
-    assert gone.status_code == 404 and "all-minilm-l6-v2" in gone.json()["detail"]
+    assert gone.status_code == 404
+    assert "all-minilm-l6-v2" in gone.json()["detail"]
     served = [m["id"] for m in requests.get(f"{base_url}/v1/models", timeout=TIMEOUT).json()["data"]]
     assert "sentence-transformers/all-minilm-l6-v2" not in served
     again = requests.delete(f"{base_url}/v1/deployment/model-deployments/{NS}/by-config", timeout=TIMEOUT)
@@ -69,7 +74,8 @@ def test_config_reference_style_and_delete_undeploys(platform):
 def test_unknown_model_makes_the_deployment_failed_naming_it(platform):
     base_url, _ = platform
     doc = deploy(base_url, NS, "ghost", f"{NS}/no-such-model@cust-AAAAAAAAAAAAAAAAAAAAAA")
-    assert doc["status_details"]["status"] == "failed" and doc["deployed"] is False
+    assert doc["status_details"]["status"] == "failed"
+    assert doc["deployed"] is False
     assert f"{NS}/no-such-model@cust-AAAAAAAAAAAAAAAAAAAAAA" in doc["status_details"]["description"]
     assert embeddings(base_url, f"{NS}/no-such-model", "x").status_code == 404
 
@@ -78,13 +84,16 @@ def test_bad_deployment_requests(platform):
     base_url, _ = platform
     url = f"{base_url}/v1/deployment/model-deployments"
     unknown_config = requests.post(url, json={"name": "d1", "namespace": NS, "config": f"{NS}/nope"}, timeout=TIMEOUT)
-    assert unknown_config.status_code == 404 and f"{NS}/nope" in unknown_config.json()["detail"]
+    assert unknown_config.status_code == 404
+    assert f"{NS}/nope" in unknown_config.json()["detail"]
     lora = requests.post(url, json={"name": "d2", "namespace": NS, "config": {
         "model": BASE_MODEL, "nim_deployment": {**NIM, "disable_lora_support": False}}}, timeout=TIMEOUT)
-    assert lora.status_code == 422 and "disable_lora_support" in lora.json()["detail"]
+    assert lora.status_code == 422
+    assert "disable_lora_support" in lora.json()["detail"]
     bad_model = requests.post(url, json={"name": "d3", "namespace": NS, "config": {"model": "no-namespace"}},
                               timeout=TIMEOUT)
-    assert bad_model.status_code == 422 and "no-namespace" in bad_model.json()["detail"]
+    assert bad_model.status_code == 422
+    assert "no-namespace" in bad_model.json()["detail"]
     bad_name = requests.post(url, json={"name": "../x", "namespace": NS, "config": {"model": BASE_MODEL}},
                              timeout=TIMEOUT)
     assert bad_name.status_code == 422
@@ -103,4 +112,5 @@ def test_ready_deployment_is_served_again_after_a_restart(tmp_path):
                          120, "deployment keeper to be ready again")
         assert ready["deployed"] is True
         after = embeddings(base_url, BASE_MODEL, "persisted")
-        assert after.status_code == 200 and after.json()["data"][0]["embedding"] == pytest.approx(before, abs=1e-6)
+        assert after.status_code == 200
+        assert after.json()["data"][0]["embedding"] == pytest.approx(before, abs=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from embed_ft.platform.paths import InvalidPathError
-from embed_ft.platform.routers.entities import get_model, register_model
+from embed_ft.platform.services.entities import MODEL_KIND, register_model
 from embed_ft.platform.store import EntityStore
 from embed_ft_tests.platform_server import running_platform
 
@@ -24,30 +24,36 @@ def test_namespace_crud(tmp_path):
     with running_platform(tmp_path) as (base_url, _):
         created = requests.post(f"{base_url}/v1/namespaces", json={"id": NS, "description": "tutorial"})
         assert created.status_code == 201
-        assert created.json()["id"] == NS and created.json()["created_at"]
+        assert created.json()["id"] == NS
+        assert created.json()["created_at"]
         conflict = requests.post(f"{base_url}/v1/namespaces", json={"id": NS})
-        assert conflict.status_code == 409 and NS in conflict.json()["detail"]
+        assert conflict.status_code == 409
+        assert NS in conflict.json()["detail"]
         got = requests.get(f"{base_url}/v1/namespaces/{NS}").json()
-        assert got["id"] == NS and got["description"] == "tutorial"
+        assert got["id"] == NS
+        assert got["description"] == "tutorial"
         listed = requests.get(f"{base_url}/v1/namespaces", params={"page_size": 100}).json()
         assert NS in [n["id"] for n in listed["data"]]  # beside any namespace the platform seeds itself
         assert requests.delete(f"{base_url}/v1/namespaces/{NS}").status_code == 204
         listed = requests.get(f"{base_url}/v1/namespaces", params={"page_size": 100}).json()
         assert NS not in [n["id"] for n in listed["data"]]
         missing = requests.get(f"{base_url}/v1/namespaces/{NS}")
-        assert missing.status_code == 404 and NS in missing.json()["detail"]
+        assert missing.status_code == 404
+        assert NS in missing.json()["detail"]
         assert requests.delete(f"{base_url}/v1/namespaces/{NS}").status_code == 404
 
 
 def test_dataset_crud_needs_its_namespace(tmp_path):
     with running_platform(tmp_path) as (base_url, _):
         orphan = requests.post(f"{base_url}/v1/datasets", json=DATASET)
-        assert orphan.status_code == 404 and f"namespace {NS!r}" in orphan.json()["detail"]
+        assert orphan.status_code == 404
+        assert f"namespace {NS!r}" in orphan.json()["detail"]
         requests.post(f"{base_url}/v1/namespaces", json={"id": NS}).raise_for_status()
         created = requests.post(f"{base_url}/v1/datasets", json=DATASET)
         assert created.status_code == 201
         body = created.json()
-        assert body["files_url"] == DATASET["files_url"] and body["id"].startswith("dataset-")
+        assert body["files_url"] == DATASET["files_url"]
+        assert body["id"].startswith("dataset-")
         assert requests.post(f"{base_url}/v1/datasets", json=DATASET).status_code == 409
 
         got = requests.get(f"{base_url}/v1/datasets/{NS}/embed-sft-data").json()
@@ -60,7 +66,8 @@ def test_dataset_crud_needs_its_namespace(tmp_path):
 
         assert requests.delete(f"{base_url}/v1/datasets/{NS}/embed-sft-data").status_code == 204
         missing = requests.get(f"{base_url}/v1/datasets/{NS}/embed-sft-data")
-        assert missing.status_code == 404 and f"{NS}/embed-sft-data" in missing.json()["detail"]
+        assert missing.status_code == 404
+        assert f"{NS}/embed-sft-data" in missing.json()["detail"]
         assert requests.delete(f"{base_url}/v1/datasets/{NS}/embed-sft-data").status_code == 404
 
 
@@ -89,16 +96,19 @@ def test_models_list_filter_sort_and_paginate(tmp_path):
         page2 = requests.get(f"{base_url}/v1/models", params={"filter[namespace]": NS, "sort": "name",
                                                              "page": 2, "page_size": 2}).json()
         assert [m["name"] for m in page2["data"]] == ["tuned@cust-c"]
-        assert page2["pagination"]["total_pages"] == 2 and page2["pagination"]["current_page_size"] == 1
+        assert page2["pagination"]["total_pages"] == 2
+        assert page2["pagination"]["current_page_size"] == 1
         assert requests.get(f"{base_url}/v1/models", params={"page_size": 0}).status_code == 422
 
         # Names with '@' work in paths, raw or percent-encoded.
         got = requests.get(f"{base_url}/v1/models/{NS}/tuned@cust-b")
-        assert got.status_code == 200 and got.json()["description"] == "from cust-b"
+        assert got.status_code == 200
+        assert got.json()["description"] == "from cust-b"
         assert requests.get(f"{base_url}/v1/models/{NS}/tuned%40cust-b").json()["name"] == "tuned@cust-b"
         assert requests.delete(f"{base_url}/v1/models/{NS}/tuned@cust-b").status_code == 204
         missing = requests.get(f"{base_url}/v1/models/{NS}/tuned@cust-b")
-        assert missing.status_code == 404 and f"{NS}/tuned@cust-b" in missing.json()["detail"]
+        assert missing.status_code == 404
+        assert f"{NS}/tuned@cust-b" in missing.json()["detail"]
         # register_model created the namespaces it needed.
         assert requests.get(f"{base_url}/v1/namespaces/elsewhere").status_code == 200
 
@@ -109,7 +119,8 @@ def test_model_registration_over_http(tmp_path):
         assert requests.post(f"{base_url}/v1/models", json=body).status_code == 404  # namespace first
         requests.post(f"{base_url}/v1/namespaces", json={"id": NS}).raise_for_status()
         created = requests.post(f"{base_url}/v1/models", json=body)
-        assert created.status_code == 201 and created.json()["peft"] == {"finetuning_type": "lora"}
+        assert created.status_code == 201
+        assert created.json()["peft"] == {"finetuning_type": "lora"}
         assert requests.post(f"{base_url}/v1/models", json=body).status_code == 409
         wrong_type = requests.post(f"{base_url}/v1/models", json={**body, "name": "x", "peft": "lora"})
         assert wrong_type.status_code == 422
@@ -120,10 +131,11 @@ def test_register_model_helper_is_idempotent(tmp_path):
     try:
         first = register_model(store, NS, "m@cust-1", "org/base", tmp_path / "w1")
         again = register_model(store, NS, "m@cust-1", "org/base", tmp_path / "w2", description="moved")
-        assert again["id"] == first["id"] and again["created_at"] == first["created_at"]
-        assert get_model(store, NS, "m@cust-1")["artifact_path"] == str((tmp_path / "w2").resolve())
-        assert get_model(store, NS, "m@cust-1")["artifact"]["files_url"] == (tmp_path / "w2").resolve().as_uri()
-        assert get_model(store, NS, "missing") is None
+        assert again["id"] == first["id"]
+        assert again["created_at"] == first["created_at"]
+        assert store.get(MODEL_KIND, f"{NS}/m@cust-1")["artifact_path"] == str((tmp_path / "w2").resolve())
+        assert store.get(MODEL_KIND, f"{NS}/m@cust-1")["artifact"]["files_url"] == (tmp_path / "w2").resolve().as_uri()
+        assert store.get(MODEL_KIND, f"{NS}/missing") is None
         with pytest.raises(InvalidPathError, match="model name"):
             register_model(store, NS, "../escape", None, tmp_path)
     finally:
@@ -150,7 +162,8 @@ def test_bare_models_list_is_the_nim_list_and_filtered_one_the_entity_list(tmp_p
         finally:
             store.close()
         nim_list = requests.get(f"{base_url}/v1/models").json()
-        assert nim_list["object"] == "list" and "pagination" not in nim_list
+        assert nim_list["object"] == "list"
+        assert "pagination" not in nim_list
         assert all(m["object"] == "model" for m in nim_list["data"])
         assert f"{NS}/only-registered@v1" not in [m["id"] for m in nim_list["data"]]  # registered, not deployed
         entity_list = requests.get(f"{base_url}/v1/models", params={"filter[namespace]": NS}).json()

@@ -23,9 +23,9 @@ import pytrec_eval
 import requests
 from fastapi.testclient import TestClient
 
-from embed_ft.platform import evaluation
+from embed_ft.platform.services import evaluation
 from embed_ft.platform.app import create_app
-from embed_ft.platform.evaluation import (
+from embed_ft.platform.services.evaluation import (
     CallableEmbedder,
     DatasetNotFound,
     EmbeddingCache,
@@ -227,7 +227,8 @@ def test_beir_loading_follows_beir_conventions(tmp_path):
     # Queries: exactly those of the qrels, in qrels order; documents: longest first, BEIR's text format.
     assert dataset.query_ids == [f"q-{t}" for t in TOPICS]
     lengths = [len(t) for t in dataset.corpus_texts]
-    assert dataset.num_docs == 26 and lengths[0] == max(lengths)
+    assert dataset.num_docs == 26
+    assert lengths[0] == max(lengths)
     assert "Protein study 0 On protein folding amino acid." in dataset.corpus_texts
     assert "a document without title about speech audio" in dataset.corpus_texts  # no leading space
     assert dataset.qrels["q-protein"] == {"protein-0": 2, "protein-1": 1}
@@ -242,13 +243,15 @@ def test_results_equal_pytrec_eval_on_an_independent_ranking(tmp_path):
     assert "q-protein" not in outcome.run["q-protein"]  # the document with the query's id is never retrieved
     for name in METRICS:
         assert outcome.metrics[name] == pytest.approx(expected[name], abs=1e-9), name
-    assert 0 < outcome.metrics["ndcg_cut_10"] < 1 and outcome.metrics["recall_10"] < 1  # "not-in-corpus" is judged
+    assert 0 < outcome.metrics["ndcg_cut_10"] < 1
+    assert outcome.metrics["recall_10"] < 1
 
 
 def test_metric_cutoff_deeper_than_top_k_widens_the_search(tmp_path):
     dataset = evaluation.load_beir_folder(write_beir(tmp_path / "tiny"))
     outcome = evaluation.evaluate_retrieval(dataset, bow_embedder(), bow_embedder(), ["recall_20"], top_k=3)
-    assert outcome.top_k == 20 and all(len(docs) == 20 for docs in outcome.run.values())
+    assert outcome.top_k == 20
+    assert all(len(docs) == 20 for docs in outcome.run.values())
 
 
 @pytest.mark.parametrize(
@@ -259,7 +262,8 @@ def test_missing_files_name_the_file_and_folder(tmp_path, skip, missing):
     folder = write_beir(tmp_path / "beir" / "tiny", skip=skip)
     with pytest.raises(DatasetNotFound) as err:
         evaluation.load_beir_dataset("file://tiny/", tmp_path / "beir", allow_download=False)
-    assert missing in str(err.value) and str(folder) in str(err.value)
+    assert missing in str(err.value)
+    assert str(folder) in str(err.value)
 
 
 def test_missing_folder_offline_names_the_folder_to_fill(tmp_path, monkeypatch):
@@ -274,11 +278,11 @@ def test_missing_folder_offline_names_the_folder_to_fill(tmp_path, monkeypatch):
     [
         ('{"_id": "d1", "text": "x"}\n{broken\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\t1\n",
          "corpus.jsonl line 2: not valid JSON"),
-        ('{"text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\t1\n", "corpus.jsonl line 1: missing '_id'"),
+        ('{"text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\t1\n", "corpus.jsonl line 1: expected an object with an `_id` field"),
         ('{"_id": "d1", "text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\n",
          "qrels/test.tsv line 2: expected 3 tab-separated columns"),
         ('{"_id": "d1", "text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\thigh\n",
-         "qrels/test.tsv line 2: score 'high' is not an integer"),
+         "qrels/test.tsv line 2: score 'high' is not a number"),
         ('{"_id": "d1", "text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq9\td1\t1\n",
          "query id(s) missing from queries.jsonl: 'q9'"),
     ],
@@ -303,8 +307,10 @@ def test_endpoint_embedder_decodes_base64_and_sends_nim_fields(endpoint):
     vectors = EndpointEmbedder(url, "ns/model", format="nim", batch_size=2).embed(texts, "query")
     np.testing.assert_array_equal(vectors, np.stack([hashed_bow(t) for t in texts]))
     assert state.requests == 2
-    assert state.bodies[0]["encoding_format"] == "base64" and state.bodies[0]["input_type"] == "query"
-    assert state.bodies[0]["truncate"] == "END" and state.bodies[0]["n"] == 2
+    assert state.bodies[0]["encoding_format"] == "base64"
+    assert state.bodies[0]["input_type"] == "query"
+    assert state.bodies[0]["truncate"] == "END"
+    assert state.bodies[0]["n"] == 2
 
 
 def test_openai_format_omits_input_type_and_falls_back_to_float(endpoint):
@@ -357,14 +363,17 @@ def test_corpus_cache_skips_the_corpus_pass_and_misses_on_a_changed_model(tmp_pa
 
     first = run()
     passages_embedded = state.count("passage")
-    assert passages_embedded == dataset.num_docs and not first.corpus_cache_hit
+    assert passages_embedded == dataset.num_docs
+    assert not first.corpus_cache_hit
     second = run()
-    assert second.corpus_cache_hit and second.query_cache_hit
+    assert second.corpus_cache_hit
+    assert second.query_cache_hit
     assert state.count("passage") == passages_embedded  # only the probe texts were sent
     assert second.metrics == first.metrics
     state.salt = "retrained"  # same URL and model name, different weights: the probes differ
     third = run()
-    assert not third.corpus_cache_hit and state.count("passage") == 2 * passages_embedded
+    assert not third.corpus_cache_hit
+    assert state.count("passage") == 2 * passages_embedded
     _, expected = independent_reference(tmp_path / "tiny", 10, METRICS, salt="retrained")
     assert third.metrics["ndcg_cut_10"] == pytest.approx(expected["ndcg_cut_10"], abs=1e-9)
 
@@ -409,7 +418,8 @@ def test_job_over_http_returns_nemo_results_equal_to_pytrec_eval(tmp_path, endpo
         created = client.post("/v1/evaluation/jobs", json=job_body(url, api_key="sk-secret", custom_fields=custom))
         assert created.status_code == 200, created.text
         job_id = created.json()["id"]
-        assert job_id.startswith("eval-") and created.json()["status"] in ("pending", "running", "completed")
+        assert job_id.startswith("eval-")
+        assert created.json()["status"] in ("pending", "running", "completed")
         doc = wait_for(client, job_id)
         assert doc["status"] == "completed", doc["status_details"]
         assert doc["status_details"]["progress"] == 100
@@ -419,15 +429,18 @@ def test_job_over_http_returns_nemo_results_equal_to_pytrec_eval(tmp_path, endpo
         results = client.get(f"/v1/evaluation/jobs/{job_id}/results").json()
         job_list = client.get("/v1/evaluation/jobs", params={"page_size": 5}).json()
 
-    assert results["job"] == job_id and results["id"].startswith("evaluation_result-")
+    assert results["job"] == job_id
+    assert results["id"].startswith("evaluation_result-")
     assert results["files_url"] == f"hf://datasets/evaluation-results/{job_id}"
     metrics = results["tasks"]["my-beir-task"]["metrics"]
     assert set(metrics) == {f"retriever.{m}" for m in NEMO_METRICS}
     _, expected = independent_reference(folder, 10, list(NEMO_METRICS))
     for name in NEMO_METRICS:
         score = metrics[f"retriever.{name}"]["scores"][name]
-        assert score["stats"] == {} and score["value"] == pytest.approx(expected[name], abs=1e-9)
-    assert job_list["data"][0]["id"] == job_id and job_list["pagination"]["total_results"] == 1
+        assert score["stats"] == {}
+        assert score["value"] == pytest.approx(expected[name], abs=1e-9)
+    assert job_list["data"][0]["id"] == job_id
+    assert job_list["pagination"]["total_results"] == 1
     assert state.bodies[0]["input_type"] in ("query", "passage")
 
 
@@ -445,7 +458,8 @@ def test_second_job_hits_the_cache_and_results_survive_a_restart(tmp_path, endpo
     with platform_client(tmp_path) as (client, _):  # a new platform process on the same home
         after = client.get(f"/v1/evaluation/jobs/{first['id']}/results")
         listed = client.get("/v1/evaluation/jobs", params={"sort": "created_at"}).json()["data"]
-    assert after.status_code == 200 and after.json() == before
+    assert after.status_code == 200
+    assert after.json() == before
     assert [j["id"] for j in listed] == [first["id"], second["id"]]
 
 
@@ -476,7 +490,8 @@ def test_hf_dataset_from_the_data_store(tmp_path, endpoint, hub_online):
     _, expected = independent_reference(folder, 10, ["ndcg_cut_10"])
     value = results["tasks"]["my-beir-task"]["metrics"]["retriever.ndcg_cut_10"]["scores"]["ndcg_cut_10"]["value"]
     assert value == pytest.approx(expected["ndcg_cut_10"], abs=1e-9)
-    assert failed["status"] == "failed" and "evalns/no-such-repo" in failed["status_details"]["message"]
+    assert failed["status"] == "failed"
+    assert "evalns/no-such-repo" in failed["status_details"]["message"]
 
 
 def test_cancel_stops_a_running_job_and_results_are_refused(tmp_path, endpoint):
@@ -491,14 +506,16 @@ def test_cancel_stops_a_running_job_and_results_are_refused(tmp_path, endpoint):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         early = client.get(f"/v1/evaluation/jobs/{job_id}/results")
-        assert early.status_code == 409 and "running" in early.json()["detail"]
+        assert early.status_code == 409
+        assert "running" in early.json()["detail"]
         assert client.post(f"/v1/evaluation/jobs/{job_id}/cancel").status_code == 200
         doc = wait_for(client, job_id)
         sent = state.requests
         assert doc["status"] == "cancelled"
         assert client.post(f"/v1/evaluation/jobs/{job_id}/cancel").status_code == 409
         refused = client.get(f"/v1/evaluation/jobs/{job_id}/results")
-    assert refused.status_code == 409 and "cancelled" in refused.json()["detail"]
+    assert refused.status_code == 409
+    assert "cancelled" in refused.json()["detail"]
     assert sent < 30  # stopped long before the ~40 requests of a full run
 
 
@@ -510,8 +527,10 @@ def test_missing_dataset_file_fails_the_job_with_a_message_naming_it(tmp_path, e
         unknown = client.get("/v1/evaluation/jobs/eval-doesnotexist/results")
     message = doc["status_details"]["message"]
     assert doc["status"] == "failed"
-    assert "qrels/test.tsv" in message and str(settings.beir_root / "tiny") in message
-    assert doc["status_logs"][-1]["status"] == "failed" and "qrels/test.tsv" in doc["status_logs"][-1]["detail"]
+    assert "qrels/test.tsv" in message
+    assert str(settings.beir_root / "tiny") in message
+    assert doc["status_logs"][-1]["status"] == "failed"
+    assert "qrels/test.tsv" in doc["status_logs"][-1]["detail"]
     assert unknown.status_code == 404
 
 
@@ -521,7 +540,8 @@ def test_endpoint_failure_fails_the_job_with_the_endpoint_error(tmp_path, endpoi
     state.nan = True
     with platform_client(tmp_path) as (client, _):
         doc = wait_for(client, client.post("/v1/evaluation/jobs", json=job_body(url)).json()["id"])
-    assert doc["status"] == "failed" and "NaN" in doc["status_details"]["message"]
+    assert doc["status"] == "failed"
+    assert "NaN" in doc["status_details"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -566,7 +586,8 @@ def test_stored_config_and_target_are_referenced_by_name(tmp_path, endpoint):
     with platform_client(tmp_path) as (client, _):
         config = client.post("/v1/evaluation/configs", json={**body["config"], "name": "beir-cfg"})
         target = client.post("/v1/evaluation/targets", json={**body["target"], "name": "tgt", "namespace": "ev"})
-        assert config.status_code == 200 and target.status_code == 200, (config.text, target.text)
+        assert config.status_code == 200, (config.text, target.text)
+        assert target.status_code == 200, (config.text, target.text)
         assert "k-123" not in target.text
         assert client.post("/v1/evaluation/configs", json={**body["config"], "name": "beir-cfg"}).status_code == 409
         assert client.get("/v1/evaluation/configs/ev/beir-cfg").json()["tasks"] == body["config"]["tasks"]
@@ -584,10 +605,11 @@ def test_real_minilm_on_a_scifact_subset_matches_an_independent_evaluation(share
     to keep it cheap): the evaluator's loading, search and metrics vs numpy + pytrec_eval on the same vectors."""
     from sentence_transformers import SentenceTransformer
 
-    from embed_ft.platform.models import bundled_minilm_path
+    from embed_ft.platform.services.model_weights import bundled_minilm_path
 
     full = evaluation.load_beir_folder(shared_data / "beir" / "scifact")
-    assert full.num_docs == 5183 and full.num_queries == 300
+    assert full.num_docs == 5183
+    assert full.num_queries == 300
     query_ids = full.query_ids[:60]
     judged = {d for q in query_ids for d in full.qrels[q]}
     keep = [i for i, cid in enumerate(full.corpus_ids) if cid in judged or i % 40 == 0]

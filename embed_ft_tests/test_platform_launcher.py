@@ -55,25 +55,32 @@ def test_ensure_running_status_stop_with_a_detached_process(tmp_path):
             caller.start()
         for caller in callers:
             caller.join(300)
-        assert errors == [] and len(urls) == 2 and urls[0] == urls[1]
+        assert errors == []
+        assert len(urls) == 2
+        assert urls[0] == urls[1]
         url = urls[0]
         assert not url.endswith(f":{taken_port}")
 
         state = launcher.status(settings)
-        assert state["running"] and state["healthy"] and state["url"] == url
+        assert state["running"]
+        assert state["healthy"]
+        assert state["url"] == url
         pid = state["pid"]
-        assert pid != os.getpid() and os.getsid(pid) == pid  # detached: its own session
+        assert pid != os.getpid()
+        assert os.getsid(pid) == pid
         log_text = Path(state["log_file"]).read_text()
         assert log_text.count("starting:") == 1  # two callers, one process
         assert TOKEN not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
 
         assert requests.get(f"{url}/v1/namespaces", timeout=10).status_code == 401
         requests.post(f"{url}/v1/namespaces", json={"id": "kept"}, headers=auth, timeout=10).raise_for_status()
-        assert launcher.ensure_running(settings) == url and launcher.status(settings)["pid"] == pid
+        assert launcher.ensure_running(settings) == url
+        assert launcher.status(settings)["pid"] == pid
 
         assert launcher.stop(settings) is True
         after = launcher.status(settings)
-        assert after["running"] is False and not launcher.state_path(settings).exists()
+        assert after["running"] is False
+        assert not launcher.state_path(settings).exists()
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         assert launcher.stop(settings) is False
@@ -104,4 +111,5 @@ def test_remote_bind_needs_allow_remote_and_a_token(tmp_path):
          "--home", str(tmp_path / "h2")],
         capture_output=True, text=True, env=env, timeout=120,
     )
-    assert refused.returncode == 2 and "non-loopback" in refused.stderr
+    assert refused.returncode == 2
+    assert "non-loopback" in refused.stderr

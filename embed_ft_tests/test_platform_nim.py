@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 import requests
 
-from embed_ft.platform.app import PlatformContext
-from embed_ft.platform.models import bundled_minilm_path, embed, load_model, model_fingerprint
-from embed_ft.platform.routers import nim
-from embed_ft.platform.settings import PlatformSettings
-from embed_ft.platform.store import EntityStore
+from embed_ft.platform.services.embedding import embed, load_model
+from embed_ft.platform.services.model_weights import bundled_minilm_path, model_fingerprint
+from embed_ft.platform.services.serving import ModelNotServed, ServedModel, ServingRegistry
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT, deploy, embeddings
 from embed_ft_tests.platform_server import running_platform
 
@@ -53,7 +51,8 @@ def platform(tmp_path_factory):
 def _vectors(response: requests.Response) -> np.ndarray:
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["object"] == "list" and [d["index"] for d in body["data"]] == list(range(len(body["data"])))
+    assert body["object"] == "list"
+    assert [d["index"] for d in body["data"]] == list(range(len(body["data"])))
     assert all(d["object"] == "embedding" for d in body["data"])
     return np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
 
@@ -88,7 +87,8 @@ def test_input_type_uses_the_models_prompts(platform):
     query = _vectors(embeddings(base_url, PROMPTED, text, input_type="query"))
     passage = _vectors(embeddings(base_url, PROMPTED, text, input_type="passage"))
     plain = _vectors(embeddings(base_url, PROMPTED, text))
-    assert not np.allclose(query, passage, atol=1e-4) and not np.allclose(query, plain, atol=1e-4)
+    assert not np.allclose(query, passage, atol=1e-4)
+    assert not np.allclose(query, plain, atol=1e-4)
     np.testing.assert_allclose(query, _vectors(embeddings(base_url, PROMPTED, ["query: lithium battery anodes"])),
                                atol=1e-5)
     np.testing.assert_allclose(passage, _vectors(embeddings(base_url, PROMPTED, ["passage: lithium battery anodes"])),
@@ -97,7 +97,8 @@ def test_input_type_uses_the_models_prompts(platform):
     np.testing.assert_allclose(_vectors(embeddings(base_url, BASE_MODEL, text, input_type="query")),
                                _vectors(embeddings(base_url, BASE_MODEL, text, input_type="passage")), atol=1e-6)
     bad = embeddings(base_url, BASE_MODEL, text, input_type="document")
-    assert bad.status_code == 422 and "input_type" in json.dumps(bad.json()["detail"])
+    assert bad.status_code == 422
+    assert "input_type" in json.dumps(bad.json()["detail"])
 
 
 def test_models_lists_unversioned_served_names(platform):
@@ -110,7 +111,8 @@ def test_models_lists_unversioned_served_names(platform):
     prompted = next(m for m in body["data"] if m["id"] == PROMPTED)
     assert prompted["root"] == "local/prompted@v1"
     versioned = embeddings(base_url, "local/prompted@v1", "x")
-    assert versioned.status_code == 404 and "unversioned" in versioned.json()["detail"]
+    assert versioned.status_code == 404
+    assert "unversioned" in versioned.json()["detail"]
 
 
 def test_unknown_model_is_404_listing_served_models(platform):
@@ -118,7 +120,9 @@ def test_unknown_model_is_404_listing_served_models(platform):
     response = embeddings(base_url, "nobody/nothing", ["x"])
     assert response.status_code == 404
     detail = response.json()["detail"]
-    assert "nobody/nothing" in detail and BASE_MODEL in detail and PROMPTED in detail
+    assert "nobody/nothing" in detail
+    assert BASE_MODEL in detail
+    assert PROMPTED in detail
 
 
 @pytest.mark.parametrize("extra, status, needle", [
@@ -145,17 +149,16 @@ def test_dimensions_equal_to_the_model_and_truncation_of_long_input(platform):
     assert not np.allclose(end, start, atol=1e-4)  # START keeps the end of the text, END its beginning
 
 
-def test_embed_texts_in_process_matches_the_model(tmp_path):
-    settings = PlatformSettings(home=tmp_path / "home")
-    ctx = PlatformContext(settings=settings, store=EntityStore(tmp_path / "state.sqlite3"))
-    with pytest.raises(nim.ModelNotServed, match="served models: \\(none\\)"):
-        nim.embed_texts(ctx, BASE_MODEL, ["x"])
+def test_embed_texts_in_process_matches_the_model():
+    serving = ServingRegistry()
+    with pytest.raises(ModelNotServed, match="served models: \\(none\\)"):
+        serving.embed_texts(BASE_MODEL, ["x"])
     model = load_model(bundled_minilm_path())
-    nim.registry(ctx).add(nim.ServedModel(BASE_MODEL, BASE_MODEL, bundled_minilm_path(), "deployment-test", model))
-    vectors = nim.embed_texts(ctx, BASE_MODEL, ["a", "b", "c"], input_type="passage")
-    assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
+    serving.add(ServedModel(BASE_MODEL, BASE_MODEL, bundled_minilm_path(), "deployment-test", model))
+    vectors = serving.embed_texts(BASE_MODEL, ["a", "b", "c"], input_type="passage")
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (3, 384)
     np.testing.assert_allclose(vectors, embed(model, ["a", "b", "c"]), atol=1e-6)
-    ctx.store.close()
 
 
 def test_model_fingerprint_follows_content(tmp_path):

@@ -103,14 +103,14 @@ def test_lost_answers_and_transient_errors_during_training(tmp_path, hub_online,
         run_b = materialize_assets(TRAINING_ASSETS, resources, config, instance)
         assert run_b.success, failure_text(run_b)
         tally.runs_completed += 1
-        assert run_b.output_for_node("fine_tuned_model")["job_id"] == running["id"]
+        assert run_b.output_for_node("fine_tuned_model").job_id == running["id"]
         assert f"Reattaching to customization job {running['id']} (running)" in run_logs(instance, run_b.run_id)
 
         # A second materialization reattaches to the completed job and uploads nothing.
         run_c = materialize_assets(TRAINING_ASSETS, resources, config, instance)
         assert run_c.success, failure_text(run_c)
         tally.runs_completed += 1
-        assert run_c.output_for_node("fine_tuned_model")["job_id"] == running["id"]
+        assert run_c.output_for_node("fine_tuned_model").job_id == running["id"]
 
         summary = faults.summary()
         fired = {(e["action"], e["what"].split(" ")[0]) for e in summary["events"]}
@@ -271,7 +271,8 @@ def test_evaluation_and_deployment_faults(tmp_path, hub_online, capsys):
         result = materialize_assets(["baseline_nim"], resources, never, instance)
         assert not result.success
         text = failure_text(result)
-        assert "did not finish within 3 s" in text and "last status: pending" in text
+        assert "did not finish within 3 s" in text
+        assert "last status: pending" in text
         tally.runs_failed_as_expected += 1
 
         tally.faults_injected += faults.summary()["injected"] + 1  # + the terminated run

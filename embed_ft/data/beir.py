@@ -1,117 +1,76 @@
 """BEIR datasets: load one, turn the held-out SPECTER testing split into one, mine training triplets from one.
 
-Pure Python, no Dagster. BEIR layout: `corpus.jsonl` ({"_id", "title", "text"}), `queries.jsonl` ({"_id", "text"}),
-`qrels/<split>.tsv` (query-id, corpus-id, score; with a header line).
+Pure Python, no Dagster. The BEIR layout and its parsing are `embed_ft.formats.beir`; this module adds what
+training needs of a set (every judged document and query present) and the conversions.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import pandas as pd
 
-from .specter import SourceError, atomic_write
+from ..formats.beir import (
+    QRELS_HEADER,
+    BeirFiles,
+    BeirFilesMissing,
+    BeirFormatError,
+    document_text,
+    parse_qrels,
+    qrels_file,
+    read_beir_folder,
+)
+from ..formats.files import atomic_write_bytes
+from ..formats.nemo_jsonl import iter_lines
+from .errors import SourceError
 
 if TYPE_CHECKING:  # sentence-transformers (and torch) load only when mining
     from sentence_transformers import SentenceTransformer
 
-QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+def _missing_files_error(error: BeirFilesMissing) -> SourceError:
+    folder = error.folder
+    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())[:20] if folder.is_dir() else []
+    return SourceError(
+        f"BEIR folder {str(folder)!r} lacks {', '.join(repr(name) for name in error.missing)}"
+        + (f" (found: {', '.join(present)})" if present else " (the folder is missing or empty)")
+    )
 
 
-class BeirData(NamedTuple):
-    corpus: dict[str, dict[str, str]]  # doc id -> {"title", "text"}
-    queries: dict[str, str]  # query id -> text (only queries judged in the split)
-    qrels: dict[str, dict[str, int]]  # query id -> {doc id: score}
+def read_qrels(path: Union[str, Path]) -> dict[str, dict[str, int]]:
+    """The judgements of one qrels TSV file (query id -> {doc id: score})."""
+    try:
+        return parse_qrels(Path(path).read_bytes(), str(path))
+    except BeirFormatError as exc:
+        raise SourceError(str(exc)) from None
 
 
-def is_beir_folder(folder: Union[str, Path]) -> bool:
-    """A folder in BEIR layout: corpus.jsonl, queries.jsonl and a qrels/ folder."""
+def load_beir(folder: Union[str, Path], split: str = "test") -> BeirFiles:
+    """Corpus, the split's judged queries and its qrels, every judged document and query present; errors name the
+    folder, the file and the counts."""
     folder = Path(folder).expanduser()
-    return (folder / "corpus.jsonl").is_file() and (folder / "queries.jsonl").is_file() and (folder / "qrels").is_dir()
-
-
-def _require(folder: Path, relative: str) -> Path:
-    path = folder / relative
-    if not path.is_file():
-        present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())[:20] if folder.is_dir() else []
-        raise SourceError(
-            f"BEIR folder {str(folder)!r} lacks {relative!r}"
-            + (f" (found: {', '.join(present)})" if present else " (the folder is missing or empty)")
-        )
-    return path
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise SourceError(f"{path}:{number}: not valid JSON ({exc})") from exc
-            if not isinstance(row, dict) or "_id" not in row:
-                raise SourceError(f"{path}:{number}: expected an object with an `_id` field")
-            rows.append(row)
-    return rows
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, fields in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not fields or not "".join(fields).strip():
-                continue
-            if len(fields) < 3:
-                raise SourceError(f"{path}:{number}: expected query-id, corpus-id, score separated by tabs, got {fields}")
-            query_id, doc_id, score = fields[0].strip(), fields[1].strip(), fields[-1].strip()
-            try:
-                value = int(float(score))
-            except ValueError:
-                if number == 1:  # the header line
-                    continue
-                raise SourceError(f"{path}:{number}: score {score!r} is not a number") from None
-            qrels.setdefault(query_id, {})[doc_id] = value
-    return qrels
-
-
-def load_beir(folder: Union[str, Path], split: str = "test") -> BeirData:
-    """Corpus, the split's judged queries and its qrels; errors name the folder, the file and the counts."""
-    folder = Path(folder).expanduser()
-    corpus_path = _require(folder, "corpus.jsonl")
-    queries_path = _require(folder, "queries.jsonl")
-    qrels_path = _require(folder, f"qrels/{split}.tsv")
-    corpus = {
-        str(row["_id"]): {"title": str(row.get("title") or ""), "text": str(row.get("text") or "")}
-        for row in _read_jsonl(corpus_path)
-    }
-    all_queries = {str(row["_id"]): str(row.get("text") or "") for row in _read_jsonl(queries_path)}
-    qrels = read_qrels(qrels_path)
-    if not qrels:
+    try:
+        data = read_beir_folder(folder, split)
+    except BeirFilesMissing as exc:
+        raise _missing_files_error(exc) from None
+    except BeirFormatError as exc:
+        raise SourceError(str(exc)) from None
+    qrels_path = folder / qrels_file(split)
+    if not data.qrels:
         raise SourceError(f"{qrels_path} holds no judgements")
-    judged_docs = {doc for docs in qrels.values() for doc in docs}
-    unknown_docs = judged_docs - corpus.keys()
-    unknown_queries = qrels.keys() - all_queries.keys()
+    unknown_docs, unknown_queries = data.unknown_documents(), data.unknown_queries()
     if unknown_docs or unknown_queries:
         raise SourceError(
-            f"{qrels_path} refers to {len(unknown_docs)} of {len(judged_docs)} judged documents missing from "
-            f"corpus.jsonl ({len(corpus)} documents) and {len(unknown_queries)} of {len(qrels)} queries missing from "
-            f"queries.jsonl; e.g. docs {sorted(unknown_docs)[:3]}, queries {sorted(unknown_queries)[:3]}"
+            f"{qrels_path} refers to {len(unknown_docs)} of {data.judged_documents()} judged documents missing from "
+            f"corpus.jsonl ({len(data.corpus)} documents) and {len(unknown_queries)} of {len(data.qrels)} queries "
+            f"missing from queries.jsonl; e.g. docs {unknown_docs[:3]}, queries {sorted(unknown_queries)[:3]}"
         )
-    queries = {qid: all_queries[qid] for qid in qrels}
-    return BeirData(corpus, queries, qrels)
-
-
-def doc_text(doc: dict[str, str]) -> str:
-    """The text a model sees for a BEIR document: title and body."""
-    return f"{doc.get('title', '')} {doc.get('text', '')}".strip()
+    return data._replace(queries={qid: data.queries[qid] for qid in data.qrels})
 
 
 def _text_id(prefix: str, text: str) -> str:
@@ -129,23 +88,18 @@ def testing_split_to_beir(testing_jsonl: Union[str, Path], out_dir: Union[str, P
     corpus: dict[str, str] = {}
     qrels: dict[str, set[str]] = {}
     rows = 0
-    with open(testing_jsonl, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                query, positive, negatives = row["query"], row["pos_doc"], list(row["neg_doc"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise SourceError(f"{testing_jsonl}:{number}: not a NeMo row {{query, pos_doc, neg_doc}} ({exc})") from exc
-            rows += 1
-            query_id = _text_id("q", query)
-            queries.setdefault(query_id, query)
-            positive_id = _text_id("d", positive)
-            corpus.setdefault(positive_id, positive)
-            qrels.setdefault(query_id, set()).add(positive_id)
-            for negative in negatives:
-                corpus.setdefault(_text_id("d", negative), negative)
+    for line in iter_lines(testing_jsonl):
+        if line.problem:
+            raise SourceError(f"{testing_jsonl}:{line.number}: not a NeMo row {{query, pos_doc, neg_doc}} ({line.problem})")
+        rows += 1
+        query, positive = line.row["query"], line.row["pos_doc"]
+        query_id = _text_id("q", query)
+        queries.setdefault(query_id, query)
+        positive_id = _text_id("d", positive)
+        corpus.setdefault(positive_id, positive)
+        qrels.setdefault(query_id, set()).add(positive_id)
+        for negative in line.row.get("neg_doc", []):
+            corpus.setdefault(_text_id("d", negative), negative)
     if not rows:
         raise SourceError(f"testing split {str(testing_jsonl)!r} is empty")
 
@@ -159,9 +113,9 @@ def testing_split_to_beir(testing_jsonl: Union[str, Path], out_dir: Union[str, P
     for query_id, doc_ids in qrels.items():
         for doc_id in sorted(doc_ids):
             buffer.write(f"{query_id}\t{doc_id}\t1\n")
-    atomic_write(out_dir / "corpus.jsonl", lambda h: h.write(corpus_bytes))
-    atomic_write(out_dir / "queries.jsonl", lambda h: h.write(queries_bytes))
-    atomic_write(out_dir / "qrels" / "test.tsv", lambda h: h.write(buffer.getvalue().encode("utf-8")))
+    atomic_write_bytes(out_dir / "corpus.jsonl", corpus_bytes)
+    atomic_write_bytes(out_dir / "queries.jsonl", queries_bytes)
+    atomic_write_bytes(out_dir / qrels_file("test"), buffer.getvalue().encode("utf-8"))
     return {
         "rows": rows,
         "queries": len(queries),
@@ -200,7 +154,7 @@ def beir_train_triplets(
     doc_ids = list(data.corpus)
     if len(doc_ids) < 2:
         raise SourceError(f"BEIR folder {str(folder)!r}: the corpus needs at least 2 documents, has {len(doc_ids)}")
-    doc_texts = [doc_text(data.corpus[d]) for d in doc_ids]
+    doc_texts = [document_text(*data.corpus[d]) for d in doc_ids]
     position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
 
     encoder = _load_model(model)

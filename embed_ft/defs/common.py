@@ -1,20 +1,17 @@
-"""Helpers shared by the asset modules: idempotency keys, waiting on remote jobs, metadata formatting."""
+"""Helpers shared by the asset modules: backend errors as failures, idempotency keys, run-config checks, tables."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
-import time
+import typing
 from typing import Any, Callable
 
-from dagster import DagsterExecutionInterruptedError, Failure, MetadataValue
+from dagster import Config, Failure
+from pydantic import ValidationError
 
 from ..nemo.errors import NemoError
-from ..nemo.polling import PollTimeout, poll
-
-TERMINAL_JOB_STATUSES = {"completed", "failed", "cancelled", "ready", "error"}
-ACTIVE_JOB_STATUSES = {"created", "pending", "running", "cancelling", "unknown"}
 
 
 def backend_errors_as_failures(fn: Callable) -> Callable:
@@ -37,79 +34,12 @@ def stable_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def norm_status(value: Any) -> str:
-    return str(value or "").strip().lower()
-
-
-def wait_for_remote(
-    context,
-    *,
-    what: str,
-    fetch: Callable[[], dict],
-    status_of: Callable[[dict], str],
-    cancel: Callable[[], Any] | None,
-    timeout_s: float,
-    interval_s: float,
-    describe: Callable[[dict], str] | None = None,
-    terminal: set[str] = TERMINAL_JOB_STATUSES,
-    log_every_s: float = 30.0,
-    timeout_hint: str = "materialize again to reattach to it, or raise the timeout in the run config.",
-) -> dict:
-    """Poll a remote object until it reaches a terminal status.
-
-    Logs progress at most every ``log_every_s``; on timeout fails saying the remote object is still active (it is
-    not cancelled: a later materialization reattaches to it); when the Dagster run is terminated, cancels the
-    remote job before re-raising, so no GPU job is left running orphaned.
-    """
-    last_logged = [0.0]
-    last_text = [""]
-
-    def on_update(doc: dict) -> None:
-        text = describe(doc) if describe else f"status={status_of(doc)}"
-        now = time.monotonic()
-        if not last_logged[0] or (text != last_text[0] and now - last_logged[0] >= log_every_s):
-            context.log.info(f"{what}: {text}")
-            last_logged[0] = now
-            last_text[0] = text
-
-    try:
-        return poll(
-            fetch,
-            lambda doc: status_of(doc) in terminal,
-            timeout_s=timeout_s,
-            interval_s=interval_s,
-            what=what,
-            on_update=on_update,
-            status_of=status_of,
-            # Back off modestly: a long job is not polled every few seconds, a short one is not waited on for long.
-            max_interval_s=4 * interval_s,
-        )
-    except PollTimeout as exc:
-        raise Failure(
-            f"{what} did not finish within {timeout_s:.0f} s (last status: {exc.last_status}). "
-            f"It is still active on the server and was not cancelled; {timeout_hint}"
-        ) from None
-    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-        if cancel is not None:
-            context.log.warning(f"Run terminated: cancelling {what} so that it does not keep running.")
-            try:
-                cancel()
-            except Exception as exc:  # the interruption must still propagate
-                context.log.error(f"Could not cancel {what}: {exc}")
-        raise
-
-
 def invalid_run_config(job_def, run_config: dict) -> list[str]:
     """Every problem the pydantic validators of this run's op configs find, as `op.field: message`.
 
     Dagster checks the config schema at launch but runs a Config class's validators only when its step starts,
     i.e. after earlier assets have already called the backend; this runs them all up front.
     """
-    import typing
-
-    from dagster import Config
-    from pydantic import ValidationError
-
     problems = []
     for op_name, entry in (run_config.get("ops") or {}).items():
         if not job_def.graph.has_node_named(op_name):
@@ -142,7 +72,3 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def md(text: str) -> MetadataValue:
-    return MetadataValue.md(text)

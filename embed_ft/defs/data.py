@@ -1,14 +1,11 @@
 """Data stage (group "data"): snapshot the SPECTER-like source, then clean, split and write NeMo JSONL.
 
 - `specter_raw`: the source as a local Parquet snapshot; DataVersion = Hub commit sha or local content hash.
-- `specter_triplets`: training/validation/testing JSONL under `<storage root>/triplets/`; its value is the plain dict
-  the training and evaluation stages consume.
+- `specter_triplets`: training/validation/testing JSONL under `<storage root>/triplets/`; its value (a
+  `values.TripletSplits`) is what the training and evaluation stages consume.
 - Blocking checks on `specter_triplets`: schema, no empty split, no query crossing splits.
-- `specter_source_sensor` watches env `EMBED_FT_SPECTER_SOURCE` (default `embedding-data/SPECTER`) at
-  `EMBED_FT_SPECTER_REVISION` and requests `data_refresh_job` once per source change (new Hub sha, changed local
-  content); that job materializes only these two assets, never a GPU stage. Stopped by default, for every kind of
-  source: it polls the Hub, and a data rebuild should not start just because the daemon came up. Start it in
-  Automation; `build_specter_source_sensor(SpecterSourceConfig(...))` builds one for another source.
+- `data_refresh.py` holds the job that rebuilds these two assets and the sensor that launches it when the source
+  changes.
 
 Storage root: `storage_root` in either config, else env `EMBED_FT_DATA_ROOT`, else `./.embed_ft/data`.
 """
@@ -22,47 +19,38 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
-    AssetKey,
-    AssetSelection,
     Config,
     DataVersion,
-    DefaultSensorStatus,
     Failure,
     MaterializeResult,
     MetadataValue,
-    RunRequest,
-    SensorEvaluationContext,
-    SkipReason,
     asset,
     asset_check,
-    define_asset_job,
-    sensor,
 )
 from pydantic import Field, field_validator
 
-from ..data.beir import beir_train_triplets, is_beir_folder
+from ..data.beir import beir_train_triplets
+from ..data.cleaning import DEFAULT_MAX_TEXT_CHARS
+from ..data.errors import SourceError
 from ..data.specter import (
     DEFAULT_HUB_DATASET,
-    DEFAULT_MAX_TEXT_CHARS,
-    SourceError,
-    SplitOptions,
     build_triplet_splits,
     content_hash,
-    crossing_queries,
     is_local_source,
     load_specter_source,
     local_data_version,
     read_parquet,
     resolve_hub_revision,
-    schema_problems,
     write_parquet,
 )
+from ..data.split_checks import crossing_queries, schema_problems
+from ..data.splitting import SplitOptions
+from ..formats.beir import beir_files, is_beir_folder
 from .common import markdown_table, stable_hash
+from .values import RawSnapshot, TripletSplits
 
 DATA_ROOT_ENV = "EMBED_FT_DATA_ROOT"
 DEFAULT_DATA_ROOT = "./.embed_ft/data"
-SOURCE_ENV = "EMBED_FT_SPECTER_SOURCE"
-REVISION_ENV = "EMBED_FT_SPECTER_REVISION"
 SPECTER_RAW_CODE_VERSION = "1"
 SPECTER_TRIPLETS_CODE_VERSION = "1"
 SOURCE_KINDS = ("auto", "hub", "local", "beir")
@@ -152,7 +140,8 @@ def resolve_source_kind(config: SpecterSourceConfig) -> str:
 def _beir_version(config: SpecterSourceConfig) -> str:
     # Mined triplets depend on the folder's files and on how they were mined.
     folder = Path(config.source).expanduser()
-    files = [p for p in (folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{config.split}.tsv") if p.is_file()]
+    candidates = [folder / f"{name}{suffix}" for name in beir_files(config.split) for suffix in ("", ".gz")]
+    files = [p for p in candidates if p.is_file()]
     mining = (config.beir_mining_model or "packaged:all-MiniLM-L6-v2", config.beir_num_negatives, config.beir_max_seq_length, config.split)
     return "beir:" + stable_hash(content_hash(files, root=folder), mining)[:32]
 
@@ -218,15 +207,10 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
     except SourceError as exc:
         raise Failure(description=f"specter_raw: {exc}", allow_retries=False) from exc
     path = write_parquet(table, root / "raw" / "specter_raw.parquet")
-    value = {
-        "path": str(path),
-        "source": config.source,
-        "kind": kind,
-        "revision": revision,
-        "data_version": version,
-        "layout": layout,
-        "rows": table.num_rows,
-    }
+    value = RawSnapshot(
+        path=path, source=config.source, kind=kind, revision=revision, data_version=version, layout=layout,
+        rows=table.num_rows,
+    )
     metadata = {
         "source": config.source,
         "source_kind": kind,
@@ -248,36 +232,38 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
     kinds={"json"},
     description="Cleaned, leak-free training/validation/testing splits in the NeMo embedding JSONL format.",
 )
-def specter_triplets(context: AssetExecutionContext, config: TripletSplitConfig, specter_raw: dict) -> MaterializeResult:
+def specter_triplets(
+    context: AssetExecutionContext, config: TripletSplitConfig, specter_raw: RawSnapshot
+) -> MaterializeResult:
     root = data_root(config.storage_root) / "triplets"
     try:
         options = config.split_options()
         options.validate()
-        table = read_parquet(Path(specter_raw["path"]))
+        table = read_parquet(specter_raw.path)
         summary = build_triplet_splits(
             table,
             root,
             options=options,
             max_text_chars=config.max_text_chars,
-            data_version=specter_raw["data_version"],
-            source=specter_raw.get("source", "specter_raw"),
+            data_version=specter_raw.data_version,
+            source=specter_raw.source,
         )
     except (SourceError, ValueError) as exc:
         raise Failure(description=f"specter_triplets: {exc}", allow_retries=False) from exc
     for note in summary.notes:
         context.log.warning(note)
     version = stable_hash(
-        specter_raw["data_version"], options.__dict__, config.max_text_chars, SPECTER_TRIPLETS_CODE_VERSION
+        specter_raw.data_version, options.__dict__, config.max_text_chars, SPECTER_TRIPLETS_CODE_VERSION
     )[:32]
-    value = {
-        "root": str(root),
-        "training": summary.paths["training"],
-        "validation": summary.paths["validation"],
-        "testing": summary.paths["testing"],
-        "data_version": version,
-        "source_data_version": specter_raw["data_version"],
-        "rows": dict(summary.rows),
-    }
+    value = TripletSplits(
+        root=root,
+        training=Path(summary.paths["training"]),
+        validation=Path(summary.paths["validation"]),
+        testing=Path(summary.paths["testing"]),
+        data_version=version,
+        source_data_version=specter_raw.data_version,
+        rows=dict(summary.rows),
+    )
     metadata = {
         "dagster/row_count": sum(summary.rows.values()),
         **{f"rows/{name}": n for name, n in summary.rows.items()},
@@ -289,7 +275,7 @@ def specter_triplets(context: AssetExecutionContext, config: TripletSplitConfig,
         "clean_rows": summary.clean_rows,
         "distinct_queries": summary.distinct_queries,
         "data_version": version,
-        "source_data_version": specter_raw["data_version"],
+        "source_data_version": specter_raw.data_version,
         "notes": MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "none"),
     }
     return MaterializeResult(value=value, data_version=DataVersion(version), metadata=metadata)
@@ -305,15 +291,11 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-def _split_files(value: dict) -> dict[str, Path]:
-    return {name: Path(value[name]) for name in ("training", "validation", "testing")}
-
-
 @asset_check(asset=specter_triplets, blocking=True, description="Every line is {query: str, pos_doc: str, neg_doc: [str, ...]}.")
-def specter_triplets_schema(context: AssetCheckExecutionContext, specter_triplets: dict) -> AssetCheckResult:
+def specter_triplets_schema(context: AssetCheckExecutionContext, specter_triplets: TripletSplits) -> AssetCheckResult:
     problems: list[str] = []
     rows: dict[str, int] = {}
-    for name, path in _split_files(specter_triplets).items():
+    for name, path in specter_triplets.paths().items():
         if not path.is_file():
             problems.append(f"{name}: {path} does not exist")
             continue
@@ -327,8 +309,8 @@ def specter_triplets_schema(context: AssetCheckExecutionContext, specter_triplet
 
 
 @asset_check(asset=specter_triplets, blocking=True, description="Training, validation and testing each hold rows.")
-def specter_triplets_non_empty(context: AssetCheckExecutionContext, specter_triplets: dict) -> AssetCheckResult:
-    rows = {name: _count_lines(path) for name, path in _split_files(specter_triplets).items()}
+def specter_triplets_non_empty(context: AssetCheckExecutionContext, specter_triplets: TripletSplits) -> AssetCheckResult:
+    rows = {name: _count_lines(path) for name, path in specter_triplets.paths().items()}
     empty = [name for name, n in rows.items() if n == 0]
     return AssetCheckResult(
         passed=not empty,
@@ -338,8 +320,8 @@ def specter_triplets_non_empty(context: AssetCheckExecutionContext, specter_trip
 
 
 @asset_check(asset=specter_triplets, blocking=True, description="No query text occurs in two splits.")
-def specter_triplets_no_query_leak(context: AssetCheckExecutionContext, specter_triplets: dict) -> AssetCheckResult:
-    crossing = crossing_queries(_split_files(specter_triplets))
+def specter_triplets_no_query_leak(context: AssetCheckExecutionContext, specter_triplets: TripletSplits) -> AssetCheckResult:
+    crossing = crossing_queries(specter_triplets.paths())
     leaks = {pair: n for pair, n in crossing.items() if n}
     return AssetCheckResult(
         passed=not leaks,
@@ -348,84 +330,15 @@ def specter_triplets_no_query_leak(context: AssetCheckExecutionContext, specter_
     )
 
 
-# ------------------------------------------------------------------------------------------------ job and sensor
-
-data_refresh_job = define_asset_job(
-    "data_refresh_job",
-    selection=AssetSelection.assets(specter_raw, specter_triplets),
-    description="Rebuild only the data assets (snapshot + splits); never starts a GPU stage.",
-)
-
-
-def latest_materialized_version(instance, asset_key: AssetKey = AssetKey("specter_raw")) -> Optional[str]:
-    event = instance.get_latest_materialization_event(asset_key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return (event.asset_materialization.tags or {}).get("dagster/data_version")
-
-
-def build_specter_source_sensor(
-    source: Optional[SpecterSourceConfig] = None,
-    name: str = "specter_source_sensor",
-    minimum_interval_seconds: int = 300,
-    default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
-):
-    """A sensor that requests `data_refresh_job` once per change of the source's data version.
-
-    The cursor holds the last version seen; with no cursor yet, the version of the latest `specter_raw`
-    materialization is the baseline, so turning the sensor on does not rebuild data that is already current.
-    Hub sources are pinned to the sha the sensor saw. An unreachable source skips the tick (with the reason).
-    """
-    watched = source or SpecterSourceConfig(
-        source=os.environ.get(SOURCE_ENV) or DEFAULT_HUB_DATASET, revision=os.environ.get(REVISION_ENV) or None
-    )
-
-    @sensor(
-        name=name,
-        job=data_refresh_job,
-        minimum_interval_seconds=minimum_interval_seconds,
-        default_status=default_status,
-        description=f"Watches {watched.source!r} (env {SOURCE_ENV}) and rebuilds the data assets when it changes. "
-        "Stopped by default because it polls the Hugging Face Hub; start it in Automation.",
-    )
-    def _sensor(context: SensorEvaluationContext):
-        try:
-            _, version, sha = source_version(watched)
-        except SourceError as exc:
-            return SkipReason(f"cannot read the source version: {exc}")
-        seen = context.cursor or latest_materialized_version(context.instance)
-        if version == seen:
-            context.update_cursor(version)
-            return SkipReason(f"source {watched.source!r} unchanged (data version {version})")
-        context.update_cursor(version)
-        run_source = watched.model_dump(exclude_none=True)
-        if sha:
-            run_source["revision"] = sha  # build exactly the revision that triggered the run
-        return RunRequest(
-            run_config={"ops": {"specter_raw": {"config": run_source}}},
-            tags={"embed_ft/source": watched.source[:200], "embed_ft/source_version": version},
-        )
-
-    return _sensor
-
-
-specter_source_sensor = build_specter_source_sensor()
-
 data_assets = [specter_raw, specter_triplets]
 data_checks = [specter_triplets_schema, specter_triplets_non_empty, specter_triplets_no_query_leak]
-data_sensors = [specter_source_sensor]
-data_jobs = [data_refresh_job]
 
 __all__ = [
     "SpecterSourceConfig",
     "TripletSplitConfig",
-    "build_specter_source_sensor",
     "data_assets",
     "data_checks",
-    "data_jobs",
-    "data_refresh_job",
-    "data_sensors",
+    "source_version",
     "specter_raw",
-    "specter_source_sensor",
     "specter_triplets",
 ]

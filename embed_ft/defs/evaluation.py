@@ -22,18 +22,15 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from ..data.beir import testing_split_to_beir
+from ..formats.beir import beir_files
+from ..nemo.evaluator import beir_task, retriever_config, retriever_target
+from ..nemo.status import COMPLETED, job_status
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import (
-    ACTIVE_JOB_STATUSES,
-    backend_errors_as_failures,
-    fail_on_invalid_run_config,
-    markdown_table,
-    norm_status,
-    stable_hash,
-    wait_for_remote,
-)
-from .training import upload_if_changed
+from .common import backend_errors_as_failures, fail_on_invalid_run_config, markdown_table, stable_hash
+from .remote_jobs import run_remote_job
+from .training import ensure_repo, upload_if_changed
+from .values import Deployment, EvaluationResult, HeldoutDataset, Report, ReportRow, TripletSplits
 
 EVALUATION_CODE_VERSION = "1"
 REPORT_CODE_VERSION = "1"
@@ -112,40 +109,33 @@ class HeldoutConfig(Config):
 def heldout_eval_dataset(
     context: AssetExecutionContext,
     config: HeldoutConfig,
-    specter_triplets: dict,
+    specter_triplets: TripletSplits,
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     fail_on_invalid_run_config(context)
-    ns = entity_store.namespace
-    repo_id = f"{ns}/{config.dataset_name}"
     ds = datastore.client()
-    ds.ensure_namespace(ns)
-    ds.create_repo(repo_id)
+    repo_id = ensure_repo(ds, entity_store.namespace, config.dataset_name)
     with tempfile.TemporaryDirectory() as tmp:
-        counts = testing_split_to_beir(Path(specter_triplets["testing"]), Path(tmp))
-        files = {
-            "corpus.jsonl": Path(tmp) / "corpus.jsonl",
-            "queries.jsonl": Path(tmp) / "queries.jsonl",
-            "qrels/test.tsv": Path(tmp) / "qrels" / "test.tsv",
-        }
+        counts = testing_split_to_beir(specter_triplets.testing, Path(tmp))
+        files = {name: Path(tmp) / name for name in beir_files("test")}
         upload = upload_if_changed(context, ds, repo_id, files, "embed-ft: held-out split as BEIR")
     version = stable_hash(upload["manifest"])[:16]
-    value = {"repo_id": repo_id, "files_url": ds.files_url(repo_id), "data_version": version}
+    value = HeldoutDataset(repo_id=repo_id, files_url=ds.files_url(repo_id), data_version=version)
     metadata = {
         "repo_id": repo_id,
-        "files_url": value["files_url"],
+        "files_url": value.files_url,
         "uploaded": upload["uploaded"],
         **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
     }
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
-def evaluation_tasks(config: EvaluationConfig, uses_local: bool, heldout: Optional[dict]) -> dict[str, str]:
+def evaluation_tasks(config: EvaluationConfig, uses_local: bool, heldout: Optional[HeldoutDataset]) -> dict[str, str]:
     urls = list(config.tasks or backend_defaults(uses_local).eval_tasks)
     tasks = {task_name(url): url for url in urls}
     if config.include_heldout and heldout is not None:
-        tasks[HELDOUT_TASK] = heldout["files_url"]
+        tasks[HELDOUT_TASK] = heldout.files_url
     return tasks
 
 
@@ -153,13 +143,11 @@ def run_evaluation(
     context,
     config: EvaluationConfig,
     label: str,
-    nim_info: dict,
-    heldout: dict,
+    nim: Deployment,
+    heldout: HeldoutDataset,
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    from ..nemo.evaluator import beir_task, retriever_config, retriever_target
-
     ev = evaluator.client()
     uses_local = evaluator.uses_local_platform
     tasks = evaluation_tasks(config, uses_local, heldout)
@@ -167,44 +155,45 @@ def run_evaluation(
     for name, url in tasks.items():
         task_bodies.update(beir_task(url, config.metrics, name))
     eval_config = retriever_config(entity_store.namespace, task_bodies)
-    target = retriever_target(nim_info["nim_url"], nim_info["served_name"], config.top_k)
-    key = stable_hash(eval_config, target, nim_info["model"], heldout.get("data_version"), EVALUATION_CODE_VERSION)
-    job = ev.find_job(key)
-    if job is not None and norm_status(job.get("status")) in ACTIVE_JOB_STATUSES | {"completed"}:
-        context.log.info(f"Reattaching to evaluation job {job['id']} ({norm_status(job.get('status'))})")
-    else:
+    target = retriever_target(nim.nim_url, nim.served_name, config.top_k)
+    key = stable_hash(eval_config, target, nim.model, heldout.data_version, EVALUATION_CODE_VERSION)
+
+    def submit() -> dict:
         job = ev.create_job(eval_config, target, idempotency_key=key)
-        context.log.info(f"Submitted evaluation job {job['id']} of {nim_info['model']} on {sorted(tasks)}")
-    job_id = job["id"]
+        context.log.info(f"Submitted evaluation job {job['id']} of {nim.model} on {sorted(tasks)}")
+        return job
+
     started = time.monotonic()
-    doc = wait_for_remote(
+    job_id, doc = run_remote_job(
         context,
-        what=f"{label} evaluation job {job_id}",
-        fetch=lambda: ev.get_job(job_id),
-        status_of=lambda d: norm_status(d.get("status")),
-        cancel=lambda: ev.cancel_job(job_id),
+        what=f"{label} evaluation job",
+        key=key,
+        find=ev.find_job,
+        submit=submit,
+        fetch=ev.get_job,
+        cancel=ev.cancel_job,
         timeout_s=config.timeout_s or backend_defaults(uses_local).evaluation_timeout_s,
         interval_s=config.poll_interval_s,
         describe=lambda d: "status={} progress={} {}".format(
-            norm_status(d.get("status")),
+            job_status(d),
             (d.get("status_details") or {}).get("progress"),
             (d.get("status_details") or {}).get("message") or "",
         ),
     )
-    status = norm_status(doc.get("status"))
-    if status != "completed":
+    status = job_status(doc)
+    if status != COMPLETED:
         details = doc.get("status_details") or {}
         logs = doc.get("status_logs") or []
         detail = details.get("message") or (logs[-1].get("detail") if logs else None) or "no detail reported"
-        raise Failure(f"Evaluation job {job_id} of {nim_info['model']} ended {status}: {detail}")
+        raise Failure(f"Evaluation job {job_id} of {nim.model} ended {status}: {detail}")
     metrics = ev.parse_metrics(ev.get_results(job_id))
     missing = [t for t in tasks if t not in metrics]
     if missing:
         raise Failure(f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}")
-    value = {"model": nim_info["model"], "job_id": job_id, "tasks": tasks, "metrics": metrics}
+    value = EvaluationResult(model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics)
     metadata: dict[str, Any] = {
         "job_id": job_id,
-        "model": nim_info["model"],
+        "model": nim.model,
         "wait_s": float(time.monotonic() - started),
         "tasks": MetadataValue.json(tasks),
     }
@@ -226,8 +215,8 @@ def run_evaluation(
 def baseline_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,
-    baseline_nim: dict,
-    heldout_eval_dataset: dict,
+    baseline_nim: Deployment,
+    heldout_eval_dataset: HeldoutDataset,
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
@@ -246,30 +235,26 @@ def baseline_evaluation(
 def fine_tuned_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,
-    fine_tuned_nim: dict,
-    heldout_eval_dataset: dict,
+    fine_tuned_nim: Deployment,
+    heldout_eval_dataset: HeldoutDataset,
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     return run_evaluation(context, config, "fine-tuned", fine_tuned_nim, heldout_eval_dataset, evaluator, entity_store)
 
 
-def compare(baseline: dict, fine_tuned: dict) -> list[dict[str, Any]]:
-    """Rows (task, metric, baseline, fine_tuned, delta, relative_delta) over the tasks both evaluated."""
+def compare(baseline: EvaluationResult, fine_tuned: EvaluationResult) -> list[ReportRow]:
+    """One row per (task, metric) both evaluated: the two scores, the delta and the relative delta."""
     rows = []
-    for task in sorted(set(baseline["metrics"]) & set(fine_tuned["metrics"])):
-        base_scores, ft_scores = baseline["metrics"][task], fine_tuned["metrics"][task]
+    for task in sorted(set(baseline.metrics) & set(fine_tuned.metrics)):
+        base_scores, ft_scores = baseline.metrics[task], fine_tuned.metrics[task]
         for metric in sorted(set(base_scores) & set(ft_scores)):
             b, f = float(base_scores[metric]), float(ft_scores[metric])
             rows.append(
-                {
-                    "task": task,
-                    "metric": metric,
-                    "baseline": b,
-                    "fine_tuned": f,
-                    "delta": f - b,
-                    "relative_delta": (f - b) / b if b else float("nan"),
-                }
+                ReportRow(
+                    task=task, metric=metric, baseline=b, fine_tuned=f, delta=f - b,
+                    relative_delta=(f - b) / b if b else float("nan"),
+                )
             )
     return rows
 
@@ -284,37 +269,36 @@ def compare(baseline: dict, fine_tuned: dict) -> list[dict[str, Any]]:
     check_specs=[AssetCheckSpec("fine_tuned_beats_baseline", asset="evaluation_report")],
 )
 def evaluation_report(
-    context: AssetExecutionContext, baseline_evaluation: dict, fine_tuned_evaluation: dict
+    context: AssetExecutionContext, baseline_evaluation: EvaluationResult, fine_tuned_evaluation: EvaluationResult
 ):  # no return annotation: with check_specs, `-> MaterializeResult` would type the output as Nothing
     rows = compare(baseline_evaluation, fine_tuned_evaluation)
     if not rows:
         raise Failure(
             "The baseline and fine-tuned evaluations share no task/metric: "
-            f"baseline {sorted(baseline_evaluation['metrics'])}, fine-tuned {sorted(fine_tuned_evaluation['metrics'])}"
+            f"baseline {sorted(baseline_evaluation.metrics)}, fine-tuned {sorted(fine_tuned_evaluation.metrics)}"
         )
-    only_one = set(baseline_evaluation["metrics"]) ^ set(fine_tuned_evaluation["metrics"])
+    only_one = set(baseline_evaluation.metrics) ^ set(fine_tuned_evaluation.metrics)
     if only_one:
         context.log.warning(f"Tasks evaluated for only one model are left out of the report: {sorted(only_one)}")
     table = markdown_table(
         ["task", "metric", "baseline", "fine-tuned", "delta", "relative"],
-        [[r["task"], r["metric"], r["baseline"], r["fine_tuned"], r["delta"], f"{100 * r['relative_delta']:+.2f}%"] for r in rows],
+        [[r.task, r.metric, r.baseline, r.fine_tuned, r.delta, f"{100 * r.relative_delta:+.2f}%"] for r in rows],
     )
     metadata: dict[str, Any] = {
         "report": MetadataValue.md(table),
-        "baseline_model": baseline_evaluation["model"],
-        "fine_tuned_model": fine_tuned_evaluation["model"],
+        "baseline_model": baseline_evaluation.model,
+        "fine_tuned_model": fine_tuned_evaluation.model,
     }
     for r in rows:
         for column in ("baseline", "fine_tuned", "delta", "relative_delta"):
-            metadata[f"{r['task']}/{r['metric']}/{column}"] = float(r[column])
+            metadata[f"{r.task}/{r.metric}/{column}"] = float(getattr(r, column))
 
-    primary_rows = {}
+    # Per task, the row of the primary metric (or the first row when the task has no such metric).
+    primary_rows: dict[str, ReportRow] = {}
     for r in rows:
-        metric_rank = 0 if r["metric"] == PRIMARY_METRIC else 1
-        current = primary_rows.get(r["task"])
-        if current is None or metric_rank < current[0]:
-            primary_rows[r["task"]] = (metric_rank, r)
-    losers = [r for _, r in primary_rows.values() if not r["fine_tuned"] > r["baseline"]]
+        if r.task not in primary_rows or (r.metric == PRIMARY_METRIC and primary_rows[r.task].metric != PRIMARY_METRIC):
+            primary_rows[r.task] = r
+    losers = [r for r in primary_rows.values() if not r.fine_tuned > r.baseline]
     check = AssetCheckResult(
         check_name="fine_tuned_beats_baseline",
         passed=not losers,
@@ -322,9 +306,11 @@ def evaluation_report(
         description=(
             "The fine-tuned model beats the baseline on the primary metric of every task."
             if not losers
-            else "Not better on: " + ", ".join(f"{r['task']} {r['metric']} {r['fine_tuned']:.4f} <= {r['baseline']:.4f}" for r in losers)
+            else "Not better on: " + ", ".join(f"{r.task} {r.metric} {r.fine_tuned:.4f} <= {r.baseline:.4f}" for r in losers)
         ),
-        metadata={f"{t}/{r['metric']}/delta": float(r["delta"]) for t, (_, r) in primary_rows.items()},
+        metadata={f"{t}/{r.metric}/delta": float(r.delta) for t, r in primary_rows.items()},
     )
-    value = {"rows": rows, "markdown": table, "baseline_model": baseline_evaluation["model"], "fine_tuned_model": fine_tuned_evaluation["model"]}
+    value = Report(
+        rows=rows, markdown=table, baseline_model=baseline_evaluation.model, fine_tuned_model=fine_tuned_evaluation.model
+    )
     return MaterializeResult(value=value, metadata=metadata, check_results=[check])

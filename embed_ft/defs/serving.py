@@ -1,8 +1,7 @@
 """Serving stage: deploy the fine-tuned and the base model as NIMs, wait until the gateway serves them."""
 
-
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from dagster import (
     AssetExecutionContext,
@@ -17,19 +16,22 @@ from dagster import (
 )
 from pydantic import Field, field_validator
 
+from ..nemo.deployment import EMBEDQA_IMAGE, EMBEDQA_TAG, nim_deployment_body
+from ..nemo.status import deployed_model, deployment_status, is_failed, is_ready
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import backend_errors_as_failures, fail_on_invalid_run_config, norm_status, wait_for_remote
+from .common import backend_errors_as_failures, fail_on_invalid_run_config
+from .remote_jobs import progress_logger, remote_wait, wait_for_remote
 from .training import ExperimentConfig, validate_name
+from .values import Deployment, FineTunedModel
 
 NIM_CODE_VERSION = "1"
-READY_STATUSES = {"ready"}
-FAILED_DEPLOYMENT_STATUSES = {"failed", "cancelled", "error", "lost"}
+GONE = "gone"  # the status this module gives a deployment that no longer exists
 
 
 class DeployConfig(ExperimentConfig):
-    image_name: str = Field(default="nvcr.io/nim/nvidia/llama-3.2-nv-embedqa-1b-v2", description="NIM image.")
-    image_tag: str = Field(default="1.6.0", description="NIM image tag.")
+    image_name: str = Field(default=EMBEDQA_IMAGE, description="NIM image.")
+    image_tag: str = Field(default=EMBEDQA_TAG, description="NIM image tag.")
     gpu: int = Field(default=1, description="GPUs per NIM.")
     timeout_s: Optional[float] = Field(default=None, description="Fail if not ready and listed by then.")
     poll_interval_s: float = Field(default=5.0, description="Seconds between readiness polls.")
@@ -50,24 +52,6 @@ class BaselineDeployConfig(DeployConfig):
     )
 
 
-def deployment_model(doc: dict) -> Optional[str]:
-    """The model a deployment serves, wherever this server version puts it."""
-    config = doc.get("config")
-    if isinstance(config, dict) and config.get("model"):
-        return config["model"]
-    if doc.get("model"):
-        return doc["model"]
-    models = doc.get("models")
-    if isinstance(models, list) and models:
-        first = models[0]
-        return first if isinstance(first, str) else first.get("name") or first.get("id")
-    return None
-
-
-def deployment_status(doc: dict) -> str:
-    return norm_status((doc.get("status_details") or {}).get("status") or doc.get("status"))
-
-
 def deploy_and_wait(
     context,
     config: DeployConfig,
@@ -76,40 +60,36 @@ def deploy_and_wait(
     namespace: str,
     name: str,
     model: str,
-) -> dict[str, Any]:
+) -> Deployment:
     """Deploy ``model`` as ``namespace/name`` (replacing a deployment of another model), wait for ready and for
     the NIM gateway to list it, then send one smoke embedding."""
     dm, nim_client = deployment.client(), nim.client()
     defaults = backend_defaults(deployment.uses_local_platform)
     timeout_s = config.timeout_s or defaults.deployment_timeout_s
     served_name = model.split("@", 1)[0]
-    nim_deployment = {
-        "image_name": config.image_name,
-        "image_tag": config.image_tag,
-        "gpu": config.gpu,
-        "disable_lora_support": True,
-    }
+
+    def current() -> dict:
+        return dm.get_deployment(namespace, name) or {"status": GONE}
+
     existing = dm.get_deployment(namespace, name)
-    if existing is not None and (
-        deployment_model(existing) != model or deployment_status(existing) in FAILED_DEPLOYMENT_STATUSES
-    ):
+    if existing is not None and (deployed_model(existing) != model or is_failed(existing)):
         context.log.info(
-            f"Deployment {namespace}/{name} serves {deployment_model(existing)} ({deployment_status(existing)}); "
+            f"Deployment {namespace}/{name} serves {deployed_model(existing)} ({deployment_status(existing)}); "
             f"replacing it with {model}."
         )
         dm.delete_deployment(namespace, name)
         wait_for_remote(
             context,
             what=f"removal of deployment {namespace}/{name}",
-            fetch=lambda: _deployment_or_gone(dm, namespace, name),
+            fetch=current,
+            is_done=lambda doc: deployment_status(doc) == GONE,
             status_of=deployment_status,
-            cancel=None,
             timeout_s=timeout_s,
             interval_s=config.poll_interval_s,
-            terminal={"gone"},
         )
         existing = None
     if existing is None:
+        nim_deployment = nim_deployment_body(config.image_name, config.image_tag, config.gpu)
         dm.create_deployment(name, namespace, model, nim_deployment)
         context.log.info(f"Requested deployment {namespace}/{name} of {model}")
 
@@ -117,60 +97,53 @@ def deploy_and_wait(
     doc = wait_for_remote(
         context,
         what=f"deployment {namespace}/{name}",
-        fetch=lambda: _deployment_or_gone(dm, namespace, name),
+        fetch=current,
+        is_done=lambda d: is_ready(d) or is_failed(d) or deployment_status(d) == GONE,
         status_of=deployment_status,
-        cancel=None,  # a half-started NIM is torn down by the teardown job, not by a terminated run
+        # no cancel: a half-started NIM is torn down by the teardown job, not by a terminated run
         timeout_s=timeout_s,
         interval_s=config.poll_interval_s,
-        terminal=READY_STATUSES | FAILED_DEPLOYMENT_STATUSES | {"gone"},
         describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
         timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise timeout_s and materialize again.",
     )
-    status = deployment_status(doc)
-    if status not in READY_STATUSES:
+    if not is_ready(doc):
         description = (doc.get("status_details") or {}).get("description") or "no description"
         raise Failure(
-            f"Deployment {namespace}/{name} of {model} ended {status}: {description}. "
+            f"Deployment {namespace}/{name} of {model} ended {deployment_status(doc)}: {description}. "
             "Run teardown_deployments_job to remove it."
         )
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
-    wait_for_remote(
-        context,
-        what=f"NIM gateway listing {served_name}",
-        fetch=lambda: {"status": "listed" if served_name in nim_client.list_models() else "waiting"},
-        status_of=lambda d: d["status"],
-        cancel=None,
-        timeout_s=remaining,
-        interval_s=config.poll_interval_s,
-        terminal={"listed"},
-    )
+    what = f"NIM gateway listing {served_name}"
+    with remote_wait(context, what, remaining):
+        nim_client.wait_for_model(
+            served_name,
+            timeout_s=remaining,
+            interval_s=config.poll_interval_s,
+            on_update=progress_logger(context, what, lambda ids: "listed" if served_name in ids else "waiting"),
+            max_interval_s=4 * config.poll_interval_s,
+        )
     ready_after = time.monotonic() - started
     vectors = nim_client.embed(["embed-ft smoke test"], served_name, input_type="query")
-    dimension = len(vectors[0])
-    return {
-        "deployment": f"{namespace}/{name}",
-        "model": model,
-        "served_name": served_name,
-        "dimension": dimension,
-        "nim_url": nim.url(),
-        "ready_after_s": ready_after,
-    }
+    return Deployment(
+        deployment=f"{namespace}/{name}",
+        model=model,
+        served_name=served_name,
+        dimension=len(vectors[0]),
+        nim_url=nim.url(),
+        ready_after_s=ready_after,
+    )
 
 
-def _deployment_or_gone(dm, namespace: str, name: str) -> dict:
-    return dm.get_deployment(namespace, name) or {"status": "gone"}
-
-
-def _result(info: dict[str, Any]) -> MaterializeResult:
+def _result(info: Deployment) -> MaterializeResult:
     metadata = {
-        "deployment": info["deployment"],
-        "model": info["model"],
-        "served_name": info["served_name"],
-        "nim_url": info["nim_url"],
-        "dimension": float(info["dimension"]),
-        "ready_after_s": float(info["ready_after_s"]),
+        "deployment": info.deployment,
+        "model": info.model,
+        "served_name": info.served_name,
+        "nim_url": info.nim_url,
+        "dimension": float(info.dimension),
+        "ready_after_s": float(info.ready_after_s),
     }
-    return MaterializeResult(value=info, metadata=metadata, data_version=DataVersion(info["model"]))
+    return MaterializeResult(value=info, metadata=metadata, data_version=DataVersion(info.model))
 
 
 def deployment_names(experiment: str) -> dict[str, str]:
@@ -189,13 +162,13 @@ def deployment_names(experiment: str) -> dict[str, str]:
 def fine_tuned_nim(
     context: AssetExecutionContext,
     config: DeployConfig,
-    fine_tuned_model: dict,
+    fine_tuned_model: FineTunedModel,
     deployment: DeploymentResource,
     nim: NimResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     name = deployment_names(config.experiment)["fine_tuned"]
-    info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, name, fine_tuned_model["output_model"])
+    info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model)
     return _result(info)
 
 

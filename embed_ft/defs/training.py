@@ -2,6 +2,7 @@
 
 
 import hashlib
+import json
 import re
 import tempfile
 import time
@@ -12,17 +13,12 @@ from dagster import AssetExecutionContext, Config, DataVersion, Failure, Materia
 from pydantic import Field, field_validator
 
 from ..nemo.customizer import failure_detail, sft_config_body, sft_job_body
+from ..nemo.status import COMPLETED, job_status
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import (
-    ACTIVE_JOB_STATUSES,
-    backend_errors_as_failures,
-    fail_on_invalid_run_config,
-    markdown_table,
-    norm_status,
-    stable_hash,
-    wait_for_remote,
-)
+from .common import backend_errors_as_failures, fail_on_invalid_run_config, markdown_table, stable_hash
+from .remote_jobs import run_remote_job
+from .values import FineTunedModel, TripletSplits, UploadedDataset
 
 TRAINING_DATASET_CODE_VERSION = "1"
 FINE_TUNED_MODEL_CODE_VERSION = "1"
@@ -73,8 +69,6 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
 
     A manifest of content hashes travels with the files, so re-materializing unchanged data uploads nothing.
     """
-    import json
-
     manifest = {path: {"sha256": file_sha256(local), "size": Path(local).stat().st_size} for path, local in files.items()}
     remote_files = ds_client.list_files(repo_id)
     if MANIFEST_PATH in remote_files:
@@ -93,6 +87,14 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
     return {"uploaded": True, "commit": commit or ds_client.head_revision(repo_id), "manifest": manifest}
 
 
+def ensure_repo(ds_client, namespace: str, name: str) -> str:
+    """The Data Store repo ``namespace/name``, created (with its namespace) when missing; returns its id."""
+    repo_id = f"{namespace}/{name}"
+    ds_client.ensure_namespace(namespace)
+    ds_client.create_repo(repo_id)
+    return repo_id
+
+
 @asset(
     automation_condition=GPU_STAGE_CONDITION,
     group_name="training",
@@ -104,43 +106,37 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
 def training_dataset(
     context: AssetExecutionContext,
     config: TrainingDatasetConfig,
-    specter_triplets: dict,
+    specter_triplets: TripletSplits,
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     fail_on_invalid_run_config(context)
     ns = entity_store.namespace
-    repo_id = f"{ns}/{config.dataset_name}"
     es, ds = entity_store.client(), datastore.client()
     es.ensure_namespace(ns)
-    ds.ensure_namespace(ns)
-    ds.create_repo(repo_id)
+    repo_id = ensure_repo(ds, ns, config.dataset_name)
     files = {
-        "training/training.jsonl": Path(specter_triplets["training"]),
-        "validation/validation.jsonl": Path(specter_triplets["validation"]),
+        "training/training.jsonl": specter_triplets.training,
+        "validation/validation.jsonl": specter_triplets.validation,
     }
-    upload = upload_if_changed(context, ds, repo_id, files, f"embed-ft: data version {specter_triplets['data_version']}")
+    upload = upload_if_changed(context, ds, repo_id, files, f"embed-ft: data version {specter_triplets.data_version}")
     files_url = ds.files_url(repo_id)
     es.create_dataset(
         config.dataset_name, ns, files_url, description="SPECTER triplets formatted by embed-ft", project="embedding_sft"
     )
-    version = stable_hash(specter_triplets["data_version"], upload["manifest"])[:16]
-    value = {
-        "namespace": ns,
-        "name": config.dataset_name,
-        "repo_id": repo_id,
-        "files_url": files_url,
-        "commit": upload["commit"],
-        "data_version": version,
-    }
+    version = stable_hash(specter_triplets.data_version, upload["manifest"])[:16]
+    value = UploadedDataset(
+        namespace=ns, name=config.dataset_name, repo_id=repo_id, files_url=files_url, commit=upload["commit"],
+        data_version=version,
+    )
     metadata = {
         "repo_id": repo_id,
         "files_url": files_url,
         "commit_id": str(upload["commit"] or ""),
         "uploaded": upload["uploaded"],
         **{f"size_bytes/{p.split('/')[0]}": float(m["size"]) for p, m in upload["manifest"].items()},
-        "rows/training": float(specter_triplets["rows"]["training"]),
-        "rows/validation": float(specter_triplets["rows"]["validation"]),
+        "rows/training": float(specter_triplets.rows["training"]),
+        "rows/validation": float(specter_triplets.rows["validation"]),
     }
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
@@ -204,8 +200,10 @@ class FineTuneConfig(ExperimentConfig):
         return v
 
 
-def customization_bodies(config: FineTuneConfig, namespace: str, dataset: dict, uses_local: bool) -> dict[str, Any]:
-    """The Customizer config and job bodies of nemo-api.md section 5, with this run's values."""
+def customization_bodies(
+    config: FineTuneConfig, namespace: str, dataset: UploadedDataset, uses_local: bool
+) -> dict[str, Any]:
+    """The Customizer config and job bodies (docs/NEMO_CONTRACT.md, section 5) with this run's values."""
     defaults = backend_defaults(uses_local)
     target = config.target or defaults.target
     config_body = sft_config_body(
@@ -223,8 +221,8 @@ def customization_bodies(config: FineTuneConfig, namespace: str, dataset: dict, 
     job_body = sft_job_body(
         "",  # named by the caller, after the idempotency key is known
         f"{namespace}/{config_body['name']}",
-        dataset["namespace"],
-        dataset["name"],
+        dataset.namespace,
+        dataset.name,
         f"{namespace}/{output_model_name}",
         epochs=config.epochs,
         batch_size=config.batch_size or defaults.batch_size,
@@ -240,7 +238,7 @@ def customization_bodies(config: FineTuneConfig, namespace: str, dataset: dict, 
 
 
 def describe_training(status: dict) -> str:
-    parts = [f"status={norm_status(status.get('status'))}"]
+    parts = [f"status={job_status(status)}"]
     if status.get("percentage_done") is not None:
         parts.append(f"{float(status['percentage_done']):.0f}%")
     if status.get("steps_completed") is not None:
@@ -274,7 +272,7 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
 def fine_tuned_model(
     context: AssetExecutionContext,
     config: FineTuneConfig,
-    training_dataset: dict,
+    training_dataset: UploadedDataset,
     customizer: CustomizerResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
@@ -282,33 +280,30 @@ def fine_tuned_model(
     uses_local = customizer.uses_local_platform
     defaults = backend_defaults(uses_local)
     bodies = customization_bodies(config, entity_store.namespace, training_dataset, uses_local)
-    key = stable_hash(training_dataset["data_version"], bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION)
+    key = stable_hash(training_dataset.data_version, bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION)
     job_body = {"name": f"{config.experiment}-embed-sft-{key[:12]}", **bodies["job"]}
 
-    job = cz.find_job(key)
-    if job is not None and norm_status(job.get("status")) in ACTIVE_JOB_STATUSES | {"completed"}:
-        context.log.info(f"Reattaching to customization job {job['id']} ({norm_status(job.get('status'))}) for key {key[:12]}")
-    else:
-        if job is not None:
-            context.log.info(f"Previous job {job['id']} for this input ended {norm_status(job.get('status'))}: submitting a new one.")
+    def submit() -> dict:
         cz.create_config(bodies["config"])
         job = cz.create_job(job_body, idempotency_key=key)
         context.log.info(f"Submitted customization job {job['id']} -> {job.get('output_model')}")
-    job_id = job["id"]
+        return job
 
     started = time.monotonic()
-    status = wait_for_remote(
+    job_id, status = run_remote_job(
         context,
-        what=f"customization job {job_id}",
-        fetch=lambda: {**cz.get_status(job_id), "id": job_id},
-        status_of=lambda s: norm_status(s.get("status")),
-        cancel=lambda: cz.cancel_job(job_id),
+        what="customization job",
+        key=key,
+        find=cz.find_job,
+        submit=submit,
+        fetch=lambda job_id: {**cz.get_status(job_id), "id": job_id},
+        cancel=cz.cancel_job,
         timeout_s=config.timeout_s or defaults.training_timeout_s,
         interval_s=config.poll_interval_s,
         describe=describe_training,
     )
-    final = norm_status(status.get("status"))
-    if final != "completed":
+    final = job_status(status)
+    if final != COMPLETED:
         raise Failure(
             f"Customization job {job_id} ended {final}: {failure_detail(status) or 'no detail reported by the Customizer'}",
             metadata={"job_id": job_id, "status": final},
@@ -336,11 +331,11 @@ def fine_tuned_model(
         metadata["val_loss_final"] = float(series["val_loss"][-1][1])
     if status.get("steps_completed") is not None:
         metadata["steps_completed"] = float(status["steps_completed"])
-    value = {
-        "job_id": job_id,
-        "output_model": output_model,
-        "served_name": output_model.split("@", 1)[0],
-        "target": bodies["target"],
-        "experiment": config.experiment,
-    }
+    value = FineTunedModel(
+        job_id=job_id,
+        output_model=output_model,
+        served_name=output_model.split("@", 1)[0],
+        target=bodies["target"],
+        experiment=config.experiment,
+    )
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))

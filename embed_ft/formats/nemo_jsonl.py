@@ -101,7 +101,8 @@ def read_rows(path: str | Path, label: Optional[str] = None, *, strict: bool = F
     if problems:
         shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
         more = len(problems) - MAX_LISTED_PROBLEMS
-        raise TripletFileError(f"{label}: {len(problems)} broken row(s): {shown}" + (f"; and {more} more" if more > 0 else ""))
+        more_text = f"; and {more} more" if more > 0 else ""
+        raise TripletFileError(f"{label}: {len(problems)} broken row(s): {shown}{more_text}")
     if not rows:
         raise TripletFileError(f"{label}: has no rows")
     return rows

@@ -1,12 +1,12 @@
 """Thin clients of the NeMo Microservices v1 wire contract (no Dagster here).
 
 One client per service over a shared :class:`ServiceHTTP` (timeouts, safe retries, typed errors,
-redacted secrets). The contract is ``shared/reference/nemo-api.md``.
+redacted secrets). The contract is ``docs/NEMO_CONTRACT.md``.
 """
 
 from .customizer import CustomizerClient, failure_detail, sft_config_body, sft_job_body
 from .datastore import DataStoreClient, files_url
-from .deployment import DeploymentClient, deployment_status, nim_deployment_body
+from .deployment import DeploymentClient, nim_deployment_body
 from .entity_store import EntityStoreClient
 from .errors import (
     Conflict,
@@ -25,7 +25,8 @@ from .errors import (
 from .evaluator import EvaluatorClient, beir_task, parse_metrics, retriever_config, retriever_target
 from .http import CreateResult, ServiceHTTP, outcome_unknown
 from .nim import NimClient
-from .polling import PollTimeout, is_job_terminal, job_status, normalize_status, poll
+from .polling import PollTimeout, poll
+from .status import deployed_model, deployment_status, is_terminal, job_status, normalize_status
 
 __all__ = [
     "Conflict",
@@ -47,10 +48,11 @@ __all__ = [
     "ServiceHTTP",
     "Unauthorized",
     "beir_task",
+    "deployed_model",
     "deployment_status",
     "failure_detail",
     "files_url",
-    "is_job_terminal",
+    "is_terminal",
     "job_status",
     "nim_deployment_body",
     "normalize_status",

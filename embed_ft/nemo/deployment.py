@@ -6,7 +6,20 @@ from typing import Any
 
 from .errors import Conflict, NemoAPIError
 from .http import CreateResult, ServiceHTTP, create_or_fetch, segment
-from .polling import DEPLOYMENT_FAILURE_STATUSES, DEPLOYMENT_READY_STATUSES, normalize_status
+# The deployment status helpers live in status.py; importing them here keeps `nemo.deployment` the one place a
+# deployment caller (bench/bench_embeddings.py) needs.
+from .status import deployed_model, deployment_status, is_failed, is_ready
+
+__all__ = [
+    "EMBEDQA_IMAGE",
+    "EMBEDQA_TAG",
+    "DeploymentClient",
+    "deployed_model",
+    "deployment_status",
+    "is_failed",
+    "is_ready",
+    "nim_deployment_body",
+]
 
 DEPLOYMENTS = "/v1/deployment/model-deployments"
 # Deployment Management answers 500 instead of 409 when the deployment already exists (a reported quirk).
@@ -20,32 +33,6 @@ def nim_deployment_body(
 ) -> dict:
     """The tutorial's ``nim_deployment``: the embedding NIM has no LoRA support, so it must be disabled."""
     return {"image_name": image_name, "image_tag": image_tag, "gpu": gpu, "disable_lora_support": disable_lora_support}
-
-
-def deployment_status(doc: dict | None) -> str:
-    """``status_details.status`` (or ``status``) in lower case; ``"unknown"`` if absent."""
-    if not isinstance(doc, dict):
-        return "unknown"
-    details = doc.get("status_details")
-    if isinstance(details, dict) and details.get("status"):
-        return normalize_status(details["status"])
-    return normalize_status(doc.get("status"))
-
-
-def is_ready(doc: dict | None) -> bool:
-    return deployment_status(doc) in DEPLOYMENT_READY_STATUSES
-
-
-def is_failed(doc: dict | None) -> bool:
-    return deployment_status(doc) in DEPLOYMENT_FAILURE_STATUSES
-
-
-def deployed_model(doc: dict) -> str | None:
-    """The model a deployment serves, when the document says (inline ``config.model`` or top-level ``model``)."""
-    config = doc.get("config")
-    if isinstance(config, dict) and isinstance(config.get("model"), str):
-        return config["model"]
-    return doc.get("model") if isinstance(doc.get("model"), str) else None
 
 
 class DeploymentClient:
@@ -83,9 +70,6 @@ class DeploymentClient:
         """The deployment, or None if it does not exist."""
         return self.http.get_or_none(f"{DEPLOYMENTS}/{segment(namespace)}/{segment(name)}")
 
-    def list_deployments(self, max_pages: int = 20) -> list[dict]:
-        return list(self.http.iter_pages(DEPLOYMENTS, max_pages=max_pages, call="list model deployments"))
-
     def delete_deployment(self, namespace: str, name: str) -> bool:
         """Delete (free the GPU); False if it did not exist."""
         try:
@@ -95,5 +79,3 @@ class DeploymentClient:
             if exc.status == 404:
                 return False
             raise
-
-    deployment_status = staticmethod(deployment_status)

@@ -34,6 +34,7 @@ from .errors import (
     redact,
     register_secret,
 )
+from .status import is_terminal
 
 log = logging.getLogger("embed_ft.nemo")
 
@@ -317,8 +318,6 @@ def create_job_once(http: "ServiceHTTP", path: str, body: dict, idempotency_key:
                     find: Any) -> CreateResult:
     """POST a job exactly once. If the answer is lost after sending, look the job up by its idempotency key
     (``find(key)``) and return it when found (``recovered=True``); without a key, or not found, raise."""
-    from .errors import NemoAPIError
-
     try:
         return CreateResult(http.post(path, json=body, call=f"create {what}"), created=True)
     except NemoAPIError as exc:
@@ -342,14 +341,11 @@ def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str
 
 def cancel_job(http: "ServiceHTTP", jobs_path: str, job_id: str, what: str, get_job: Any) -> dict:
     """Ask a job to stop. A job that already ended (the server answers 400/409/422) is returned as it is."""
-    from .errors import NemoAPIError
-    from .polling import is_job_terminal
-
     try:
         return http.post(f"{jobs_path}/{segment(job_id)}/cancel", call=f"cancel {what}") or {}
     except NemoAPIError as exc:
         if exc.status in (400, 409, 422):
             job = get_job(job_id)
-            if is_job_terminal(job):
+            if is_terminal(job):
                 return job
         raise

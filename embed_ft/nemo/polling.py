@@ -1,4 +1,4 @@
-"""Polling remote state until it is terminal, and the status vocabulary shared by all NeMo job kinds."""
+"""Polling remote state until it is terminal (the status vocabulary is `status.py`)."""
 
 from __future__ import annotations
 
@@ -8,37 +8,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .errors import NemoConnectionError, ServerError
+from .status import normalize_status
 
 log = logging.getLogger("embed_ft.nemo")
 
 T = TypeVar("T")
-
-# Wire values (lower case on v1; v2 servers use upper case, hence normalize_status everywhere).
-JOB_SUCCESS_STATUSES = frozenset({"completed"})
-JOB_FAILURE_STATUSES = frozenset({"failed", "cancelled", "error"})
-JOB_TERMINAL_STATUSES = JOB_SUCCESS_STATUSES | JOB_FAILURE_STATUSES
-JOB_ACTIVE_STATUSES = frozenset({"created", "pending", "running", "cancelling"})
-DEPLOYMENT_READY_STATUSES = frozenset({"ready"})
-DEPLOYMENT_FAILURE_STATUSES = frozenset({"failed", "cancelled", "error", "lost"})
-
-
-def normalize_status(value: Any) -> str:
-    """A status as a lower-case string (``"READY"`` -> ``"ready"``); missing -> ``"unknown"``."""
-    if value is None:
-        return "unknown"
-    text = str(value).strip().lower()
-    return text or "unknown"
-
-
-def job_status(doc: Any) -> str:
-    """The normalized ``status`` of a job document (customization or evaluation)."""
-    return normalize_status(doc.get("status") if isinstance(doc, dict) else None)
-
-
-def is_job_terminal(status_or_doc: Any) -> bool:
-    status = job_status(status_or_doc) if isinstance(status_or_doc, dict) else normalize_status(status_or_doc)
-    return status in JOB_TERMINAL_STATUSES
-
 
 class PollTimeout(TimeoutError):
     """The remote state did not become terminal in time; the remote operation is probably still going."""

@@ -1,87 +1,46 @@
-"""The FastAPI application of the local platform: one router per NeMo service on one port."""
+"""The FastAPI application of the local platform: one router per NeMo service on one port.
+
+The lifespan builds the ``PlatformContext`` (every service) and closes it; routes reach it through
+``api/deps.py``. Domain errors become HTTP answers in one exception handler (``api/errors.py``).
+"""
 
 from __future__ import annotations
 
 import hmac
-import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from . import faults
+from .api import customizer, datastore, deployment, entities, evaluator, nim
+from .api.errors import HANDLED, domain_error_handler
+from .context import build_context
 from .settings import PlatformSettings
-from .store import EntityStore, utc_now
 
-log = logging.getLogger("embed_ft.platform")
-
-# Job kinds whose non-terminal documents are stale after a restart (their worker died with the old process).
-JOB_KINDS = ("customization_job", "evaluation_job")
-ACTIVE_STATUSES = ("created", "pending", "running", "cancelling")
 UNAUTHENTICATED_PATHS = {"/health", "/v1/health/ready", "/v1/health/live"}
-
-
-@dataclass
-class PlatformContext:
-    settings: PlatformSettings
-    store: EntityStore
-    # Runtime objects owned by the service modules (trainer, deployments, evaluator, ...), set at start-up.
-    services: dict[str, Any] = field(default_factory=dict)
-
-
-def recover_interrupted_jobs(store: EntityStore) -> int:
-    """Mark jobs that were active when the platform died as failed, with a detail that says why."""
-    count = 0
-    for kind, id_, doc in store.kinds_with_status(JOB_KINDS, ACTIVE_STATUSES):
-        logs = list(doc.get("status_logs") or [])
-        detail = (
-            f"The platform process stopped while this job was {doc.get('status')}; "
-            "the job was interrupted and will not resume. Submit it again."
-        )
-        logs.append({"updated_at": utc_now(), "message": "PlatformRestarted", "detail": detail})
-        patch: dict[str, Any] = {"status": "failed", "status_logs": logs}
-        details = dict(doc.get("status_details") or {})
-        details["message"] = detail
-        patch["status_details"] = details
-        store.update(kind, id_, patch)
-        count += 1
-    return count
+# Order matters where paths overlap: the Entity Store's GET /v1/models also answers the NIM's (see api/entities.py).
+ROUTERS = (datastore.router, entities.router, customizer.router, deployment.router, nim.router, evaluator.router)
 
 
 def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     settings = settings or PlatformSettings()
-    settings.ensure_dirs()
-    store = EntityStore(settings.db_path)
-    ctx = PlatformContext(settings=settings, store=store)
-
-    from .routers import customizer, datastore, deployment, entities, evaluator, nim
-
-    modules = [datastore, entities, customizer, deployment, nim, evaluator]
+    job_faults = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        recovered = recover_interrupted_jobs(store)
-        if recovered:
-            log.warning("marked %d interrupted job(s) as failed after restart", recovered)
-        for module in modules:
-            hook = getattr(module, "on_startup", None)
-            if hook:
-                hook(ctx)
+        ctx = build_context(settings)
+        app.state.ctx = ctx
+        if job_faults is not None:
+            job_faults.attach(ctx)
         try:
             yield
         finally:
-            for module in reversed(modules):
-                hook = getattr(module, "on_shutdown", None)
-                if hook:
-                    try:
-                        hook(ctx)
-                    except Exception:  # shutdown must go on for the others
-                        log.exception("shutdown hook of %s failed", module.__name__)
-            store.close()
+            ctx.close()
 
     app = FastAPI(title="embed-ft local NeMo platform", version="1", lifespan=lifespan)
-    app.state.ctx = ctx
+    for error_class in HANDLED:
+        app.add_exception_handler(error_class, domain_error_handler)
 
     @app.middleware("http")
     async def require_bearer_token(request: Request, call_next):
@@ -99,12 +58,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok", "service": "embed-ft-local-platform"}
 
-    for module in modules:
-        app.include_router(module.router)
-    # --- fault injection hook (issue 7): test-only, never enabled from the environment or the command line.
-    if settings.enable_faults:
-        from .faults import install as install_faults
-
-        install_faults(app, ctx)
-    # --- end of fault injection hook
+    for router in ROUTERS:
+        app.include_router(router)
+    if settings.enable_faults:  # test-only: never enabled from the environment or the command line
+        job_faults = faults.install(app)
     return app

@@ -33,28 +33,23 @@ import asyncio
 import json
 import logging
 import re
-import signal
 import socket
 import struct
 import threading
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .store import atomic_write_text, utc_now
+from .fault_jobs import MAX_DELAY_S, JobFailIn, JobFaults
+from .store import utc_now
 
 log = logging.getLogger("embed_ft.platform.faults")
 
 CONTROL_PREFIX = "/_faults"
 # Requests carrying this header are never faulted: the test harness observes the platform through them.
 EXEMPT_HEADER = b"x-embed-ft-fault-exempt"
-MAX_DELAY_S = 600.0
-MAX_WATCH_S = 900.0
-WATCH_POLL_S = 0.05
 
 
 # ---------------------------------------------------------------------------------------------------- rules
@@ -286,115 +281,6 @@ class FaultMiddleware:
             await send(message)
 
 
-# ----------------------------------------------------------------------------------------------- job faults
-
-
-class JobFailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["customization", "evaluation"]
-    job_id: str | None = Field(None, description="The job to fail; empty: the next job of this kind that runs.")
-    detail: str = Field("injected fault: the job's worker crashed", min_length=1, max_length=2000)
-    after_s: float = Field(0.0, ge=0, le=MAX_DELAY_S, description="Seconds of running before it fails.")
-    wait_s: float = Field(MAX_WATCH_S, gt=0, le=MAX_WATCH_S, description="Give up if no such job runs by then.")
-
-
-class JobFaults:
-    """Failing and stalling the platform's running jobs through the hooks their services offer.
-
-    - customization: the training worker process is told the job's error (``result.json`` of its job folder,
-      the file the worker itself writes on failure) and killed; the trainer's monitor then fails the job with
-      that detail, exactly as when torch crashes mid-run.
-    - evaluation: the next progress update of the job raises ``EvaluationError(detail)`` inside the worker
-      thread, which fails the job with that detail; a stall blocks that update until released or cancelled.
-    """
-
-    def __init__(self, ctx: Any, injector: FaultInjector) -> None:
-        self.ctx = ctx
-        self.injector = injector
-        self._lock = threading.Lock()
-        self._eval_fail: dict[str | None, str] = {}  # job id (None: any) -> detail
-        self._eval_stall = threading.Event()
-        self._installed = False
-
-    # evaluation
-
-    def _install_evaluation_hook(self) -> None:
-        service = self.ctx.services.get("evaluator")
-        if service is None or self._installed:
-            return
-        from .evaluation import EvaluationCancelled, EvaluationError
-
-        original = service._set_progress
-        faults = self
-
-        def set_progress(job_id: str, percent: int, message: str, task_status: dict) -> None:
-            with faults._lock:
-                detail = faults._eval_fail.pop(job_id, None) or faults._eval_fail.pop(None, None)
-            if detail is not None:
-                faults.injector.record("job_fail", f"evaluation job {job_id}", detail=detail)
-                raise EvaluationError(detail)
-            if faults._eval_stall.is_set():
-                faults.injector.record("job_stall", f"evaluation job {job_id}")
-                deadline = time.monotonic() + MAX_WATCH_S
-                while faults._eval_stall.is_set() and time.monotonic() < deadline:
-                    if service._should_stop(job_id):
-                        raise EvaluationCancelled()
-                    time.sleep(WATCH_POLL_S)
-            original(job_id, percent, message, task_status)
-
-        service._set_progress = set_progress  # instance attribute: this app's service only
-        self._installed = True
-
-    def stall_evaluations(self, on: bool) -> None:
-        self._install_evaluation_hook()
-        if on:
-            self._eval_stall.set()
-        else:
-            self._eval_stall.clear()
-
-    # both
-
-    def fail(self, spec: JobFailIn) -> dict[str, Any]:
-        if spec.kind == "evaluation":
-            self._install_evaluation_hook()
-            if spec.job_id is not None:
-                doc = self.ctx.store.get("evaluation_job", spec.job_id)
-                if doc is None:
-                    raise HTTPException(404, f"evaluation job {spec.job_id!r} not found")
-                if doc["status"] in ("completed", "failed", "cancelled"):
-                    raise HTTPException(409, f"evaluation job {spec.job_id} is already {doc['status']}")
-            with self._lock:
-                self._eval_fail[spec.job_id] = spec.detail
-            return {"armed": True, "kind": "evaluation", "job_id": spec.job_id}
-        if spec.job_id is not None and self.ctx.store.get("customization_job", spec.job_id) is None:
-            raise HTTPException(404, f"customization job {spec.job_id!r} not found")
-        threading.Thread(target=self._fail_training, args=(spec,), daemon=True, name="fault-fail-training").start()
-        return {"armed": True, "kind": "customization", "job_id": spec.job_id}
-
-    def _fail_training(self, spec: JobFailIn) -> None:
-        deadline = time.monotonic() + spec.wait_s
-        running_since: float | None = None
-        while time.monotonic() < deadline:
-            trainer = self.ctx.services.get("trainer")
-            job_id = getattr(trainer, "_running_job", None)
-            pid = trainer.running_process_pid() if trainer is not None else None
-            if job_id and pid and (spec.job_id in (None, job_id)):
-                running_since = running_since or time.monotonic()
-                if time.monotonic() - running_since >= spec.after_s:
-                    result_path = Path(self.ctx.settings.jobs_dir) / job_id / "result.json"
-                    atomic_write_text(result_path, json.dumps({"status": "failed", "error": spec.detail}))
-                    try:
-                        import os
-
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    self.injector.record("job_fail", f"customization job {job_id}", detail=spec.detail, pid=pid)
-                    return
-            time.sleep(WATCH_POLL_S)
-        log.warning("fault injection: no customization job ran within %.0f s; nothing failed", spec.wait_s)
-
-
 # ----------------------------------------------------------------------------------------------- control API
 
 
@@ -435,17 +321,18 @@ def control_router(injector: FaultInjector, job_faults: JobFaults) -> APIRouter:
     return router
 
 
-def install(app: Any, ctx: Any) -> FaultInjector:
+def install(app: Any) -> JobFaults:
     """Mount the control API and wrap the whole middleware stack (token check included) in the fault layer.
 
     The fault layer sits outside everything so that a reset reaches uvicorn's transport and a rule also fires
-    on requests the token check refuses. The control routes themselves still require the token.
+    on requests the token check refuses. The control routes themselves still require the token. The returned
+    ``JobFaults`` is attached to the platform's job runners once the app has started (``JobFaults.attach``).
     """
     injector = FaultInjector()
-    job_faults = JobFaults(ctx, injector)
+    job_faults = JobFaults(injector.record)
     app.include_router(control_router(injector, job_faults))
     build = app.build_middleware_stack
     app.build_middleware_stack = lambda: FaultMiddleware(build(), injector)
     app.state.faults = injector
     log.warning("fault injection is ENABLED on this platform (tests only)")
-    return injector
+    return job_faults

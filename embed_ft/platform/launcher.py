@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import requests
 
 from .settings import PlatformSettings
-from .store import atomic_write_text, utc_now
+from .store import utc_now
 
 STATE_FILE = "platform.json"
 LOCK_FILE = "platform.lock"
@@ -94,49 +94,11 @@ def log_path(settings: PlatformSettings) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The serving side (``python -m embed_ft.platform serve``)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def serve_forever(settings: PlatformSettings, allow_remote: bool = False, log_level: str = "info") -> None:
-    """Run the platform in this process until SIGTERM/SIGINT; record it in ``<home>/platform.json`` meanwhile.
-
-    ``settings.port`` 0 lets the OS pick a free port; the chosen one is what the state file records.
-    """
-    import uvicorn
-
-    from .app import create_app
-
-    check_bind_allowed(settings.host, allow_remote, settings.token)
-    settings.ensure_dirs()
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                            timeout_graceful_shutdown=10)
-    sock = config.bind_socket()  # bind first, so the state file names the port we really hold
-    settings.port = sock.getsockname()[1]
-    state = {
-        "pid": os.getpid(),
-        "host": settings.host,
-        "port": settings.port,
-        "url": f"http://{connect_host(settings.host)}:{settings.port}",
-        "home": str(settings.home),
-        "started_at": utc_now(),
-    }
-    atomic_write_text(state_path(settings), json.dumps(state, indent=1))
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
-        current = _read_state(settings)
-        if current and current.get("pid") == os.getpid():
-            state_path(settings).unlink(missing_ok=True)
-
-
-# --------------------------------------------------------------------------------------------------------------
 # The managing side
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _read_state(settings: PlatformSettings) -> dict[str, Any] | None:
+def read_state(settings: PlatformSettings) -> dict[str, Any] | None:
     try:
         data = json.loads(state_path(settings).read_text("utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -183,7 +145,7 @@ def _healthy(url: str) -> bool:
 
 def status(settings: PlatformSettings) -> dict[str, Any]:
     """Where the platform of ``settings.home`` stands: running/healthy, pid, url, port, and file locations."""
-    state = _read_state(settings)
+    state = read_state(settings)
     result: dict[str, Any] = {
         "home": str(settings.home),
         "state_file": str(state_path(settings)),
@@ -322,7 +284,7 @@ def _wait_healthy(settings: PlatformSettings, pid: int, process: subprocess.Pope
             return None
         if process is None and not _pid_alive(pid):
             return None
-        state = _read_state(settings)
+        state = read_state(settings)
         if state and state.get("pid") == pid and state.get("url") and _healthy(state["url"]):
             return state["url"]
         time.sleep(0.2)
@@ -359,7 +321,7 @@ def _terminate(pid: int, grace_s: float) -> None:
 
 def stop(settings: PlatformSettings, grace_s: float = DEFAULT_STOP_GRACE_S) -> bool:
     """Stop the platform of ``settings.home`` (SIGTERM, SIGKILL after ``grace_s``); True if one was running."""
-    state = _read_state(settings)
+    state = read_state(settings)
     if state is None:
         return False
     pid = state["pid"]

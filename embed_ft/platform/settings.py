@@ -35,10 +35,6 @@ class PlatformSettings:
         if self.token is None:
             self.token = os.environ.get("EMBED_FT_PLATFORM_TOKEN") or None
 
-    @classmethod
-    def from_env(cls, **overrides) -> "PlatformSettings":
-        return cls(**overrides)
-
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"

@@ -1,4 +1,4 @@
-"""The platform's durable state: JSON documents in SQLite, and atomic file writes.
+"""The platform's durable state: JSON documents in SQLite.
 
 Every entity (namespace, dataset, model, target, config, job, deployment) is one JSON document keyed by
 (kind, id). Named entities use id ``namespace/name``; jobs use their job id. SQLite in WAL mode gives us
@@ -8,11 +8,9 @@ atomic, crash-safe updates, so a restarted platform sees every completed entity.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 import string
-import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,29 +30,6 @@ def utc_now() -> str:
 def new_id(prefix: str) -> str:
     """NeMo-style ids, e.g. ``cust-MZopzmY1UjbPcM5oZAqTwc`` (22 base62 characters)."""
     return f"{prefix}-" + "".join(secrets.choice(_BASE62) for _ in range(22))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class EntityStore:

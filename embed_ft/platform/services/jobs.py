@@ -17,15 +17,12 @@ import queue
 import threading
 from typing import Any, Callable
 
+from embed_ft.nemo.status import ACTIVE_JOB_STATUSES, FAILED, TERMINAL_JOB_STATUSES
+
 from ..store import EntityStore, utc_now
 
 log = logging.getLogger("embed_ft.platform.jobs")
 
-# Status vocabulary of platform jobs.
-CREATED, PENDING, RUNNING, CANCELLING = "created", "pending", "running", "cancelling"
-COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-ACTIVE_STATUSES = (CREATED, PENDING, RUNNING, CANCELLING)
-TERMINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)
 QUEUE_POLL_S = 0.2
 
 
@@ -80,7 +77,7 @@ class JobRunner:
         """Mark every job of this kind that is still active in the store (its worker died with the old process)
         as failed, with a detail that says why."""
         count = 0
-        for _, job_id, doc in self.store.kinds_with_status([self.kind], ACTIVE_STATUSES):
+        for _, job_id, doc in self.store.kinds_with_status([self.kind], ACTIVE_JOB_STATUSES):
             detail = (
                 f"The platform process stopped while this job was {doc.get('status')}; "
                 "the job was interrupted and will not resume. Submit it again."
@@ -89,18 +86,25 @@ class JobRunner:
             count += 1
         return count
 
-    def stop(self, timeout_s: float, abandoned: Callable[[dict[str, Any]], tuple[str, str | None]]) -> None:
-        """Stop the worker thread (the running job sees ``stopping``) and fail every job that will never run here:
-        the queued ones, and a running one its service did not finish. ``abandoned(doc)`` words the failure."""
+    def stop(
+        self,
+        timeout_s: float,
+        fail_abandoned: Callable[[str, dict[str, Any]], None],
+        interrupt: Callable[[], None] | None = None,
+    ) -> None:
+        """Stop the worker thread and fail every job that will never run here: the queued ones, and a running one
+        its service did not finish. ``interrupt()`` (after ``stopping`` is set) ends the running job's work at
+        once; ``fail_abandoned(job_id, doc)`` marks an abandoned job failed, in the service's words."""
         self._stopping.set()
         running = self._current
+        if interrupt is not None:
+            interrupt()
         self._thread.join(timeout_s)
         for job_id in self._drain_queue() + ([running] if running else []):
             with self.lock:
                 doc = self.store.get(self.kind, job_id)
-                if doc is not None and doc["status"] not in TERMINAL_STATUSES:  # a cancelled one stays cancelled
-                    message, detail = abandoned(doc)
-                    self.set_status(job_id, FAILED, message, detail)
+                if doc is not None and doc["status"] not in TERMINAL_JOB_STATUSES:  # a cancelled one stays cancelled
+                    fail_abandoned(job_id, doc)
 
     @property
     def stopping(self) -> bool:

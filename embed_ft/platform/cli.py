@@ -1,0 +1,66 @@
+"""``embed-ft platform serve|stop|status`` (also ``python -m embed_ft.platform ...``): run or manage the local
+platform of one home.
+
+    embed-ft platform serve --home ./.embed_ft/platform --port 8765
+
+The token comes from ``--token`` or, better (command lines are visible to other users), EMBED_FT_PLATFORM_TOKEN.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .launcher import RemoteBindRefused, status as platform_status, stop as stop_platform
+from .server import serve_forever
+from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings
+
+HOME_HELP = "platform home (default $EMBED_FT_HOME or ./.embed_ft/platform)"
+
+
+def _settings(**options) -> PlatformSettings:
+    return PlatformSettings(**{key: value for key, value in options.items() if value is not None})
+
+
+@click.group(name="platform")
+def platform_group() -> None:
+    """The embedded NeMo-compatible local platform."""
+
+
+@platform_group.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="bind address")
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="port, 0 = any free one")
+@click.option("--home", type=click.Path(path_type=Path), help=HOME_HELP)
+@click.option("--beir-root", type=click.Path(path_type=Path), help="folder of BEIR datasets (default <home>/beir)")
+@click.option("--token", help="require 'Authorization: Bearer <token>' (prefer $EMBED_FT_PLATFORM_TOKEN)")
+@click.option("--max-upload-bytes", type=int, help="largest accepted upload")
+@click.option("--allow-remote", is_flag=True, help="allow a non-loopback --host (a token is then required)")
+@click.option("--log-level", default="info", show_default=True)
+def serve(host: str, port: int, home: Path | None, beir_root: Path | None, token: str | None,
+          max_upload_bytes: int | None, allow_remote: bool, log_level: str) -> None:
+    """Serve the platform in the foreground until SIGTERM/Ctrl-C."""
+    settings = _settings(host=host, port=port, home=home, beir_root=beir_root, token=token,
+                         max_upload_bytes=max_upload_bytes)
+    try:
+        serve_forever(settings, allow_remote=allow_remote, log_level=log_level)
+    except RemoteBindRefused as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+
+
+@platform_group.command()
+@click.option("--home", type=click.Path(path_type=Path), help=HOME_HELP)
+def stop(home: Path | None) -> None:
+    """Stop the detached platform of this home."""
+    settings = _settings(home=home)
+    stopped = stop_platform(settings)
+    click.echo("stopped" if stopped else f"no platform was running for {settings.home}")
+
+
+@platform_group.command()
+@click.option("--home", type=click.Path(path_type=Path), help=HOME_HELP)
+def status(home: Path | None) -> None:
+    """Show whether the platform of this home is running, and where (JSON)."""
+    click.echo(json.dumps(platform_status(_settings(home=home)), default=str, indent=2))

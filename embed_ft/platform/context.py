@@ -1,0 +1,78 @@
+"""``PlatformContext``: every service of one running platform, built once when the app starts.
+
+``build_context(settings)`` opens the store, seeds the default customization target, restores deployments and
+starts the job runners (each first marks the jobs a dead process left active as failed); ``close()`` stops them
+in reverse order and closes the store. Routes reach the services through ``api/deps.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .services.customization import CustomizationService
+from .services.datastore_namespaces import DatastoreNamespaces
+from .services.deployments import DeploymentService
+from .services.entities import EntitiesService
+from .services.evaluation.resources import EvaluatorResources
+from .services.evaluation.service import EvaluationService
+from .services.model_weights import seed_defaults
+from .services.repo_store import RepoStore
+from .services.serving import ServingRegistry
+from .services.training.service import CustomizationTrainer
+from .settings import PlatformSettings
+from .store import EntityStore
+
+log = logging.getLogger("embed_ft.platform")
+
+
+@dataclass
+class PlatformContext:
+    settings: PlatformSettings
+    store: EntityStore
+    repos: RepoStore
+    datastore_namespaces: DatastoreNamespaces
+    entities: EntitiesService
+    serving: ServingRegistry
+    deployments: DeploymentService
+    trainer: CustomizationTrainer
+    customization: CustomizationService
+    evaluator: EvaluationService
+    evaluator_resources: EvaluatorResources
+
+    def close(self) -> None:
+        """Stop the job runners (newest first), then close the store; a failing step does not stop the others."""
+        for stop in (self.evaluator.stop, self.trainer.shutdown):
+            try:
+                stop()
+            except Exception:  # shutdown must go on for the others
+                log.exception("stopping %s failed", stop.__qualname__)
+        self.store.close()
+
+
+def build_context(settings: PlatformSettings) -> PlatformContext:
+    """Open the platform's state under ``settings.home`` and start its services."""
+    settings.ensure_dirs()
+    store = EntityStore(settings.db_path)
+    repos = RepoStore(settings)
+    serving = ServingRegistry()
+    trainer = CustomizationTrainer(settings, store, repos)
+    evaluator = EvaluationService(settings, store, repos, serving)
+    ctx = PlatformContext(
+        settings=settings,
+        store=store,
+        repos=repos,
+        datastore_namespaces=DatastoreNamespaces(store, repos),
+        entities=EntitiesService(store),
+        serving=serving,
+        deployments=DeploymentService(settings, store, serving),
+        trainer=trainer,
+        customization=CustomizationService(settings, store, trainer),
+        evaluator=evaluator,
+        evaluator_resources=EvaluatorResources(store, evaluator),
+    )
+    seed_defaults(store)
+    trainer.start()
+    ctx.deployments.restore()
+    evaluator.start()
+    return ctx

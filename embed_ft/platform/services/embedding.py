@@ -1,0 +1,150 @@
+"""Loading sentence-transformers models and embedding texts with them, with NIM's input_type/truncate semantics.
+
+torch and sentence-transformers are imported lazily (heavy): the platform starts fast and only pays for them
+once a model is deployed.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import MalformedRequestError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sentence_transformers import SentenceTransformer
+
+# Input types of the NIM embedding API, and the prompt names sentence-transformers models use for them.
+INPUT_TYPE_PROMPTS = {"query": ("query",), "passage": ("passage", "document", "corpus")}
+
+
+class ModelInputError(MalformedRequestError):
+    """An embedding request the model cannot serve (too long with truncate=NONE, bad input_type, ...)."""
+
+
+
+_MODEL_CACHE_SIZE = 4
+_model_cache: "OrderedDict[tuple[str, str], SentenceTransformer]" = OrderedDict()
+_model_cache_lock = threading.Lock()
+# Fast tokenizers are not safe for concurrent use ("Already borrowed"): one encode at a time per model.
+_encode_locks: dict[int, threading.Lock] = {}
+
+
+def default_device() -> str:
+    import torch  # lazy: heavy, and only needed once a model is loaded
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(path: Path | str, device: str | None = None) -> "SentenceTransformer":
+    """Load a sentence-transformers folder once per (path, device); keeps the last few models in memory."""
+    from sentence_transformers import SentenceTransformer  # lazy: heavy
+
+    device = device or default_device()
+    key = (str(Path(path).resolve()), device)
+    with _model_cache_lock:
+        if key in _model_cache:
+            _model_cache.move_to_end(key)
+            return _model_cache[key]
+    model = SentenceTransformer(key[0], device=device, local_files_only=True)
+    model.eval()
+    with _model_cache_lock:
+        model = _model_cache.setdefault(key, model)
+        _encode_locks.setdefault(id(model), threading.Lock())
+        while len(_model_cache) > _MODEL_CACHE_SIZE:
+            _, evicted = _model_cache.popitem(last=False)
+            _encode_locks.pop(id(evicted), None)
+    return model
+
+
+def unload_model(path: Path | str) -> None:
+    """Drop every cached copy of the model at ``path`` (undeploy)."""
+    resolved = str(Path(path).resolve())
+    with _model_cache_lock:
+        for key in [k for k in _model_cache if k[0] == resolved]:
+            _encode_locks.pop(id(_model_cache.pop(key)), None)
+
+
+def embedding_dimension(model: "SentenceTransformer") -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
+def prompt_name_for(model: "SentenceTransformer", input_type: str | None) -> str | None:
+    """The model's own prompt for a NIM input_type, or None (encode the text as-is)."""
+    if input_type is None:
+        return None
+    if input_type not in INPUT_TYPE_PROMPTS:
+        raise ModelInputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
+    prompts = getattr(model, "prompts", None) or {}
+    return next((name for name in INPUT_TYPE_PROMPTS[input_type] if name in prompts), None)
+
+
+def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: str) -> list[str]:
+    """NIM truncate semantics: END (cut the end: the model's own behaviour), START (keep the end), NONE (refuse)."""
+    if truncate == "END":
+        return texts
+    tokenizer = model.tokenizer
+    limit = int(model.max_seq_length) - 2  # [CLS] and [SEP]
+    ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+    out = []
+    for index, (text, token_ids) in enumerate(zip(texts, ids)):
+        if len(token_ids) <= limit:
+            out.append(text)
+        elif truncate == "NONE":
+            raise ModelInputError(
+                f"input[{index}] has {len(token_ids)} tokens, more than the model's maximum of {limit} "
+                "(truncate is NONE; use END or START to truncate)"
+            )
+        else:
+            out.append(tokenizer.decode(token_ids[-limit:]))
+    return out
+
+
+def count_tokens(model: "SentenceTransformer", texts: list[str]) -> int:
+    """Tokens the model actually reads (special tokens included, after truncation to max_seq_length)."""
+    ids = model.tokenizer(texts, truncation=True, max_length=int(model.max_seq_length))["input_ids"]
+    return sum(len(x) for x in ids)
+
+
+def embed(
+    model: "SentenceTransformer",
+    texts: list[str],
+    input_type: str | None = None,
+    truncate: str = "END",
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+) -> np.ndarray:
+    """Embed ``texts`` -> float32 array (n, dim). Uses the model's query/passage prompt when it defines one.
+
+    Normalisation is the model's business: a model with a Normalize module returns unit vectors, others not.
+    """
+    truncate = (truncate or "END").upper()
+    if truncate not in ("NONE", "START", "END"):
+        raise ModelInputError(f"truncate must be NONE, START or END, got {truncate!r}")
+    prompt_name = prompt_name_for(model, input_type)
+    lock = _encode_locks.setdefault(id(model), threading.Lock())
+    with lock:
+        texts = _truncate_texts(model, list(texts), truncate)
+        if not texts:
+            return np.zeros((0, embedding_dimension(model)), dtype=np.float32)
+        vectors = model.encode(
+            texts,
+            prompt_name=prompt_name,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+            show_progress_bar=show_progress_bar,
+        )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def encode_base64(vector: np.ndarray) -> str:
+    """NIM ``encoding_format: base64``: base64 of the little-endian float32 bytes."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
