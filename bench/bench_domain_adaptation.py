@@ -1,8 +1,8 @@
 """Quality gained, locally: a real domain-adaptation proof (issue 6, item 4).
 
 The full Dagster lineage runs on the local platform: the data stage turns SciFact's **train** split (queries +
-corpus + train qrels) into triplets (positive = the judged document, negatives mined with the base model from the
-top-ranked non-relevant documents), the Customizer fine-tunes all-MiniLM-L6-v2 on them, and the Evaluator scores
+corpus + train qrels) into triplets (positive = the judged document, negatives mined with the base model by the
+`mined_triplets` asset: sentence-transformers' mine_hard_negatives, its Launchpad settings), the Customizer fine-tunes all-MiniLM-L6-v2 on them, and the Evaluator scores
 baseline and fine-tuned NIMs on SciFact's **test** queries (disjoint from the train queries) and on an
 out-of-domain task. Never tune on test queries: every knob here is chosen before looking at test figures.
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
-    parser.add_argument("--negatives", type=int, default=1, help="hard negatives mined per training row")
+    parser.add_argument("--negatives", type=int, default=None, help="hard negatives mined per training row (default: mined_triplets' default)")
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--test-size", type=int, default=80, help="train queries held out (in-domain held-out task)")
     parser.add_argument("--seed", type=int, default=42)
@@ -81,8 +81,9 @@ def main() -> None:
     run_config = {
         "ops": {
             "specter_raw": {
-                "config": {"source": str(scifact), "source_kind": "beir", "split": "train", "beir_num_negatives": args.negatives}
+                "config": {"source": str(scifact), "source_kind": "beir", "split": "train"}
             },
+            "mined_triplets": {"config": {} if args.negatives is None else {"num_negatives": args.negatives}},
             "specter_triplets": {
                 "config": {"sample_size": None, "sample_fraction": 1.0, "test_size": args.test_size, "validation_size": 0.05, "seed": args.seed}
             },

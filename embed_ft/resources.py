@@ -23,7 +23,7 @@ from .nemo.evaluator import EvaluatorClient
 from .nemo.http import ServiceHTTP
 from .nemo.nim import NimClient
 from .platform.launcher import ensure_running
-from .platform.settings import PlatformSettings
+from .platform.settings import PlatformSettings, service_urls
 
 DEFAULT_NAMESPACE = "embed-sft-ns"
 LOCAL_PLATFORM_SERVICE = "embed-ft-local-platform"
@@ -134,6 +134,12 @@ class EvaluatorResource(NemoServiceResource):
 class NimResource(NemoServiceResource):
     """NIM inference gateway (OpenAI-compatible embeddings)."""
 
+    def url(self) -> str:
+        if self._resolved_url is None:
+            # The local platform serves the NIM routes under its own prefix (NIM_URL != NEMO_URL, as on a cluster).
+            self._resolved_url = (self.base_url or service_urls(local_platform_url())["NIM_URL"]).rstrip("/")
+        return self._resolved_url
+
     def client(self) -> NimClient:
         return NimClient(self._http("nim"))
 
@@ -157,13 +163,15 @@ def resources_from_env() -> dict[str, NemoServiceResource]:
 
 
 def resources_for_url(base_url: str, namespace: str = DEFAULT_NAMESPACE, token: Optional[str] = None) -> dict:
-    """All six resources pointing at one host (the local platform serves every NeMo service on one port)."""
-    common = dict(base_url=base_url, token=token)
+    """All six resources of a local platform answering at ``base_url`` (one port serves every NeMo service; the NIM
+    routes under its NIM_URL prefix)."""
+    urls = service_urls(base_url)
+    common = dict(base_url=urls["NEMO_URL"], token=token)
     return {
-        "datastore": DataStoreResource(**common),
+        "datastore": DataStoreResource(base_url=urls["NDS_URL"], token=token),
         "entity_store": EntityStoreResource(**common, namespace=namespace),
         "customizer": CustomizerResource(**common),
         "deployment": DeploymentResource(**common),
         "evaluator": EvaluatorResource(**common),
-        "nim": NimResource(**common),
+        "nim": NimResource(base_url=urls["NIM_URL"], token=token),
     }

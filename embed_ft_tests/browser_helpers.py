@@ -41,6 +41,7 @@ WEBSERVER_STOP_TIMEOUT_S = 20.0
 
 LINEAGE_ASSETS = [
     "specter_raw",
+    "mined_triplets",
     "specter_triplets",
     "training_dataset",
     "fine_tuned_model",

@@ -27,9 +27,10 @@ import requests
 REPO_ROOT = Path(__file__).absolute().parents[1]
 LOCAL_TARGET = "sentence-transformers/all-minilm-l6-v2@v1"
 LOCAL_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TRAINING_ASSETS = ["specter_raw", "specter_triplets", "training_dataset", "fine_tuned_model"]
-BASELINE_ASSETS = ["specter_raw", "specter_triplets", "heldout_eval_dataset", "baseline_nim", "baseline_evaluation"]
+TRAINING_ASSETS = ["specter_raw", "mined_triplets", "specter_triplets", "training_dataset", "fine_tuned_model"]
+BASELINE_ASSETS = ["specter_raw", "mined_triplets", "specter_triplets", "heldout_eval_dataset", "baseline_nim", "baseline_evaluation"]
 WAIT_S = 240.0
+EXPERIMENT_KEY = "_experiment"  # not Dagster config: the experiment (partition) of the run, see materialize_assets
 # The harness's own requests (watching the platform) are never faulted and never use up a rule.
 harness = requests.Session()
 harness.headers["x-embed-ft-fault-exempt"] = "1"
@@ -116,14 +117,17 @@ def wait_for_job_status(base_url: str, kind: str, statuses: Iterable[str], token
 def run_config(source: Path, data_root: Path, experiment: str = "faults", max_steps: int = 3,
                poll_s: float = 0.3, deploy_timeout_s: float | None = None, eval_tasks: Iterable[str] = ("file://tinybeir/",),
                select: Iterable[str] | None = None) -> dict:
-    """Run config of the lineage with explicit local-platform values (target, base model, tasks), tiny and fast."""
+    """Run config of the lineage with explicit local-platform values (target, base model, tasks), tiny and fast.
+
+    ``experiment`` is the partition key of the experiment assets: kept under `EXPERIMENT_KEY`, which
+    `materialize_assets` takes out of the config and passes as the run's partition."""
     fast = {"poll_interval_s": poll_s}
-    deploy = {"experiment": experiment, **fast, **({"timeout_s": deploy_timeout_s} if deploy_timeout_s else {})}
+    deploy = {**fast, **({"timeout_s": deploy_timeout_s} if deploy_timeout_s else {})}
     evaluation = {"tasks": list(eval_tasks), **fast}
     ops = {
         "specter_raw": {"config": {"source": str(source), "storage_root": str(data_root)}},
         "specter_triplets": {"config": {"test_size": 8, "validation_size": 0.15, "seed": 7, "storage_root": str(data_root)}},
-        "fine_tuned_model": {"config": {"experiment": experiment, "target": LOCAL_TARGET, "max_steps": max_steps,
+        "fine_tuned_model": {"config": {"target": LOCAL_TARGET, "max_steps": max_steps,
                                         "batch_size": 8, "learning_rate": 5e-5, "max_seq_length": 64, **fast}},
         "fine_tuned_nim": {"config": deploy},
         "baseline_nim": {"config": {**deploy, "base_model": LOCAL_BASE_MODEL}},
@@ -132,7 +136,7 @@ def run_config(source: Path, data_root: Path, experiment: str = "faults", max_st
     }
     if select is not None:
         ops = {name: cfg for name, cfg in ops.items() if name in set(select)}
-    return {"ops": ops}
+    return {"ops": ops, EXPERIMENT_KEY: experiment}
 
 
 def make_resources(base_url: str, token: str | None = None, read_timeout_s: float = 60.0,
@@ -158,12 +162,18 @@ def make_resources(base_url: str, token: str | None = None, read_timeout_s: floa
 
 
 def materialize_assets(names: list[str], resources: dict, config: dict, instance, raise_on_error: bool = False):
-    from dagster import materialize
+    from dagster import AssetKey, materialize
 
     from embed_ft.definitions import lineage_assets
+    from embed_ft.defs.experiments import EXPERIMENTS, add_experiment
 
+    config = dict(config)
+    experiment = config.pop(EXPERIMENT_KEY, None) or "faults"
+    partitioned = any(a.partitions_def == EXPERIMENTS for a in lineage_assets if set(a.keys) & {AssetKey(n) for n in names})
+    if partitioned:
+        add_experiment(instance, experiment)
     return materialize(lineage_assets, selection=names, resources=resources, run_config=config,
-                       instance=instance, raise_on_error=raise_on_error)
+                       instance=instance, raise_on_error=raise_on_error, partition_key=experiment if partitioned else None)
 
 
 def failure_text(result) -> str:

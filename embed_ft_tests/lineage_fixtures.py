@@ -55,8 +55,10 @@ def write_beir_set(root: Path, name: str = "tinybeir") -> Path:
     return folder
 
 
-def tiny_lineage_run_config(source: str, beir_task: str, experiment: str = "browser") -> dict:
-    """Run config of the whole lineage on tiny data: few rows, three training steps, fast polling."""
+def tiny_lineage_run_config(source: str, beir_task: str, max_steps: int = 3) -> dict:
+    """Run config of the whole lineage on tiny data: few rows, ``max_steps`` training steps, fast polling.
+
+    The experiment is not in the config: it is the partition key of the run (`materialize_experiment`)."""
     fast = {"poll_interval_s": 0.5}
     evaluation = {"tasks": [beir_task], **fast}
     return {
@@ -64,11 +66,30 @@ def tiny_lineage_run_config(source: str, beir_task: str, experiment: str = "brow
             "specter_raw": {"config": {"source": source}},
             "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15, "seed": 7}},
             "fine_tuned_model": {
-                "config": {"experiment": experiment, "max_steps": 3, "batch_size": 8, "learning_rate": 5e-5, **fast}
+                "config": {"max_steps": max_steps, "batch_size": 8, "learning_rate": 5e-5, **fast}
             },
-            "fine_tuned_nim": {"config": {"experiment": experiment, **fast}},
-            "baseline_nim": {"config": {"experiment": experiment, **fast}},
+            "fine_tuned_nim": {"config": fast},
+            "baseline_nim": {"config": fast},
             "baseline_evaluation": {"config": evaluation},
             "fine_tuned_evaluation": {"config": evaluation},
         }
     }
+
+
+def materialize_experiment(instance, resources: dict, run_config: dict, experiment: str, selection=None, **kwargs):
+    """Register ``experiment`` and materialize the lineage (or ``selection``) for it, checks included."""
+    from dagster import materialize
+
+    from embed_ft.definitions import defs, lineage_assets
+    from embed_ft.defs.experiments import prepare_experiment_run
+
+    run_config = prepare_experiment_run(instance, experiment, run_config)
+    return materialize(
+        [*lineage_assets, *(defs.asset_checks or [])],
+        resources=resources,
+        run_config=run_config,
+        instance=instance,
+        partition_key=experiment,
+        selection=selection,
+        **kwargs,
+    )

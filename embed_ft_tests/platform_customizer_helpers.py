@@ -11,6 +11,8 @@ import pytest
 import requests
 from huggingface_hub import HfApi
 
+from embed_ft.platform.settings import service_urls
+
 TIMEOUT = (5, 60)  # connect, read seconds of every request
 
 TOPICS = [
@@ -129,4 +131,6 @@ def deploy(base_url: str, namespace: str, name: str, model: str, timeout_s: floa
 
 
 def embeddings(base_url: str, model: str, texts: list[str] | str, **extra: Any) -> requests.Response:
-    return requests.post(f"{base_url}/v1/embeddings", json={"model": model, "input": texts, **extra}, timeout=TIMEOUT)
+    """``POST {NIM_URL}/v1/embeddings`` of the platform at ``base_url`` (NEMO_URL)."""
+    return requests.post(f"{service_urls(base_url)['NIM_URL']}/v1/embeddings",
+                         json={"model": model, "input": texts, **extra}, timeout=TIMEOUT)

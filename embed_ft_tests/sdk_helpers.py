@@ -159,15 +159,19 @@ def check_body(params_type: Any, body: dict) -> list[str]:
 
 
 class RecordedCalls(list):
-    """``(method, path, json body)`` of every request an ``embed_ft.nemo`` client sent through its ``ServiceHTTP``."""
+    """``(method, path, json body)`` of every request an ``embed_ft.nemo`` client sent through its ``ServiceHTTP``; the
+    path is relative to the client's base URL (``/v1/embeddings`` whether NIM_URL is a host or a host and a path)."""
 
     def attach(self, http: Any) -> Any:
         """Record the requests of ``http`` (a ``ServiceHTTP``) from now on; returns it."""
         session = http.session
         send = session.request
+        base_path = urlsplit(http.base_url).path.rstrip("/")  # NIM_URL may carry a path (/nim on the local platform)
 
         def recording(method, url, *args, **kwargs):
-            self.append((method.upper(), urlsplit(url).path, kwargs.get("json")))
+            path = urlsplit(url).path
+            self.append((method.upper(), path[len(base_path):] if path.startswith(base_path + "/") else path,
+                         kwargs.get("json")))
             return send(method, url, *args, **kwargs)
 
         session.request = recording

@@ -13,7 +13,8 @@ from embed_ft.data.beir import load_beir
 from embed_ft.data.specter import SourceError, build_triplet_splits, load_specter_source
 from embed_ft.defs.evaluation import EvaluationConfig
 from embed_ft.defs.serving import BaselineDeployConfig, DeployConfig
-from embed_ft.defs.training import ExperimentConfig, FineTuneConfig, TrainingDatasetConfig
+from embed_ft.defs.teardown import TeardownConfig
+from embed_ft.defs.training import FineTuneConfig, TrainingDatasetConfig
 from embed_ft.nemo.errors import NemoAPIError, NemoResponseError
 from embed_ft.nemo.evaluator import EvaluatorClient
 from embed_ft.nemo.http import ServiceHTTP
@@ -86,8 +87,8 @@ CONFIG_CASES = [
     (FineTuneConfig, {"learning_rate": 5.0}, "learning_rate must be in (0, 1)"),
     (FineTuneConfig, {"finetuning_type": "qlora"}, "finetuning_type"),
     (FineTuneConfig, {"poll_interval_s": 0}, "poll_interval_s must be > 0"),
-    (ExperimentConfig, {"experiment": ""}, "experiment must be 1-63 characters"),
-    (ExperimentConfig, {"experiment": "../escape"}, "experiment must be 1-63 characters"),
+    (TeardownConfig, {"experiments": [""]}, "experiments[] must be 1-63 characters"),
+    (TeardownConfig, {"experiments": ["../escape"]}, "experiments[] must be 1-63 characters"),
     (TrainingDatasetConfig, {"dataset_name": "Has Spaces"}, "dataset_name must be"),
     (EvaluationConfig, {"tasks": ["scidocs"]}, "unknown evaluation task 'scidocs'"),
     (EvaluationConfig, {"tasks": []}, "tasks must name at least one BEIR task"),

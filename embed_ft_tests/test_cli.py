@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manage
 
 from embed_ft.cli import main
 from embed_ft.defs.data import specter_raw, specter_triplets
-from embed_ft.defs.evaluation import evaluation_report
+from embed_ft.defs.experiments import add_experiment
+from embed_ft.defs.mining import mined_triplets
+from embed_ft.defs.report import evaluation_report
 from embed_ft.defs.training import training_dataset
 from embed_ft.defs.values import EvaluationResult
 from embed_ft.resources import resources_for_url
@@ -43,6 +46,11 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+def invoke_any(*args: str):
+    """Like `invoke`, for commands whose exit code is the answer (SystemExit is not an error here)."""
+    return CliRunner().invoke(main, list(args))
+
+
 def test_help_lists_every_command():
     result = invoke("--help")
     assert result.exit_code == 0
@@ -56,23 +64,30 @@ def test_help_lists_every_command():
 
 def test_platform_status_on_an_empty_home(homes):
     _, platform_home = homes
-    result = invoke("platform", "status")
-    assert result.exit_code == 0, result.output
+    result = invoke_any("platform", "status", "--json")
+    assert result.exit_code == 1, result.output  # down: non-zero, for scripts
     status = json.loads(result.output)
     assert status["running"] is False
     assert status["healthy"] is False
     assert status["home"] == str(platform_home)
+    human = invoke_any("platform", "status")
+    assert human.exit_code == 1
+    assert human.output.splitlines()[:2] == [
+        "local platform: down",
+        "start it with: embed-ft platform serve (foreground), or let embed-ft run start it",
+    ]
     stopped = invoke("platform", "stop")
     assert stopped.exit_code == 0
     assert "no platform was running" in stopped.output
 
 
-def test_report_without_any_materialization_fails_clearly(homes):
+def test_report_without_any_materialization_says_how_to_create_one(homes):
     dagster_home, _ = homes
     result = CliRunner().invoke(main, ["report"])
     assert result.exit_code != 0
-    assert "No evaluation_report materialization" in result.output
+    assert "no evaluation_report yet in" in result.output
     assert str(dagster_home) in result.output
+    assert "Create one with: embed-ft run" in result.output
 
 
 def evaluation(model: str, scores: dict[str, dict[str, float]]) -> EvaluationResult:
@@ -93,12 +108,17 @@ class FixedUpstreamIOManager(IOManager):
         return self.upstream[context.asset_key.to_user_string()]
 
 
-def materialize_report(instance: DagsterInstance, baseline: EvaluationResult, fine_tuned: EvaluationResult) -> None:
+def materialize_report(
+    instance: DagsterInstance, baseline: EvaluationResult, fine_tuned: EvaluationResult, experiment: str
+) -> None:
+    """The report of ``experiment`` (its partition), as the lineage would materialize it."""
     upstream = {"baseline_evaluation": baseline, "fine_tuned_evaluation": fine_tuned}
+    add_experiment(instance, experiment)
     result = materialize(
         [evaluation_report, *(SourceAsset(key) for key in upstream)],
         instance=instance,
         resources={"io_manager": io_manager(lambda _: FixedUpstreamIOManager(upstream))},
+        partition_key=experiment,
     )
     assert result.success
 
@@ -109,8 +129,8 @@ def test_report_prints_the_latest_table_and_the_metric_history(homes):
     first = evaluation("tuned-model-1", {"scifact": {"ndcg_cut_10": 0.65, "recall_10": 0.72}})
     second = evaluation("tuned-model-2", {"scifact": {"ndcg_cut_10": 0.7, "recall_10": 0.75}})
     with DagsterInstance.from_config(str(dagster_home)) as instance:
-        materialize_report(instance, baseline, first)
-        materialize_report(instance, baseline, second)
+        materialize_report(instance, baseline, first, "exp-a")
+        materialize_report(instance, baseline, second, "exp-b")
         run_ids = [
             r.run_id
             for r in instance.fetch_materializations(AssetKey("evaluation_report"), limit=10, ascending=True).records
@@ -120,22 +140,23 @@ def test_report_prints_the_latest_table_and_the_metric_history(homes):
     result = invoke("report")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    # The latest report: the markdown table of the second materialization.
-    assert lines[0].startswith("| task | metric | baseline | fine-tuned | delta | relative |")
-    assert "| scifact | ndcg_cut_10 | 0.6000 | 0.7000 | 0.1000 | +16.67% |" in lines
-    assert "0.6500" not in "\n".join(lines[: lines.index("")])
-    # The history: one line per materialization, oldest first, baseline -> fine-tuned on the chosen metric.
-    history = [line for line in lines if line.startswith("- run ")]
-    assert history == [
-        f"- run {run_ids[0][:8]}: scifact: 0.6000 -> 0.6500",
-        f"- run {run_ids[1][:8]}: scifact: 0.6000 -> 0.7000",
-    ]
+    # The latest report: when, which experiment and run, then the table of the second materialization.
+    assert re.fullmatch(rf"latest report: \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, experiment exp-b, run {run_ids[1]}", lines[0])
+    assert lines[1].split() == ["task", "metric", "baseline", "fine-tuned", "change"]
+    assert lines[2].split() == ["scifact", "ndcg_cut_10", "0.6000", "0.7000", "+16.67%"]
+    assert lines[3].split() == ["scifact", "recall_10", "0.7000", "0.7500", "+7.14%"]
+    # The history: one line per materialization, oldest first, with date, experiment and the whole run id.
+    history = [line for line in lines if line.startswith("- ")]
+    assert len(history) == 2
+    assert history[0].endswith(f"experiment exp-a  run {run_ids[0]}: scifact 0.6000 -> 0.6500 (+8.33%)")
+    assert history[1].endswith(f"run {run_ids[1]}: scifact 0.6000 -> 0.7000 (+16.67%)")
+    assert lines[-1] == f"history lives in {dagster_home}"
     recall = invoke("report", "--metric", "recall_10")
-    assert f"- run {run_ids[1][:8]}: scifact: 0.7000 -> 0.7500" in recall.output
+    assert f"run {run_ids[1]}: scifact 0.7000 -> 0.7500 (+7.14%)" in recall.output
     latest_only = invoke("report", "--latest")
     assert latest_only.exit_code == 0
-    assert "- run " not in latest_only.output
-    assert "| scifact | recall_10 |" in latest_only.output
+    assert "\n- " not in latest_only.output
+    assert "recall_10" in latest_only.output
 
 
 def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str, str]:
@@ -172,9 +193,12 @@ def test_run_rejects_invalid_config_before_any_remote_call(tmp_path, options, fi
             text=True,
             timeout=300,
         )
-        assert proc.returncode != 0, proc.stdout + proc.stderr
-        assert field in proc.stderr, proc.stderr[-3000:]
-        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.returncode == 2, proc.stdout + proc.stderr  # preflight failed
+        problems = [line for line in proc.stdout.splitlines() if line.startswith("  config: ")]
+        assert len(problems) in (1, 2), proc.stdout  # a task problem is named for both evaluations
+        assert field in problems[0]
+        assert " -> fix: " in problems[0]
+        assert "Traceback" not in proc.stdout + proc.stderr
         jobs = requests.get(f"{base_url}/v1/customization/jobs", timeout=10).json()["data"]
         assert jobs == []
         datasets = requests.get(f"{base_url}/v1/datasets", timeout=10).json()["data"]
@@ -194,7 +218,7 @@ def test_unreachable_backend_fails_the_first_remote_asset_with_url_and_reason(tm
     source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
     base_url = closed_loopback_url()
     result = materialize(
-        [specter_raw, specter_triplets, training_dataset],
+        [specter_raw, mined_triplets, specter_triplets, training_dataset],
         resources=resources_for_url(base_url),
         run_config={
             "ops": {

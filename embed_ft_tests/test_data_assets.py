@@ -11,19 +11,29 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
+    AssetSelection,
     DagsterInstance,
     Definitions,
     Failure,
     RunRequest,
+    SensorResult,
     SkipReason,
     asset,
     build_sensor_context,
+    define_asset_job,
     materialize,
 )
 
+from embed_ft.data.specter import local_data_version
 from embed_ft.defs import data as data_defs
-from embed_ft.defs.data import SpecterSourceConfig
-from embed_ft.defs.data_refresh import build_specter_source_sensor, data_refresh_job, specter_source_sensor
+from embed_ft.defs.data import PINNED_REVISION_TAG, SpecterSourceConfig
+from embed_ft.defs.data_refresh import (
+    SOURCE_ENV,
+    build_specter_source_sensor,
+    data_refresh_job,
+    specter_source,
+    specter_source_sensor,
+)
 from embed_ft.defs.values import TripletSplits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -238,14 +248,23 @@ def test_definitions_load_and_refresh_job_selects_only_data_assets():
         sensors=[specter_source_sensor],
     )
     job = defs.resolve_job_def("data_refresh_job")
-    assert job.asset_layer.executable_asset_keys == {AssetKey("specter_raw"), AssetKey("specter_triplets")}
+    assert job.asset_layer.executable_asset_keys == {
+        AssetKey("specter_raw"), AssetKey("mined_triplets"), AssetKey("specter_triplets")
+    }
     sensor = defs.resolve_sensor_def("specter_source_sensor")
     assert sensor.job_name == "data_refresh_job"
 
 
 def tick(sensor, instance, cursor):
+    """(RunRequest or SkipReason, new cursor) of one evaluation; a change is also observed on specter_source."""
     context = build_sensor_context(instance=instance, cursor=cursor)
     outcome = sensor(context)
+    if isinstance(outcome, SensorResult):
+        (request,) = outcome.run_requests
+        (observation,) = outcome.asset_events
+        assert observation.asset_key == AssetKey("specter_source")
+        assert observation.tags["dagster/data_version"] == request.tags["embed_ft/source_version"]
+        return request, context.cursor
     return outcome, context.cursor
 
 
@@ -362,6 +381,59 @@ def test_sensor_follows_hub_revisions_and_pins_them(fake_hub):
             outcome, cursor = tick(sensor, instance, cursor)
             outcomes.append(outcome)
     assert [isinstance(o, RunRequest) for o in outcomes] == [True, False, True, False]
-    assert outcomes[0].run_config["ops"]["specter_raw"]["config"]["revision"] == "1" * 40
-    assert outcomes[2].run_config["ops"]["specter_raw"]["config"]["revision"] == "2" * 40
+    # The run builds exactly the sha seen, pinned by a tag: the stored `revision` setting is left alone.
+    assert outcomes[0].tags[PINNED_REVISION_TAG] == "1" * 40
+    assert outcomes[2].tags[PINNED_REVISION_TAG] == "2" * 40
+    assert "revision" not in outcomes[0].run_config["ops"]["specter_raw"]["config"]
     assert cursor == "2" * 40
+
+
+def test_sensor_launched_refresh_keeps_the_split_the_user_chose(tmp_path, monkeypatch):
+    """Issue 14, item 9: a user materializes the data with a 5-row held-out split; the source changes; the run the
+    sensor requests carries no split settings, yet it rebuilds with the stored ones (not the 1,000-row default)."""
+    monkeypatch.delenv(SOURCE_ENV, raising=False)
+    root = tmp_path / "root"
+    source = write(tmp_path / "src" / "a.jsonl", records(n_queries=20))
+    chosen = {"sample_size": 30, "validation_size": 4, "test_size": 5, "seed": 3}
+    defs = Definitions(
+        assets=[specter_source, *data_defs.data_assets], asset_checks=data_defs.data_checks,
+        jobs=[data_refresh_job], sensors=[specter_source_sensor],
+    )
+    with DagsterInstance.ephemeral() as instance:
+        first = materialize_data(str(source), root, instance=instance, **chosen)
+        assert first.output_for_node("specter_triplets").rows["testing"] == 5
+        stored = instance.get_latest_materialization_event(AssetKey("specter_triplets")).asset_materialization
+        assert stored.metadata["settings"].value == {**chosen, "storage_root": str(root)}
+
+        # The production sensor (no fixed source) watches what specter_raw was last built from: unchanged, no run.
+        outcome, cursor = tick(defs.resolve_sensor_def("specter_source_sensor"), instance, None)
+        assert isinstance(outcome, SkipReason)
+        write(source, records(n_queries=24))
+        request, cursor = tick(defs.resolve_sensor_def("specter_source_sensor"), instance, cursor)
+        assert isinstance(request, RunRequest)
+        assert "specter_triplets" not in request.run_config["ops"]
+        assert request.run_config["ops"]["specter_raw"]["config"]["source"] == str(source)
+
+        refresh = defs.resolve_job_def("data_refresh_job").execute_in_process(
+            run_config=request.run_config, tags=request.tags, instance=instance
+        )
+        assert refresh.success
+        rebuilt = refresh.output_for_node("specter_triplets")
+        assert rebuilt.rows["testing"] == 5
+        assert rebuilt.rows["validation"] == 4
+        assert rebuilt.data_version != first.output_for_node("specter_triplets").data_version
+        assert rebuilt.root == (root / "triplets").resolve()  # the stored storage_root too
+
+
+def test_source_asset_observes_the_content_hash_of_a_local_source(tmp_path, monkeypatch):
+    source = write(tmp_path / "src" / "a.jsonl", records())
+    monkeypatch.setenv(SOURCE_ENV, str(source))
+    observe = define_asset_job("observe_source", selection=AssetSelection.keys("specter_source"))
+    defs = Definitions(assets=[specter_source], jobs=[observe])
+    with DagsterInstance.ephemeral() as instance:
+        assert defs.resolve_job_def("observe_source").execute_in_process(instance=instance).success
+        record = instance.fetch_observations(AssetKey("specter_source"), limit=1).records[0]
+        observation = record.asset_observation
+        assert observation.tags["dagster/data_version"] == local_data_version(source)
+        assert observation.metadata["version_is"].value == "content hash"
+        assert observation.metadata["source_kind"].value == "local"

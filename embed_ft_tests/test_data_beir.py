@@ -1,4 +1,5 @@
-"""embed_ft.data.beir: loading, the held-out split as a BEIR set, training triplets with mined hard negatives."""
+"""embed_ft.data.beir and embed_ft.data.mining: loading, the held-out split as a BEIR set, hard negatives mined
+with sentence-transformers, and the `mined_triplets` asset between `specter_raw` and `specter_triplets`."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
-from dagster import materialize
+from dagster import DagsterInstance, materialize
 
-from embed_ft.data.beir import beir_train_triplets, load_beir, testing_split_to_beir
+from embed_ft.data.beir import load_beir, testing_split_to_beir
 from embed_ft.data.cleaning import clean_triplets
 from embed_ft.data.errors import SourceError
+from embed_ft.data.mining import MiningSettings, mine_beir_triplets, model_fingerprint
 from embed_ft.data.specter import build_triplet_splits
 from embed_ft.data.splitting import SplitOptions
 from embed_ft.formats.beir import document_text, is_beir_folder
 from embed_ft.defs import data as data_defs
+from embed_ft.defs import mining as mining_defs
 
 TOPICS = {
     "protein folding": ["amino acid chains fold", "tertiary structure prediction", "chaperone proteins assist folding"],
@@ -125,30 +129,59 @@ def test_testing_split_to_beir_rejects_bad_rows(tmp_path):
         testing_split_to_beir(bad, tmp_path / "out")
 
 
+TOP_NO_MARGIN = MiningSettings(range_min=0, range_max=None, relative_margin=None, sampling_strategy="top",
+                               num_negatives=3, batch_size=16)
+
+
+def relevant_texts(folder: Path, split: str = "train") -> dict[str, set[str]]:
+    """Query text -> the texts of every document judged relevant (score > 0) for it."""
+    corpus, queries, qrels = load_beir(folder, split)
+    text_of = {doc_id: document_text(*doc) for doc_id, doc in corpus.items()}
+    return {queries[q]: {text_of[d] for d, s in docs.items() if s > 0} for q, docs in qrels.items()}
+
+
 def test_mined_negatives_are_never_relevant(tmp_path, minilm):
     folder = tiny_beir(tmp_path / "tiny")
-    frame = beir_train_triplets(folder, minilm, num_negatives=3, split="train", batch_size=16)
-    corpus, queries, qrels = load_beir(folder, "train")
+    result = mine_beir_triplets(folder, minilm, TOP_NO_MARGIN, split="train")
+    frame = result.frame
     assert list(frame.columns) == ["query", "positive", "negatives"]
     assert len(frame) == 10  # 5 queries x 2 relevant documents
-    text_of = {doc_id: document_text(*doc) for doc_id, doc in corpus.items()}
-    by_query = {queries[q]: {text_of[d] for d, s in docs.items() if s > 0} for q, docs in qrels.items()}
+    by_query = relevant_texts(folder)
     for row in frame.itertuples():
         assert row.positive in by_query[row.query]
         assert len(row.negatives) == 3
         assert len(set(row.negatives)) == 3
         assert not set(row.negatives) & by_query[row.query]
-    # The hardest negative is the query's own topic's non-relevant document (judged 0): exact ranking works.
+    # "top" sampling, no window, no margin: the hardest negative is the query's own topic's document judged 0.
+    corpus, queries, _ = load_beir(folder, "train")
     first = frame[frame["query"] == queries["q0"]].iloc[0]
-    assert first.negatives[0] == text_of["d0-2"]
+    assert first.negatives[0] == document_text(*corpus["d0-2"])
+    assert result.stats["relevant_dropped_after_mining"] == 0
+    assert result.stats["faiss"] is False
 
 
-def test_mining_rejects_bad_arguments(tmp_path, minilm):
+def test_mining_rejects_bad_settings(tmp_path, minilm):
     folder = tiny_beir(tmp_path / "tiny")
     with pytest.raises(ValueError, match="num_negatives must be >= 1"):
-        beir_train_triplets(folder, minilm, num_negatives=0)
+        mine_beir_triplets(folder, minilm, MiningSettings(num_negatives=0))
+    with pytest.raises(ValueError, match="leaves fewer candidates than num_negatives"):
+        mine_beir_triplets(folder, minilm, MiningSettings(range_min=10, range_max=11, num_negatives=3))
+    with pytest.raises(ValueError, match="sampling_strategy must be one of"):
+        mine_beir_triplets(folder, minilm, MiningSettings(sampling_strategy="best"))
     with pytest.raises(SourceError, match="lacks 'qrels/dev.tsv'"):
-        beir_train_triplets(folder, minilm, split="dev")
+        mine_beir_triplets(folder, minilm, TOP_NO_MARGIN, split="dev")
+
+
+def test_model_fingerprint_follows_the_weights(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights-1")
+    before = model_fingerprint(model)
+    assert model_fingerprint(model) == before
+    (model / "model.safetensors").write_bytes(b"weights-2")
+    assert model_fingerprint(model) != before
+    assert model_fingerprint("some-org/some-model") == "name:some-org/some-model"
 
 
 def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int = 60) -> Path:
@@ -168,35 +201,107 @@ def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int
     return write_beir(out, corpus, [all_queries[q] for q in chosen], {"train": [r for rows in chosen.values() for r in rows]})
 
 
-def test_scifact_train_split_smoke(tmp_path, shared_data, minilm):
+def test_scifact_mining_with_default_settings(tmp_path, shared_data, minilm):
+    """Real SciFact train queries and documents, the default window (ranks 10-50), margin and random sampling."""
     folder = scifact_subset(shared_data / "beir" / "scifact", tmp_path / "scifact-mini")
-    frame = beir_train_triplets(folder, minilm, num_negatives=2, max_seq_length=96)
+    settings = MiningSettings(max_seq_length=96)
+    first = mine_beir_triplets(folder, minilm, settings)
     _, queries, qrels = load_beir(folder, "train")
-    assert frame["query"].nunique() == len(queries) == 4
-    assert len(frame) == sum(1 for docs in qrels.values() for s in docs.values() if s > 0)
-    assert all(len(n) == 2 and row_pos not in n for row_pos, n in zip(frame["positive"], frame["negatives"]))
+    assert first.frame["query"].nunique() == len(queries) == 4
+    assert len(first.frame) + first.stats["pairs_without_negatives"] == first.stats["pairs"]
+    assert first.stats["pairs"] == sum(1 for docs in qrels.values() for s in docs.values() if s > 0)
+    by_query = relevant_texts(folder)
+    for row in first.frame.itertuples():
+        assert 1 <= len(row.negatives) <= 3
+        assert not set(row.negatives) & by_query[row.query]
+    # Seeded sampling: the same settings give the same rows; another seed samples other negatives.
+    again = mine_beir_triplets(folder, minilm, settings)
+    assert again.frame.to_dict("records") == first.frame.to_dict("records")
+    other = mine_beir_triplets(folder, minilm, MiningSettings(max_seq_length=96, seed=7))
+    assert other.frame["negatives"].map(tuple).tolist() != first.frame["negatives"].map(tuple).tolist()
 
 
-def test_specter_raw_from_a_beir_folder(tmp_path):
-    """A BEIR folder as the source: specter_raw mines triplets with the packaged model, the splits follow."""
-    folder = tiny_beir(tmp_path / "tiny")
+# ------------------------------------------------------------------------------------------- the mined_triplets asset
+
+
+def materialize_data(instance, root: Path, source: Path, mining: dict) -> dict:
+    """specter_raw -> mined_triplets -> specter_triplets; the metadata of each asset by name."""
     result = materialize(
         [*data_defs.data_assets, *data_defs.data_checks],
+        instance=instance,
         run_config={
             "ops": {
-                "specter_raw": {"config": {"source": str(folder), "beir_num_negatives": 2, "storage_root": str(tmp_path)}},
+                "specter_raw": {"config": {"source": str(source), "storage_root": str(root)}},
+                "mined_triplets": {"config": mining},
                 "specter_triplets": {
-                    "config": {"storage_root": str(tmp_path), "sample_size": 6, "validation_size": 2, "test_size": 2}
+                    "config": {"storage_root": str(root), "sample_size": 6, "validation_size": 2, "test_size": 2}
                 },
             }
         },
     )
     assert result.success
-    raw = result.asset_materializations_for_node("specter_raw")[0].metadata
-    assert raw["source_kind"].value == "beir"
-    assert raw["dagster/row_count"].value == 10
-    assert raw["data_version"].value.startswith("beir:")
-    value = result.output_for_node("specter_triplets")
-    assert all(n > 0 for n in value.rows.values())
-    first = json.loads(value.training.read_text().splitlines()[0])
-    assert len(first["neg_doc"]) == 2
+    return {
+        name: {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}
+        for name in ("specter_raw", "mined_triplets", "specter_triplets")
+    } | {"value": result.output_for_node("mined_triplets"), "splits": result.output_for_node("specter_triplets")}
+
+
+def test_mined_triplets_asset_versions_and_reuse(tmp_path, monkeypatch):
+    """A BEIR folder: specter_raw only snapshots; mining is its own asset, versioned by source, model and
+    settings; an unchanged materialization reuses the mined file without mining; a settings change re-mines."""
+    folder = tiny_beir(tmp_path / "tiny")
+    root = tmp_path / "data"
+    mining = {"range_min": 0, "range_max": 10, "relative_margin": None, "num_negatives": 2, "batch_size": 16}
+    with DagsterInstance.ephemeral() as instance:
+        first = materialize_data(instance, root, folder, mining)
+        raw, mined = first["specter_raw"], first["mined_triplets"]
+        assert raw["source_kind"] == "beir" and raw["layout"] == "beir"
+        assert raw["dagster/row_count"] == 10  # judged-relevant pairs, no negatives yet
+        assert raw["data_version"].startswith("beir:")
+        assert "specter_raw.parquet" not in {p.name for p in (root / "raw").iterdir()}  # nothing mined there
+        assert (mined["mined"], mined["reused"]) == (True, False)
+        assert mined["data_version"].startswith("mined:")
+        assert mined["source_data_version"] == raw["data_version"]
+        assert first["splits"].source_data_version == mined["data_version"]
+        path = Path(first["value"].path)
+        stamp = path.stat().st_mtime_ns
+        by_query = relevant_texts(folder)
+        rows = pq.read_table(path).to_pylist()
+        assert len(rows) == 10
+        assert all(len(r["negatives"]) == 2 and not set(r["negatives"]) & by_query[r["query"]] for r in rows)
+        first_split = json.loads(first["splits"].training.read_text().splitlines()[0])
+        assert len(first_split["neg_doc"]) == 2
+
+        def must_not_mine(*args, **kwargs):
+            raise AssertionError("unchanged source, model and settings must not mine again")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(mining_defs, "mine_beir_triplets", must_not_mine)
+            second = materialize_data(instance, root, folder, mining)
+        assert (second["mined_triplets"]["mined"], second["mined_triplets"]["reused"]) == (True, True)
+        assert second["mined_triplets"]["data_version"] == mined["data_version"]
+        assert second["splits"].data_version == first["splits"].data_version
+        assert path.stat().st_mtime_ns == stamp
+
+        third = materialize_data(instance, root, folder, {**mining, "num_negatives": 1})
+        assert third["specter_raw"]["data_version"] == raw["data_version"]  # the source version ignores mining
+        assert third["mined_triplets"]["reused"] is False
+        assert third["mined_triplets"]["data_version"] != mined["data_version"]
+        assert third["splits"].data_version != first["splits"].data_version
+        latest = instance.get_latest_materialization_event(mining_defs.mined_triplets.key)
+        assert latest.asset_materialization.tags["dagster/data_version"] == third["mined_triplets"]["data_version"]
+
+
+def test_rows_with_negatives_pass_through_mining(tmp_path):
+    """A SPECTER-layout source: mined_triplets loads no model and keeps the raw snapshot and its version."""
+    source = tmp_path / "src" / "rows.jsonl"
+    source.parent.mkdir()
+    source.write_text("".join(
+        json.dumps({"set": [f"query {q}", f"positive {q}", f"negative {q}"]}) + "\n" for q in range(12)
+    ))
+    with DagsterInstance.ephemeral() as instance:
+        out = materialize_data(instance, tmp_path / "data", source, {"model": str(tmp_path / "no-such-model")})
+    assert out["mined_triplets"]["mined"] is False
+    assert out["mined_triplets"]["data_version"] == out["specter_raw"]["data_version"]
+    assert out["value"].path == Path(out["specter_raw"]["snapshot_path"])
+    assert not (tmp_path / "data" / "mined").exists()

@@ -148,11 +148,20 @@ def test_bad_hyperparameters_are_422_naming_the_field(platform, hyperparameters,
     assert any(field in map(str, error["loc"]) for error in response.json()["detail"]), response.text
 
 
-def test_lora_is_refused_and_unknown_job_is_404(platform):
+def test_p_tuning_and_bad_lora_are_refused_and_unknown_job_is_404(platform):
     base_url, _ = platform
+    response = _post_job(base_url, job_body(CONFIG, NS, "tiny", finetuning_type="p_tuning"))
+    assert response.status_code == 422
+    assert "finetuning_type" in response.text
+    for lora, field in (({"adapter_dim": 0}, "adapter_dim"), ({"alpha": 16, "rank": 8}, "rank"),
+                        ({"adapter_dropout": 1.5}, "adapter_dropout")):
+        response = _post_job(base_url, job_body(CONFIG, NS, "tiny", finetuning_type="lora", lora=lora))
+        assert response.status_code == 422, response.text
+        assert field in response.text
+    # the config offers all_weights only: a lora job on it names the missing training option
     response = _post_job(base_url, job_body(CONFIG, NS, "tiny", finetuning_type="lora"))
     assert response.status_code == 422
-    assert "all_weights" in response.json()["detail"]
+    assert "training option" in response.text
     for path in ("", "/status", "/container-logs"):
         missing = requests.get(f"{base_url}/v1/customization/jobs/cust-doesnotexist{path}", timeout=TIMEOUT)
         assert missing.status_code == 404
@@ -218,8 +227,8 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     listed = requests.get(f"{base_url}/v1/customization/jobs",
                           params={"filter[status]": "completed", "sort": "-created_at"}, timeout=TIMEOUT).json()
     assert job["id"] in [j["id"] for j in listed["data"]]
-    logs = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}/container-logs", timeout=TIMEOUT).text
-    assert "training rows: 32" in logs
+    logs = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}/container-logs", timeout=TIMEOUT).json()
+    assert "training rows: 32" in logs["entries"]["training-worker"]["logs"]["text"]
 
     model = requests.get(f"{base_url}/v1/models/{job['output_model']}", timeout=TIMEOUT)
     assert model.status_code == 200
@@ -234,6 +243,52 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
                              embeddings(base_url, "sentence-transformers/all-MiniLM-L6-v2", texts).json()["data"]])
     assert tuned_vectors.shape == base_vectors.shape == (2, 384)
     assert not np.allclose(tuned_vectors, base_vectors, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_lora_and_lora_merged_train_with_peft_and_serve(platform):
+    """``lora`` saves an adapter (served on top of its base), ``lora_merged`` merged full weights; both serve
+    embeddings that differ from the base model's."""
+    base_url, _ = platform
+    options = [{"training_type": "sft", "finetuning_type": t, "num_gpus": 1, "micro_batch_size": 8}
+               for t in ("lora", "lora_merged")]
+    response = requests.post(f"{base_url}/v1/customization/configs", json={
+        "name": "minilm-lora@v1", "namespace": NS, "target": "sentence-transformers/all-minilm-l6-v2@v1",
+        "training_options": options, "training_precision": "bf16", "max_seq_length": 64}, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    texts = ["recent findings on protein folding", "A review of glacier retreat in glaciology."]
+    base = deploy(base_url, NS, "lora-base", "sentence-transformers/all-MiniLM-L6-v2")
+    assert base["status_details"]["status"] == "ready"
+    base_vectors = np.array([d["embedding"] for d in
+                             embeddings(base_url, "sentence-transformers/all-MiniLM-L6-v2", texts).json()["data"]])
+    for finetuning_type in ("lora", "lora_merged"):
+        name = f"tiny-{finetuning_type.replace('_', '-')}"
+        body = job_body(f"{NS}/minilm-lora@v1", NS, "tiny", finetuning_type=finetuning_type, max_steps=3,
+                        learning_rate=1e-3, seed=7, lora={"adapter_dim": 4, "alpha": 8, "target_modules": ["linear_qkv"]})
+        body["output_model"] = f"{NS}/{name}"
+        created = _post_job(base_url, body)
+        assert created.status_code == 200, created.text
+        job = created.json()
+        assert job["hyperparameters"]["lora"] == {"adapter_dim": 4, "alpha": 8, "target_modules": ["linear_qkv"]}
+        status = wait_for_job(base_url, job["id"], ("completed", "failed", "cancelled"))
+        assert status["status"] == "completed", status["status_logs"]
+        logs = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}/container-logs", timeout=TIMEOUT).json()
+        assert "LoRA adapter: 18,432 trainable" in logs["entries"]["training-worker"]["logs"]["text"]  # 6 x 3 x (384+384) x 4
+
+        model = requests.get(f"{base_url}/v1/models/{job['output_model']}", timeout=TIMEOUT).json()
+        assert model["peft"] == {"finetuning_type": finetuning_type}
+        files = set(os.listdir(model["artifact_path"]))
+        if finetuning_type == "lora":
+            assert {"adapter_config.json", "adapter_model.safetensors", "modules.json"} <= files
+            assert "model.safetensors" not in files
+        else:
+            assert "model.safetensors" in files
+            assert "adapter_config.json" not in files
+        served = deploy(base_url, NS, name, job["output_model"])
+        assert served["status_details"]["status"] == "ready", served
+        tuned = np.array([d["embedding"] for d in embeddings(base_url, f"{NS}/{name}", texts).json()["data"]])
+        assert tuned.shape == base_vectors.shape == (2, 384)
+        assert not np.allclose(tuned, base_vectors, atol=1e-4)
 
 
 @pytest.mark.slow

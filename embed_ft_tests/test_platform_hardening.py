@@ -730,7 +730,7 @@ def test_12_model_and_dataset_locations_outside_the_platform_stores_are_refused(
 
 
 def test_13_namespace_delete_is_refused_while_it_holds_entities(platform):
-    """Item 13: DELETE /v1/namespaces/NS answers 409 while NS/d exists; NS/d stays readable; 204 once empty."""
+    """Item 13: DELETE /v1/namespaces/NS answers 409 while NS/d exists; NS/d stays readable; deleted once empty."""
     base_url, _ = platform
     requests.post(f"{base_url}/v1/namespaces", json={"id": "holder"}, timeout=TIMEOUT).raise_for_status()
     requests.post(f"{base_url}/v1/datasets", json={"name": "d", "namespace": "holder",
@@ -740,8 +740,9 @@ def test_13_namespace_delete_is_refused_while_it_holds_entities(platform):
     assert "holder/d" in refused.text or "dataset" in refused.text, refused.text[:300]
     assert requests.get(f"{base_url}/v1/namespaces/holder", timeout=TIMEOUT).status_code == 200
     assert requests.get(f"{base_url}/v1/datasets/holder/d", timeout=TIMEOUT).status_code == 200
-    assert requests.delete(f"{base_url}/v1/datasets/holder/d", timeout=TIMEOUT).status_code == 204
-    assert requests.delete(f"{base_url}/v1/namespaces/holder", timeout=TIMEOUT).status_code == 204
+    # 200 with NeMo's DeleteResponse body or 204 (issue 12 moves the Entity Store deletes to the former).
+    assert requests.delete(f"{base_url}/v1/datasets/holder/d", timeout=TIMEOUT).status_code in (200, 204)
+    assert requests.delete(f"{base_url}/v1/namespaces/holder", timeout=TIMEOUT).status_code in (200, 204)
 
 
 def _train(base_url: str, **hp: Any) -> str:

@@ -1,7 +1,8 @@
-"""BEIR datasets: load one, turn the held-out SPECTER testing split into one, mine training triplets from one.
+"""BEIR datasets: load one, snapshot a split of one, turn the held-out SPECTER testing split into one.
 
 Pure Python, no Dagster. The BEIR layout and its parsing are `embed_ft.formats.beir`; this module adds what
-training needs of a set (every judged document and query present) and the conversions.
+training needs of a set (every judged document and query present) and the conversions. Mining training triplets
+from a split is `embed_ft.data.mining`.
 """
 
 from __future__ import annotations
@@ -9,28 +10,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Union
-
-import numpy as np
-import pandas as pd
+from typing import Union
 
 from ..formats.beir import (
     QRELS_HEADER,
     BeirFiles,
     BeirFilesMissing,
     BeirFormatError,
-    document_text,
+    beir_files,
     parse_qrels,
     qrels_file,
     read_beir_folder,
 )
-from ..formats.files import atomic_write_bytes
+from ..formats.files import atomic_write, atomic_write_bytes
 from ..formats.nemo_jsonl import iter_lines
 from .errors import SourceError
-
-if TYPE_CHECKING:  # sentence-transformers (and torch) load only when mining
-    from sentence_transformers import SentenceTransformer
 
 
 def _missing_files_error(error: BeirFilesMissing) -> SourceError:
@@ -128,74 +124,28 @@ def testing_split_to_beir(testing_jsonl: Union[str, Path], out_dir: Union[str, P
 testing_split_to_beir.__test__ = False  # type: ignore[attr-defined]
 
 
-def beir_train_triplets(
-    folder: Union[str, Path],
-    model: Union["SentenceTransformer", str, Path],
-    num_negatives: int = 1,
-    split: str = "train",
-    batch_size: int = 64,
-    max_seq_length: Optional[int] = None,
-    max_queries: Optional[int] = None,
-) -> pd.DataFrame:
-    """Training triplets from a BEIR split: one row per (query, relevant doc) with mined hard negatives.
-
-    positive = the judged document's "title text"; negatives = the `num_negatives` documents the model ranks
-    highest for the query (exact cosine over the whole corpus) that are not judged relevant (score > 0) and whose
-    text differs from every relevant document's. Returns DataFrame(query, positive, negatives).
-    """
-    if num_negatives < 1:
-        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+def snapshot_beir_split(folder: Union[str, Path], out_dir: Union[str, Path], split: str = "train") -> BeirFiles:
+    """Copy the split's files (corpus, queries, qrels/<split>.tsv, plain or .gz as found) into ``out_dir`` after
+    checking them with `load_beir`; returns what `load_beir` read. Files of other splits are not copied."""
+    folder, out_dir = Path(folder).expanduser(), Path(out_dir)
     data = load_beir(folder, split=split)
-    query_ids = [qid for qid, docs in data.qrels.items() if any(score > 0 for score in docs.values())]
-    if max_queries is not None:
-        query_ids = query_ids[:max_queries]
-    if not query_ids:
-        raise SourceError(f"BEIR folder {str(folder)!r} split {split!r} has no query with a relevant document")
-    doc_ids = list(data.corpus)
-    if len(doc_ids) < 2:
-        raise SourceError(f"BEIR folder {str(folder)!r}: the corpus needs at least 2 documents, has {len(doc_ids)}")
-    doc_texts = [document_text(*data.corpus[d]) for d in doc_ids]
-    position = {doc_id: i for i, doc_id in enumerate(doc_ids)}
-
-    encoder = _load_model(model)
-    if max_seq_length is not None:
-        encoder.max_seq_length = max_seq_length
-    doc_emb = encoder.encode(doc_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
-    query_emb = encoder.encode(
-        [data.queries[q] for q in query_ids], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
-    )
-
-    rows: list[tuple[str, str, list[str]]] = []
-    block = 256  # queries scored at once: bounds the score matrix to block x corpus floats
-    for start in range(0, len(query_ids), block):
-        scores = query_emb[start : start + block] @ doc_emb.T
-        for offset, qid in enumerate(query_ids[start : start + block]):
-            relevant = [d for d, s in data.qrels[qid].items() if s > 0]
-            relevant_texts = {doc_texts[position[d]] for d in relevant}
-            excluded = {position[d] for d in relevant}
-            # Enough candidates to survive the exclusions; exact top-k by argpartition then sort.
-            k = min(len(doc_ids), num_negatives + len(excluded) + 8)
-            row_scores = scores[offset]
-            top = np.argpartition(-row_scores, k - 1)[:k] if k < len(doc_ids) else np.arange(len(doc_ids))
-            ranked = top[np.argsort(-row_scores[top], kind="stable")]
-            negatives = [
-                doc_texts[i] for i in ranked if i not in excluded and doc_texts[i] not in relevant_texts
-            ][:num_negatives]
-            if len(negatives) < num_negatives:  # rare: many duplicates of the relevant text; scan the full ranking
-                ranked = np.argsort(-row_scores, kind="stable")
-                negatives = [
-                    doc_texts[i] for i in ranked if i not in excluded and doc_texts[i] not in relevant_texts
-                ][:num_negatives]
-            if not negatives:
-                continue
-            for doc_id in relevant:
-                rows.append((data.queries[qid], doc_texts[position[doc_id]], negatives))
-    return pd.DataFrame(rows, columns=["query", "positive", "negatives"])
+    for name in beir_files(split):
+        for suffix in ("", ".gz"):
+            source = folder / f"{name}{suffix}"
+            target = out_dir / f"{name}{suffix}"
+            if source.is_file():
+                atomic_write(target, lambda handle, source=source: _copy_into(source, handle))
+            elif target.is_file():
+                target.unlink()  # a stale copy of the other spelling would shadow or duplicate the new one
+    return data
 
 
-def _load_model(model: Union["SentenceTransformer", str, Path]) -> "SentenceTransformer":
-    from sentence_transformers import SentenceTransformer
+def _copy_into(source: Path, handle) -> None:
+    with open(source, "rb") as src:
+        shutil.copyfileobj(src, handle, 1 << 20)
 
-    if isinstance(model, SentenceTransformer):
-        return model
-    return SentenceTransformer(str(model))
+
+def beir_files_of(folder: Union[str, Path], split: str) -> list[Path]:
+    """The split's files present in ``folder`` (plain or .gz): what its content hash is taken over."""
+    folder = Path(folder).expanduser()
+    return [p for name in beir_files(split) for suffix in ("", ".gz") if (p := folder / f"{name}{suffix}").is_file()]

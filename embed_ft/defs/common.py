@@ -5,13 +5,29 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import typing
 from typing import Any, Callable
 
-from dagster import Config, Failure
+from dagster import Config, Failure, MetadataValue
 from pydantic import ValidationError
 
 from ..nemo.errors import NemoError
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+OWNERS = ["team:embed-ft"]
+CPU_TAGS = {"compute": "cpu"}
+GPU_TAGS = {"compute": "gpu"}  # stages that hold a GPU on a NeMo cluster (training, NIMs, evaluations)
+
+
+def validate_name(field: str, value: str) -> str:
+    """A NeMo-safe object name (experiments, datasets): lower-case letters, digits, '.', '_', '-'."""
+    if not value or not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{field} must be 1-63 characters of lower-case letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit; got {value!r}"
+        )
+    return value
 
 
 def backend_errors_as_failures(fn: Callable) -> Callable:
@@ -58,7 +74,7 @@ def invalid_run_config(job_def, run_config: dict) -> list[str]:
 
 def fail_on_invalid_run_config(context) -> None:
     """Called first by each asset that talks to the backend: a bad Launchpad config stops the run before any call."""
-    problems = invalid_run_config(context.job_def, context.run_config)
+    problems = invalid_run_config(context.job_def, context.run.run_config)
     if problems:
         raise Failure("Invalid run config, nothing was sent to the backend: " + "; ".join(problems))
 
@@ -72,3 +88,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def link(base_url: str, path: str):
+    """A clickable `MetadataValue.url` to where an object lives on its NeMo service (``path`` starts with /v1)."""
+    return MetadataValue.url(f"{base_url.rstrip('/')}{path}")

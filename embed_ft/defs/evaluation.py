@@ -1,4 +1,5 @@
-"""Evaluation stage: BEIR retriever evaluations of both NIMs (plus the held-out split) and the report."""
+"""Evaluation stage: the held-out BEIR set, and BEIR retriever evaluations of the shared base NIM (once) and of each
+experiment's NIM (per partition). `report.py` compares them."""
 
 
 import re
@@ -7,18 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    Config,
-    DataVersion,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator
 
 from ..data.beir import testing_split_to_beir
@@ -26,16 +16,18 @@ from ..formats.beir import beir_files
 from ..nemo.evaluator import beir_task, retriever_config, retriever_target
 from ..nemo.status import COMPLETED, job_status
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
+from ..nemo.evaluator import JOBS as EVALUATION_JOBS
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import backend_errors_as_failures, fail_on_invalid_run_config, markdown_table, stable_hash
+from .common import CPU_TAGS, GPU_TAGS, OWNERS, backend_errors_as_failures, fail_on_invalid_run_config, link, stable_hash
+from .experiments import EXPERIMENTS
 from .remote_jobs import run_remote_job
+from .settings import resolve_settings, settings_metadata
+from .significance import per_query_scores, query_counts
 from .training import ensure_repo, upload_if_changed
-from .values import Deployment, EvaluationResult, HeldoutDataset, Report, ReportRow, TripletSplits
+from .values import Deployment, EvaluationResult, HeldoutDataset, TripletSplits
 
-EVALUATION_CODE_VERSION = "1"
-REPORT_CODE_VERSION = "1"
+EVALUATION_CODE_VERSION = "2"
 HELDOUT_TASK = "heldout"
-PRIMARY_METRIC = "ndcg_cut_10"
 DEFAULT_METRICS = ["recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10"]
 TASK_URL = re.compile(r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?)$")
 METRIC_NAME = re.compile(r"^(recall_\d+|ndcg_cut_\d+|map_cut_\d+|P_\d+|ndcg|map|recip_rank)$")
@@ -102,6 +94,8 @@ class HeldoutConfig(Config):
     group_name="evaluation",
     code_version=EVALUATION_CODE_VERSION,
     kinds={"nemo", "huggingface"},
+    owners=OWNERS,
+    tags=CPU_TAGS,
     description="The held-out testing split as a BEIR dataset (queries, corpus of their positives and negatives, "
     "qrels) in the Data Store: the in-domain task the tutorial never evaluated.",
 )
@@ -114,6 +108,7 @@ def heldout_eval_dataset(
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config)
     ds = datastore.client()
     repo_id = ensure_repo(ds, entity_store.namespace, config.dataset_name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,6 +120,8 @@ def heldout_eval_dataset(
     metadata = {
         "repo_id": repo_id,
         "files_url": value.files_url,
+        "repo_url": link(datastore.url(), f"/v1/hf/api/datasets/{repo_id}/revision/main"),
+        **settings_metadata(chosen),
         "uploaded": upload["uploaded"],
         **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
     }
@@ -147,7 +144,11 @@ def run_evaluation(
     heldout: HeldoutDataset,
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
-) -> MaterializeResult:
+) -> tuple[EvaluationResult, dict[str, Any], dict[str, Any]]:
+    """Run (or reattach to) the Evaluator job of ``nim`` on the configured tasks: (value, metadata, identity).
+
+    The identity (model, tasks, metrics, top_k, held-out data version, code version) is the job's idempotency key:
+    the same identity is evaluated once, a second materialization reattaches to the completed job."""
     ev = evaluator.client()
     uses_local = evaluator.uses_local_platform
     tasks = evaluation_tasks(config, uses_local, heldout)
@@ -156,6 +157,14 @@ def run_evaluation(
         task_bodies.update(beir_task(url, config.metrics, name))
     eval_config = retriever_config(entity_store.namespace, task_bodies)
     target = retriever_target(nim.nim_url, nim.served_name, config.top_k)
+    identity = {
+        "model": nim.model,
+        "tasks": tasks,
+        "metrics": list(config.metrics),
+        "top_k": config.top_k,
+        "heldout_data_version": heldout.data_version,
+        "code_version": EVALUATION_CODE_VERSION,
+    }
     key = stable_hash(eval_config, target, nim.model, heldout.data_version, EVALUATION_CODE_VERSION)
 
     def submit() -> dict:
@@ -186,21 +195,29 @@ def run_evaluation(
         logs = doc.get("status_logs") or []
         detail = details.get("message") or (logs[-1].get("detail") if logs else None) or "no detail reported"
         raise Failure(f"Evaluation job {job_id} of {nim.model} ended {status}: {detail}")
-    metrics = ev.parse_metrics(ev.get_results(job_id))
+    results = ev.get_results(job_id)
+    metrics = ev.parse_metrics(results)
     missing = [t for t in tasks if t not in metrics]
     if missing:
         raise Failure(f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}")
-    value = EvaluationResult(model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics)
+    per_query = {t: scores for t, scores in per_query_scores(results).items() if t in tasks}
+    queries = {**query_counts(results), **{t: len(scores) for t, scores in per_query.items()}}
+    value = EvaluationResult(model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries)
     metadata: dict[str, Any] = {
         "job_id": job_id,
+        "job_url": link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}"),
+        "results_url": link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}/results"),
         "model": nim.model,
         "wait_s": float(time.monotonic() - started),
         "tasks": MetadataValue.json(tasks),
+        "per_query_scores": "reported" if per_query else "not reported by the evaluator",
     }
     for task, scores in metrics.items():
         for metric, score in scores.items():
             metadata[f"{task}/{metric}"] = float(score)
-    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(stable_hash(metrics)[:16]))
+    for task, n in queries.items():
+        metadata[f"{task}/queries"] = float(n)
+    return value, metadata, identity
 
 
 @asset(
@@ -208,8 +225,11 @@ def run_evaluation(
     group_name="evaluation",
     code_version=EVALUATION_CODE_VERSION,
     kinds={"nemo"},
+    owners=OWNERS,
+    tags=GPU_TAGS,
     pool="nemo_evaluator",
-    description="Evaluator retriever job of the base model NIM on the BEIR tasks and the held-out split.",
+    description="The base model's evaluation on the BEIR tasks and the held-out split, run once per (base model, task "
+    "set, held-out data, code version) and shared by every experiment's report. Its data version is that identity.",
 )
 @backend_errors_as_failures
 def baseline_evaluation(
@@ -220,16 +240,28 @@ def baseline_evaluation(
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    return run_evaluation(context, config, "baseline", baseline_nim, heldout_eval_dataset, evaluator, entity_store)
+    fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config)
+    value, metadata, identity = run_evaluation(
+        context, config, "baseline", baseline_nim, heldout_eval_dataset, evaluator, entity_store
+    )
+    version = stable_hash(identity)[:16]
+    metadata.update(settings_metadata(chosen))
+    metadata["baseline_identity"] = MetadataValue.json({**identity, "data_version": version})
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
 @asset(
     automation_condition=GPU_STAGE_CONDITION,
     group_name="evaluation",
     code_version=EVALUATION_CODE_VERSION,
+    partitions_def=EXPERIMENTS,
     kinds={"nemo"},
+    owners=OWNERS,
+    tags=GPU_TAGS,
     pool="nemo_evaluator",
-    description="Evaluator retriever job of the fine-tuned NIM on the same tasks as the baseline.",
+    description="One experiment's NIM evaluated on the same tasks as the baseline (without settings of its own, an "
+    "experiment takes the baseline evaluation's).",
 )
 @backend_errors_as_failures
 def fine_tuned_evaluation(
@@ -240,77 +272,11 @@ def fine_tuned_evaluation(
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    return run_evaluation(context, config, "fine-tuned", fine_tuned_nim, heldout_eval_dataset, evaluator, entity_store)
-
-
-def compare(baseline: EvaluationResult, fine_tuned: EvaluationResult) -> list[ReportRow]:
-    """One row per (task, metric) both evaluated: the two scores, the delta and the relative delta."""
-    rows = []
-    for task in sorted(set(baseline.metrics) & set(fine_tuned.metrics)):
-        base_scores, ft_scores = baseline.metrics[task], fine_tuned.metrics[task]
-        for metric in sorted(set(base_scores) & set(ft_scores)):
-            b, f = float(base_scores[metric]), float(ft_scores[metric])
-            rows.append(
-                ReportRow(
-                    task=task, metric=metric, baseline=b, fine_tuned=f, delta=f - b,
-                    relative_delta=(f - b) / b if b else float("nan"),
-                )
-            )
-    return rows
-
-
-@asset(
-    automation_condition=GPU_STAGE_CONDITION,
-    group_name="evaluation",
-    code_version=REPORT_CODE_VERSION,
-    kinds={"python"},
-    description="Baseline vs fine-tuned, per task and metric, with absolute and relative deltas. Every number is "
-    "a float metadata entry `task/metric/{baseline,fine_tuned,delta,relative_delta}`, plotted by the UI over time.",
-    check_specs=[AssetCheckSpec("fine_tuned_beats_baseline", asset="evaluation_report")],
-)
-def evaluation_report(
-    context: AssetExecutionContext, baseline_evaluation: EvaluationResult, fine_tuned_evaluation: EvaluationResult
-):  # no return annotation: with check_specs, `-> MaterializeResult` would type the output as Nothing
-    rows = compare(baseline_evaluation, fine_tuned_evaluation)
-    if not rows:
-        raise Failure(
-            "The baseline and fine-tuned evaluations share no task/metric: "
-            f"baseline {sorted(baseline_evaluation.metrics)}, fine-tuned {sorted(fine_tuned_evaluation.metrics)}"
-        )
-    only_one = set(baseline_evaluation.metrics) ^ set(fine_tuned_evaluation.metrics)
-    if only_one:
-        context.log.warning(f"Tasks evaluated for only one model are left out of the report: {sorted(only_one)}")
-    table = markdown_table(
-        ["task", "metric", "baseline", "fine-tuned", "delta", "relative"],
-        [[r.task, r.metric, r.baseline, r.fine_tuned, r.delta, f"{100 * r.relative_delta:+.2f}%"] for r in rows],
+    fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config, fallbacks=[("baseline_evaluation", None)])
+    value, metadata, _ = run_evaluation(
+        context, config, "fine-tuned", fine_tuned_nim, heldout_eval_dataset, evaluator, entity_store
     )
-    metadata: dict[str, Any] = {
-        "report": MetadataValue.md(table),
-        "baseline_model": baseline_evaluation.model,
-        "fine_tuned_model": fine_tuned_evaluation.model,
-    }
-    for r in rows:
-        for column in ("baseline", "fine_tuned", "delta", "relative_delta"):
-            metadata[f"{r.task}/{r.metric}/{column}"] = float(getattr(r, column))
-
-    # Per task, the row of the primary metric (or the first row when the task has no such metric).
-    primary_rows: dict[str, ReportRow] = {}
-    for r in rows:
-        if r.task not in primary_rows or (r.metric == PRIMARY_METRIC and primary_rows[r.task].metric != PRIMARY_METRIC):
-            primary_rows[r.task] = r
-    losers = [r for r in primary_rows.values() if not r.fine_tuned > r.baseline]
-    check = AssetCheckResult(
-        check_name="fine_tuned_beats_baseline",
-        passed=not losers,
-        severity=AssetCheckSeverity.WARN,
-        description=(
-            "The fine-tuned model beats the baseline on the primary metric of every task."
-            if not losers
-            else "Not better on: " + ", ".join(f"{r.task} {r.metric} {r.fine_tuned:.4f} <= {r.baseline:.4f}" for r in losers)
-        ),
-        metadata={f"{t}/{r.metric}/delta": float(r.delta) for t, r in primary_rows.items()},
-    )
-    value = Report(
-        rows=rows, markdown=table, baseline_model=baseline_evaluation.model, fine_tuned_model=fine_tuned_evaluation.model
-    )
-    return MaterializeResult(value=value, metadata=metadata, check_results=[check])
+    metadata.update(settings_metadata(chosen))
+    metadata["experiment"] = context.partition_key
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(stable_hash(value.metrics)[:16]))

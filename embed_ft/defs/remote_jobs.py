@@ -116,17 +116,51 @@ def run_remote_job(
     describe: Optional[Callable[[dict], str]] = None,
 ) -> tuple[str, dict]:
     """Reattach to or submit the job for ``key`` (see `reattach_or_submit`), then wait until it ends (completed,
-    failed or cancelled). ``fetch`` and ``cancel`` take the job id. Returns the job id and its last document."""
-    job_id = reattach_or_submit(context, what=what, key=key, find=find, submit=submit)["id"]
-    doc = wait_for_remote(
-        context,
-        what=f"{what} {job_id}",
-        fetch=lambda: fetch(job_id),
-        is_done=is_terminal,
-        status_of=job_status,
-        cancel=lambda: cancel(job_id),
-        timeout_s=timeout_s,
-        interval_s=interval_s,
-        describe=describe,
-    )
+    failed or cancelled). ``fetch`` and ``cancel`` take the job id. Returns the job id and its last document.
+
+    A run terminated after the create was sent but before the wait began (the job id may be unknown: the answer
+    was still on its way) cancels the job it finds by ``key``: the wait's own handler covers only the wait."""
+    cancelled = []
+
+    def cancel_once(job_id: str) -> Any:
+        cancelled.append(job_id)
+        return cancel(job_id)
+
+    job_id: Optional[str] = None
+    try:
+        job_id = reattach_or_submit(context, what=what, key=key, find=find, submit=submit)["id"]
+        doc = wait_for_remote(
+            context,
+            what=f"{what} {job_id}",
+            fetch=lambda: fetch(job_id),
+            is_done=is_terminal,
+            status_of=job_status,
+            cancel=lambda: cancel_once(job_id),
+            timeout_s=timeout_s,
+            interval_s=interval_s,
+            describe=describe,
+        )
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        if not cancelled:
+            _cancel_submitted(context, what, key, job_id, find, cancel)
+        raise
     return job_id, doc
+
+
+def _cancel_submitted(
+    context, what: str, key: str, job_id: Optional[str], find: Callable[[str], Optional[dict]],
+    cancel: Callable[[str], Any], attempts: int = 4, pause_s: float = 0.5,
+) -> None:
+    """Cancel the job a terminated run submitted before its wait began: ``job_id`` when its answer arrived, else
+    the job found by ``key`` (looked up a few times: the create may still be in flight on the server)."""
+    try:
+        for attempt in range(attempts):
+            job = {"id": job_id} if job_id else find(key)
+            if job is not None:
+                context.log.warning(f"Run terminated: cancelling {what} {job['id']} so that it does not keep running.")
+                cancel(job["id"])
+                return
+            if attempt + 1 < attempts:
+                time.sleep(pause_s)
+    except Exception as exc:  # the interruption must still propagate
+        context.log.error(f"Could not cancel {what} for key {key[:12]}: {exc}")

@@ -1,35 +1,37 @@
-"""Serving stage: deploy the fine-tuned and the base model as NIMs, wait until the gateway serves them."""
+"""Serving stage: deploy each experiment's fine-tuned model, and the base model once, as NIMs; wait until the gateway
+serves them. `teardown.py` deletes them again."""
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
-from dagster import (
-    AssetExecutionContext,
-    Config,
-    DataVersion,
-    Failure,
-    MaterializeResult,
-    OpExecutionContext,
-    asset,
-    job,
-    op,
-)
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, asset
 from pydantic import Field, field_validator
 
-from ..nemo.deployment import EMBEDQA_IMAGE, EMBEDQA_TAG, nim_deployment_body
+from ..nemo.deployment import DEPLOYMENTS, EMBEDQA_IMAGE, EMBEDQA_TAG, nim_deployment_body
 from ..nemo.status import deployed_model, deployment_status, is_failed, is_ready
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import backend_errors_as_failures, fail_on_invalid_run_config
+from .common import GPU_TAGS, OWNERS, backend_errors_as_failures, fail_on_invalid_run_config, link
+from .experiments import EXPERIMENTS
 from .remote_jobs import progress_logger, remote_wait, wait_for_remote
-from .training import ExperimentConfig, validate_name
+from .settings import resolve_settings, settings_metadata
 from .values import Deployment, FineTunedModel
 
-NIM_CODE_VERSION = "1"
+NIM_CODE_VERSION = "2"
 GONE = "gone"  # the status this module gives a deployment that no longer exists
+BASELINE_DEPLOYMENT = "baseline-nim"  # one base-model NIM shared by every experiment
 
 
-class DeployConfig(ExperimentConfig):
+def fine_tuned_deployment(experiment: str) -> str:
+    """Name of an experiment's fine-tuned NIM deployment."""
+    return f"{experiment}-ft-nim"
+
+
+def deployment_link(deployment: DeploymentResource, full_name: str):
+    return link(deployment.url(), f"{DEPLOYMENTS}/{full_name}")
+
+
+class DeployConfig(Config):
     image_name: str = Field(default=EMBEDQA_IMAGE, description="NIM image.")
     image_tag: str = Field(default=EMBEDQA_TAG, description="NIM image tag.")
     gpu: int = Field(default=1, description="GPUs per NIM.")
@@ -134,29 +136,33 @@ def deploy_and_wait(
     )
 
 
-def _result(info: Deployment) -> MaterializeResult:
+def _result(info: Deployment, deployment: DeploymentResource, chosen: dict[str, Any], **extra: Any) -> MaterializeResult:
     metadata = {
         "deployment": info.deployment,
+        "deployment_url": deployment_link(deployment, info.deployment),
+        "status": "ready",
         "model": info.model,
         "served_name": info.served_name,
         "nim_url": info.nim_url,
         "dimension": float(info.dimension),
         "ready_after_s": float(info.ready_after_s),
+        **extra,
+        **settings_metadata(chosen),
     }
     return MaterializeResult(value=info, metadata=metadata, data_version=DataVersion(info.model))
-
-
-def deployment_names(experiment: str) -> dict[str, str]:
-    return {"fine_tuned": f"{experiment}-ft-nim", "baseline": f"{experiment}-base-nim"}
 
 
 @asset(
     automation_condition=GPU_STAGE_CONDITION,
     group_name="serving",
     code_version=NIM_CODE_VERSION,
+    partitions_def=EXPERIMENTS,
     kinds={"nemo"},
+    owners=OWNERS,
+    tags=GPU_TAGS,
     pool="nemo_deployment",
-    description="The fine-tuned model deployed as a NIM, ready and listed by the gateway, smoke-tested.",
+    description="One experiment's fine-tuned model deployed as a NIM (`<experiment>-ft-nim`), ready and listed by "
+    "the gateway, smoke-tested. teardown_deployments_job deletes it and records an observation saying so.",
 )
 @backend_errors_as_failures
 def fine_tuned_nim(
@@ -167,18 +173,24 @@ def fine_tuned_nim(
     nim: NimResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    name = deployment_names(config.experiment)["fine_tuned"]
+    fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config)
+    name = fine_tuned_deployment(context.partition_key)
     info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model)
-    return _result(info)
+    return _result(info, deployment, chosen, experiment=context.partition_key)
 
 
 @asset(
+    deps=["preflight"],  # defs/preflight.py: no NIM for a run whose config, source or tasks are wrong
     automation_condition=GPU_STAGE_CONDITION,
     group_name="serving",
     code_version=NIM_CODE_VERSION,
     kinds={"nemo"},
+    owners=OWNERS,
+    tags=GPU_TAGS,
     pool="nemo_deployment",
-    description="The base model deployed as a NIM, so that the baseline is measured in the same run, not quoted.",
+    description=f"The base model deployed once as a NIM (`{BASELINE_DEPLOYMENT}`), shared by every experiment, so "
+    "that the baseline is measured, not quoted. Its data version is the base model: a new base model redeploys it.",
 )
 @backend_errors_as_failures
 def baseline_nim(
@@ -189,39 +201,7 @@ def baseline_nim(
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config)
     model = config.base_model or backend_defaults(deployment.uses_local_platform).base_model
-    name = deployment_names(config.experiment)["baseline"]
-    info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, name, model)
-    return _result(info)
-
-
-class TeardownConfig(Config):
-    experiments: list[str] = Field(
-        default_factory=lambda: ["default"], description="Experiments whose NIM deployments are deleted."
-    )
-
-    @field_validator("experiments")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        return [validate_name("experiments[]", e) for e in v]
-
-
-@op(description="Delete the NIM deployments of the given experiments (they hold GPUs).")
-def delete_deployments(
-    context: OpExecutionContext, config: TeardownConfig, deployment: DeploymentResource, entity_store: EntityStoreResource
-) -> list[str]:
-    dm = deployment.client()
-    deleted = []
-    for experiment in config.experiments:
-        for name in deployment_names(experiment).values():
-            if not dm.delete_deployment(entity_store.namespace, name):
-                continue
-            deleted.append(f"{entity_store.namespace}/{name}")
-            context.log.info(f"Deleted deployment {entity_store.namespace}/{name}")
-    return deleted
-
-
-@job(description="Tear down NIM deployments (GPU cost). Evaluations already materialized are kept.")
-def teardown_deployments_job():
-    delete_deployments()
-
+    info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, BASELINE_DEPLOYMENT, model)
+    return _result(info, deployment, chosen)

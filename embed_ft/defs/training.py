@@ -3,7 +3,6 @@
 
 import hashlib
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -12,39 +11,30 @@ from typing import Any, Optional
 from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field, field_validator
 
-from ..nemo.customizer import failure_detail, sft_config_body, sft_job_body
+from ..nemo.customizer import FINETUNING_TYPES, failure_detail, lora_parameters, sft_config_body, sft_job_body
 from ..nemo.status import COMPLETED, job_status
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import backend_errors_as_failures, fail_on_invalid_run_config, markdown_table, stable_hash
+from .charts import loss_curve_png, markdown_image
+from .common import (
+    CPU_TAGS,
+    GPU_TAGS,
+    OWNERS,
+    backend_errors_as_failures,
+    fail_on_invalid_run_config,
+    link,
+    markdown_table,
+    stable_hash,
+    validate_name,
+)
+from .experiments import EXPERIMENTS
 from .remote_jobs import run_remote_job
+from .settings import resolve_settings, settings_metadata
 from .values import FineTunedModel, TripletSplits, UploadedDataset
 
 TRAINING_DATASET_CODE_VERSION = "1"
-FINE_TUNED_MODEL_CODE_VERSION = "1"
+FINE_TUNED_MODEL_CODE_VERSION = "2"
 MANIFEST_PATH = "embed_ft_manifest.json"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-
-
-def validate_name(field: str, value: str) -> str:
-    if not value or not NAME_PATTERN.match(value):
-        raise ValueError(
-            f"{field} must be 1-63 characters of lower-case letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit; got {value!r}"
-        )
-    return value
-
-
-class ExperimentConfig(Config):
-    experiment: str = Field(
-        default="default",
-        description="Experiment name: keeps output models, deployments and report history of experiments apart.",
-    )
-
-    @field_validator("experiment")
-    @classmethod
-    def _experiment_is_a_name(cls, v: str) -> str:
-        return validate_name("experiment", v)
 
 
 class TrainingDatasetConfig(Config):
@@ -100,6 +90,8 @@ def ensure_repo(ds_client, namespace: str, name: str) -> str:
     group_name="training",
     code_version=TRAINING_DATASET_CODE_VERSION,
     kinds={"nemo", "huggingface"},
+    owners=OWNERS,
+    tags=CPU_TAGS,
     description="The training and validation splits uploaded to the NeMo Data Store and registered in the Entity Store.",
 )
 @backend_errors_as_failures
@@ -111,6 +103,7 @@ def training_dataset(
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config)
     ns = entity_store.namespace
     es, ds = entity_store.client(), datastore.client()
     es.ensure_namespace(ns)
@@ -132,6 +125,9 @@ def training_dataset(
     metadata = {
         "repo_id": repo_id,
         "files_url": files_url,
+        "repo_url": link(datastore.url(), f"/v1/hf/api/datasets/{repo_id}/revision/main"),
+        "entity_url": link(entity_store.url(), f"/v1/datasets/{ns}/{config.dataset_name}"),
+        **settings_metadata(chosen),
         "commit_id": str(upload["commit"] or ""),
         "uploaded": upload["uploaded"],
         **{f"size_bytes/{p.split('/')[0]}": float(m["size"]) for p, m in upload["manifest"].items()},
@@ -141,17 +137,44 @@ def training_dataset(
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
-class FineTuneConfig(ExperimentConfig):
+class LoraConfig(Config):
+    """``hyperparameters.lora`` of a ``lora``/``lora_merged`` job (the SDK's LoraParameters)."""
+
+    adapter_dim: int = Field(default=8, description="Adapter rank (a power of 2).")
+    alpha: int = Field(default=16, description="LoRA scaling factor (often a multiple of adapter_dim).")
+    adapter_dropout: Optional[float] = Field(default=None, description="Dropout in the adapter; empty: the backend's.")
+    target_modules: Optional[list[str]] = Field(
+        default=None, description="Layers to adapt (NeMo: linear_qkv, linear_proj, linear_fc1, linear_fc2); empty: "
+        "the backend's default (locally: the attention query and value projections).")
+
+    @field_validator("adapter_dim", "alpha")
+    @classmethod
+    def _lora_positive(cls, v: int, info) -> int:
+        if v < 1:
+            raise ValueError(f"lora.{info.field_name} must be >= 1, got {v}")
+        return v
+
+    @field_validator("adapter_dropout")
+    @classmethod
+    def _lora_dropout(cls, v: Optional[float]) -> Optional[float]:
+        if v is not None and not 0 <= v < 1:
+            raise ValueError(f"lora.adapter_dropout must be in [0, 1), got {v}")
+        return v
+
+
+class FineTuneConfig(Config):
     target: Optional[str] = Field(
         default=None,
         description="Customization target `namespace/name@version`; empty: the backend's default "
         "(nvidia/llama-3.2-nv-embedqa-1b@v2 on NeMo, the packaged all-MiniLM-L6-v2 locally).",
     )
     output_model_name: Optional[str] = Field(
-        default=None, description="Output model name (without namespace); empty: `<experiment>-embed-sft`."
+        default=None, description="Output model name (without namespace); empty: `<experiment>-embed-sft`, "
+        "the experiment being the partition key."
     )
     training_type: str = "sft"
     finetuning_type: str = Field(default="all_weights", description="all_weights, lora or lora_merged.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA parameters (lora and lora_merged only).")
     epochs: int = Field(default=1, description="Training epochs (tutorial: 1).")
     batch_size: Optional[int] = Field(default=None, description="Empty: 256 on NeMo (tutorial), 32 locally.")
     learning_rate: Optional[float] = Field(default=None, description="Empty: 5e-6 on NeMo (tutorial), 2e-5 locally.")
@@ -188,7 +211,7 @@ class FineTuneConfig(ExperimentConfig):
     @field_validator("finetuning_type")
     @classmethod
     def _ft_type(cls, v: str) -> str:
-        if v not in {"all_weights", "lora", "lora_merged", "p_tuning"}:
+        if v not in FINETUNING_TYPES:
             raise ValueError(f"finetuning_type must be all_weights, lora or lora_merged, got {v!r}")
         return v
 
@@ -201,7 +224,7 @@ class FineTuneConfig(ExperimentConfig):
 
 
 def customization_bodies(
-    config: FineTuneConfig, namespace: str, dataset: UploadedDataset, uses_local: bool
+    config: FineTuneConfig, experiment: str, namespace: str, dataset: UploadedDataset, uses_local: bool
 ) -> dict[str, Any]:
     """The Customizer config and job bodies (docs/NEMO_CONTRACT.md, section 5) with this run's values."""
     defaults = backend_defaults(uses_local)
@@ -217,7 +240,7 @@ def customization_bodies(
     # The config name carries a hash of its body: a changed config is a new versioned config, never an edit.
     config_body["name"] = f"embed-ft-{stable_hash({**config_body, 'name': ''})[:10]}@v1"
     extra = {key: getattr(config, key) for key in ("max_steps", "warmup_steps", "seed") if getattr(config, key) is not None}
-    output_model_name = config.output_model_name or f"{config.experiment}-embed-sft"
+    output_model_name = config.output_model_name or f"{experiment}-embed-sft"
     job_body = sft_job_body(
         "",  # named by the caller, after the idempotency key is known
         f"{namespace}/{config_body['name']}",
@@ -232,6 +255,8 @@ def customization_bodies(
         extra_hyperparameters=extra,
         dataset_parameters={"num_hard_negatives": config.num_hard_negatives} if config.num_hard_negatives is not None else None,
         integrations=[{"type": "wandb", "wandb": {"project": config.wandb_project}}] if config.wandb_project else None,
+        lora=lora_parameters(config.lora.adapter_dim, config.lora.alpha, config.lora.adapter_dropout,
+                             config.lora.target_modules),
     )
     del job_body["name"]
     return {"config": config_body, "job": job_body, "target": target}
@@ -264,9 +289,13 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
     automation_condition=GPU_STAGE_CONDITION,
     group_name="training",
     code_version=FINE_TUNED_MODEL_CODE_VERSION,
+    partitions_def=EXPERIMENTS,
     kinds={"nemo", "pytorch"},
+    owners=OWNERS,
+    tags=GPU_TAGS,
     pool="nemo_customizer",
-    description="A Customizer SFT job over the uploaded dataset; reattaches to an identical job instead of resubmitting.",
+    description="One experiment's fine-tuned model (partition = experiment): a Customizer SFT job over the uploaded "
+    "dataset, with the experiment's hyperparameters; reattaches to an identical job instead of resubmitting.",
 )
 @backend_errors_as_failures
 def fine_tuned_model(
@@ -276,12 +305,15 @@ def fine_tuned_model(
     customizer: CustomizerResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
+    fail_on_invalid_run_config(context)
+    config, chosen = resolve_settings(context, config)
+    experiment = context.partition_key
     cz = customizer.client()
     uses_local = customizer.uses_local_platform
     defaults = backend_defaults(uses_local)
-    bodies = customization_bodies(config, entity_store.namespace, training_dataset, uses_local)
+    bodies = customization_bodies(config, experiment, entity_store.namespace, training_dataset, uses_local)
     key = stable_hash(training_dataset.data_version, bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION)
-    job_body = {"name": f"{config.experiment}-embed-sft-{key[:12]}", **bodies["job"]}
+    job_body = {"name": f"{experiment}-embed-sft-{key[:12]}", **bodies["job"]}
 
     def submit() -> dict:
         cz.create_config(bodies["config"])
@@ -294,7 +326,7 @@ def fine_tuned_model(
         context,
         what="customization job",
         key=key,
-        find=cz.find_job,
+        find=lambda key: cz.find_job(key, like=job_body),  # narrowed by the body's list filters, then scanned
         submit=submit,
         fetch=lambda job_id: {**cz.get_status(job_id), "id": job_id},
         cancel=cz.cancel_job,
@@ -310,18 +342,40 @@ def fine_tuned_model(
         )
     job = cz.get_job(job_id)
     output_model = job.get("output_model") or f"{job_body['output_model']}@{job_id}"
+    value = FineTunedModel(
+        job_id=job_id,
+        output_model=output_model,
+        served_name=output_model.split("@", 1)[0],
+        target=bodies["target"],
+        experiment=experiment,
+    )
+    metadata = model_metadata(context, value, status, job_body, training_dataset, customizer.url(), entity_store.url())
+    metadata.update(settings_metadata(chosen))
+    metadata["wait_s"] = float(time.monotonic() - started)
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))
+
+
+def model_metadata(
+    context, model: FineTunedModel, status: dict, job_body: dict, dataset: UploadedDataset, nemo_url: str, entity_url: str
+) -> dict[str, Any]:
+    """What the model's page shows: where it lives, the hyperparameters and data it was trained with, the loss."""
     series = loss_series(status)
-    rows = []
     val_by_step = dict(series["val_loss"])
-    for step, value in series["train_loss"]:
-        rows.append([step, value, val_by_step.get(step, "")])
+    rows = [[step, value, val_by_step.get(step, "")] for step, value in series["train_loss"]]
+    chart = loss_curve_png(series, title=f"{model.experiment}: training loss")
+    ns_name = model.output_model.split("@", 1)[0]
     metadata: dict[str, Any] = {
-        "job_id": job_id,
-        "output_model": output_model,
-        "target": bodies["target"],
+        "experiment": model.experiment,
+        "job_id": model.job_id,
+        "job_url": link(nemo_url, f"/v1/customization/jobs/{model.job_id}"),
+        "output_model": model.output_model,
+        "model_url": link(entity_url, f"/v1/models/{ns_name}"),
+        "target": model.target,
         "hyperparameters": MetadataValue.json(job_body["hyperparameters"]),
+        "training_data_version": dataset.data_version,
+        "training_dataset": f"{dataset.namespace}/{dataset.name}",
+        "loss_chart": MetadataValue.md(markdown_image(chart, "training loss") if chart else "no loss reported"),
         "loss_curve": MetadataValue.md(markdown_table(["step", "train_loss", "val_loss"], rows) if rows else "no loss reported"),
-        "wait_s": float(time.monotonic() - started),
     }
     if status.get("elapsed_time") is not None:
         metadata["duration_s"] = float(status["elapsed_time"])
@@ -331,11 +385,4 @@ def fine_tuned_model(
         metadata["val_loss_final"] = float(series["val_loss"][-1][1])
     if status.get("steps_completed") is not None:
         metadata["steps_completed"] = float(status["steps_completed"])
-    value = FineTunedModel(
-        job_id=job_id,
-        output_model=output_model,
-        served_name=output_model.split("@", 1)[0],
-        target=bodies["target"],
-        experiment=config.experiment,
-    )
-    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))
+    return metadata

@@ -6,7 +6,7 @@ and `embed-ft report` show lives in the materialization metadata, not here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -15,15 +15,29 @@ from ..data.splitting import SPLITS
 
 @dataclass(frozen=True)
 class RawSnapshot:
-    """`specter_raw`: the source as a local Parquet file."""
+    """`specter_raw`: the source as a local Parquet file (a BEIR source: a folder holding the split's files)."""
 
     path: Path
     source: str
     kind: str  # hub, local or beir
     revision: Optional[str]  # Hub commit sha; None for local and BEIR sources
     data_version: str
+    layout: str  # "set" or "columns"; "beir" for a BEIR split (no negatives yet)
+    rows: int  # BEIR: judged-relevant (query, document) pairs
+    split: Optional[str] = None  # BEIR: the qrels split snapshotted
+
+
+@dataclass(frozen=True)
+class MinedTriplets:
+    """`mined_triplets`: rows with negatives, ready to split (Parquet; the raw snapshot itself when passed through)."""
+
+    path: Path
+    source: str
     layout: str  # "set" or "columns"
     rows: int
+    data_version: str  # the raw snapshot's version when passed through
+    source_data_version: str
+    mined: bool  # False: the source's rows carried their negatives and were passed through
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,7 @@ class FineTunedModel:
     output_model: str  # namespace/name@version
     served_name: str  # the name the NIM serves it under (namespace/name)
     target: str
-    experiment: str
+    experiment: str  # the partition key
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,9 @@ class EvaluationResult:
     job_id: str
     tasks: dict[str, str]  # task name -> files_url
     metrics: dict[str, dict[str, float]]  # task name -> metric -> score
+    # task -> query id -> metric -> score, when the evaluator reports them (the local platform does); else {}
+    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    queries: dict[str, int] = field(default_factory=dict)  # task -> number of queries evaluated, when reported
 
 
 @dataclass(frozen=True)
@@ -108,10 +125,27 @@ class ReportRow:
 
 
 @dataclass(frozen=True)
+class PairedTest:
+    """Fine-tuned minus baseline on one task and metric, tested over the per-query scores (`significance.py`)."""
+
+    task: str
+    metric: str
+    queries: Optional[int]  # queries scored by both models (or reported by the evaluator); None when unknown
+    mean_delta: Optional[float]
+    ci_low: Optional[float]  # 95% bootstrap confidence interval of the mean difference
+    ci_high: Optional[float]
+    p_value: Optional[float]  # two-sided paired permutation test
+    verdict: str  # significantly better / significantly worse / no significant difference / too few queries / not tested
+    note: str
+
+
+@dataclass(frozen=True)
 class Report:
-    """`evaluation_report`: baseline vs fine-tuned per task and metric."""
+    """`evaluation_report`: baseline vs fine-tuned per task and metric, and the paired test per task."""
 
     rows: list[ReportRow]
     markdown: str
     baseline_model: str
     fine_tuned_model: str
+    experiment: str = ""
+    tests: list[PairedTest] = field(default_factory=list)

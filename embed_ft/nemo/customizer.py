@@ -12,6 +12,7 @@ from .http import (
     cancel_job,
     create_job_once,
     create_or_fetch,
+    filter_params,
     find_by_idempotency_key,
     segment,
 )
@@ -83,6 +84,25 @@ def sft_config_body(
     }
 
 
+FINETUNING_TYPES = ("all_weights", "lora", "lora_merged")  # SDK 1.5 FinetuningType
+LORA_FINETUNING_TYPES = ("lora", "lora_merged")
+
+
+def lora_parameters(
+    adapter_dim: int = 8,
+    alpha: int = 16,
+    adapter_dropout: float | None = None,
+    target_modules: list[str] | None = None,
+) -> dict:
+    """``hyperparameters.lora`` (SDK 1.5 ``LoraParameters``); unset optional keys are left to the Customizer."""
+    body: dict[str, Any] = {"adapter_dim": adapter_dim, "alpha": alpha}
+    if adapter_dropout is not None:
+        body["adapter_dropout"] = adapter_dropout
+    if target_modules:
+        body["target_modules"] = list(target_modules)
+    return body
+
+
 def sft_job_body(
     name: str,
     config: str,
@@ -99,8 +119,10 @@ def sft_job_body(
     dataset_parameters: dict | None = None,
     integrations: list | None = None,
     description: str | None = None,
+    lora: dict | None = None,
 ) -> dict:
-    """The tutorial's customization job body; optional keys are added only when given."""
+    """The tutorial's customization job body; optional keys are added only when given. ``lora``
+    (:func:`lora_parameters`) goes to ``hyperparameters.lora`` for the ``lora``/``lora_merged`` fine-tuning types."""
     body: dict[str, Any] = {
         "name": name,
         "config": config,
@@ -115,6 +137,8 @@ def sft_job_body(
         },
         "output_model": output_model,
     }
+    if lora is not None and finetuning_type in LORA_FINETUNING_TYPES:
+        body["hyperparameters"]["lora"] = dict(lora)
     if dataset_parameters:
         body["dataset_parameters"] = dataset_parameters
     if integrations:
@@ -122,6 +146,19 @@ def sft_job_body(
     if description:
         body["description"] = description
     return body
+
+
+# Hyperparameters the Customizer's job list can filter on (SDK 1.5 ``CustomizationJobListFilter``).
+LIST_FILTER_HYPERPARAMETERS = ("training_type", "finetuning_type", "epochs", "batch_size", "log_every_n_steps")
+
+
+def job_list_filters(body: dict) -> dict[str, Any]:
+    """The narrowest ``filter[...]`` of the Customizer's job list that a job created from ``body`` must match: its
+    namespace and project when the body sets them, and its list-filterable hyperparameters."""
+    hyperparameters = body.get("hyperparameters") if isinstance(body.get("hyperparameters"), dict) else {}
+    filters = {key: body[key] for key in ("namespace", "project") if isinstance(body.get(key), str) and body[key]}
+    filters |= {key: hyperparameters[key] for key in LIST_FILTER_HYPERPARAMETERS if hyperparameters.get(key) is not None}
+    return filters
 
 
 def failure_detail(doc: dict) -> str:
@@ -174,17 +211,22 @@ class CustomizerClient:
         (``recovered=True``); without a key, or when not found, the error is raised.
         """
         body = with_idempotency_key(body, idempotency_key)
-        return create_job_once(self.http, JOBS, body, idempotency_key, "customization job", self.find_job)
+        return create_job_once(self.http, JOBS, body, idempotency_key, "customization job",
+                               lambda key: self.find_job(key, like=body))
 
-    def find_job(self, idempotency_key: str, max_pages: int = 20) -> dict | None:
-        """The newest job whose ``custom_fields`` carry this idempotency key, or None."""
-        return find_by_idempotency_key(
-            self.http, JOBS, idempotency_key, "customization job", idempotency_key_of, max_pages
-        )
+    def find_job(self, idempotency_key: str, like: dict | None = None) -> dict | None:
+        """The newest job whose ``custom_fields`` carry this idempotency key, or None.
+
+        The Customizer's list has no ``custom_fields`` filter (SDK 1.5 ``CustomizationJobListFilter``), so the list is
+        narrowed by what the job body ``like`` fixes (:func:`job_list_filters`), and every page of it is scanned
+        (no page limit; a list that cannot be read to its end raises naming the key).
+        """
+        return find_by_idempotency_key(self.http, JOBS, idempotency_key, "customization job", idempotency_key_of,
+                                       filters=job_list_filters(like or {}))
 
     def list_jobs(self, sort: str = "-created_at", max_pages: int = 20, **filters: Any) -> list[dict]:
         """Jobs, newest first; ``filters`` become ``filter[key]=value`` (e.g. ``status="running"``)."""
-        params: dict[str, Any] = {"sort": sort, **{f"filter[{k}]": v for k, v in filters.items()}}
+        params: dict[str, Any] = {"sort": sort, **filter_params(filters)}
         return list(self.http.iter_pages(JOBS, params=params, max_pages=max_pages, call="list customization jobs"))
 
     def get_job(self, job_id: str) -> dict:

@@ -195,9 +195,11 @@ class EvaluatorClient:
         body = with_idempotency_key({"config": config, "target": target}, idempotency_key)
         return create_job_once(self.http, JOBS, body, idempotency_key, "evaluation job", self.find_job)
 
-    def find_job(self, idempotency_key: str, max_pages: int = 20) -> dict | None:
-        """The newest evaluation job whose ``custom_fields`` carry this key, or None."""
-        return find_by_idempotency_key(self.http, JOBS, idempotency_key, "evaluation job", idempotency_key_of, max_pages)
+    def find_job(self, idempotency_key: str) -> dict | None:
+        """The newest evaluation job whose ``custom_fields`` carry this key, or None: filtered on the server
+        (``filter[custom_fields][<field>]=<key>``), then checked here over every page of the answer."""
+        return find_by_idempotency_key(self.http, JOBS, idempotency_key, "evaluation job", idempotency_key_of,
+                                       filters={"custom_fields": {IDEMPOTENCY_FIELD: idempotency_key}})
 
     def get_job(self, job_id: str) -> dict:
         """The job (poll this one: its ``status`` and ``status_details.progress``)."""

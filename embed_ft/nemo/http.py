@@ -220,14 +220,18 @@ class ServiceHTTP:
         path: str,
         params: Mapping[str, Any] | None = None,
         page_size: int = 100,
-        max_pages: int = 100,
+        max_pages: int | None = 100,
         call: str | None = None,
     ) -> Iterator[dict]:
         """Items of a paginated NeMo list (``{"data": [...], "pagination": {"page", "total_pages"}}``).
 
-        Also accepts a bare list or a ``data`` list without pagination (one page). ``max_pages`` bounds the loop.
+        Also accepts a bare list or a ``data`` list without pagination (one page). ``max_pages`` bounds the loop
+        (with a warning when it cuts the list short); ``None`` reads every page (an exhaustive scan), and then a
+        server whose pages do not advance raises :class:`NemoResponseError` instead of looping.
         """
-        for page in range(1, max_pages + 1):
+        page, previous_ids = 0, None
+        while max_pages is None or page < max_pages:
+            page += 1
             body = self.get(path, params={**(params or {}), "page": page, "page_size": page_size}, call=call)
             if isinstance(body, list):
                 yield from body
@@ -236,6 +240,11 @@ class ServiceHTTP:
                 raise NemoResponseError(
                     f"{self.service}: GET {path} should return {{'data': [...]}}, got {_shape(body)}"
                 )
+            ids = [item.get("id") for item in body["data"] if isinstance(item, dict)]
+            if max_pages is None and page > 1 and ids and ids == previous_ids:
+                raise NemoResponseError(f"{self.service}: GET {path} answered page {page} with the items of page "
+                                        f"{page - 1}: its pagination does not advance")
+            previous_ids = ids
             yield from body["data"]
             pagination = body.get("pagination")
             if not isinstance(pagination, dict) or not body["data"]:
@@ -330,12 +339,44 @@ def create_job_once(http: "ServiceHTTP", path: str, body: dict, idempotency_key:
         raise
 
 
+def filter_params(filters: Mapping[str, Any], prefix: str = "filter") -> dict[str, str]:
+    """NeMo list filters as the official SDK sends them: nested objects in brackets
+    (``{"custom_fields": {"k": "v"}}`` -> ``filter[custom_fields][k]=v``), lists comma-joined, booleans lower case."""
+    out: dict[str, str] = {}
+    for key, value in filters.items():
+        name = f"{prefix}[{key}]"
+        if isinstance(value, Mapping):
+            out.update(filter_params(value, name))
+        elif isinstance(value, (list, tuple)):
+            out[name] = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            out[name] = str(value).lower()
+        elif value is not None:
+            out[name] = str(value)
+    return out
+
+
 def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str, what: str, key_of: Any,
-                            max_pages: int = 20) -> dict | None:
-    """The newest object of a paginated list whose ``key_of(obj)`` equals ``idempotency_key``, or None."""
-    for job in http.iter_pages(path, params={"sort": "-created_at"}, max_pages=max_pages, call=f"list {what}s"):
-        if key_of(job) == idempotency_key:
-            return job
+                            filters: Mapping[str, Any] | None = None) -> dict | None:
+    """The newest object of a paginated list whose ``key_of(obj)`` equals ``idempotency_key``, or None.
+
+    ``filters`` narrow the list on the server (``filter[...]``); every page of the answer is then read and the key
+    compared here, so a server that ignores a filter costs time, never a duplicate. There is no page limit: a job
+    older than any scan window is still found. A list that cannot be read to its end raises, naming the key (the
+    caller must not submit the job again on a guess).
+    """
+    params = {"sort": "-created_at", **filter_params(filters or {})}
+    try:
+        for job in http.iter_pages(path, params=params, max_pages=None, call=f"list {what}s"):
+            if key_of(job) == idempotency_key:
+                return job
+    except NemoAPIError as exc:
+        exc.add_note(f"Looking up the {what} with idempotency key {idempotency_key!r} failed, so whether it exists "
+                     "is unknown: it was not submitted again.")
+        raise
+    except NemoResponseError as exc:
+        raise NemoResponseError(f"cannot look up the {what} with idempotency key {idempotency_key!r}: {exc}; "
+                                "it was not submitted again") from None
     return None
 
 

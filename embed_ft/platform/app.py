@@ -1,5 +1,9 @@
 """The FastAPI application of the local platform: one router per NeMo service on one port.
 
+NEMO_URL and NDS_URL are the root; NIM_URL is the root plus ``NIM_PATH_PREFIX`` (``/nim``), so that
+``NEMO_URL/v1/models`` is always the Entity Store and ``NIM_URL/v1/models`` always the served models, as on a
+cluster. ``POST /v1/embeddings`` at the root stays as an alias (nothing else answers that path).
+
 The lifespan builds the ``PlatformContext`` (every service) and closes it; routes reach it through
 ``api/deps.py``. Domain errors become HTTP answers in one exception handler (``api/errors.py``).
 """
@@ -14,13 +18,14 @@ from fastapi.responses import JSONResponse
 
 from . import faults
 from .api import customizer, datastore, deployment, entities, evaluator, nim
+from .api.body import RequestBodyGuard
 from .api.errors import HANDLED, domain_error_handler
 from .context import build_context
-from .settings import PlatformSettings
+from .settings import NIM_PATH_PREFIX, PlatformSettings
 
-UNAUTHENTICATED_PATHS = {"/health", "/v1/health/ready", "/v1/health/live"}
-# Order matters where paths overlap: the Entity Store's GET /v1/models also answers the NIM's (see api/entities.py).
-ROUTERS = (datastore.router, entities.router, customizer.router, deployment.router, nim.router, evaluator.router)
+HEALTH_PATHS = ("/health", "/v1/health/ready", "/v1/health/live")
+UNAUTHENTICATED_PATHS = {*HEALTH_PATHS, *(f"{NIM_PATH_PREFIX}{path}" for path in HEALTH_PATHS[1:])}
+ROUTERS = (datastore.router, entities.router, customizer.router, deployment.router, evaluator.router)
 
 
 def create_app(settings: PlatformSettings | None = None) -> FastAPI:
@@ -41,6 +46,8 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     app = FastAPI(title="embed-ft local NeMo platform", version="1", lifespan=lifespan)
     for error_class in HANDLED:
         app.add_exception_handler(error_class, domain_error_handler)
+    # Added before the token check, so that it runs after it: bodies of unauthenticated requests are never read.
+    app.add_middleware(RequestBodyGuard, settings=settings)
 
     @app.middleware("http")
     async def require_bearer_token(request: Request, call_next):
@@ -55,11 +62,15 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
     @app.get("/health")
     @app.get("/v1/health/ready")
     @app.get("/v1/health/live")
-    def health() -> dict[str, str]:
+    @app.get(f"{NIM_PATH_PREFIX}/v1/health/ready")
+    @app.get(f"{NIM_PATH_PREFIX}/v1/health/live")
+    async def health() -> dict[str, str]:  # async: answered on the event loop, never queued behind encodes
         return {"status": "ok", "service": "embed-ft-local-platform"}
 
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(nim.router, prefix=NIM_PATH_PREFIX)  # NIM_URL
+    app.add_api_route("/v1/embeddings", nim.create_embeddings, methods=["POST"])  # the root alias (see above)
     if settings.enable_faults:  # test-only: never enabled from the environment or the command line
         job_faults = faults.install(app)
     return app

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from .launcher import RemoteBindRefused, status as platform_status, stop as stop_platform
-from .server import serve_forever
+from .server import HomeInUse, serve_forever
 from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings
 
 HOME_HELP = "platform home (default $EMBED_FT_HOME or ./.embed_ft/platform)"
@@ -48,6 +48,9 @@ def serve(host: str, port: int, home: Path | None, beir_root: Path | None, token
     except RemoteBindRefused as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    except HomeInUse as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(3) from None
 
 
 @platform_group.command()
@@ -59,8 +62,28 @@ def stop(home: Path | None) -> None:
     click.echo("stopped" if stopped else f"no platform was running for {settings.home}")
 
 
+def describe_status(state: dict) -> list[str]:
+    """`platform status` for people: whether it is up, where, and the command that changes that."""
+    if state["healthy"]:
+        lines = [f"local platform: up at {state['url']} (pid {state['pid']}, since {state.get('started_at') or '?'})",
+                 "stop it with: embed-ft platform stop"]
+    elif state["running"]:
+        lines = [f"local platform: pid {state['pid']} runs but {state['url']}/health does not answer",
+                 "stop it with: embed-ft platform stop (then any embed-ft run starts a fresh one)"]
+    else:
+        lines = ["local platform: down" + (" (its last process is gone)" if state.get("stale") else ""),
+                 "start it with: embed-ft platform serve (foreground), or let embed-ft run start it"]
+    return lines + [f"home: {state['home']}", f"log: {state['log_file']}"]
+
+
 @platform_group.command()
 @click.option("--home", type=click.Path(path_type=Path), help=HOME_HELP)
-def status(home: Path | None) -> None:
-    """Show whether the platform of this home is running, and where (JSON)."""
-    click.echo(json.dumps(platform_status(_settings(home=home)), default=str, indent=2))
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON (for scripts)")
+def status(home: Path | None, as_json: bool) -> None:
+    """Show whether the platform of this home is up, and where. Exit code 0 when up, 1 when down."""
+    state = platform_status(_settings(home=home))
+    if as_json:
+        click.echo(json.dumps(state, default=str, indent=2))
+    else:
+        click.echo("\n".join(describe_status(state)))
+    raise SystemExit(0 if state["healthy"] else 1)

@@ -8,7 +8,8 @@ in reverse order and closes the store. Routes reach the services through ``api/d
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 from .services.customization import CustomizationService
 from .services.datastore_namespaces import DatastoreNamespaces
@@ -16,10 +17,12 @@ from .services.deployments import DeploymentService
 from .services.entities import EntitiesService
 from .services.evaluation.resources import EvaluatorResources
 from .services.evaluation.service import EvaluationService
+from .services.leftovers import clean_crash_leftovers
 from .services.model_weights import seed_defaults
 from .services.repo_store import RepoStore
 from .services.serving import ServingRegistry
 from .services.training.service import CustomizationTrainer
+from .home_lock import serve_lock
 from .settings import PlatformSettings
 from .store import EntityStore
 
@@ -39,21 +42,41 @@ class PlatformContext:
     customization: CustomizationService
     evaluator: EvaluationService
     evaluator_resources: EvaluatorResources
+    home_lock: ExitStack = field(default_factory=ExitStack)  # the home's serve lock, released by close()
 
     def close(self) -> None:
-        """Stop the job runners (newest first), then close the store; a failing step does not stop the others."""
+        """Stop the job runners (newest first), then close the store and release the home; a failing step does
+        not stop the others."""
         for stop in (self.evaluator.stop, self.trainer.shutdown):
             try:
                 stop()
             except Exception:  # shutdown must go on for the others
                 log.exception("stopping %s failed", stop.__qualname__)
         self.store.close()
+        self.home_lock.close()
 
 
 def build_context(settings: PlatformSettings) -> PlatformContext:
-    """Open the platform's state under ``settings.home`` and start its services."""
+    """Open the platform's state under ``settings.home`` and start its services.
+
+    Everything that repairs a home (stored rows, crash leftovers, restart recovery of jobs) runs under the home's
+    serve lock, which the context holds until ``close()``: ``home_lock.LockHeld`` when another process serves it.
+    """
     settings.ensure_dirs()
+    home_lock = ExitStack()
+    home_lock.enter_context(serve_lock(settings.home))
+    try:
+        return _build(settings, home_lock)
+    except BaseException:
+        home_lock.close()
+        raise
+
+
+def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
     store = EntityStore(settings.db_path)
+    removed = clean_crash_leftovers(settings, store)
+    if removed:
+        log.warning("removed %d leftover(s) of a platform that was killed", len(removed))
     repos = RepoStore(settings)
     serving = ServingRegistry()
     trainer = CustomizationTrainer(settings, store, repos)
@@ -63,13 +86,14 @@ def build_context(settings: PlatformSettings) -> PlatformContext:
         store=store,
         repos=repos,
         datastore_namespaces=DatastoreNamespaces(store, repos),
-        entities=EntitiesService(store),
+        entities=EntitiesService(store, settings),
         serving=serving,
         deployments=DeploymentService(settings, store, serving),
         trainer=trainer,
         customization=CustomizationService(settings, store, trainer),
         evaluator=evaluator,
         evaluator_resources=EvaluatorResources(store, evaluator),
+        home_lock=home_lock,
     )
     seed_defaults(store)
     trainer.start()

@@ -10,8 +10,6 @@ The token never goes on a command line (other users can read those): the child g
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -26,6 +24,7 @@ from typing import Any, Iterator
 
 import requests
 
+from .home_lock import LockHeld, file_lock
 from .settings import PlatformSettings
 from .store import utc_now
 
@@ -169,25 +168,22 @@ def status(settings: PlatformSettings) -> dict[str, Any]:
 
 @contextmanager
 def _home_lock(settings: PlatformSettings, timeout_s: float) -> Iterator[None]:
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with open(settings.home / LOCK_FILE, "a+") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise PlatformLaunchError(
-                        f"another process holds {settings.home / LOCK_FILE} for more than {timeout_s:.0f} s"
-                    ) from exc
-                time.sleep(0.1)
-        try:
+    """The launchers' lock of ``<home>/platform.lock`` while one of them starts the platform."""
+    try:
+        with file_lock(settings.home / LOCK_FILE, timeout_s):
             yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except LockHeld as exc:
+        raise PlatformLaunchError(
+            f"another process holds {settings.home / LOCK_FILE} for more than {timeout_s:.0f} s"
+        ) from exc
+
+
+def serving_holder(settings: PlatformSettings, owner: str) -> str:
+    """Who serves ``settings.home`` (for the refusal of a second ``serve``): pid and URL from its state file."""
+    state = read_state(settings) or {}
+    pid = state.get("pid") or owner or "unknown"
+    url = state.get("url") if str(state.get("pid")) == str(pid) else None
+    return f"pid {pid}, {url or 'URL not recorded yet'}"
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -8,6 +8,15 @@ from pathlib import Path
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+# The NIM routes (``/v1/embeddings``, the served-model ``/v1/models``) live under this path prefix, so that NIM_URL
+# and NEMO_URL are separate bases as on a cluster (docs/NEMO_CONTRACT.md, "Base URLs").
+NIM_PATH_PREFIX = "/nim"
+
+
+def service_urls(base_url: str) -> dict[str, str]:
+    """The three base URLs of a local platform answering at ``base_url``: NDS_URL, NEMO_URL and NIM_URL."""
+    base = base_url.rstrip("/")
+    return {"NDS_URL": base, "NEMO_URL": base, "NIM_URL": f"{base}{NIM_PATH_PREFIX}"}
 
 
 def default_home() -> Path:
@@ -23,6 +32,11 @@ class PlatformSettings:
     port: int = DEFAULT_PORT
     # Uploads larger than this are refused with 413 (a whole commit body).
     max_upload_bytes: int = 2 * 1024**3
+    # Every other request body (JSON routes, preupload, forms) larger than this is refused with 413.
+    max_json_body_bytes: int = 1024**2
+    # One /v1/embeddings request: at most this many inputs and this many characters in all (413 beyond).
+    max_embedding_inputs: int = 2048
+    max_embedding_chars: int = 1_000_000
     # Set by tests only: enables the fault-injection routes/middleware.
     enable_faults: bool = False
 
@@ -38,6 +52,11 @@ class PlatformSettings:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def nim_url(self) -> str:
+        """NIM_URL of this platform: the base URL plus ``NIM_PATH_PREFIX``."""
+        return service_urls(self.base_url)["NIM_URL"]
 
     # Sub-folders of the home.
     @property

@@ -8,6 +8,8 @@ atomic, crash-safe updates, so a restarted platform sees every completed entity.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 import sqlite3
 import string
@@ -16,7 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from . import strict_json
+
 _BASE62 = string.digits + string.ascii_letters
+log = logging.getLogger("embed_ft.platform.store")
+# Rows that may hold what older versions stored unchecked (NaN, Infinity, 1e999, lone-surrogate escapes).
+_SUSPECT_ROW = re.compile(r"NaN|Infinity|\\u[dD][89a-fA-F]|[eE][+]?[0-9]{3}")
 
 
 class AlreadyExists(Exception):
@@ -33,7 +40,13 @@ def new_id(prefix: str) -> str:
 
 
 class EntityStore:
-    """Thread-safe JSON document store over one SQLite file."""
+    """Thread-safe JSON document store over one SQLite file.
+
+    Documents are written with ``strict_json.dumps`` (``JSONValueError`` for NaN, Infinity, lone surrogates), so
+    every stored row can be answered again; rows an older version stored unchecked are repaired when the store
+    opens (non-finite numbers become null, lone surrogates U+FFFD), and a row that is not JSON at all is skipped by
+    reads (and logged) instead of failing a whole list.
+    """
 
     def __init__(self, db_path: Path):
         self.db_path = Path(db_path)
@@ -48,14 +61,42 @@ class EntityStore:
                    data TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
                    PRIMARY KEY (kind, id))"""
         )
+        self.repair()
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     @staticmethod
-    def _row_to_doc(row: tuple) -> dict[str, Any]:
-        return json.loads(row[0])
+    def _row_to_doc(row: tuple) -> dict[str, Any] | None:
+        try:
+            return json.loads(row[0])
+        except ValueError:
+            log.error("skipping a stored document that is not JSON: %.200r", row[0])
+            return None
+
+    def repair(self) -> int:
+        """Rewrite the rows that hold values JSON cannot carry back (stored by an older version); returns how
+        many. Runs when the store opens (the serving process holds its home's lock then)."""
+        fixed = 0
+        with self._lock:
+            rows = self._conn.execute("SELECT kind, id, data FROM entities").fetchall()
+            for kind, id_, data in rows:
+                if not _SUSPECT_ROW.search(data):
+                    continue
+                try:
+                    doc = json.loads(data)
+                except ValueError:
+                    continue  # not JSON at all: reads skip it
+                problem = strict_json.find_problem(doc)
+                if problem is None:
+                    continue
+                doc = strict_json.repaired(doc)
+                self._conn.execute("UPDATE entities SET data=? WHERE kind=? AND id=?",
+                                   (strict_json.dumps(doc), kind, id_))
+                log.warning("repaired stored %s %r: %s: %s", kind, id_, *problem)
+                fixed += 1
+        return fixed
 
     def create(self, kind: str, id: str, data: dict[str, Any]) -> dict[str, Any]:
         """Insert a new document; raises ``AlreadyExists``. Fills created_at/updated_at if missing."""
@@ -67,7 +108,7 @@ class EntityStore:
             try:
                 self._conn.execute(
                     "INSERT INTO entities VALUES (?,?,?,?,?,?,?)",
-                    (kind, id, doc.get("namespace"), doc.get("name"), json.dumps(doc), doc["created_at"], doc["updated_at"]),
+                    (kind, id, doc.get("namespace"), doc.get("name"), strict_json.dumps(doc), doc["created_at"], doc["updated_at"]),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"{kind} {id!r} already exists") from exc
@@ -82,7 +123,7 @@ class EntityStore:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)",
-                (kind, id, doc.get("namespace"), doc.get("name"), json.dumps(doc), doc["created_at"], doc["updated_at"]),
+                (kind, id, doc.get("namespace"), doc.get("name"), strict_json.dumps(doc), doc["created_at"], doc["updated_at"]),
             )
         return doc
 
@@ -103,7 +144,7 @@ class EntityStore:
                 doc = {**json.loads(row[0]), **patch, "updated_at": utc_now()}
                 self._conn.execute(
                     "UPDATE entities SET data=?, namespace=?, name=?, updated_at=? WHERE kind=? AND id=?",
-                    (json.dumps(doc), doc.get("namespace"), doc.get("name"), doc["updated_at"], kind, id),
+                    (strict_json.dumps(doc), doc.get("namespace"), doc.get("name"), doc["updated_at"], kind, id),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -125,7 +166,7 @@ class EntityStore:
         sql += " ORDER BY created_at " + ("DESC" if newest_first else "ASC") + ", rowid"
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [self._row_to_doc(r) for r in rows]
+        return [doc for doc in map(self._row_to_doc, rows) if doc is not None]
 
     def kinds_with_status(self, kinds: Iterable[str], statuses: Iterable[str]) -> list[tuple[str, str, dict]]:
         """(kind, id, doc) of every document of ``kinds`` whose ``status`` is in ``statuses`` (lower case)."""
@@ -134,7 +175,7 @@ class EntityStore:
         with self._lock:
             for kind in kinds:
                 for id_, data in self._conn.execute("SELECT id, data FROM entities WHERE kind=?", (kind,)).fetchall():
-                    doc = json.loads(data)
-                    if str(doc.get("status", "")).lower() in wanted:
+                    doc = self._row_to_doc((data,))
+                    if doc is not None and str(doc.get("status", "")).lower() in wanted:
                         out.append((kind, id_, doc))
         return out

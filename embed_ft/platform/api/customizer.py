@@ -6,13 +6,13 @@ and ``services/training`` runs the jobs.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response
-from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..services.customization import CONFIG_KIND
+from ..services.entities import DATASET_KIND
 from ..services.model_weights import TARGET_KIND
 from ..services.training.service import JOB_KIND
 from .deps import Customization, Listing, Store, paginate
@@ -47,7 +47,7 @@ class TargetPatch(BaseModel):
 class TrainingOption(BaseModel):
     model_config = ConfigDict(extra="allow")
     training_type: Literal["sft"] = "sft"
-    finetuning_type: Literal["lora", "lora_merged", "all_weights", "p_tuning"] = "all_weights"
+    finetuning_type: Literal["lora", "lora_merged", "all_weights"] = "all_weights"
     num_gpus: int = Field(1, ge=0)
     num_nodes: int = Field(1, ge=1)
     micro_batch_size: int = Field(1, ge=1)
@@ -75,34 +75,59 @@ class DatasetRef(BaseModel):
     name: str
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+# Hyperparameter values: finite numbers (no NaN/Infinity, no "inf" strings), never booleans; integers are strict.
+Finite = Annotated[float, BeforeValidator(_not_a_boolean), Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True)]
+MAX_STEPS = 1_000_000
+
+
+class LoraParameters(BaseModel):
+    """``hyperparameters.lora`` (SDK 1.5 ``LoraParameters``), trained by PEFT here (``services/training/lora.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    adapter_dim: Count = Field(8, ge=1, le=1024)
+    alpha: Count = Field(16, ge=1, le=4096)
+    adapter_dropout: Finite | None = Field(None, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, min_length=1)
+
+
 class Hyperparameters(BaseModel):
+    """Every value is bounded here, before anything is stored: a job the worker cannot run is a 422 naming the
+    field and its bounds, not a job that fails (or runs for ever) later. ``weight_decay`` has no upper bound
+    (any finite value trains); a job whose loss becomes non-finite fails ("loss became NaN at step N")."""
+
     # Unknown keys are refused: a typo ("learning_rte") must not silently train with the default.
     model_config = ConfigDict(extra="forbid")
     training_type: Literal["sft"] = "sft"
-    finetuning_type: Literal["lora", "lora_merged", "all_weights", "p_tuning"] = "all_weights"
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(5e-6, gt=0)
-    max_steps: int | None = Field(None, ge=-1)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_beta1: float | None = Field(None, ge=0, lt=1)
-    adam_beta2: float | None = Field(None, ge=0, lt=1)
-    seed: int = Field(42, ge=0)
-    val_check_interval: float | None = Field(None, gt=0)
-    log_every_n_steps: int | None = Field(None, ge=1)
-    min_learning_rate: float | None = Field(None, ge=0)
+    finetuning_type: Literal["lora", "lora_merged", "all_weights"] = "all_weights"
+    epochs: Count = Field(1, ge=1, le=1000)
+    batch_size: Count = Field(8, ge=1, le=4096)
+    learning_rate: Finite = Field(5e-6, gt=0, le=1)
+    max_steps: Count | None = Field(None, ge=-1, le=MAX_STEPS)
+    warmup_steps: Count = Field(0, ge=0, le=MAX_STEPS)
+    weight_decay: Finite = Field(0.0, ge=0)
+    adam_beta1: Finite | None = Field(None, ge=0, lt=1)
+    adam_beta2: Finite | None = Field(None, ge=0, lt=1)
+    seed: Count = Field(42, ge=0, le=2**32 - 1)
+    val_check_interval: Finite | None = Field(None, gt=0, le=MAX_STEPS)
+    log_every_n_steps: Count | None = Field(None, ge=1, le=MAX_STEPS)
+    min_learning_rate: Finite | None = Field(None, ge=0, le=1)
     optimizer: Literal[OPTIMIZERS] | None = None  # type: ignore[valid-type]
-    max_seq_length: int | None = Field(None, ge=1)
-    # Method-specific blocks of the NeMo API, accepted and stored (all_weights training reads none of them).
+    max_seq_length: Count | None = Field(None, ge=1, le=8192)
+    # Method-specific blocks of the NeMo API: ``lora`` configures the lora/lora_merged adapters; ``sft`` is stored.
     sft: dict[str, Any] | None = None
-    lora: dict[str, Any] | None = None
-    p_tuning: dict[str, Any] | None = None
+    lora: LoraParameters | None = None
 
 
 class DatasetParameters(BaseModel):
     model_config = ConfigDict(extra="allow")
-    num_hard_negatives: int | None = Field(None, ge=0)
+    num_hard_negatives: Count | None = Field(None, ge=0, le=1000)
     negative_sample_strategy: Literal["first", "random"] = "first"
     in_batch_negatives: bool = True
 
@@ -158,7 +183,15 @@ def delete_target(namespace: str, name: str, customization: Customization):
 
 @router.get("/v1/customization/configs")
 def list_configs(store: Store, query: Listing):
-    return paginate(query, store.list(CONFIG_KIND))
+    def target(doc: dict) -> dict:
+        return store.get(TARGET_KIND, str(doc.get("target"))) or {}
+
+    return paginate(query, store.list(CONFIG_KIND), {  # the SDK's CustomizationConfigFilter fields
+        "finetuning_type": "training_options.finetuning_type", "training_type": "training_options.training_type",
+        "target_name": lambda doc: str(doc.get("target", "")).split("/", 1)[-1],
+        "target_base_model": lambda doc: target(doc).get("base_model"),
+        "target_enabled": lambda doc: target(doc).get("enabled"),
+    })
 
 
 @router.post("/v1/customization/configs")
@@ -191,9 +224,25 @@ def create_job(body: JobIn, customization: Customization):
     })
 
 
+def _job_dataset(store: Any, doc: dict) -> list[str]:
+    """A job's dataset as ``ns/name`` and as its ``files_url`` (the SDK's ``filter[dataset]``)."""
+    dataset = doc.get("dataset") or {}
+    if not isinstance(dataset, dict):
+        return [str(dataset)]
+    ref = f"{dataset.get('namespace')}/{dataset.get('name')}"
+    files_url = (store.get(DATASET_KIND, ref) or {}).get("files_url")
+    return [ref, files_url] if files_url else [ref]
+
+
 @router.get("/v1/customization/jobs")
-def list_jobs(store: Store, query: Listing):
-    return paginate(query, store.list(JOB_KIND))
+def list_jobs(store: Store, customization: Customization, query: Listing):
+    """Filters of the SDK's ``CustomizationJobListFilter`` (no ``custom_fields`` there; any field path works)."""
+    hyperparameters = ("batch_size", "epochs", "finetuning_type", "log_every_n_steps", "training_type")
+    return paginate(query, customization.list_jobs(), {
+        **{key: f"hyperparameters.{key}" for key in hyperparameters},
+        "base_model": "config_snapshot.base_model",
+        "dataset": lambda doc: _job_dataset(store, doc),
+    })
 
 
 @router.get("/v1/customization/jobs/{job_id}")
@@ -211,7 +260,7 @@ def cancel_job(job_id: str, customization: Customization):
     return customization.cancel_job(job_id)
 
 
-@router.get("/v1/customization/jobs/{job_id}/container-logs", response_class=PlainTextResponse)
+@router.get("/v1/customization/jobs/{job_id}/container-logs")
 def get_container_logs(job_id: str, customization: Customization):
-    """The training worker's stdout/stderr (empty until the worker starts)."""
-    return customization.container_log(job_id)
+    """The SDK's ``JobLogs``: the training worker's stdout/stderr (empty until it starts), the error of a failed job."""
+    return customization.container_logs(job_id)

@@ -7,9 +7,6 @@ disk (``services/repo_store.py``); commit bodies are streamed line by line into 
 
 from __future__ import annotations
 
-import json
-import shutil
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,15 +15,18 @@ from starlette.concurrency import run_in_threadpool
 
 from ..paths import validate_name, validate_repo_path
 from ..services.errors import MalformedRequestError, NotFoundError, PayloadTooLargeError
-from ..services.repo_commit import CommitParser
+from ..services.repo_commit import CommitUpload
 from ..services.repo_store import DEFAULT_BRANCH, REPO_TYPES, RepoStore
 from ..store import AlreadyExists
+from ..strict_json import loads
 from .deps import Namespaces, Repos, Settings
 
 router = APIRouter()
 
 # A namespace form is tiny; larger bodies are refused before parsing.
 MAX_NAMESPACE_FORM_BYTES = 64 * 1024
+# Commit body bytes handed to the parser at once (it runs in a worker thread).
+FEED_BYTES = 1024 * 1024
 
 
 def _repo_url(request: Request, repo_type: str, namespace: str, name: str) -> str:
@@ -41,20 +41,21 @@ def _repo_type_from_plural(plural: str) -> str:
     return REPO_TYPES[plural]
 
 
-def _too_large(limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes (max_upload_bytes)")
+def _too_large(limit: int, setting: str = "max_upload_bytes") -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"request body is larger than the limit of {limit} bytes ({setting})")
 
 
-async def read_body_limited(request: Request, limit: int) -> bytes:
-    """The whole request body, refusing (413) anything over ``limit`` bytes without reading it all."""
+async def read_body_limited(request: Request, limit: int, setting: str = "max_json_body_bytes") -> bytes:
+    """The whole request body, refusing (413) anything over ``limit`` bytes without reading it all. (The body
+    guard of api/body.py has already refused bodies over ``max_json_body_bytes``.)"""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, setting)
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise _too_large(limit)
+            raise _too_large(limit, setting)
         chunks.append(chunk)
     body = b"".join(chunks)
     request._body = body  # Starlette's body()/form()/json() reuse a cached body instead of the spent stream
@@ -64,8 +65,8 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     body = await read_body_limited(request, limit)
     try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = loads(body or b"{}", "body")  # strict: the guard refused NaN and lone surrogates already
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise MalformedRequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedRequestError(f"request body must be a JSON object, got {type(data).__name__}")
@@ -91,7 +92,7 @@ def _repo_id_from_payload(data: dict) -> tuple[str, str, str]:
 
 @router.post("/v1/hf/api/repos/create")
 async def create_repo(request: Request, repos: Repos, settings: Settings):
-    data = await read_json_object(request, settings.max_upload_bytes)
+    data = await read_json_object(request, settings.max_json_body_bytes)
     repo_type, namespace, name = _repo_id_from_payload(data)
     url = _repo_url(request, repo_type, namespace, name)
     try:
@@ -106,7 +107,7 @@ async def create_repo(request: Request, repos: Repos, settings: Settings):
 
 @router.delete("/v1/hf/api/repos/delete")
 async def delete_repo(request: Request, repos: Repos, settings: Settings):
-    repo_type, namespace, name = _repo_id_from_payload(await read_json_object(request, settings.max_upload_bytes))
+    repo_type, namespace, name = _repo_id_from_payload(await read_json_object(request, settings.max_json_body_bytes))
     await run_in_threadpool(repos.delete, repo_type, namespace, name)
     return {}
 
@@ -123,7 +124,7 @@ def repo_info_at_revision(plural: str, namespace: str, name: str, revision: str,
 
 @router.post("/v1/hf/api/validate-yaml")
 async def validate_yaml(request: Request, settings: Settings):
-    await read_json_object(request, settings.max_upload_bytes)  # README.md uploads ask this first; any card is fine
+    await read_json_object(request, settings.max_json_body_bytes)  # README.md uploads ask this first; any card is fine
     return {"warnings": []}
 
 
@@ -134,7 +135,7 @@ async def validate_yaml(request: Request, settings: Settings):
 async def preupload(plural: str, namespace: str, name: str, revision: str, request: Request, repos: Repos,
                     settings: Settings):
     repo_type = _repo_type_from_plural(plural)
-    data = await read_json_object(request, settings.max_upload_bytes)
+    data = await read_json_object(request, settings.max_json_body_bytes)
     repos.open_revision(repo_type, namespace, name, revision)
     files = data.get("files")
     if not isinstance(files, list):
@@ -147,45 +148,31 @@ async def preupload(plural: str, namespace: str, name: str, revision: str, reque
 @router.post("/v1/hf/api/{plural}/{namespace}/{name}/commit/{revision:path}")
 async def commit(plural: str, namespace: str, name: str, revision: str, request: Request, repos: Repos,
                  settings: Settings):
+    """The NDJSON commit: streamed to disk (``services/repo_commit.py``), memory bounded whatever the file sizes."""
     repo_type = _repo_type_from_plural(plural)
-    rdir, _ = repos.open(repo_type, namespace, name)
-    if revision != DEFAULT_BRANCH:
-        raise NotFoundError(f"commits go to branch {DEFAULT_BRANCH!r}; there is no branch {revision!r}",
-                                code="RevisionNotFound")
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-
-    staging = rdir / "staging" / uuid.uuid4().hex
-    staging.mkdir(parents=True)
+    upload = await run_in_threadpool(CommitUpload, repos, repo_type, namespace, name, revision)
     try:
-        parser = CommitParser(staging)
-        buffer, total = bytearray(), 0
+        pending, pending_size, total = [], 0, 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
                 raise _too_large(limit)
-            buffer.extend(chunk)
-            start = 0
-            while (newline := buffer.find(b"\n", start)) != -1:
-                await run_in_threadpool(parser.feed_line, bytes(buffer[start:newline]))
-                start = newline + 1
-            del buffer[:start]
-        if buffer:
-            await run_in_threadpool(parser.feed_line, bytes(buffer))
-        if parser.header is None:
-            raise MalformedRequestError("commit body is empty: expected a header line and file operations (NDJSON)")
-        header = parser.header
-        summary = str(header.get("summary") or "")
-        record = await run_in_threadpool(
-            repos.commit, repo_type, namespace, name, summary, str(header.get("description") or ""),
-            header.get("parentCommit"), parser.added, parser.deleted_files, parser.deleted_folders,
-        )
+            pending.append(chunk)
+            pending_size += len(chunk)
+            # One thread hop per ~1 MiB of a long line, not per socket read; a line that ends is staged at once.
+            if pending_size >= FEED_BYTES or b"\n" in chunk:
+                await run_in_threadpool(upload.feed, b"".join(pending))
+                pending, pending_size = [], 0
+        await run_in_threadpool(upload.feed, b"".join(pending))
+        record = await run_in_threadpool(upload.finish)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        await run_in_threadpool(upload.discard)
     commit_url = f"{_repo_url(request, repo_type, namespace, name)}/commit/{record['id']}"
-    return {"commitUrl": commit_url, "commitOid": record["id"], "commitMessage": summary, "success": True}
+    return {"commitUrl": commit_url, "commitOid": record["id"], "commitMessage": upload.summary, "success": True}
 
 
 # ---- listing and downloads
@@ -227,9 +214,9 @@ def resolve_model_file(namespace: str, name: str, revision: str, path: str, repo
 
 @router.post("/v1/datastore/namespaces", status_code=201)
 async def create_datastore_namespace(request: Request, namespaces: Namespaces, settings: Settings):
-    await read_body_limited(request, MAX_NAMESPACE_FORM_BYTES)
+    await read_body_limited(request, MAX_NAMESPACE_FORM_BYTES, "MAX_NAMESPACE_FORM_BYTES")
     if request.headers.get("content-type", "").startswith("application/json"):
-        namespace = (await read_json_object(request, settings.max_upload_bytes)).get("namespace")
+        namespace = (await read_json_object(request, settings.max_json_body_bytes)).get("namespace")
     else:
         namespace = (await request.form()).get("namespace")
     if not isinstance(namespace, str) or not namespace:

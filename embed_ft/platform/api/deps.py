@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import operator
+import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import datetime, timezone
+from typing import Annotated, Any, Callable
 
 from fastapi import Depends, Request
 
@@ -85,23 +89,71 @@ Evaluator = Annotated[EvaluationService, Depends(_evaluator)]
 EvaluatorDocs = Annotated[EvaluatorResources, Depends(_evaluator_resources)]
 
 
-# ---- pagination
+# ---- lists: filter, search, sort, pagination (the SDK's wire format)
+#
+# ``filter[field]=v`` and ``search[field]=v`` nest with brackets (``filter[custom_fields][k]=v``,
+# ``filter[peft][finetuning_type]=lora``); a dotted field (``filter[custom_fields.k]``) is read the same way.
+# A filter matches exactly (``true``/``false`` on an object field: whether it is set); a search matches substrings,
+# case-insensitively, and a comma-joined or repeated search value matches any of its terms. Fields combine with AND.
+# A trailing ``[gte|gt|lte|lt|start|end]`` compares (dates as dates): ``filter[created_at][gte]=2025-01-01``.
+
+_BRACKETS = re.compile(r"^(filter|search)((?:\[[^\[\]]*\])+)$")
+RANGE_OPS = {"gte": operator.ge, "start": operator.ge, "gt": operator.gt, "lte": operator.le, "end": operator.le,
+             "lt": operator.lt}
+# A list route's own field names that live elsewhere in its documents: a dotted path, or a function of the document.
+Aliases = dict[str, "str | Callable[[dict], Any]"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One ``filter[...]``/``search[...]`` parameter: the field path, its values (any of them), the comparison."""
+
+    path: tuple[str, ...]
+    values: tuple[str, ...]
+    op: str  # "eq" (filter), "contains" (search), or a key of RANGE_OPS
 
 
 @dataclass(frozen=True)
 class ListQuery:
-    """A NeMo list request: ``filter[field]=value`` (dotted fields allowed), ``sort=[-]field``, ``page``, ``page_size``."""
+    """A NeMo list request: filters, searches, ``sort=[-]field``, ``page`` (from 1) and ``page_size``."""
 
-    filters: dict[str, str]
+    filters: tuple[Condition, ...]
+    searches: tuple[Condition, ...]
     sort: str
     page: int
     page_size: int
+    echo: dict[str, dict]  # "filter" / "search": the parameters as nested objects, for the answer
+
+
+def _nest(target: dict, path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[path[-1]] = value
 
 
 def list_query(request: Request) -> ListQuery:
     params = request.query_params
-    filters = {key[len("filter["):-1]: value for key, value in params.multi_items()
-               if key.startswith("filter[") and key.endswith("]")}
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for key, value in params.multi_items():
+        match = _BRACKETS.match(key)
+        if match:
+            parts = tuple(p for segment in re.findall(r"\[([^\[\]]*)\]", match.group(2))
+                          for p in segment.split(".") if p)
+            if parts:
+                grouped.setdefault((match.group(1), parts), []).append(value)
+    filters: list[Condition] = []
+    searches: list[Condition] = []
+    echo: dict[str, dict] = {"filter": {}, "search": {}}
+    for (kind, parts), values in grouped.items():
+        op = parts[-1] if len(parts) > 1 and parts[-1] in RANGE_OPS else ("eq" if kind == "filter" else "contains")
+        path = parts[:-1] if op in RANGE_OPS else parts
+        if kind == "search" and op == "contains":
+            values = [term for value in values for term in value.split(",") if term]
+        (filters if kind == "filter" else searches).append(Condition(path, tuple(values), op))
+        _nest(echo[kind], parts, values[0] if len(values) == 1 else list(values))
     try:
         page = int(params.get("page") or 1)
         page_size = int(params.get("page_size") or DEFAULT_PAGE_SIZE)
@@ -109,27 +161,78 @@ def list_query(request: Request) -> ListQuery:
         raise InvalidInputError("page", f"page and page_size must be integers: {exc}") from None
     if page < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidInputError("page", f"page must be >= 1 and page_size within 1..{MAX_PAGE_SIZE}")
-    return ListQuery(filters, params.get("sort") or "-created_at", page, page_size)
+    return ListQuery(tuple(filters), tuple(searches), params.get("sort") or "-created_at", page, page_size, echo)
 
 
 Listing = Annotated[ListQuery, Depends(list_query)]
 
 
-def _field(doc: dict, dotted: str) -> Any:
-    value: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
+def _values(doc: Any, path: tuple[str, ...]) -> list[Any]:
+    """The values at ``path`` in ``doc``; a list on the way fans out (``training_options.finetuning_type``)."""
+    current = [doc]
+    for part in path:
+        nxt: list[Any] = []
+        for value in current:
+            items = value if isinstance(value, list) else [value]
+            nxt += [item[part] for item in items if isinstance(item, dict) and item.get(part) is not None]
+        current = nxt
+    return [v for value in current for v in (value if isinstance(value, list) else [value])]
 
 
-def _matches(doc: dict, filters: dict[str, str]) -> bool:
-    for field, wanted in filters.items():
-        value = _field(doc, field)
-        if isinstance(value, bool):
-            value = str(value).lower()
-        if value is None or str(value) != wanted:
+def _field_values(doc: dict, path: tuple[str, ...], aliases: Aliases) -> list[Any]:
+    """The values of a list field in ``doc``: through ``aliases`` (the whole dotted field, or its first part for a
+    path alias), else the field's own path."""
+    alias, rest = aliases.get(".".join(path)), ()
+    if alias is None and isinstance(aliases.get(path[0]), str):
+        alias, rest = aliases[path[0]], path[1:]
+    if callable(alias):
+        value = alias(doc)
+        return [] if value is None else list(value) if isinstance(value, list) else [value]
+    if isinstance(alias, str):
+        path = tuple(alias.split(".")) + rest
+    return _values(doc, path)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _comparable(value: Any) -> tuple:
+    """Numbers as numbers, ISO dates as aware datetimes, anything else as text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    text = str(value)
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return (1, moment.timestamp(), "")
+    except ValueError:
+        return (2, 0.0, text)
+
+
+def _holds(condition: Condition, found: list[Any]) -> bool:
+    if condition.op == "eq":
+        wanted = set(condition.values)
+        if wanted <= {"true", "false"} and not any(isinstance(v, bool) for v in found):
+            exists = any(isinstance(v, (dict, list)) for v in found)
+            if exists or not found:  # ?filter[peft]=true: whether the (object) field is set
+                return str(exists).lower() in wanted
+        return any(_text(v) in wanted for v in found)
+    if condition.op == "contains":
+        texts = [_text(v).lower() for v in found]
+        return any(term.lower() in text for term in condition.values for text in texts)
+    compare = RANGE_OPS[condition.op]
+    for bound in condition.values:
+        limit = _comparable(bound)
+        if not any(compare(_comparable(v), limit) for v in found if _comparable(v)[0] == limit[0]):
             return False
     return True
 
@@ -140,15 +243,20 @@ def _sort_key(value: Any) -> tuple:
     return (1, 0, str(value))
 
 
-def paginate(query: ListQuery, docs: list[dict]) -> dict[str, Any]:
-    """The NeMo list answer ``{"data": [...], "pagination": {...}}`` of ``docs`` filtered, sorted and paged."""
-    docs = [d for d in docs if _matches(d, query.filters)]
-    field, descending = query.sort.lstrip("-"), query.sort.startswith("-")
-    present = [d for d in docs if _field(d, field) is not None]
-    present.sort(key=lambda d: _sort_key(_field(d, field)), reverse=descending)
-    docs = present + [d for d in docs if _field(d, field) is None]  # documents without the field go last
+def paginate(query: ListQuery, docs: list[dict], aliases: Aliases | None = None) -> dict[str, Any]:
+    """The NeMo list answer ``{"object", "data", "pagination", "sort", "filter", "search"}`` of ``docs`` filtered,
+    searched, sorted and paged. ``aliases`` map a filter field of the route to where its documents keep it."""
+    aliases = aliases or {}
+    conditions = query.filters + query.searches
+    docs = [d for d in docs if all(_holds(c, _field_values(d, c.path, aliases)) for c in conditions)]
+    sort_path = tuple(query.sort.lstrip("-").split("."))
+    descending = query.sort.startswith("-")
+    keyed = [(_field_values(d, sort_path, aliases), d) for d in docs]
+    present = [(found[0], d) for found, d in keyed if found]
+    present.sort(key=lambda pair: _sort_key(pair[0]), reverse=descending)
+    docs = [d for _, d in present] + [d for found, d in keyed if not found]  # documents without the field go last
     page, page_size = query.page, query.page_size
-    chunk = docs[(page - 1) * page_size: page * page_size]
+    chunk = docs[(page - 1) * page_size: page * page_size]  # a page past the end is empty, not an error
     return {
         "object": "list",
         "data": chunk,
@@ -160,5 +268,6 @@ def paginate(query: ListQuery, docs: list[dict]) -> dict[str, Any]:
             "total_results": len(docs),
         },
         "sort": query.sort,
-        "filter": query.filters,
+        "filter": query.echo["filter"],
+        "search": query.echo["search"],
     }

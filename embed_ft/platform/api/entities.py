@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
 from ..services.entities import DATASET_KIND, MODEL_KIND, NAMESPACE_KIND
-from .deps import Entities, Listing, Serving, Store, paginate
+from ..store import utc_now
+from .deps import Entities, Listing, Store, paginate
 
 router = APIRouter()
-
-# Query parameters that only Entity Store model listings carry.
-ENTITY_STORE_LIST_PARAMS = ("sort", "page", "page_size")
-
 
 class NamespaceIn(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -61,7 +58,7 @@ def create_namespace(body: NamespaceIn, entities: Entities):
 
 @router.get("/v1/namespaces")
 def list_namespaces(store: Store, query: Listing):
-    return paginate(query, store.list(NAMESPACE_KIND))
+    return paginate(query, store.list(NAMESPACE_KIND), {"namespace": "id"})
 
 
 @router.get("/v1/namespaces/{namespace}")
@@ -69,10 +66,15 @@ def get_namespace(namespace: str, entities: Entities):
     return entities.get_namespace(namespace)
 
 
-@router.delete("/v1/namespaces/{namespace}", status_code=204)
+def deleted(what: str, key: str) -> dict[str, str]:
+    """NeMo's ``DeleteResponse`` (what the SDK parses a delete's answer into)."""
+    return {"id": key, "deleted_at": utc_now(), "message": f"{what} {key} deleted"}
+
+
+@router.delete("/v1/namespaces/{namespace}")
 def delete_namespace(namespace: str, entities: Entities):
     entities.delete_namespace(namespace)
-    return Response(status_code=204)
+    return deleted("namespace", namespace)
 
 
 # ---- datasets
@@ -93,10 +95,10 @@ def get_dataset(namespace: str, name: str, entities: Entities):
     return entities.get(DATASET_KIND, namespace, name)
 
 
-@router.delete("/v1/datasets/{namespace}/{name}", status_code=204)
+@router.delete("/v1/datasets/{namespace}/{name}")
 def delete_dataset(namespace: str, name: str, entities: Entities):
     entities.delete(DATASET_KIND, namespace, name)
-    return Response(status_code=204)
+    return deleted("dataset", f"{namespace}/{name}")
 
 
 # ---- models
@@ -107,17 +109,9 @@ def create_model(body: ModelIn, entities: Entities):
     return entities.create(MODEL_KIND, body.model_dump(exclude_none=True))
 
 
-def is_nim_models_request(request: Request) -> bool:
-    """``GET /v1/models`` is both the Entity Store model list (NEMO_URL) and the NIM model list (NIM_URL), and
-    both base URLs are this one port. A request without Entity Store parameters (``filter[...]``, ``sort``,
-    ``page``, ``page_size``) is the NIM/OpenAI one: that is what OpenAI clients and NIM readiness polls send."""
-    return not any(k.startswith("filter[") or k in ENTITY_STORE_LIST_PARAMS for k in request.query_params.keys())
-
-
 @router.get("/v1/models")
-def list_models(request: Request, store: Store, serving: Serving, query: Listing):
-    if is_nim_models_request(request):
-        return serving.served_models_list()
+def list_models(store: Store, query: Listing):
+    """The Entity Store's models (the NIM's served models are ``{NIM_URL}/v1/models``, api/nim.py)."""
     return paginate(query, store.list(MODEL_KIND))
 
 
@@ -126,7 +120,7 @@ def get_model(namespace: str, name: str, entities: Entities):
     return entities.get(MODEL_KIND, namespace, name)
 
 
-@router.delete("/v1/models/{namespace}/{name}", status_code=204)
+@router.delete("/v1/models/{namespace}/{name}")
 def delete_model(namespace: str, name: str, entities: Entities):
     entities.delete(MODEL_KIND, namespace, name)
-    return Response(status_code=204)
+    return deleted("model", f"{namespace}/{name}")

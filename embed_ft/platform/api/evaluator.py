@@ -94,3 +94,16 @@ def delete_job(job_id: str, docs: EvaluatorDocs):
 @router.get("/v1/evaluation/jobs/{job_id}/results")
 def get_job_results(job_id: str, docs: EvaluatorDocs):
     return docs.job_results(job_id)
+
+
+# ---- results
+
+
+@router.get("/v1/evaluation/results")
+def list_results(docs: EvaluatorDocs, query: Listing):
+    return paginate(query, docs.list_results(), {"job_id": "job"})
+
+
+@router.get("/v1/evaluation/results/{result_id}")
+def get_result(result_id: str, docs: EvaluatorDocs):
+    return docs.get_result(result_id)

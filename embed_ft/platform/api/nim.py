@@ -1,21 +1,24 @@
-"""NIM inference route ``{NIM_URL}/v1/embeddings`` (OpenAI/NIM compatible).
-
-``GET /v1/models`` of the NIM is answered by the Entity Store's route (one port serves both base URLs; see
-``api/entities.py``).
+"""NIM inference routes ``{NIM_URL}/v1/embeddings`` (OpenAI/NIM compatible) and ``{NIM_URL}/v1/models`` (the served
+models). ``app.py`` mounts this router under ``NIM_PATH_PREFIX`` (NIM_URL), apart from the Entity Store's
+``/v1/models`` at NEMO_URL.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from ..services.embedding import encode_base64
-from .deps import Serving
+from ..services.serving import check_embedding_input
+from .deps import Serving, Settings
 
 router = APIRouter()
+# Encodes that run at once (each also takes its model's lock); more requests wait for a slot.
+ENCODE_WORKERS = 2
 
 
 class EmbeddingsIn(BaseModel):
@@ -29,17 +32,42 @@ class EmbeddingsIn(BaseModel):
     dimensions: int | None = None
 
 
+@router.get("/v1/models")
+def list_served_models(serving: Serving):
+    """The NIM/OpenAI model list: every served model under its unversioned name."""
+    return serving.served_models_list()
+
+
 @router.post("/v1/embeddings")
-def create_embeddings(body: EmbeddingsIn, serving: Serving):
-    # A sync endpoint: FastAPI runs it in its thread pool, so encoding never blocks the event loop.
+async def create_embeddings(body: EmbeddingsIn, request: Request, serving: Serving, settings: Settings):
+    """Encodes run in a worker thread (at most ``ENCODE_WORKERS`` at once), never on the event loop, so /health
+    answers meanwhile; between batches the encode asks whether the client is still there and stops if not."""
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    result = serving.embeddings(body.model, texts, body.input_type, body.truncate, body.dimensions)
-    if body.encoding_format == "base64":
-        data = [{"index": i, "embedding": encode_base64(v), "object": "embedding"} for i, v in enumerate(result.vectors)]
-    else:
-        data = [{"index": i, "embedding": v.tolist(), "object": "embedding"} for i, v in enumerate(result.vectors)]
-    # JSONResponse directly: FastAPI's jsonable_encoder would walk every float of a plain dict answer
-    # (~37 ms for 64 x 384 floats on the bench machine, on top of json.dumps' ~25 ms).
-    tokens = result.prompt_tokens
-    return JSONResponse({"object": "list", "data": data, "model": body.model,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    check_embedding_input(texts, settings.max_embedding_inputs, settings.max_embedding_chars)
+
+    def client_gone() -> bool:
+        return anyio.from_thread.run(request.is_disconnected)
+
+    def encode() -> JSONResponse:
+        result = serving.embeddings(body.model, texts, body.input_type, body.truncate, body.dimensions,
+                                    should_stop=client_gone)
+        if body.encoding_format == "base64":
+            data = [{"index": i, "embedding": encode_base64(v), "object": "embedding"}
+                    for i, v in enumerate(result.vectors)]
+        else:
+            data = [{"index": i, "embedding": v.tolist(), "object": "embedding"} for i, v in enumerate(result.vectors)]
+        # JSONResponse directly (rendered here, off the event loop): FastAPI's jsonable_encoder would walk every
+        # float of a plain dict answer (~37 ms for 64 x 384 floats on the bench machine, on top of json.dumps').
+        tokens = result.prompt_tokens
+        return JSONResponse({"object": "list", "data": data, "model": body.model,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    return await anyio.to_thread.run_sync(encode, limiter=_encode_limiter(request))
+
+
+def _encode_limiter(request: Request) -> anyio.CapacityLimiter:
+    """The app's bound on concurrent encodes (one per app: a limiter belongs to its event loop)."""
+    limiter = getattr(request.app.state, "encode_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.encode_limiter = anyio.CapacityLimiter(ENCODE_WORKERS)
+    return limiter

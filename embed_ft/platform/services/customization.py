@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from embed_ft.nemo.status import CREATED, TERMINAL_JOB_STATUSES
+from embed_ft.nemo.status import CREATED, FAILED, TERMINAL_JOB_STATUSES
 
 from ..settings import PlatformSettings
 from ..store import AlreadyExists, EntityStore, new_id, utc_now
@@ -24,6 +24,32 @@ from .model_weights import (
 from .training.service import JOB_KIND, CustomizationTrainer, empty_status_details
 
 CONFIG_KIND = "customization_config"
+FINETUNING_TYPES = ("all_weights", "lora", "lora_merged")  # SDK 1.5's FinetuningType, all trained here
+MODEL_PRECISIONS = ("int8", "bf16", "fp16", "fp32", "fp8-mixed", "bf16-mixed")  # SDK 1.5's ModelPrecision
+WORKER_LOG = "training-worker"
+
+
+def job_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored job in the answer's shape (the SDK's ``CustomizationJob``): ``status_details`` carry ``created_at`` and
+    ``updated_at``; ``config_snapshot`` its ``base_model``, ``precision`` and the ``training_option`` the job uses."""
+    snapshot = dict(doc.get("config_snapshot") or {})
+    target = snapshot.get("target") if isinstance(snapshot.get("target"), dict) else {}
+    hp = doc.get("hyperparameters") or {}
+    options = [o for o in snapshot.get("training_options") or [] if isinstance(o, dict)]
+    chosen = next((o for o in options if (o.get("training_type"), o.get("finetuning_type"))
+                   == (hp.get("training_type"), hp.get("finetuning_type"))), options[0] if options else None)
+    if target.get("base_model"):
+        snapshot.setdefault("base_model", target["base_model"])
+    precision = next((p for p in (snapshot.get("training_precision"), target.get("precision")) if p in MODEL_PRECISIONS),
+                     "fp32")
+    snapshot.setdefault("precision", precision)
+    if chosen is not None:
+        snapshot.setdefault("training_option", chosen)
+    if snapshot.get("max_seq_length") is None and hp.get("max_seq_length"):
+        snapshot["max_seq_length"] = hp["max_seq_length"]
+    details = {"created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
+               **(doc.get("status_details") or {})}
+    return {**doc, "config_snapshot": snapshot, "status_details": details}
 
 
 class CustomizationService:
@@ -163,9 +189,9 @@ class CustomizationService:
                                 "register it with POST /v1/datasets")
         hp = body["hyperparameters"]
         training_type, finetuning_type = hp["training_type"], hp["finetuning_type"]
-        if finetuning_type != "all_weights":
+        if finetuning_type not in FINETUNING_TYPES:
             raise InvalidInputError("hyperparameters.finetuning_type", f"hyperparameters.finetuning_type "
-                                    f"{finetuning_type!r} is not available on the local platform; it trains 'all_weights'")
+                                    f"{finetuning_type!r} is not one of {', '.join(FINETUNING_TYPES)}")
         offered = {(o.get("training_type"), o.get("finetuning_type")) for o in config.get("training_options") or []}
         if offered and (training_type, finetuning_type) not in offered:
             raise InvalidInputError("hyperparameters", f"config {body['config']} has no training option for "
@@ -203,15 +229,18 @@ class CustomizationService:
             "status_logs": [{**status_log_entry(CREATED), "updated_at": now}],
             "created_at": now,
         }
-        created = self.store.create(JOB_KIND, job_id, doc)
+        self.store.create(JOB_KIND, job_id, doc)
         self.trainer.submit(job_id)
-        return created
+        return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         doc = self.store.get(JOB_KIND, job_id)
         if doc is None:
             raise NotFoundError(f"customization job {job_id!r} not found")
-        return doc
+        return job_document(doc)
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return [job_document(doc) for doc in self.store.list(JOB_KIND)]
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         """The ``/status`` document: status, every status detail (defaults filled in), status logs."""
@@ -224,10 +253,23 @@ class CustomizationService:
         doc = self.get_job(job_id)
         if doc["status"] in TERMINAL_JOB_STATUSES:
             raise ConflictError(f"customization job {job_id} is already {doc['status']}; nothing to cancel")
-        return self.trainer.cancel(job_id)
+        return job_document(self.trainer.cancel(job_id))
 
     def container_log(self, job_id: str) -> str:
         """The training worker's stdout/stderr (empty until the worker starts)."""
         self.get_job(job_id)
         path = Path(self.settings.jobs_dir) / job_id / "container.log"
         return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+
+    def container_logs(self, job_id: str) -> dict[str, Any]:
+        """``/container-logs`` as the SDK's ``JobLogs``: one entry (the training worker) with its output, and the
+        job's error when it failed."""
+        doc = self.get_job(job_id)
+        text = self.container_log(job_id)
+        entry = {"object": "container_logs", "logs": {"text": text, "lines": text.splitlines()},
+                 "status": {"phase": doc["status"]}}
+        answer: dict[str, Any] = {"entries": {WORKER_LOG: entry}}
+        if doc["status"] == FAILED:
+            last = (doc.get("status_logs") or [{}])[-1]
+            answer["error"] = {"message": last.get("detail") or last.get("message"), "timestamp": last.get("updated_at")}
+        return answer

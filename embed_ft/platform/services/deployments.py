@@ -19,6 +19,7 @@ from embed_ft.nemo.status import FAILED, PENDING, READY
 from ..settings import PlatformSettings
 from ..store import AlreadyExists, EntityStore, new_id
 from . import embedding
+from .entities import MODEL_KIND
 from .errors import ConflictError, InvalidInputError, NotFoundError, checked_name
 from .model_weights import ModelNotFound, resolve_model_path, split_model_ref, unversioned
 from .serving import ServedModel, ServingRegistry
@@ -92,12 +93,14 @@ class DeploymentService:
                 raise NotFoundError(f"deployment config {spec} not found; create it with POST /v1/deployment/configs")
             spec = {k: v for k, v in config.items() if k in ("model", "nim_deployment")}
         check_spec(spec["model"], spec.get("nim_deployment"))
+        pinned = self.pinned_model(spec["model"])
         doc = {
             **body,
             "id": new_id("deployment"),
             "namespace": namespace,
             "name": name,
             "model": spec["model"],
+            "model_version": pinned,  # what it loads, now and after every restart
             "models": [unversioned(spec["model"])],
             "url": self.settings.base_url,
             "deployed": False,
@@ -110,6 +113,17 @@ class DeploymentService:
             raise DeploymentExists(f"model deployment {key} already exists") from None
         self._start_loading(doc)
         return doc
+
+    def pinned_model(self, model_ref: str) -> str:
+        """The Entity Store model a deployment of ``model_ref`` serves, resolved once at create time: an
+        unversioned ``ns/name`` whose versions ``ns/name@...`` exist pins the newest of them, so that a newer
+        version (a later fine-tune) never replaces what a deployment serves behind its back. Anything else (an
+        exact model, a customization target, a base model) is loaded as named."""
+        ns, name, version = split_model_ref(model_ref)
+        if version is not None or self.store.get(MODEL_KIND, model_ref) is not None:
+            return model_ref
+        versions = [d for d in self.store.list(MODEL_KIND, namespace=ns) if str(d.get("name", "")).startswith(f"{name}@")]
+        return f"{ns}/{versions[0]['name']}" if versions else model_ref
 
     def get_deployment(self, key: str) -> dict[str, Any]:
         doc = self.store.get(DEPLOYMENT_KIND, key)
@@ -170,5 +184,6 @@ class DeploymentService:
 
     def _start_loading(self, doc: dict[str, Any]) -> None:
         key = f"{doc['namespace']}/{doc['name']}"
-        threading.Thread(target=self._load, args=(key, doc["id"], doc["model"]), daemon=True,
+        model_ref = doc.get("model_version") or doc["model"]  # older deployments: resolved at load
+        threading.Thread(target=self._load, args=(key, doc["id"], model_ref), daemon=True,
                          name=f"deploy-{key}").start()

@@ -85,7 +85,7 @@ def prompt_name_for(model: "SentenceTransformer", input_type: str | None) -> str
     return next((name for name in INPUT_TYPE_PROMPTS[input_type] if name in prompts), None)
 
 
-def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: str) -> list[str]:
+def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: str, first_index: int = 0) -> list[str]:
     """NIM truncate semantics: END (cut the end: the model's own behaviour), START (keep the end), NONE (refuse)."""
     if truncate == "END":
         return texts
@@ -98,7 +98,7 @@ def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: st
             out.append(text)
         elif truncate == "NONE":
             raise ModelInputError(
-                f"input[{index}] has {len(token_ids)} tokens, more than the model's maximum of {limit} "
+                f"input[{first_index + index}] has {len(token_ids)} tokens, more than the model's maximum of {limit} "
                 "(truncate is NONE; use END or START to truncate)"
             )
         else:
@@ -119,8 +119,10 @@ def embed(
     truncate: str = "END",
     batch_size: int = 32,
     show_progress_bar: bool = False,
+    first_index: int = 0,
 ) -> np.ndarray:
     """Embed ``texts`` -> float32 array (n, dim). Uses the model's query/passage prompt when it defines one.
+    ``first_index``: the index of ``texts[0]`` in the request (errors name ``input[i]`` of the request).
 
     Normalisation is the model's business: a model with a Normalize module returns unit vectors, others not.
     """
@@ -130,7 +132,7 @@ def embed(
     prompt_name = prompt_name_for(model, input_type)
     lock = _encode_locks.setdefault(id(model), threading.Lock())
     with lock:
-        texts = _truncate_texts(model, list(texts), truncate)
+        texts = _truncate_texts(model, list(texts), truncate, first_index)
         if not texts:
             return np.zeros((0, embedding_dimension(model)), dtype=np.float32)
         vectors = model.encode(

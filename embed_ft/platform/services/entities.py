@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
-from ..paths import validate_name
+from ..paths import InvalidPathError, ensure_within, validate_name
+from ..settings import PlatformSettings
 from ..store import AlreadyExists, EntityStore, new_id
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, MalformedRequestError, NotFoundError
 
 NAMESPACE_KIND = "namespace"
 DATASET_KIND = "dataset"
@@ -54,7 +56,8 @@ def register_model(
         "peft": {"finetuning_type": "all_weights"},
         "custom_fields": {},
         **extra,
-        "artifact": {"files_url": artifact_path.as_uri(), "status": "upload_completed", "backend_engine": "local"},
+        "artifact": {"files_url": artifact_path.as_uri(), "status": "upload_completed",
+                     "backend_engine": "hugging_face"},  # HF-format weights (a BackendEngineType)
         "artifact_path": str(artifact_path),
     }
     if existing.get("created_at"):
@@ -62,11 +65,56 @@ def register_model(
     return store.put(MODEL_KIND, model_id, doc)
 
 
+HF_DATASETS = "hf://datasets/"
+# Fields of a model document that name its weights (what deployments load): checked at create.
+MODEL_LOCATION_FIELDS = (("artifact_path",), ("local_path",), ("files_url",), ("artifact", "files_url"),
+                         ("artifact", "path"))
+
+
+def check_dataset_files_url(files_url: object) -> None:
+    """A dataset's files live in this platform's Data Store: ``hf://datasets/<namespace>/<name>`` or nothing."""
+    if files_url is None:
+        return
+    rest = files_url[len(HF_DATASETS):].strip("/") if isinstance(files_url, str) and files_url.startswith(HF_DATASETS) else None
+    parts = rest.split("/") if rest else []
+    try:
+        if len(parts) != 2:
+            raise InvalidPathError("it must be 'hf://datasets/<namespace>/<name>' (a repo of this platform's Data Store)")
+        validate_name(parts[0], "its namespace")
+        validate_name(parts[1], "its name")
+    except InvalidPathError as exc:
+        raise MalformedRequestError(f"files_url {str(files_url)[:200]!r} is refused: {exc}") from None
+
+
 class EntitiesService:
     """Create, read, list and delete the Entity Store's namespaces, datasets and models."""
 
-    def __init__(self, store: EntityStore) -> None:
+    def __init__(self, store: EntityStore, settings: PlatformSettings | None = None) -> None:
         self.store = store
+        self.settings = settings
+
+    def _check_model_locations(self, body: dict[str, Any]) -> None:
+        """A model created over the API may only point into this platform's stores (its models folder or Data
+        Store): a deployment loads weights from there, so ``file:///etc`` or another home's model is a 400."""
+        roots = [self.settings.models_dir, self.settings.repos_dir] if self.settings else []
+        for path in MODEL_LOCATION_FIELDS:
+            value: Any = body
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is None:
+                continue
+            field = ".".join(path)
+            location = _local_location(value)
+            if location is None and isinstance(value, str) and value.startswith("hf://"):
+                continue  # a Data Store repo: nothing is loaded from the local disk by this name
+            try:
+                if location is None:
+                    raise InvalidPathError("it is neither a file:// URL, an absolute path nor an hf:// repo")
+                if not any(_inside(root, location) for root in roots):
+                    raise InvalidPathError("it is outside this platform's stores "
+                                           f"({', '.join(str(r) for r in roots) or 'none configured'})")
+            except InvalidPathError as exc:
+                raise MalformedRequestError(f"{field} {str(value)[:200]!r} is refused: {exc}") from None
 
     # ---- namespaces
 
@@ -85,7 +133,14 @@ class EntitiesService:
         return doc
 
     def delete_namespace(self, namespace: str) -> None:
+        """Delete an empty namespace; 409 while it holds datasets or models (they would stay readable)."""
         self.get_namespace(namespace)
+        held = [f"{kind} {doc['namespace']}/{doc['name']}" for kind in (DATASET_KIND, MODEL_KIND)
+                for doc in self.store.list(kind, namespace=namespace)]
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            raise ConflictError(f"namespace {namespace!r} still holds {len(held)} entit{'y' if len(held) == 1 else 'ies'}"
+                                f" ({shown}); delete them first")
         self.store.delete(NAMESPACE_KIND, namespace)
 
     # ---- datasets and models (documents keyed ns/name in an existing namespace)
@@ -93,6 +148,10 @@ class EntitiesService:
     def create(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create a dataset or model document from a request body (``namespace``, ``name`` and its fields)."""
         validate_name(body["name"], f"{kind} name")
+        if kind == DATASET_KIND:
+            check_dataset_files_url(body.get("files_url"))
+        elif kind == MODEL_KIND:
+            self._check_model_locations(body)
         self.get_namespace(body["namespace"])
         key = f"{body['namespace']}/{body['name']}"
         try:
@@ -111,3 +170,21 @@ class EntitiesService:
     def delete(self, kind: str, namespace: str, name: str) -> None:
         self.get(kind, namespace, name)
         self.store.delete(kind, f"{namespace}/{name}")
+
+
+def _local_location(value: object) -> Path | None:
+    """The local path a ``file://`` URL or an absolute path names; None for anything else."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return None
+    if value.startswith("file:"):
+        parsed = urlparse(value)
+        return Path(unquote(parsed.path)) if parsed.netloc in ("", "localhost") else None
+    return Path(value) if value.startswith("/") else None
+
+
+def _inside(root: Path, location: Path) -> bool:
+    try:
+        ensure_within(root, location)
+        return True
+    except (InvalidPathError, OSError, ValueError):
+        return False

@@ -9,6 +9,7 @@ folder of weights as well; ``resolve_model_path`` turns either kind of name into
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +19,7 @@ from ..store import AlreadyExists, EntityStore
 from .entities import MODEL_KIND, register_model
 
 TARGET_KIND = "customization_target"
+ADAPTER_CONFIG = "adapter_config.json"  # PEFT's: a folder holding a LoRA adapter, not full weights
 
 DEFAULT_TARGET_NAMESPACE = "sentence-transformers"
 DEFAULT_TARGET_NAME = "all-minilm-l6-v2@v1"
@@ -86,7 +88,8 @@ def seed_defaults(store: EntityStore) -> None:
         store.update(TARGET_KIND, DEFAULT_TARGET_ID, {k: target[k] for k in ("model_path", "model_uri", "local_path")})
     ns, name = DEFAULT_BASE_MODEL.split("/", 1)
     model = store.get(MODEL_KIND, DEFAULT_BASE_MODEL)
-    if model is None or model_doc_path(model) != Path(target["local_path"]):
+    stale_engine = (model or {}).get("artifact", {}).get("backend_engine") == "local"  # written before issue 12
+    if model is None or model_doc_path(model) != Path(target["local_path"]) or stale_engine:
         register_model(
             store, ns, name, DEFAULT_BASE_MODEL, Path(target["local_path"]),
             description="Base model of the default customization target; deployable as-is.",
@@ -163,6 +166,22 @@ def model_doc_path(doc: dict[str, Any]) -> Path | None:
     return None
 
 
+def adapter_base_path(path: Path) -> Path | None:
+    """The base weights folder that the LoRA adapter in ``path`` (a ``lora`` job's output: ``adapter_config.json``)
+    is applied to, or None for a folder of full weights. sentence-transformers loads such a folder as the base model
+    with the adapter on top; a base that is gone is a clear ``ModelNotFound`` instead of a Hub lookup."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    try:
+        base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"LoRA adapter {path}: unreadable {ADAPTER_CONFIG}: {exc}") from None
+    if not base or not Path(base).is_dir():
+        raise ModelNotFound(f"LoRA adapter {path} is applied to base weights {base!r}, which are not on this machine")
+    return Path(base)
+
+
 def target_path(doc: dict[str, Any]) -> Path | None:
     return Path(doc["local_path"]) if doc.get("local_path") else target_local_path(doc)
 
@@ -183,6 +202,7 @@ def resolve_model_path(store: EntityStore, ref: str) -> Path:
         if doc is not None:
             path = model_doc_path(doc)
             if path is not None and path.is_dir():
+                adapter_base_path(path)  # a LoRA adapter: its base must be here too
                 return path
             raise ModelNotFound(f"{label} is registered but its weights folder {path} does not exist")
     target = store.get(TARGET_KIND, ref)
@@ -234,6 +254,9 @@ def model_fingerprint(path: Path | str) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
         digest.update(b"\0")
+    base = adapter_base_path(path)
+    if base is not None:  # a LoRA adapter's vectors depend on its base weights as well
+        digest.update(b"base\0" + model_fingerprint(base).encode())
     fingerprint = digest.hexdigest()
     with _fingerprint_lock:
         _fingerprint_cache[stat_key] = fingerprint

@@ -11,17 +11,36 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from . import embedding
-from .errors import MalformedRequestError, NotFoundError
+from .errors import ConflictError, DomainError, MalformedRequestError, NotFoundError, PayloadTooLargeError
 from .model_weights import unversioned
 
 
 class ModelNotServed(NotFoundError):
     """No ready deployment serves this model name; the message lists the names that are served."""
+
+
+class EmbeddingAbandoned(DomainError):
+    """The client went away while its input was being encoded: the rest of it is not encoded."""
+
+
+# Texts encoded between two checks of ``should_stop`` (a client that went away stops its encode there).
+ENCODE_BATCH = 16
+
+
+def check_embedding_input(texts: list[str], max_inputs: int, max_chars: int) -> None:
+    """Refuse (413) a request over the per-request caps, naming the limit and the value sent."""
+    if len(texts) > max_inputs:
+        raise PayloadTooLargeError(f"input has {len(texts)} items; the limit is {max_inputs} inputs per request "
+                                   "(max_embedding_inputs): send them in several requests")
+    chars = sum(len(text) for text in texts)
+    if chars > max_chars:
+        raise PayloadTooLargeError(f"input has {chars} characters in all; the limit is {max_chars} characters per "
+                                   "request (max_embedding_chars): send them in several requests")
 
 
 @dataclass
@@ -101,9 +120,11 @@ class ServingRegistry:
                                batch_size=batch_size, show_progress_bar=show_progress_bar)
 
     def embeddings(
-        self, model_id: str, texts: list[str], input_type: str | None, truncate: str, dimensions: int | None
+        self, model_id: str, texts: list[str], input_type: str | None, truncate: str, dimensions: int | None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Embeddings:
-        """A NIM embeddings request: checks the input and the requested dimensions, embeds, counts tokens."""
+        """A NIM embeddings request: checks the input and the requested dimensions, embeds, counts tokens.
+        ``should_stop()`` is asked between batches of ``ENCODE_BATCH`` texts (``EmbeddingAbandoned`` when true)."""
         if not texts:
             raise MalformedRequestError("input must be a string or a non-empty list of strings")
         entry = self.served_model(model_id)
@@ -111,7 +132,17 @@ class ServingRegistry:
         if dimensions is not None and dimensions != dim:
             raise MalformedRequestError(f"dimensions={dimensions} is not supported by {model_id}: "
                                         f"it returns {dim}-dimensional embeddings only")
-        vectors = embedding.embed(entry.model, texts, input_type=input_type, truncate=truncate)
+        parts = []
+        for start in range(0, len(texts), ENCODE_BATCH):
+            if should_stop is not None and should_stop():
+                raise EmbeddingAbandoned(f"the client went away after {start} of {len(texts)} inputs were encoded")
+            batch = texts[start:start + ENCODE_BATCH]
+            parts.append(embedding.embed(entry.model, batch, input_type=input_type, truncate=truncate,
+                                         batch_size=ENCODE_BATCH, first_index=start))
+        vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        if not np.isfinite(vectors).all():
+            raise ConflictError(f"model {model_id} produced non-finite embeddings (NaN/Infinity): its weights are "
+                                "broken, so it cannot serve; deploy another version")
         return Embeddings(vectors, embedding.count_tokens(entry.model, texts))
 
     def served_models_list(self) -> dict[str, Any]:

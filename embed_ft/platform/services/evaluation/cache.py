@@ -1,9 +1,9 @@
-"""The on-disk embedding cache: a whole text set's vectors, checked against the endpoint's current answers."""
+"""The on-disk embedding cache: a whole text set's vectors (memory-mapped .npy), checked against the endpoint's
+current answers."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from embed_ft.formats.files import atomic_write_bytes
+from embed_ft.formats.files import atomic_write, atomic_write_text
 
 log = logging.getLogger("embed_ft.platform.evaluation")
 
@@ -31,12 +31,24 @@ PROBE_TEXTS = (
 
 
 
+def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of the ids in order: what a cache file must have been written for."""
+    digest = hashlib.sha256()
+    for doc_id in ids:
+        digest.update(doc_id.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 class EmbeddingCache:
     """Embeddings of a whole text set on disk, keyed by (embedder identity, input type, texts fingerprint).
 
-    The file also holds the embedder's vectors for ``PROBE_TEXTS`` when it was written; a hit requires the
-    probes to match the embedder's current answers, so a model replaced behind the same URL and name (a
-    retrained deployment, another max_seq_length) misses instead of serving stale vectors.
+    Two files per entry: ``<key>.npy`` (float32 rows in the text set's order, read back memory-mapped so a large
+    corpus need not fit in RAM: search reads it chunk by chunk) and ``<key>.json`` (row count, dimension, the ids'
+    digest, and the embedder's vectors for ``PROBE_TEXTS`` when it was written). A hit requires the probes to match
+    the embedder's current answers, so a model replaced behind the same URL and name (a retrained deployment,
+    another max_seq_length) misses instead of serving stale vectors. The metadata is written last: an entry
+    without it (an interrupted write) is a miss.
     """
 
     PROBE_TOLERANCE = 1e-4
@@ -50,28 +62,36 @@ class EmbeddingCache:
         return hashlib.sha256(material.encode()).hexdigest()[:40]
 
     def path(self, key: str) -> Path:
-        return self.root / f"{key}.npz"
+        return self.root / f"{key}.npy"
+
+    def meta_path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
 
     def load(self, key: str, ids: Sequence[str], probe: np.ndarray) -> np.ndarray | None:
-        path = self.path(key)
-        if not path.is_file():
+        """The cached rows as a read-only memory map, or None on a miss."""
+        path, meta_path = self.path(key), self.meta_path(key)
+        if not (path.is_file() and meta_path.is_file()):
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
-                cached_ids, embeddings, cached_probe = data["ids"], data["embeddings"], data["probe"]
-                if cached_probe.shape != probe.shape or np.abs(cached_probe - probe).max() > self.PROBE_TOLERANCE:
-                    log.info("embedding cache %s: the endpoint's probe vectors changed; re-embedding", path.name)
-                    return None
-                if len(cached_ids) != len(ids) or not all(a == b for a, b in zip(cached_ids.tolist(), ids)):
-                    return None
-                return np.asarray(embeddings, dtype=np.float32)
+            meta = json.loads(meta_path.read_text())
+            cached_probe = np.asarray(meta["probe"], dtype=np.float32)
+            if cached_probe.shape != probe.shape or np.abs(cached_probe - probe).max() > self.PROBE_TOLERANCE:
+                log.info("embedding cache %s: the endpoint's probe vectors changed; re-embedding", path.name)
+                return None
+            if meta["rows"] != len(ids) or meta["ids_sha256"] != ids_digest(ids):
+                return None
+            embeddings = np.load(path, mmap_mode="r", allow_pickle=False)
+            if embeddings.dtype != np.float32 or embeddings.shape != (meta["rows"], meta["dim"]):
+                return None
+            return embeddings
         except Exception as exc:  # a damaged cache file is only a miss
             log.warning("ignoring unreadable embedding cache file %s: %s", path, exc)
             return None
 
     def save(self, key: str, ids: Sequence[str], embeddings: np.ndarray, probe: np.ndarray) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, ids=np.asarray(list(ids), dtype=np.str_), embeddings=embeddings.astype(np.float32),
-                 probe=probe.astype(np.float32))
-        atomic_write_bytes(self.path(key), buffer.getvalue())
-
+        rows = np.asarray(embeddings, dtype=np.float32)
+        self.meta_path(key).unlink(missing_ok=True)  # the old entry stops counting before its array is replaced
+        atomic_write(self.path(key), lambda handle: np.save(handle, rows, allow_pickle=False))
+        meta = {"rows": int(rows.shape[0]), "dim": int(rows.shape[1]), "ids_sha256": ids_digest(ids),
+                "probe": probe.astype(np.float32).tolist()}
+        atomic_write_text(self.meta_path(key), json.dumps(meta))

@@ -68,19 +68,31 @@ def compute_metrics(
 
 
 
-def nemo_results(job_id: str, result_id: str, files_url: str, task_metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """The Evaluator's results document: ``tasks.<task>.metrics["retriever.<m>"].scores.<m>.value``."""
-    return {
-        "job": job_id,
-        "id": result_id,
-        "files_url": files_url,
-        "tasks": {
-            task: {
-                "metrics": {
-                    f"retriever.{name}": {"scores": {name: {"value": value, "stats": {}}}}
-                    for name, value in metrics.items()
-                }
+def nemo_results(
+    job_id: str,
+    result_id: str,
+    files_url: str,
+    task_metrics: dict[str, dict[str, float]],
+    task_per_query: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> dict[str, Any]:
+    """The Evaluator's results document: ``tasks.<task>.metrics["retriever.<m>"].scores.<m>.value``.
+
+    With ``task_per_query`` each task also carries ``per_query: {query_id: {metric: score}}`` (the requested
+    metrics only), so a client can test a difference between two models query by query (NeMo's own Evaluator
+    reports only the means; clients must not rely on this extension)."""
+    tasks: dict[str, Any] = {
+        task: {
+            "metrics": {
+                f"retriever.{name}": {"scores": {name: {"value": value, "stats": {}}}}
+                for name, value in metrics.items()
             }
-            for task, metrics in task_metrics.items()
-        },
+        }
+        for task, metrics in task_metrics.items()
     }
+    for task, per_query in (task_per_query or {}).items():
+        if task in tasks:
+            wanted = set(task_metrics[task])
+            tasks[task]["per_query"] = {
+                str(qid): {m: float(v) for m, v in scores.items() if m in wanted} for qid, scores in per_query.items()
+            }
+    return {"job": job_id, "id": result_id, "files_url": files_url, "tasks": tasks}

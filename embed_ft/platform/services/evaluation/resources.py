@@ -150,4 +150,20 @@ class EvaluatorResources:
         result = self.store.get(RESULT_KIND, doc["result"]) if doc.get("result") else None
         if result is None:
             raise NotFoundError(f"the results of evaluation job {job_id} are missing from the store")
-        return {key: result[key] for key in RESULT_FIELDS if key in result}
+        return shaped_result(result)
+
+    # ---- results (``/v1/evaluation/results``)
+
+    def list_results(self) -> list[dict[str, Any]]:
+        return [shaped_result(result) for result in self.store.list(RESULT_KIND)]
+
+    def get_result(self, result_id: str) -> dict[str, Any]:
+        result = self.store.get(RESULT_KIND, result_id)
+        if result is None:
+            raise NotFoundError(f"evaluation result {result_id!r} not found")
+        return shaped_result(result)
+
+
+def shaped_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A stored result in the answer's shape (the SDK's ``EvaluationResult``)."""
+    return {key: result[key] for key in RESULT_FIELDS if key in result}

@@ -1,19 +1,24 @@
-"""Dense retrieval over a BEIR set: embed (cached), exact top-k, metrics.
+"""Dense retrieval over a BEIR set: embed (cached), top-k (exact, or approximate for a large corpus), metrics.
 
 Fidelity with BEIR (``EvaluateRetrieval`` + ``DenseRetrievalExactSearch`` + ``models.SentenceBERT``, beir 2.2.0):
 cosine similarity and ``torch.topk`` over ``top_k + 1`` candidates in BEIR's corpus order, skipping a document
-whose id equals the query id.
+whose id equals the query id. Exact search streams the corpus in chunks (``torch.topk`` per chunk merged into a
+bounded heap per query), so memory is bounded by the chunk, not the corpus, and the corpus may be a memory-mapped
+cache file. Above ``SearchSettings.approximate_min_docs`` documents (``auto``) a faiss IVF index answers instead
+(``ann.py``); ``EMBED_FT_EVAL_SEARCH=exact`` keeps exact search at any size.
 """
 
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .ann import approximate_search, faiss_available
 from .beir import BeirDataset
 from .cache import PROBE_TEXTS, EmbeddingCache
 from .embedders import Embedder
@@ -23,9 +28,61 @@ from .metrics import compute_metrics, metric_depth, parse_metric
 # BEIR's DenseRetrievalExactSearch default: the corpus is scored in chunks of this many documents.
 CORPUS_CHUNK_SIZE = 50_000
 # Upper bound on one query-by-document score block (floats), so very large query sets are scored in slices.
-MAX_SCORE_BLOCK = 64_000_000
+MAX_SCORE_BLOCK = 16_000_000
+SEARCH_MODES = ("auto", "exact", "approximate")
+SEARCH_ENV = "EMBED_FT_EVAL_SEARCH"
+APPROX_MIN_DOCS_ENV = "EMBED_FT_EVAL_APPROX_MIN_DOCS"
+NPROBE_ENV = "EMBED_FT_EVAL_NPROBE"
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """How the top-k is found. ``auto``: exact below ``approximate_min_docs`` documents (or without faiss),
+    approximate (faiss IVF, ``nprobe`` lists searched) from there; ``exact`` / ``approximate`` force one."""
+
+    mode: str = "auto"
+    approximate_min_docs: int = 2_000_000
+    nprobe: int = 64
+    corpus_chunk_size: int = CORPUS_CHUNK_SIZE
+
+    def __post_init__(self) -> None:
+        if self.mode not in SEARCH_MODES:
+            raise EvaluationError(f"search mode must be one of {', '.join(SEARCH_MODES)}, got {self.mode!r}")
+
+    @classmethod
+    def from_env(cls) -> "SearchSettings":
+        """``EMBED_FT_EVAL_SEARCH`` (auto|exact|approximate), ``EMBED_FT_EVAL_APPROX_MIN_DOCS``, ``EMBED_FT_EVAL_NPROBE``."""
+        defaults = cls()
+        return cls(
+            mode=os.environ.get(SEARCH_ENV) or defaults.mode,
+            approximate_min_docs=int(os.environ.get(APPROX_MIN_DOCS_ENV) or defaults.approximate_min_docs),
+            nprobe=int(os.environ.get(NPROBE_ENV) or defaults.nprobe),
+        )
+
+    def approximate_for(self, n_docs: int) -> bool:
+        if self.mode == "auto":
+            return n_docs >= self.approximate_min_docs and faiss_available()
+        return self.mode == "approximate"
+
+
+def search(
+    query_embeddings: np.ndarray,
+    query_ids: Sequence[str],
+    corpus_embeddings: np.ndarray,
+    corpus_ids: Sequence[str],
+    top_k: int,
+    settings: SearchSettings | None = None,
+    *,
+    should_stop: StopFn | None = None,
+) -> tuple[dict[str, dict[str, float]], str]:
+    """The top-k run and the method used ("exact" or "approximate")."""
+    settings = settings or SearchSettings()
+    if settings.approximate_for(len(corpus_ids)):
+        return approximate_search(query_embeddings, query_ids, corpus_embeddings, corpus_ids, top_k,
+                                  nprobe=settings.nprobe, chunk_size=settings.corpus_chunk_size,
+                                  should_stop=should_stop), "approximate"
+    return exact_search(query_embeddings, query_ids, corpus_embeddings, corpus_ids, top_k,
+                        corpus_chunk_size=settings.corpus_chunk_size, should_stop=should_stop), "exact"
 
 
 def exact_search(
@@ -50,7 +107,8 @@ def exact_search(
             f"query embeddings have {query_embeddings.shape[1]} dimensions but document embeddings have "
             f"{corpus_embeddings.shape[1]}; the query and index models must produce vectors of the same size"
         )
-    queries = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(query_embeddings)), p=2, dim=1)
+    # Copies (np.array): the rows may be a read-only memory map; only one corpus chunk is in memory at a time.
+    queries = torch.nn.functional.normalize(torch.from_numpy(np.array(query_embeddings, dtype=np.float32)), p=2, dim=1)
     heaps: dict[str, list[tuple[float, str]]] = {qid: [] for qid in query_ids}
     n_docs = len(corpus_ids)
     rows_per_slice = max(1, MAX_SCORE_BLOCK // max(1, min(corpus_chunk_size, n_docs)))
@@ -58,7 +116,7 @@ def exact_search(
         if should_stop is not None and should_stop():
             raise EvaluationCancelled()
         end = min(start + corpus_chunk_size, n_docs)
-        docs = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(corpus_embeddings[start:end])), p=2, dim=1)
+        docs = torch.nn.functional.normalize(torch.from_numpy(np.array(corpus_embeddings[start:end], dtype=np.float32)), p=2, dim=1)
         k = min(top_k + 1, end - start)
         for q_start in range(0, len(query_ids), rows_per_slice):
             scores = torch.mm(queries[q_start:q_start + rows_per_slice], docs.transpose(0, 1))
@@ -96,6 +154,7 @@ class TaskEvaluation:
     corpus_cache_hit: bool
     query_cache_hit: bool
     timings_s: dict[str, float] = field(default_factory=dict)
+    search: str = "exact"  # or "approximate" (faiss IVF)
 
 
 def _embed_with_cache(
@@ -137,8 +196,10 @@ def evaluate_retrieval(
     cache: EmbeddingCache | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    search_settings: SearchSettings | None = None,
 ) -> TaskEvaluation:
-    """Embed queries and corpus (cached), exact top-k, pytrec_eval metrics.
+    """Embed queries and corpus (cached), top-k (``search_settings``, default from the environment), pytrec_eval
+    metrics.
 
     Retrieval depth is ``max(top_k, largest metric cutoff)`` so that a metric at K sees K documents.
     ``progress(fraction, message)`` goes from 0 to 1 (the corpus pass dominates, weighted by text count).
@@ -167,8 +228,8 @@ def evaluate_retrieval(
     timings["embed_corpus"] = time.perf_counter() - t0
     report(0.96, f"searching top {depth} of {dataset.num_docs} documents for {dataset.num_queries} queries")
     t0 = time.perf_counter()
-    run = exact_search(query_vectors, dataset.query_ids, corpus_vectors, dataset.corpus_ids, depth,
-                       should_stop=should_stop)
+    run, method = search(query_vectors, dataset.query_ids, corpus_vectors, dataset.corpus_ids, depth,
+                         search_settings or SearchSettings.from_env(), should_stop=should_stop)
     timings["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics, per_query = compute_metrics(dataset.qrels, run, metric_names)
@@ -177,6 +238,7 @@ def evaluate_retrieval(
     return TaskEvaluation(
         metrics=metrics, per_query=per_query, run=run, top_k=depth, num_queries=dataset.num_queries,
         num_docs=dataset.num_docs, corpus_cache_hit=corpus_hit, query_cache_hit=query_hit, timings_s=timings,
+        search=method,
     )
 
 

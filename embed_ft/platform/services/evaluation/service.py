@@ -45,6 +45,14 @@ PROGRESS_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 30.0
 
 
+def task_status_details(task_status: dict[str, Any]) -> dict[str, Any]:
+    """A job's ``status_details`` per task: ``task_status`` maps a task to its status word (the SDK's ``TaskStatus``:
+    pending, running, completed, failed); ``task_details`` keeps what the evaluator measured (queries, timings)."""
+    return {"task_status": {task: (doc.get("status") if isinstance(doc, dict) else str(doc)) or "running"
+                            for task, doc in task_status.items()},
+            "task_details": {task: doc for task, doc in task_status.items() if isinstance(doc, dict)}}
+
+
 class EvaluationService:
     """Queued evaluation jobs, run one at a time by the runner's worker thread."""
 
@@ -102,7 +110,7 @@ class EvaluationService:
                 **fields: Any) -> dict[str, Any]:
         details: dict[str, Any] = {"message": message}
         if task_status is not None:
-            details["task_status"] = task_status
+            details.update(task_status_details(task_status))
         if status == COMPLETED:
             details["progress"] = 100
         detail = message if status == FAILED else None
@@ -199,6 +207,7 @@ class EvaluationService:
         top_k = target["retriever"]["pipeline"].get("top_k", DEFAULT_TOP_K)
         tasks = config["tasks"]
         task_metrics: dict[str, dict[str, float]] = {}
+        task_per_query: dict[str, dict[str, dict[str, float]]] = {}
         task_status: dict[str, Any] = {}
         last_write = [0.0, -1]
 
@@ -220,19 +229,22 @@ class EvaluationService:
                 cache=self.cache, progress=progress, should_stop=lambda: self.jobs.should_stop(job_id),
             )
             task_metrics[task_name] = outcome.metrics
-            task_status[task_name] = {
+            task_per_query[task_name] = outcome.per_query
+            task_status[task_name] = {  # the job shows the status word (SDK: TaskStatus), the rest as task_details
                 "status": "completed", "num_queries": outcome.num_queries, "num_docs": outcome.num_docs,
-                "top_k": outcome.top_k, "corpus_cache_hit": outcome.corpus_cache_hit,
+                "top_k": outcome.top_k, "corpus_cache_hit": outcome.corpus_cache_hit, "search": outcome.search,
                 "timings_s": {k: round(v, 3) for k, v in outcome.timings_s.items()},
             }
         result_id = new_id("evaluation_result")
-        result = nemo_results(job_id, result_id, f"hf://datasets/evaluation-results/{job_id}", task_metrics)
+        result = nemo_results(
+            job_id, result_id, f"hf://datasets/evaluation-results/{job_id}", task_metrics, task_per_query
+        )
         result.update({"namespace": doc.get("namespace"), "created_at": utc_now(), "task_status": task_status})
         return result
 
     def _report_progress(self, job_id: str, percent: int, message: str, task_status: dict) -> None:
         self.jobs.check_progress(job_id)  # progress hooks: an injected fault fails or stalls the job here
-        self.jobs.update_details(job_id, {"progress": percent, "message": message, "task_status": dict(task_status)},
+        self.jobs.update_details(job_id, {"progress": percent, "message": message, **task_status_details(task_status)},
                                  unless_cancelled=True)  # not over a cancel request's message
 
     def _hf_folder(self, namespace: str, name: str) -> Path:

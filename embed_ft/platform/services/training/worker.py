@@ -25,6 +25,7 @@ from typing import Any
 
 from embed_ft.formats.files import atomic_write_text
 from .data import TRAINING_SPLIT, VALIDATION_SPLIT, choose_num_negatives, read_split, triplet_columns
+from .lora import LORA_FINETUNING_TYPES, add_lora_adapter, finish_lora
 
 # Validation loss is computed on at most this many rows, so that evaluating it stays cheap on a CPU.
 MAX_VALIDATION_ROWS = 512
@@ -32,6 +33,19 @@ MAX_VALIDATION_ROWS = 512
 PROGRESS_MIN_INTERVAL_S = 1.0
 # Validation passes of a job without val_check_interval (the last step always adds one).
 VALIDATIONS_PER_JOB = 3
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The training (or validation) loss became NaN or infinite: the job fails and no model is saved."""
+
+
+def check_loss(value: float, step: int, what: str = "loss") -> float:
+    """``value`` if finite, else ``NonFiniteLoss`` naming the step (the job's error text)."""
+    if math.isfinite(value):
+        return value
+    name = "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    raise NonFiniteLoss(f"{what} became {name} at step {step}: training diverged (lower the learning rate or "
+                        "the weight decay); no model was saved")
 
 
 def worker_threads() -> int:
@@ -180,6 +194,9 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
             print(f"max_seq_length {requested_len} exceeds the model's {limit} positions; using {limit}")
         model.max_seq_length = min(int(requested_len), int(limit))
     print(f"device: {device}, torch threads: {threads}, max_seq_length: {model.max_seq_length}")
+    finetuning_type = hp.get("finetuning_type") or "all_weights"
+    if finetuning_type in LORA_FINETUNING_TYPES:  # lora / lora_merged: PEFT adapters (lora.py)
+        print(add_lora_adapter(model, hp.get("lora") or {}))
 
     batch_size = int(hp.get("batch_size", 32))
     epochs = int(hp.get("epochs", 1))
@@ -250,11 +267,12 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
             logs = logs or {}
             point = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4)}
             if "loss" in logs:
-                progress["train_loss"].append({**point, "value": float(logs["loss"])})
+                progress["train_loss"].append({**point, "value": check_loss(float(logs["loss"]), state.global_step)})
             if "eval_loss" in logs:
+                value = check_loss(float(logs["eval_loss"]), state.global_step, "validation loss")
                 series = progress["val_loss"]
                 if not series or series[-1]["step"] != state.global_step:
-                    series.append({**point, "value": float(logs["eval_loss"])})
+                    series.append({**point, "value": value})
             write_progress()
 
     trainer = SentenceTransformerTrainer(
@@ -266,11 +284,13 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
         callbacks=[ProgressCallback()],
     )
     output = trainer.train()
+    check_loss(float(output.training_loss), int(trainer.state.global_step))  # steps between two logs, too
 
     # Save next to the final folder, then rename: a half-written model never appears under its real name.
     final_dir = Path(spec["output_dir"])
     staging_dir = final_dir.with_name(f".{final_dir.name}.partial")
     shutil.rmtree(staging_dir, ignore_errors=True)
+    finish_lora(model, finetuning_type)  # lora_merged: merged full weights; lora: the adapter on its base
     model.save(str(staging_dir))
     shutil.rmtree(final_dir, ignore_errors=True)
     os.replace(staging_dir, final_dir)
@@ -282,6 +302,7 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
         "train_loss": float(output.training_loss),
         "global_step": int(trainer.state.global_step),
         "num_hard_negatives": num_negatives,
+        "finetuning_type": finetuning_type,
         "train_rows": len(train_rows),
         "validation_rows": len(val_rows),
     }

@@ -1,0 +1,227 @@
+"""What `embed-ft run` prints for people: one line per step as it starts and ends, live progress of remote work,
+one line per failure (step, reason, fix), the results table and what is still running.
+
+`RunConsole.handle` is a Dagster event-log listener (``instance.add_event_listener``): it reads step events and the
+progress lines the assets log (``"<what>: status=..."``, see `defs/remote_jobs.py`). On a terminal the progress line
+of the running step is rewritten in place every second; otherwise progress is printed as plain lines, at most one
+per step every ``throttle_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any, Callable, Iterable, Optional, TextIO
+
+from dagster import EventLogEntry
+
+PREFLIGHT_CHECK = "preflight_passed"
+DEFAULT_FIX = "rerun with -v to see Dagster's event log"
+TRAINING = re.compile(
+    r"customization job \S+: status=(?P<status>\w+)(?:, (?P<pct>[\d.]+)%)?"
+    r"(?:, step (?P<step>\d+) \((?P<per_epoch>\d+|\?) per epoch\))?(?:.*?train_loss=(?P<loss>[\d.]+))?"
+)
+EVALUATION = re.compile(r"evaluation job \S+: status=(?P<status>\w+) progress=(?P<pct>[\d.]+|None)\s*(?P<message>.*)")
+DEPLOYMENT = re.compile(r"^deployment (?P<name>\S+): status=(?P<status>\S+)\s*(?P<detail>.*)")
+FIXES = (
+    ("Connection refused", "start the platform (embed-ft platform serve) or check NDS_URL/NEMO_URL/NIM_URL"),
+    ("Invalid run config", "correct the option named above (embed-ft run --help)"),
+    ("did not finish within", "raise the timeout in the run config, then run again: the remote job is reattached"),
+    ("Hugging Face Hub cannot be reached", "use a local source: --preset scifact or --source PATH"),
+)
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def error_text(error: Any) -> str:
+    """The innermost error's message, first line, without Dagster's wrapper or the exception's module path."""
+    while getattr(error, "cause", None) is not None and "DagsterExecutionStepExecutionError" in str(error.cls_name):
+        error = error.cause
+    message = (getattr(error, "message", None) or str(error)).strip()
+    message = re.sub(r"^[\w.]*?(Failure|Error|Exception)\w*: ", "", message)
+    return message.splitlines()[0] if message else "unknown error"
+
+
+def fix_for(reason: str) -> str:
+    return next((fix for needle, fix in FIXES if needle in reason), DEFAULT_FIX)
+
+
+def describe_progress(message: str, elapsed_s: float) -> Optional[str]:
+    """A short progress text from an asset's progress log line, or None when the line is no progress."""
+    match = TRAINING.search(message)
+    if match:
+        parts = []
+        pct = float(match["pct"]) if match["pct"] else None
+        if match["step"]:
+            step = int(match["step"])
+            total = round(step * 100 / pct) if pct else None
+            parts.append(f"step {step}/{total or '?'}")
+            if match["per_epoch"] and match["per_epoch"] != "?":
+                per_epoch = int(match["per_epoch"])
+                epochs = max(1, round(total / per_epoch)) if total else "?"
+                parts.append(f"epoch {min(step // per_epoch + 1, epochs if isinstance(epochs, int) else 10**9)}/{epochs}")
+        if match["loss"]:
+            parts.append(f"loss {float(match['loss']):.3f}")
+        if pct:
+            parts.append(f"{pct:.0f}%")
+            if 0 < pct < 100:
+                parts.append(f"ETA {duration(elapsed_s * (100 - pct) / pct)}")
+        return "training " + (", ".join(parts) or match["status"])
+    match = EVALUATION.search(message)
+    if match:
+        detail = match["message"].strip() or match["status"]
+        return f"evaluation {detail}" + (f" ({float(match['pct']):.0f}%)" if match["pct"] not in (None, "None") else "")
+    match = DEPLOYMENT.search(message)
+    if match:
+        return f"deployment {match['name']}: {match['status']}" + (f" {match['detail'].strip()}" if match["detail"].strip() else "")
+    if message.startswith("NIM gateway listing"):
+        return message
+    return None
+
+
+class RunConsole:
+    """Turns a run's Dagster events into the lines a person reads (see the module docstring)."""
+
+    def __init__(self, out: TextIO, *, tty: Optional[bool] = None, throttle_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.out = out
+        self.tty = out.isatty() if tty is None else tty
+        self.throttle_s = throttle_s
+        self.clock = clock
+        self.started: dict[str, float] = {}
+        self.progress: dict[str, str] = {}
+        self.printed_progress_at: dict[str, float] = {}
+        self.failures: list[str] = []
+        self.skipped: list[str] = []
+        self._lock = threading.Lock()
+        self._live = ""
+        self._stop = threading.Event()
+        self._ticker: Optional[threading.Thread] = None
+
+    # ---------------------------------------------------------------------------------------------- output
+
+    def line(self, text: str) -> None:
+        """A permanent line; on a terminal the live line is cleared first and redrawn under it."""
+        with self._lock:
+            if self.tty and self._live:
+                self.out.write("\r\x1b[2K")
+            self.out.write(text + "\n")
+            self._live = self._live_text() if self.tty else ""
+            self.out.write(self._live)
+            self.out.flush()
+
+    def _live_text(self) -> str:
+        if not self.started:
+            return ""
+        step, t = list(self.started.items())[-1]
+        progress = f"  {self.progress[step]}" if step in self.progress else ""
+        return f"  ... {step} {duration(self.clock() - t)}{progress}"[:200]
+
+    def _draw_live(self) -> None:
+        with self._lock:
+            text = self._live_text()
+            if text or self._live:
+                self.out.write("\r\x1b[2K" + text)
+                self.out.flush()
+            self._live = text
+
+    def __enter__(self) -> "RunConsole":
+        if self.tty:
+            self._ticker = threading.Thread(target=self._tick, name="embed-ft-console", daemon=True)
+            self._ticker.start()
+        return self
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self._draw_live()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        with self._lock:
+            if self.tty and self._live:
+                self.out.write("\r\x1b[2K")
+                self.out.flush()
+            self._live = ""
+
+    # ---------------------------------------------------------------------------------------------- events
+
+    def step_started(self, step: str) -> None:
+        self.line(f"start  {step}")
+        with self._lock:
+            self.started[step] = self.clock()
+
+    def step_ended(self, step: str, ok: bool, reason: str = "") -> None:
+        with self._lock:
+            took = duration(self.clock() - self.started.pop(step, self.clock()))
+            self.progress.pop(step, None)
+        if ok:
+            self.line(f"done   {step} ({took})")
+        else:
+            self.failure(step, reason, fix_for(reason), took)
+
+    def failure(self, step: str, reason: str, fix: str, took: Optional[str] = None) -> None:
+        text = f"FAILED {step}" + (f" after {took}" if took else "") + f": {reason} -> fix: {fix}"
+        self.failures.append(text)
+        self.line(text)
+
+    def progress_message(self, step: str, message: str) -> None:
+        text = describe_progress(message, self.clock() - self.started.get(step, self.clock()))
+        if text is None:
+            return
+        self.progress[step] = text
+        if self.tty:
+            self._draw_live()
+            return
+        now = self.clock()
+        last = self.printed_progress_at.get(step)
+        if last is None or now - last >= self.throttle_s:
+            self.printed_progress_at[step] = now
+            self.line(f"       {step}: {text}")
+
+    def handle(self, entry: EventLogEntry) -> None:
+        """Event-log listener: called by the Dagster instance for every event of the run."""
+        event = entry.dagster_event
+        if event is None:
+            if entry.step_key and entry.user_message:
+                self.progress_message(entry.step_key, entry.user_message)
+            return
+        kind, step = event.event_type_value, event.step_key
+        if kind == "STEP_START":
+            self.step_started(step)
+        elif kind == "STEP_SUCCESS":
+            self.step_ended(step, True)
+        elif kind == "STEP_FAILURE":
+            self.step_ended(step, False, error_text(event.step_failure_data.error))
+        elif kind == "STEP_SKIPPED":
+            self.skipped.append(step)
+        elif kind == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if data.check_name == PREFLIGHT_CHECK and not data.passed:
+                self.failure("preflight", data.description or "failed", "see the lines above")
+
+    def summary(self, success: bool, run_seconds: float) -> None:
+        if self.skipped:
+            self.line(f"skipped {len(self.skipped)} step(s) after the failure: {', '.join(self.skipped)}")
+        self.line(("run succeeded" if success else "run FAILED") + f" in {duration(run_seconds)}")
+
+
+def results_table(rows: Iterable[Any], primary: str = "ndcg_cut_10") -> list[str]:
+    """The report rows (task, metric, baseline, fine_tuned, relative_delta) as aligned text, primary metric first."""
+    ordered = sorted(rows, key=lambda r: (r.task, r.metric != primary, r.metric))
+    table = [("task", "metric", "baseline", "fine-tuned", "change")] + [
+        (r.task, r.metric, f"{r.baseline:.4f}", f"{r.fine_tuned:.4f}", f"{100 * r.relative_delta:+.2f}%") for r in ordered
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
+    return ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in table]

@@ -1,0 +1,196 @@
+"""Preflight: everything a run needs, checked before anything is created anywhere (namespace, upload, deployment, job).
+
+`preflight_problems(job_def, run_config, resources)` is a plain function returning typed `Problem`s (what, why, fix):
+the CLI calls it before launching a run, and the `preflight` asset calls it at the start of runs launched from the
+UI. Checks, in order (a later check needs the earlier ones to pass):
+
+1. config: the run config against the job's config schema, then every op Config's own validators;
+2. source (when the run holds `specter_raw`): a local path exists and loads, a BEIR folder has the split's files,
+   a Hub id resolves (so the Hub is reachable);
+3. tasks (when the run holds an evaluation): `file://NAME/` is a BEIR set in the embedded platform's BEIR root;
+   `hf://datasets/NS/NAME` is a repo in the Data Store.
+
+Nothing here writes. Only an `hf://` task makes the embedded platform start (to ask its Data Store), and only once
+config and source have passed.
+
+Why an asset upstream of the roots, not a run hook or a check on each asset: Dagster has no run-start hook, and a
+check inside each asset fails once per asset (the UI showed three failures with a stack trace each). With the
+`preflight` asset as the one upstream of both roots (`specter_raw`, `baseline_nim`), a bad run stops in one step
+before any other starts. And why it reports through a failed ERROR asset check and leaves its output unyielded
+instead of raising: Dagster's UI marks every asset planned in a *failed* run as "Failed" (even the skipped ones,
+whose last materialization is fine); a step whose optional output is absent skips everything downstream and
+fails no run, so the one red mark is this check, and the one log line says what to fix.
+"""
+
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    DagsterInvalidConfigError,
+    MetadataValue,
+    Output,
+    asset,
+    validate_run_config,
+)
+
+from ..data.beir import load_beir
+from ..data.errors import SourceError
+from ..data.specter import load_specter_source, resolve_hub_revision
+from ..nemo.errors import NemoError
+from ..platform.launcher import status as platform_status
+from ..platform.settings import PlatformSettings
+from ..resources import DataStoreResource, EvaluatorResource
+from .backend import backend_defaults
+from .common import invalid_run_config
+from .data import SpecterSourceConfig, resolve_source_kind
+from .evaluation import EvaluationConfig, task_name
+
+PREFLIGHT = "preflight"
+PREFLIGHT_CHECK = "preflight_passed"
+EVALUATION_OPS = ("baseline_evaluation", "fine_tuned_evaluation")
+SOURCE_FIX = (
+    "give a local SPECTER-layout file or folder, a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or a reachable "
+    "Hub dataset id (`embed-ft run --source ...`, or ops.specter_raw.config.source in the Launchpad)"
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str  # the thing checked: "config", "source", "task file://scidocs/"
+    why: str
+    fix: str
+
+    def line(self) -> str:
+        return f"{self.what}: {self.why} -> fix: {self.fix}"
+
+
+def _op_config(run_config: Mapping[str, Any], op_name: str) -> dict:
+    return dict((((run_config.get("ops") or {}).get(op_name) or {}).get("config")) or {})
+
+
+def config_problems(job_def, run_config: Mapping[str, Any]) -> list[Problem]:
+    """The schema Dagster checks at launch, then the Config validators Dagster runs only when a step starts."""
+    try:
+        validate_run_config(job_def, dict(run_config))
+    except DagsterInvalidConfigError as exc:
+        return [Problem("config", err.message, "correct or remove that field") for err in exc.errors]
+    return [
+        Problem("config", problem, "correct that option (embed-ft run --help) or Launchpad field")
+        for problem in invalid_run_config(job_def, dict(run_config))
+    ]
+
+
+def source_problems(config: SpecterSourceConfig) -> list[Problem]:
+    """The source exists and loads (a BEIR folder: its files for the split; a Hub id: the Hub knows its revision)."""
+    what = f"source {config.source}"
+    try:
+        kind = resolve_source_kind(config)
+        if kind == "beir":
+            load_beir(config.source, split=config.split)
+        elif kind == "local":
+            if not Path(config.source).expanduser().exists():
+                raise SourceError(f"{config.source} does not exist")
+            load_specter_source(config.source, split=config.split)
+        else:
+            resolve_hub_revision(config.source, config.revision)
+    except SourceError as exc:
+        return [Problem(what, str(exc).split(". To use a local copy")[0], SOURCE_FIX)]
+    return []
+
+
+def _embedded_beir_root(evaluator: EvaluatorResource) -> Optional[Path]:
+    """The BEIR root of the embedded platform the evaluator will use; None when the evaluator is elsewhere."""
+    if evaluator.base_url:
+        return None  # a cluster (or a platform served apart): its file:// tasks are not ours to list
+    settings = PlatformSettings()
+    running = platform_status(settings)
+    return Path(running.get("beir_root") or settings.beir_root)
+
+
+def task_problems(
+    urls: list[str], evaluator: EvaluatorResource, datastore: DataStoreResource
+) -> list[Problem]:
+    problems = []
+    beir_root = _embedded_beir_root(evaluator)
+    for url in urls:
+        what = f"task {url}"
+        name = task_name(url)
+        if url.startswith("file://"):
+            if beir_root is not None and not (beir_root / name / "corpus.jsonl").is_file():
+                problems.append(Problem(
+                    what, f"no BEIR set {name!r} in the local evaluator's BEIR root {beir_root}",
+                    f"copy the BEIR folder to {beir_root / name} (or set EMBED_FT_BEIR_ROOT to the folder holding it), "
+                    "or choose another --task",
+                ))
+            continue
+        repo_id = "/".join(url.rstrip("/").split("/")[-2:])
+        try:
+            found = datastore.client().repo_info(repo_id) is not None
+        except NemoError as exc:
+            problems.append(Problem(what, f"the Data Store cannot be asked: {exc}", "check NDS_URL and NDS_TOKEN"))
+            continue
+        if not found:
+            problems.append(Problem(
+                what, f"no dataset repo {repo_id} in the Data Store", "upload the BEIR set there first, or drop the task"
+            ))
+    return problems
+
+
+def preflight_problems(job_def, run_config: Mapping[str, Any], resources: Mapping[str, Any]) -> list[Problem]:
+    """Every reason this run cannot work, before it creates anything (see the module docstring)."""
+    problems = config_problems(job_def, run_config)
+    if problems:
+        return problems
+    graph = job_def.graph
+    if graph.has_node_named("specter_raw"):
+        problems += source_problems(SpecterSourceConfig(**_op_config(run_config, "specter_raw")))
+    if problems:
+        return problems
+    evaluator: EvaluatorResource = resources["evaluator"]
+    urls: list[str] = []
+    for op_name in EVALUATION_OPS:
+        if graph.has_node_named(op_name):
+            config = EvaluationConfig(**_op_config(run_config, op_name))
+            tasks = config.tasks or list(backend_defaults(evaluator.uses_local_platform).eval_tasks)
+            urls += [url for url in tasks if url not in urls]
+    return task_problems(urls, evaluator, resources["datastore"])
+
+
+def initialized(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """Resources with their EnvVars resolved, for a call outside a run (the CLI's preflight)."""
+    return {
+        key: resource.process_config_and_initialize() if hasattr(resource, "process_config_and_initialize") else resource
+        for key, resource in resources.items()
+    }
+
+
+@asset(
+    group_name="preflight",
+    kinds={"python"},
+    output_required=False,
+    check_specs=[AssetCheckSpec(PREFLIGHT_CHECK, asset=PREFLIGHT, description="Config, source and tasks are usable.")],
+    description="Checks the run's config, source and evaluation tasks before anything is created; when one fails, "
+    "every downstream step is skipped (nothing uploaded, deployed or trained) and the check says what to fix.",
+)
+def preflight(context: AssetExecutionContext, datastore: DataStoreResource, evaluator: EvaluatorResource):
+    problems = preflight_problems(
+        context.job_def, context.run_config, {"datastore": datastore, "evaluator": evaluator}
+    )
+    lines = [p.line() for p in problems]
+    if problems:
+        context.log.error("Preflight failed, nothing was started: " + " | ".join(lines))
+    else:
+        yield Output(None, metadata={"checked": "config, source, tasks"})
+    yield AssetCheckResult(
+        check_name=PREFLIGHT_CHECK,
+        passed=not problems,
+        severity=AssetCheckSeverity.ERROR,
+        description=" | ".join(lines) if problems else "config, source and tasks are usable",
+        metadata={"problems": MetadataValue.md("\n".join(f"- {line}" for line in lines) or "none")},
+    )

@@ -1,0 +1,97 @@
+"""Where the CLI keeps its state, the same from any folder of a checkout.
+
+The project root is the nearest folder, walking up from the current one, whose ``pyproject.toml`` names the
+project ``embed-ft``; outside a checkout it is the per-user folder ``~/.embed_ft``. Under it, ``.embed_ft/`` holds
+``dagster_home`` (run and metric history), ``platform`` (the local platform's state) and ``data`` (snapshots and
+splits). Each is used only when its variable (``DAGSTER_HOME``, ``EMBED_FT_HOME``, ``EMBED_FT_DATA_ROOT``) is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+PROJECT_NAME = "embed-ft"
+STATE_DIR = ".embed_ft"
+SHARED_DATA_ENV = "EMBED_FT_SHARED_DATA"
+# One slot per pool: one job at a time per GPU service, so concurrent runs cannot oversubscribe it.
+DAGSTER_YAML = "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
+
+
+def project_root(start: Optional[Path] = None) -> Optional[Path]:
+    """The embed-ft checkout containing ``start`` (default: the current folder), or None."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if not pyproject.is_file():
+            continue
+        try:
+            name = tomllib.loads(pyproject.read_text("utf-8")).get("project", {}).get("name")
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+            continue
+        if name == PROJECT_NAME:
+            return folder
+    return None
+
+
+def state_root(start: Optional[Path] = None) -> Path:
+    """``<project root>/.embed_ft``, or ``~/.embed_ft`` outside a checkout."""
+    root = project_root(start)
+    return root / STATE_DIR if root is not None else Path.home() / STATE_DIR
+
+
+def shared_data_dir(start: Optional[Path] = None) -> Path:
+    """The data folder shipped beside the repository: $EMBED_FT_SHARED_DATA, else ``<project root>/../shared/data``."""
+    if os.environ.get(SHARED_DATA_ENV):
+        return Path(os.environ[SHARED_DATA_ENV]).expanduser().resolve()
+    root = project_root(start) or Path.cwd().resolve()
+    return root.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Homes:
+    dagster_home: Path
+    platform_home: Path
+    data_root: Path
+    beir_root: Optional[Path]
+
+    def lines(self) -> list[str]:
+        return [
+            f"history (DAGSTER_HOME): {self.dagster_home}",
+            f"local platform state (EMBED_FT_HOME): {self.platform_home}",
+        ]
+
+
+def apply_default_homes(start: Optional[Path] = None) -> Homes:
+    """Set the unset state variables to the project's folders (see the module docstring) and return them all.
+
+    Also points ``EMBED_FT_BEIR_ROOT`` at ``<shared data>/beir`` when unset and that folder exists (as ``./dev`` does),
+    and writes DAGSTER_HOME's ``dagster.yaml`` on first use.
+    """
+    root = state_root(start)
+    defaults = {
+        "DAGSTER_HOME": root / "dagster_home",
+        "EMBED_FT_HOME": root / "platform",
+        "EMBED_FT_DATA_ROOT": root / "data",
+    }
+    for name, path in defaults.items():
+        if not os.environ.get(name):
+            os.environ[name] = str(path)
+    shared_beir = shared_data_dir(start) / "beir"
+    if not os.environ.get("EMBED_FT_BEIR_ROOT") and shared_beir.is_dir():
+        os.environ["EMBED_FT_BEIR_ROOT"] = str(shared_beir.resolve())
+    dagster_home = Path(os.environ["DAGSTER_HOME"]).expanduser().resolve()
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    if not (dagster_home / "dagster.yaml").exists():
+        (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    beir = os.environ.get("EMBED_FT_BEIR_ROOT")
+    return Homes(
+        dagster_home=dagster_home,
+        platform_home=Path(os.environ["EMBED_FT_HOME"]).expanduser().resolve(),
+        data_root=Path(os.environ["EMBED_FT_DATA_ROOT"]).expanduser().resolve(),
+        beir_root=Path(beir).expanduser().resolve() if beir else None,
+    )

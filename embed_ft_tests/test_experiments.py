@@ -1,0 +1,218 @@
+"""Experiments as partitions, the report's statistics and pictures, and the leaderboard — on a real Dagster
+instance, with evaluation values handed in by an IO manager (no platform: seconds). The whole lineage with two
+experiments on a real local platform is in test_lineage_e2e.py."""
+
+from __future__ import annotations
+
+import base64
+import math
+import random
+
+import pytest
+from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manager, materialize
+
+from embed_ft.defs.charts import loss_curve_png, markdown_image
+from embed_ft.defs.experiments import add_experiment, experiment_names, prepare_experiment_run
+from embed_ft.defs.leaderboard import experiment_leaderboard, leaderboard_markdown, leaderboard_rows
+from embed_ft.defs.report import CHECK_NAME, evaluation_report
+from embed_ft.defs.significance import (
+    BETTER,
+    MIN_QUERIES,
+    NO_DIFFERENCE,
+    NOT_TESTED,
+    TOO_FEW,
+    WORSE,
+    paired_test,
+    per_query_scores,
+)
+from embed_ft.defs.values import EvaluationResult
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def scores(n: int, mean: float, seed: int, spread: float = 0.15) -> dict[str, dict[str, float]]:
+    rng = random.Random(seed)
+    return {f"q{i}": {"ndcg_cut_10": min(1.0, max(0.0, rng.gauss(mean, spread)))} for i in range(n)}
+
+
+def shifted(base: dict[str, dict[str, float]], shift: float, seed: int) -> dict[str, dict[str, float]]:
+    rng = random.Random(seed)
+    return {q: {"ndcg_cut_10": min(1.0, max(0.0, s["ndcg_cut_10"] + shift + rng.gauss(0, 0.02)))} for q, s in base.items()}
+
+
+def evaluation(model: str, per_query: dict[str, dict[str, dict[str, float]]]) -> EvaluationResult:
+    metrics = {
+        task: {"ndcg_cut_10": sum(s["ndcg_cut_10"] for s in qs.values()) / len(qs), "recall_10": 0.5}
+        for task, qs in per_query.items()
+    }
+    return EvaluationResult(
+        model=model, job_id=f"eval-{model}", tasks={t: f"file://{t}/" for t in per_query}, metrics=metrics,
+        per_query=per_query, queries={t: len(qs) for t, qs in per_query.items()},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ significance
+
+
+def test_a_clear_gain_over_enough_queries_is_significant():
+    base = scores(60, 0.5, seed=1)
+    test = paired_test("scifact", "ndcg_cut_10", base, shifted(base, 0.05, seed=2))
+    assert test.verdict == BETTER
+    assert test.queries == 60
+    assert test.p_value < 0.05
+    assert 0 < test.ci_low < test.mean_delta < test.ci_high
+
+
+def test_a_clear_loss_is_significantly_worse_and_noise_is_no_difference():
+    base = scores(60, 0.5, seed=3)
+    assert paired_test("t", "ndcg_cut_10", base, shifted(base, -0.05, seed=4)).verdict == WORSE
+    noisy = paired_test("t", "ndcg_cut_10", base, shifted(base, 0.0, seed=5))
+    assert noisy.verdict == NO_DIFFERENCE
+    assert noisy.ci_low < 0 < noisy.ci_high
+    same = paired_test("t", "ndcg_cut_10", base, base)
+    assert same.p_value == 1.0
+
+
+def test_too_few_queries_support_no_claim_and_missing_scores_are_not_tested():
+    base = scores(MIN_QUERIES - 1, 0.5, seed=6)
+    few = paired_test("heldout", "ndcg_cut_10", base, shifted(base, 0.2, seed=7))
+    assert few.verdict == TOO_FEW
+    assert few.queries == MIN_QUERIES - 1
+    assert f"< {MIN_QUERIES}" in few.note
+    untested = paired_test("scidocs", "ndcg_cut_10", None, None, queries_reported=1000)
+    assert untested.verdict == NOT_TESTED
+    assert untested.queries == 1000
+    assert "could not be tested" in untested.note
+
+
+def test_per_query_scores_are_read_from_the_results_document():
+    results = {
+        "tasks": {
+            "scifact": {"metrics": {}, "per_query": {"q1": {"ndcg_cut_10": 0.5}, "q2": {"ndcg_cut_10": 1}}},
+            "other": {"metrics": {}},
+        }
+    }
+    assert per_query_scores(results) == {"scifact": {"q1": {"ndcg_cut_10": 0.5}, "q2": {"ndcg_cut_10": 1.0}}}
+    assert per_query_scores({"groups": {}}) == {}
+
+
+# ------------------------------------------------------------------------------------------------ experiments
+
+
+def test_experiment_names_are_validated_and_registered_once():
+    with DagsterInstance.ephemeral() as instance:
+        assert add_experiment(instance, "lr-2e-5") is True
+        assert add_experiment(instance, "lr-2e-5") is False
+        with pytest.raises(ValueError, match="experiment must be 1-63 characters"):
+            add_experiment(instance, "Not A Name")
+        config = prepare_experiment_run(
+            instance, "epochs-3", {"ops": {"fine_tuned_model": {"config": {"experiment": "epochs-3", "epochs": 3}}}}
+        )
+        assert config == {"ops": {"fine_tuned_model": {"config": {"epochs": 3}}}}
+        with pytest.raises(ValueError, match="experiment 'other'"):
+            prepare_experiment_run(instance, "other", {"ops": {"baseline_nim": {"config": {"experiment": "x"}}}})
+        assert experiment_names(instance) == ["lr-2e-5", "epochs-3"]
+
+
+class FixedUpstream(IOManager):
+    """Hands evaluation_report its two upstream values (per partition for the fine-tuned one)."""
+
+    def __init__(self, baseline: EvaluationResult, fine_tuned: dict[str, EvaluationResult]):
+        self.baseline, self.fine_tuned = baseline, fine_tuned
+
+    def handle_output(self, context, obj) -> None:
+        pass
+
+    def load_input(self, context):
+        if context.asset_key == AssetKey("baseline_evaluation"):
+            return self.baseline
+        return self.fine_tuned[context.asset_partition_key]
+
+
+@pytest.fixture
+def two_reports():
+    """An instance holding the reports of experiments `small-gain` and `big-gain` against one baseline."""
+    base = {"scifact": scores(50, 0.6, seed=10), "heldout": scores(8, 0.4, seed=11)}
+    baseline = evaluation("base", base)
+    fine_tuned = {
+        "small-gain": evaluation("ns/small-gain-embed-sft@cust-1", {t: shifted(qs, 0.0, 12) for t, qs in base.items()}),
+        "big-gain": evaluation("ns/big-gain-embed-sft@cust-2", {t: shifted(qs, 0.08, 13) for t, qs in base.items()}),
+    }
+    upstream = io_manager(lambda _: FixedUpstream(baseline, fine_tuned))
+    with DagsterInstance.ephemeral() as instance:
+        results = {}
+        for experiment in fine_tuned:
+            add_experiment(instance, experiment)
+            results[experiment] = materialize(
+                [evaluation_report, SourceAsset("baseline_evaluation"), SourceAsset("fine_tuned_evaluation", partitions_def=evaluation_report.partitions_def)],
+                instance=instance,
+                partition_key=experiment,
+                resources={"io_manager": upstream},
+            )
+            assert results[experiment].success
+        yield instance, results
+
+
+def test_each_experiment_has_its_own_report_history_with_chart_table_and_significance(two_reports):
+    instance, results = two_reports
+    for experiment in ("small-gain", "big-gain"):
+        mat = instance.fetch_materializations(AssetKey("evaluation_report"), limit=5).records
+        assert {r.partition_key for r in mat} == {"small-gain", "big-gain"}
+        report = results[experiment].output_for_node("evaluation_report")
+        assert report.experiment == experiment
+        metadata = results[experiment].asset_materializations_for_node("evaluation_report")[0].metadata
+        # Stable float keys (plotted by the UI), the chart as an embedded PNG, the report as a typed table.
+        assert isinstance(metadata["scifact/ndcg_cut_10/fine_tuned"].value, float)
+        assert metadata["scifact/queries"].value == 50.0
+        assert metadata["heldout/queries"].value == 8.0
+        chart = metadata["chart"].value
+        assert chart.startswith("![baseline vs fine-tuned](data:image/png;base64,")
+        assert base64.b64decode(chart.split(",", 1)[1].rstrip(")")).startswith(PNG_SIGNATURE)
+        table = metadata["report_table"].value
+        assert [c.name for c in table.schema.columns][:6] == ["task", "metric", "baseline", "fine_tuned", "delta", "relative_delta"]
+        assert {r.data["task"] for r in table.records} == {"scifact", "heldout"}
+        # The held-out task rests on 8 queries: flagged, not a full claim.
+        assert metadata["heldout/verdict"].value == TOO_FEW
+        assert "too few to support a claim" in metadata["report"].value
+
+    big = results["big-gain"].get_asset_check_evaluations()
+    small = results["small-gain"].get_asset_check_evaluations()
+    assert [e.check_name for e in big] == [CHECK_NAME]
+    assert big[0].passed is True
+    assert "No claim on: heldout" in big[0].description
+    assert small[0].passed is False
+    assert "Not significantly better on: scifact" in small[0].description
+
+
+def test_leaderboard_lists_every_experiment_as_a_typed_table(two_reports):
+    instance, _ = two_reports
+    rows = leaderboard_rows(instance, metric="ndcg_cut_10")
+    assert {(r.experiment, r.task) for r in rows} == {
+        ("small-gain", "scifact"), ("big-gain", "scifact"), ("small-gain", "heldout"), ("big-gain", "heldout")
+    }
+    scifact = [r for r in rows if r.task == "scifact"]
+    assert [r.experiment for r in scifact] == ["big-gain", "small-gain"]  # best first
+    assert scifact[0].model == "ns/big-gain-embed-sft@cust-2"
+    assert math.isclose(scifact[0].delta, scifact[0].fine_tuned - scifact[0].baseline)
+    assert len(leaderboard_rows(instance)) == 8  # both metrics
+    printed = leaderboard_markdown(rows)
+    assert printed.splitlines()[0].startswith("| experiment | task | metric | baseline | fine-tuned |")
+
+    result = materialize([experiment_leaderboard, SourceAsset("evaluation_report")], instance=instance)
+    assert result.success
+    metadata = result.asset_materializations_for_node("experiment_leaderboard")[0].metadata
+    table = metadata["leaderboard"].value
+    assert [c.name for c in table.schema.columns][:9] == [
+        "experiment", "task", "metric", "baseline", "fine_tuned", "delta", "relative_delta", "model", "date"
+    ]
+    assert len(table.records) == 8
+    assert table.records[0].data["metric"] == "ndcg_cut_10"
+    assert metadata["best_experiment"].value == "big-gain"
+
+
+def test_loss_curve_renders_train_and_validation():
+    png = loss_curve_png({"train_loss": [(1, 0.9), (2, 0.7), (3, 0.6)], "val_loss": [(3, 0.65)]})
+    assert png.startswith(PNG_SIGNATURE)
+    assert len(png) < 60_000
+    assert loss_curve_png({"train_loss": [], "val_loss": []}) is None
+    assert markdown_image(png, "loss").startswith("![loss](data:image/png;base64,iVBOR")
