@@ -52,6 +52,10 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--test-size", type=int, default=80, help="train queries held out (in-domain held-out task)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--finetuning-type", choices=("all_weights", "lora", "lora_merged"), default="all_weights",
+                        help="all_weights, or a PEFT LoRA adapter (lora: served on its base; lora_merged: merged)")
+    parser.add_argument("--lora-adapter-dim", type=int, default=8, help="LoRA rank (lora/lora_merged)")
+    parser.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha (lora/lora_merged)")
     parser.add_argument("--home", help="platform home to reuse (default: a new temporary folder, kept afterwards)")
     args = parser.parse_args()
     offline_hub()
@@ -59,6 +63,7 @@ def main() -> None:
     from dagster import DagsterInstance, materialize
 
     from embed_ft.definitions import defs, lineage_assets
+    from embed_ft.defs.experiments import prepare_experiment_run
     from embed_ft.resources import resources_for_url
 
     scifact = SHARED_DATA / "beir" / "scifact"
@@ -77,6 +82,8 @@ def main() -> None:
     os.environ["EMBED_FT_DATA_ROOT"] = str(home / "data")
 
     poll = {"poll_interval_s": 2.0}
+    # One experiment (partition) per fine-tuning type, so that runs of several types can share one home and baseline.
+    experiment = "scifact-adapt" if args.finetuning_type == "all_weights" else f"scifact-{args.finetuning_type.replace('_', '-')}"
     evaluation = {"tasks": ["file://scifact/", "file://specter-ood/"], **poll}
     run_config = {
         "ops": {
@@ -89,17 +96,19 @@ def main() -> None:
             },
             "fine_tuned_model": {
                 "config": {
-                    "experiment": "scifact-adapt",
+                    "experiment": experiment,
                     "epochs": args.epochs,
                     "batch_size": args.batch_size,
                     "learning_rate": args.learning_rate,
                     "max_seq_length": args.max_seq_length,
                     "seed": args.seed,
+                    "finetuning_type": args.finetuning_type,
+                    "lora": {"adapter_dim": args.lora_adapter_dim, "alpha": args.lora_alpha},
                     **poll,
                 }
             },
-            "fine_tuned_nim": {"config": {"experiment": "scifact-adapt", **poll}},
-            "baseline_nim": {"config": {"experiment": "scifact-adapt", **poll}},
+            "fine_tuned_nim": {"config": {"experiment": experiment, **poll}},
+            "baseline_nim": {"config": {"experiment": experiment, **poll}},
             "baseline_evaluation": {"config": evaluation},
             "fine_tuned_evaluation": {"config": evaluation},
         }
@@ -107,11 +116,13 @@ def main() -> None:
     started = time.monotonic()
     with platform_subprocess(home / "platform") as url:
         instance = DagsterInstance.ephemeral()
+        run_config = prepare_experiment_run(instance, experiment, run_config)
         result = materialize(
             [*lineage_assets, *(defs.asset_checks or [])],
             resources=resources_for_url(url),
             run_config=run_config,
             instance=instance,
+            partition_key=experiment,
             raise_on_error=False,
         )
         if not result.success:

@@ -172,7 +172,7 @@ class RunConsole:
             self.failure(step, reason, fix_for(reason), took)
 
     def failure(self, step: str, reason: str, fix: str, took: Optional[str] = None) -> None:
-        text = f"FAILED {step}" + (f" after {took}" if took else "") + f": {reason} -> fix: {fix}"
+        text = f"FAILED {step}" + (f" after {took}" if took else "") + f": {reason}" + (f" -> fix: {fix}" if fix else "")
         self.failures.append(text)
         self.line(text)
 
@@ -209,7 +209,7 @@ class RunConsole:
         elif kind == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             if data.check_name == PREFLIGHT_CHECK and not data.passed:
-                self.failure("preflight", data.description or "failed", "see the lines above")
+                self.failure("preflight", data.description or "failed", "")  # each problem names its fix
 
     def summary(self, success: bool, run_seconds: float) -> None:
         if self.skipped:

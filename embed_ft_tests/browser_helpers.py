@@ -2,7 +2,7 @@
 webserver as a child process, and headless Debian Chromium driven by Playwright.
 
     instance = DagsterInstance.from_config(str(dagster_home))
-    materialize_lineage(instance, base_url, tiny_lineage_run_config(source, "file://tinybeir/"))
+    materialize_lineage(instance, base_url, tiny_lineage_run_config(source, "file://tinybeir/"), "my-experiment")
     with running_webserver(dagster_home, env=platform_env(base_url)) as ui_url:
         with chromium_page() as page:
             page.goto(f"{ui_url}/asset-groups")
@@ -51,6 +51,7 @@ LINEAGE_ASSETS = [
     "baseline_evaluation",
     "fine_tuned_evaluation",
     "evaluation_report",
+    "experiment_leaderboard",
 ]
 
 
@@ -65,25 +66,23 @@ def write_dagster_yaml(dagster_home: Path) -> Path:
     """A minimal instance config: no telemetry, nothing that reaches outside the temporary home."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     path = dagster_home / "dagster.yaml"
-    # nux off: no "join the community" dialog over the pages the browser test reads and screenshots.
-    path.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    # nux off: no "join the community" dialog over the pages the browser test reads and screenshots. Runs launched
+    # from the UI start at once (no daemon needed to dequeue them).
+    path.write_text(
+        "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
     return path
 
 
-def materialize_lineage(instance, base_url: str, run_config: dict):
-    """Materialize every lineage asset (and the data checks) into ``instance`` against the platform at ``base_url``."""
-    from dagster import materialize
-
-    from embed_ft.definitions import defs, lineage_assets
+def materialize_lineage(instance, base_url: str, run_config: dict, experiment: str):
+    """Materialize every lineage asset (and the checks) for ``experiment`` into ``instance`` against the platform at
+    ``base_url``."""
     from embed_ft.resources import resources_for_url
 
-    result = materialize(
-        [*lineage_assets, *(defs.asset_checks or [])],
-        resources=resources_for_url(base_url),
-        run_config=run_config,
-        instance=instance,
-        raise_on_error=False,
-    )
+    from .lineage_fixtures import materialize_experiment
+
+    result = materialize_experiment(instance, resources_for_url(base_url), run_config, experiment, raise_on_error=False)
     if not result.success:
         failures = [
             f"{e.step_key}: {e.event_specific_data.error.message.strip()}" for e in result.all_events if e.is_step_failure
@@ -125,14 +124,11 @@ def write_beir_subset(source: Path, root: Path, name: str, queries: int = 30, ex
 
 def platform_env(base_url: str, dagster_home: Path) -> dict[str, str]:
     """Environment of a child process whose resources all point at ``base_url`` and whose instance is ``dagster_home``."""
+    from embed_ft.platform.settings import service_urls
+
     env = dict(os.environ)
-    env.update(
-        DAGSTER_HOME=str(dagster_home),
-        NDS_URL=base_url,
-        NEMO_URL=base_url,
-        NIM_URL=base_url,
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(service_urls(base_url))  # NDS_URL, NEMO_URL and NIM_URL (the NIM routes have their own prefix)
+    env.update(DAGSTER_HOME=str(dagster_home), PYTHONUNBUFFERED="1")
     return env
 
 

@@ -150,6 +150,8 @@ def make_resources(base_url: str, token: str | None = None, read_timeout_s: floa
         NimResource,
     )
 
+    from embed_ft.platform.settings import service_urls
+
     common = dict(base_url=base_url, token=token, read_timeout_s=read_timeout_s)
     return {
         "datastore": DataStoreResource(**common, hf_token=hf_token),
@@ -157,7 +159,7 @@ def make_resources(base_url: str, token: str | None = None, read_timeout_s: floa
         "customizer": CustomizerResource(**common, wandb_api_key=wandb_api_key),
         "deployment": DeploymentResource(**common),
         "evaluator": EvaluatorResource(**common),
-        "nim": NimResource(**common),
+        "nim": NimResource(**{**common, "base_url": service_urls(base_url)["NIM_URL"]}),  # NIM routes: own prefix
     }
 
 

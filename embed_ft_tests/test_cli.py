@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manager, materialize
 
 from embed_ft.cli import main
+from embed_ft.platform.settings import service_urls
 from embed_ft.defs.data import specter_raw, specter_triplets
 from embed_ft.defs.experiments import add_experiment
 from embed_ft.defs.mining import mined_triplets
@@ -164,10 +165,8 @@ def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str,
     env.update(
         DAGSTER_HOME=str(dagster_home),
         EMBED_FT_HOME=str(platform_home),
-        NDS_URL=base_url,
-        NEMO_URL=base_url,
-        NIM_URL=base_url,
     )
+    env.update(service_urls(base_url))  # NDS_URL, NEMO_URL and NIM_URL (the NIM routes have their own prefix)
     return env
 
 

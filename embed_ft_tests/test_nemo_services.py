@@ -197,6 +197,25 @@ def test_find_job_returns_the_newest_job_with_the_key(fake_nemo):
     assert customizer.find_job("missing") is None
 
 
+def test_find_job_scans_every_page_narrowed_by_the_body_s_filters(fake_nemo):
+    """Issue 12: a customization job older than 2,000 others is still found (no page limit), and the lookup sends
+    the Customizer's list filters that the body fixes (it has no custom_fields filter)."""
+    customizer = CustomizerClient(fast_http(fake_nemo, "Customizer"))
+    body = _job_body()
+    original = customizer.create_job(body, idempotency_key="oldest")
+    for i in range(2_100):  # newer jobs, straight into the fake's table (2,100 POSTs would only cost time)
+        fake_nemo.jobs[f"cust-{i:05d}"] = {**original, "id": f"cust-{i:05d}", "custom_fields": {"k": str(i)},
+                                            "created_at": f"2999-01-01T00:00:00.{i:06d}+00:00"}
+    fake_nemo.requests.clear()
+    assert customizer.find_job("oldest", like=body)["id"] == original["id"]
+    pages = fake_nemo.requests_to("GET", "/v1/customization/jobs")
+    assert len(pages) == 22  # 2,101 jobs at 100 a page: every page was read
+    query = pages[0].query
+    assert query["filter[finetuning_type]"] == body["hyperparameters"]["finetuning_type"]
+    assert query["filter[epochs]"] == str(body["hyperparameters"]["epochs"])
+    assert "filter[custom_fields][embed_ft_idempotency_key]" not in query
+
+
 def test_status_endpoint_and_the_detail_of_a_failed_job(fake_nemo):
     customizer = CustomizerClient(fast_http(fake_nemo, "Customizer"))
     job = customizer.create_job(_job_body())

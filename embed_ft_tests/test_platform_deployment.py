@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from embed_ft.platform.settings import service_urls
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT, deploy, embeddings, wait_for
 from embed_ft_tests.platform_server import running_platform
 
@@ -56,7 +57,7 @@ def test_config_reference_style_and_delete_undeploys(platform):
     ready = wait_for(lambda: (d := _get(base_url, "by-config").json())["status_details"]["status"] == "ready" and d,
                      120, "deployment by-config to be ready")
     assert ready["models"] == ["sentence-transformers/all-minilm-l6-v2"]
-    served = [m["id"] for m in requests.get(f"{base_url}/v1/models", timeout=TIMEOUT).json()["data"]]
+    served = [m["id"] for m in requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()["data"]]
     assert "sentence-transformers/all-minilm-l6-v2" in served
 
     deleted = requests.delete(f"{base_url}/v1/deployment/model-deployments/{NS}/by-config", timeout=TIMEOUT)
@@ -65,7 +66,7 @@ def test_config_reference_style_and_delete_undeploys(platform):
     gone = embeddings(base_url, "sentence-transformers/all-minilm-l6-v2", "hello")
     assert gone.status_code == 404
     assert "all-minilm-l6-v2" in gone.json()["detail"]
-    served = [m["id"] for m in requests.get(f"{base_url}/v1/models", timeout=TIMEOUT).json()["data"]]
+    served = [m["id"] for m in requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()["data"]]
     assert "sentence-transformers/all-minilm-l6-v2" not in served
     again = requests.delete(f"{base_url}/v1/deployment/model-deployments/{NS}/by-config", timeout=TIMEOUT)
     assert again.status_code == 404

@@ -34,7 +34,7 @@ def test_namespace_crud(tmp_path):
         assert got["description"] == "tutorial"
         listed = requests.get(f"{base_url}/v1/namespaces", params={"page_size": 100}).json()
         assert NS in [n["id"] for n in listed["data"]]  # beside any namespace the platform seeds itself
-        assert requests.delete(f"{base_url}/v1/namespaces/{NS}").status_code == 204
+        assert requests.delete(f"{base_url}/v1/namespaces/{NS}").json()["id"] == NS  # a DeleteResponse
         listed = requests.get(f"{base_url}/v1/namespaces", params={"page_size": 100}).json()
         assert NS not in [n["id"] for n in listed["data"]]
         missing = requests.get(f"{base_url}/v1/namespaces/{NS}")
@@ -64,7 +64,7 @@ def test_dataset_crud_needs_its_namespace(tmp_path):
         assert [(d["namespace"], d["name"]) for d in mine["data"]] == [(NS, "embed-sft-data")]
         assert mine["pagination"]["total_results"] == 1
 
-        assert requests.delete(f"{base_url}/v1/datasets/{NS}/embed-sft-data").status_code == 204
+        assert requests.delete(f"{base_url}/v1/datasets/{NS}/embed-sft-data").status_code == 200
         missing = requests.get(f"{base_url}/v1/datasets/{NS}/embed-sft-data")
         assert missing.status_code == 404
         assert f"{NS}/embed-sft-data" in missing.json()["detail"]
@@ -105,7 +105,7 @@ def test_models_list_filter_sort_and_paginate(tmp_path):
         assert got.status_code == 200
         assert got.json()["description"] == "from cust-b"
         assert requests.get(f"{base_url}/v1/models/{NS}/tuned%40cust-b").json()["name"] == "tuned@cust-b"
-        assert requests.delete(f"{base_url}/v1/models/{NS}/tuned@cust-b").status_code == 204
+        assert requests.delete(f"{base_url}/v1/models/{NS}/tuned@cust-b").status_code == 200
         missing = requests.get(f"{base_url}/v1/models/{NS}/tuned@cust-b")
         assert missing.status_code == 404
         assert f"{NS}/tuned@cust-b" in missing.json()["detail"]
@@ -153,18 +153,22 @@ def test_entities_survive_a_restart(tmp_path):
         assert requests.get(f"{base_url}/v1/models/{NS}/m@v1").status_code == 200
 
 
-def test_bare_models_list_is_the_nim_list_and_filtered_one_the_entity_list(tmp_path):
-    # NEMO_URL and NIM_URL share one port: GET /v1/models without Entity Store parameters is the OpenAI list.
+def test_models_list_is_the_entity_store_at_nemo_url_and_the_served_models_at_nim_url(tmp_path):
+    # Separate bases, as on a cluster: NEMO_URL/v1/models (with or without parameters) is the Entity Store's list,
+    # NIM_URL/v1/models (NIM_URL = NEMO_URL + "/nim" locally) the served models.
     with running_platform(tmp_path) as (base_url, settings):
         store = EntityStore(settings.db_path)
         try:
             register_model(store, NS, "only-registered@v1", None, tmp_path / "w")
         finally:
             store.close()
-        nim_list = requests.get(f"{base_url}/v1/models").json()
+        nim_list = requests.get(f"{settings.nim_url}/v1/models").json()
         assert nim_list["object"] == "list"
         assert "pagination" not in nim_list
         assert all(m["object"] == "model" for m in nim_list["data"])
         assert f"{NS}/only-registered@v1" not in [m["id"] for m in nim_list["data"]]  # registered, not deployed
         entity_list = requests.get(f"{base_url}/v1/models", params={"filter[namespace]": NS}).json()
         assert [m["name"] for m in entity_list["data"]] == ["only-registered@v1"]
+        bare = requests.get(f"{base_url}/v1/models").json()  # no parameters: still the Entity Store
+        assert f"{NS}/only-registered@v1" in [f"{m['namespace']}/{m['name']}" for m in bare["data"]]
+        assert bare["pagination"]["total_results"] >= 2  # and the seeded base model

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from embed_ft.platform.settings import service_urls
 from embed_ft.platform.services.embedding import embed, load_model
 from embed_ft.platform.services.model_weights import bundled_minilm_path, model_fingerprint
 from embed_ft.platform.services.serving import ModelNotServed, ServedModel, ServingRegistry
@@ -103,7 +104,7 @@ def test_input_type_uses_the_models_prompts(platform):
 
 def test_models_lists_unversioned_served_names(platform):
     base_url, _ = platform
-    body = requests.get(f"{base_url}/v1/models", timeout=TIMEOUT).json()
+    body = requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()
     assert body["object"] == "list"
     ids = {m["id"] for m in body["data"]}
     assert ids == {BASE_MODEL, PROMPTED}
@@ -135,7 +136,7 @@ def test_unknown_model_is_404_listing_served_models(platform):
 def test_bad_embedding_requests(platform, extra, status, needle):
     base_url, _ = platform
     body = {"model": BASE_MODEL, "input": ["hello"], **extra}
-    response = requests.post(f"{base_url}/v1/embeddings", json=body, timeout=TIMEOUT)
+    response = requests.post(f"{service_urls(base_url)['NIM_URL']}/v1/embeddings", json=body, timeout=TIMEOUT)
     assert response.status_code == status, response.text
     assert needle in json.dumps(response.json()["detail"])
 

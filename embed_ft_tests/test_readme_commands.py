@@ -46,9 +46,13 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
-def parse(args: list[str]) -> click.Context:
-    """Parse ``args`` with the real click app, down to the leaf command; raises click's usage errors."""
-    ctx = main.make_context("embed-ft", list(args), resilient_parsing=False)
+def parse(args: list[str]) -> click.Context | None:
+    """Parse ``args`` with the real click app, down to the leaf command; raises click's usage errors.
+    None for an eager option that answers while parsing (``--version``, ``--help``)."""
+    try:
+        ctx = main.make_context("embed-ft", list(args), resilient_parsing=False)
+    except click.exceptions.Exit:
+        return None
     while isinstance(ctx.command, click.Group) and ctx.protected_args + ctx.args:
         rest = ctx.protected_args + ctx.args
         sub = ctx.command.get_command(ctx, rest[0])

@@ -1,10 +1,11 @@
-"""Proof in a real browser: the lineage materialized twice into a persistent Dagster instance, served by
-`dagster-webserver`, read by headless Chromium (lineage graph, evaluation_report table, metric history).
+"""Proof in a real browser: two experiments materialized into a persistent Dagster instance, served by
+`dagster-webserver`, driven by headless Chromium: the lineage graph; choosing one experiment partition and
+materializing its report from the UI; the report page showing its chart image loaded; the leaderboard table.
 
 Tiny generated data by default (fast, flat metrics). With ``EMBED_FT_SCREENSHOT_DIR`` set the screenshots are
-also saved there, for the README; then, when ``../shared/data`` is present, the runs use real data instead
-(the SPECTER sample and a SciFact subset, two experiments with different step counts) so that the metric
-history plots show real, differing numbers. That variant takes several minutes.
+also saved there, for the README (lineage.png, experiment-report.png, leaderboard.png); then, when
+``../shared/data`` is present, the runs use real data instead (the SPECTER sample and a SciFact subset, two
+experiments with different step counts) so that the pictures show real, differing numbers. That takes minutes.
 
     EMBED_FT_SCREENSHOT_DIR=docs/img .venv/bin/python -m pytest embed_ft_tests/test_ui_browser.py
 """
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from .browser_helpers import (
     LINEAGE_ASSETS,
@@ -36,37 +38,37 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCREENSHOT_DIR_ENV = "EMBED_FT_SCREENSHOT_DIR"
-PLOT_METRIC = "ndcg_cut_10"
+EXPERIMENTS = ("short-run", "longer-run")
+UI_RUN_TIMEOUT_S = 240
 
 
 def readme_mode() -> bool:
     return bool(os.environ.get(SCREENSHOT_DIR_ENV)) and SHARED_DATA.is_dir()
 
 
-def lineage_runs(tmp_path: Path) -> tuple[str, list[dict]]:
-    """(BEIR task name, run configs of the two materializations) and the data they read, written under tmp_path."""
+def lineage_runs(tmp_path: Path) -> tuple[str, dict[str, dict]]:
+    """(BEIR task name, run config per experiment) and the data they read, written under tmp_path."""
     beir_root = tmp_path / "beir"
     if readme_mode():
         write_beir_subset(SHARED_DATA / "beir" / "scifact", beir_root, "scifact-mini")
         source = SHARED_DATA / "specter-sample" / "s2orc_citation_triplets.jsonl"
-        configs = []
-        for experiment, steps in (("short-run", 3), ("longer-run", 20)):
-            config = tiny_lineage_run_config(str(source), "file://scifact-mini/", experiment)
+        configs = {}
+        for experiment, steps in zip(EXPERIMENTS, (3, 20)):
+            config = tiny_lineage_run_config(str(source), "file://scifact-mini/", max_steps=steps)
             config["ops"]["specter_triplets"]["config"].update(sample_size=200, test_size=30)
-            config["ops"]["fine_tuned_model"]["config"].update(max_steps=steps)
-            configs.append(config)
+            configs[experiment] = config
         return "scifact-mini", configs
     write_beir_set(beir_root)
     source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
-    # The same config twice: the second run reattaches to every remote job (seconds) and still records a
-    # second evaluation_report materialization, i.e. a metric history of two points.
-    config = tiny_lineage_run_config(str(source), "file://tinybeir/")
-    return "tinybeir", [config, config]
+    return "tinybeir", {
+        experiment: tiny_lineage_run_config(str(source), "file://tinybeir/", max_steps=steps)
+        for experiment, steps in zip(EXPERIMENTS, (3, 4))
+    }
 
 
 @pytest.fixture
 def served_lineage(tmp_path, monkeypatch):
-    """The platform, a DAGSTER_HOME holding two lineage runs, and the webserver over it: (ui_url, task, run ids)."""
+    """The platform, a DAGSTER_HOME holding both experiments, and the webserver over it: (ui_url, task, home)."""
     require_chromium()
     dagster_home = tmp_path / "dagster_home"
     write_dagster_yaml(dagster_home)
@@ -74,11 +76,10 @@ def served_lineage(tmp_path, monkeypatch):
     task, configs = lineage_runs(tmp_path)
     with running_platform(tmp_path, beir_root=tmp_path / "beir") as (base_url, _settings):
         with DagsterInstance.get() as instance:
-            run_ids = [materialize_lineage(instance, base_url, config).run_id for config in configs]
-            records = instance.fetch_materializations(AssetKey("evaluation_report"), limit=10).records
-            assert {r.run_id for r in records} == set(run_ids)
+            for experiment, config in configs.items():
+                materialize_lineage(instance, base_url, config, experiment)
         with running_webserver(dagster_home, platform_env(base_url, dagster_home)) as ui_url:
-            yield ui_url, task, run_ids
+            yield ui_url, task, dagster_home
 
 
 def save(page, tmp_path: Path, name: str, **screenshot_options) -> Path:
@@ -92,11 +93,28 @@ def save(page, tmp_path: Path, name: str, **screenshot_options) -> Path:
     return path
 
 
-def test_lineage_report_and_metric_history_in_chromium(served_lineage, tmp_path):
-    ui_url, task, run_ids = served_lineage
+def report_materializations(dagster_home: Path, experiment: str) -> list:
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        return instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("evaluation_report"), asset_partitions=[experiment]), limit=10
+        ).records
+
+
+def wait_for_new_report(dagster_home: Path, experiment: str, known: int) -> None:
+    deadline = time.monotonic() + UI_RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if len(report_materializations(dagster_home, experiment)) > known:
+            return
+        time.sleep(2)
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = [(r.run_id[:8], r.status.value, r.tags.get("dagster/partition")) for r in instance.get_runs(limit=3)]
+    raise AssertionError(f"no new evaluation_report[{experiment}] within {UI_RUN_TIMEOUT_S} s; latest runs {runs}")
+
+
+def test_experiments_lineage_report_chart_and_leaderboard_in_chromium(served_lineage, tmp_path):
+    ui_url, task, dagster_home = served_lineage
     with chromium_browser() as browser:
-        # 1. The global lineage: every group expanded, every asset named in its node. At this viewport the
-        #    graph is drawn at full scale (full names, kinds, materialization times), not as truncated boxes.
+        # 1. The global lineage: every group expanded, every asset named in its node, the source included.
         page = new_page(browser, width=2560, height=1440)
         page.goto(f"{ui_url}/asset-groups")
         page.get_by_text("Global asset lineage").wait_for()
@@ -107,36 +125,43 @@ def test_lineage_report_and_metric_history_in_chromium(served_lineage, tmp_path)
         for asset in LINEAGE_ASSETS:
             page.get_by_text(asset, exact=True).first.wait_for()
         page.wait_for_timeout(1500)  # let the graph finish its zoom-to-fit animation before the picture
-        assert save(page, tmp_path, "lineage.png").stat().st_size < 500_000
+        assert save(page, tmp_path, "lineage.png").stat().st_size < 600_000
 
-        # 2. evaluation_report: the report table and its metric entries, from the latest materialization.
+        # 2. Choose one experiment partition in the Materialize dialog and launch its report from the UI.
+        chosen, other = EXPERIMENTS
+        known = len(report_materializations(dagster_home, chosen))
         page = new_page(browser, width=1600, height=1200)
         page.goto(f"{ui_url}/assets/evaluation_report")
-        page.get_by_role("columnheader", name="fine-tuned").first.wait_for()
-        for text in (task, "heldout", PLOT_METRIC):
-            page.get_by_role("cell", name=text, exact=True).first.wait_for()
+        page.get_by_role("button", name="Materialize…").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Partition selection").wait_for()
+        dialog.locator(f'[data-tooltip="{chosen}"]').wait_for()
+        dialog.locator(f'[data-tooltip="{other}"]').get_by_role("img", name="close").click()  # keep `chosen` only
+        dialog.get_by_role("button", name="Launch 1 run").click()
+        wait_for_new_report(dagster_home, chosen, known)
+
+        # 3. The experiment's report: its partition's latest materialization, the chart image loaded (not broken).
+        page.goto(f"{ui_url}/assets/evaluation_report?partition={chosen}")
+        page.get_by_role("cell", name="experiment", exact=True).first.wait_for()
+        page.get_by_text(chosen, exact=True).first.wait_for()
         for column in ("baseline", "fine_tuned", "delta", "relative_delta"):
-            page.get_by_text(f"{task}/{PLOT_METRIC}/{column}", exact=True).first.wait_for()
+            page.get_by_text(f"{task}/ndcg_cut_10/{column}", exact=True).first.wait_for()
+        page.get_by_text("[Show Markdown]").first.click()
+        chart = page.get_by_role("dialog").get_by_role("img", name="baseline vs fine-tuned")
+        chart.wait_for()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('img[alt=\"baseline vs fine-tuned\"]')].some(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert chart.evaluate("img => img.naturalWidth") > 300
+        assert save(page, tmp_path, "experiment-report.png").stat().st_size < 600_000
+        page.keyboard.press("Escape")
 
-        # 3. The metric history: the metadata plots of every numeric entry over the materializations.
-        page.get_by_text("Plots", exact=True).first.click()
-        first_plot = page.get_by_text(f"{task}/{PLOT_METRIC}/baseline", exact=True).first
-        last_plot = page.get_by_text(f"{task}/{PLOT_METRIC}/relative_delta", exact=True).first
-        first_plot.wait_for()
-        # Bring the four plots of the metric (baseline, delta, fine_tuned, relative_delta: two rows of two) just
-        # under the page's sticky header.
-        first_plot.evaluate("title => { title.scrollIntoView({block: 'start'}); window.scrollBy(0, -140); }")
-        page.locator("canvas").first.wait_for()  # the UI draws each metadata plot on a canvas
-        page.wait_for_timeout(1000)
-        top, bottom = first_plot.bounding_box(), last_plot.bounding_box()
-        clip = {"x": top["x"] - 16, "y": top["y"] - 16, "width": 920, "height": bottom["y"] - top["y"] + 300}
-        assert save(page, tmp_path, "metric-history.png", clip=clip).stat().st_size < 500_000
-
-        # 4. Both materializations are in the asset's event history, each naming its run (newest first).
-        page.goto(f"{ui_url}/assets/evaluation_report?view=events")
-        rows = page.locator('[class*="assetListRow"]')
-        rows.nth(1).wait_for()
-        assert rows.count() == len(run_ids)
-        for row, run_id in zip(range(len(run_ids)), reversed(run_ids)):
-            rows.nth(row).click()
-            page.get_by_text(f"Materialized in run {run_id[:8]}").first.wait_for()
+        # 4. The leaderboard: both experiments as rows of the typed table.
+        page = new_page(browser, width=2000, height=1100)
+        page.goto(f"{ui_url}/assets/experiment_leaderboard")
+        page.get_by_text("leaderboard", exact=True).first.wait_for()
+        for experiment in EXPERIMENTS:
+            page.get_by_role("cell", name=experiment, exact=True).first.wait_for()
+        for header in ("experiment", "task", "metric", "baseline", "fine_tuned", "delta", "relative_delta", "model", "date"):
+            page.get_by_role("columnheader", name=header, exact=True).first.wait_for()
+        assert save(page, tmp_path, "leaderboard.png").stat().st_size < 600_000

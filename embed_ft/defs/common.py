@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 import typing
 from typing import Any, Callable
@@ -93,3 +94,10 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 def link(base_url: str, path: str):
     """A clickable `MetadataValue.url` to where an object lives on its NeMo service (``path`` starts with /v1)."""
     return MetadataValue.url(f"{base_url.rstrip('/')}{path}")
+
+
+def table_cell(value: Any, digits: int = 4) -> Any:
+    """A `TableRecord` value the UI can show: floats rounded, NaN/inf as empty (JSON has no NaN)."""
+    if isinstance(value, float):
+        return round(value, digits) if math.isfinite(value) else None
+    return value

@@ -25,7 +25,7 @@ from dagster import (
     asset,
 )
 
-from .common import CPU_TAGS, OWNERS, markdown_table
+from .common import CPU_TAGS, OWNERS, markdown_table, table_cell
 from .experiments import experiment_names
 from .report import PRIMARY_METRIC, evaluation_report
 
@@ -131,7 +131,7 @@ def leaderboard_markdown(rows: list[LeaderboardRow]) -> str:
 def experiment_leaderboard(context: AssetExecutionContext) -> MaterializeResult:
     rows = leaderboard_rows(context.instance)
     rows.sort(key=lambda r: r.metric != PRIMARY_METRIC)  # stable: the primary metric's rows first
-    records = [TableRecord(asdict(r)) for r in rows]
+    records = [TableRecord({k: table_cell(v) for k, v in asdict(r).items()}) for r in rows]
     best = max((r for r in rows if r.metric == PRIMARY_METRIC), key=lambda r: r.fine_tuned, default=None)
     metadata: dict[str, Any] = {
         "leaderboard": MetadataValue.table(records, schema=LEADERBOARD_SCHEMA),

@@ -25,7 +25,7 @@ from dagster import (
 
 from .backend import GPU_STAGE_CONDITION
 from .charts import markdown_image, report_chart_png
-from .common import CPU_TAGS, OWNERS, markdown_table
+from .common import CPU_TAGS, OWNERS, markdown_table, table_cell
 from .experiments import EXPERIMENTS
 from .significance import ALPHA, BETTER, MIN_QUERIES, NOT_TESTED, TOO_FEW, paired_test
 from .values import EvaluationResult, PairedTest, Report, ReportRow
@@ -119,17 +119,14 @@ def report_table(rows: list[ReportRow], tests: list[PairedTest]) -> MetadataValu
     for r in rows:
         test = by_task.get(r.task)
         primary = test is not None and test.metric == r.metric
-        records.append(
-            TableRecord(
-                {
-                    "task": r.task, "metric": r.metric, "baseline": r.baseline, "fine_tuned": r.fine_tuned,
-                    "delta": r.delta, "relative_delta": r.relative_delta,
-                    "queries": int((test.queries if test else None) or 0),
-                    "p_value": float(test.p_value) if primary and test.p_value is not None else float("nan"),
-                    "verdict": test.verdict if primary else "",
-                }
-            )
-        )
+        row = {
+            "task": r.task, "metric": r.metric, "baseline": r.baseline, "fine_tuned": r.fine_tuned,
+            "delta": r.delta, "relative_delta": r.relative_delta,
+            "queries": int((test.queries if test else None) or 0),
+            "p_value": test.p_value if primary else None,
+            "verdict": test.verdict if primary else "",
+        }
+        records.append(TableRecord({k: table_cell(v) for k, v in row.items()}))
     return MetadataValue.table(records, schema=REPORT_SCHEMA)
 
 

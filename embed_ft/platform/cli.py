@@ -15,7 +15,7 @@ import click
 
 from .launcher import RemoteBindRefused, status as platform_status, stop as stop_platform
 from .server import HomeInUse, serve_forever
-from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings
+from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings, service_urls
 
 HOME_HELP = "platform home (default $EMBED_FT_HOME or ./.embed_ft/platform)"
 
@@ -66,6 +66,7 @@ def describe_status(state: dict) -> list[str]:
     """`platform status` for people: whether it is up, where, and the command that changes that."""
     if state["healthy"]:
         lines = [f"local platform: up at {state['url']} (pid {state['pid']}, since {state.get('started_at') or '?'})",
+                 *(f"  {name}={url}" for name, url in service_urls(state["url"]).items()),
                  "stop it with: embed-ft platform stop"]
     elif state["running"]:
         lines = [f"local platform: pid {state['pid']} runs but {state['url']}/health does not answer",
@@ -82,6 +83,8 @@ def describe_status(state: dict) -> list[str]:
 def status(home: Path | None, as_json: bool) -> None:
     """Show whether the platform of this home is up, and where. Exit code 0 when up, 1 when down."""
     state = platform_status(_settings(home=home))
+    if state.get("url"):
+        state["urls"] = service_urls(state["url"])  # NDS_URL, NEMO_URL, NIM_URL (the NIM routes under /nim)
     if as_json:
         click.echo(json.dumps(state, default=str, indent=2))
     else:

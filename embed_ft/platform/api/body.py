@@ -8,14 +8,20 @@ upload (streamed to disk by its own route, bounded by ``max_upload_bytes``):
 - a JSON body (``application/json``, ``*+json``, or no content type: FastAPI reads those as JSON too) holding NaN,
   Infinity, a number that overflows (1e999), an integer beyond int64 or a lone surrogate -> 422 naming the field
   path (``strict_json.loads``); nothing reaches the routes, so nothing such is stored;
-- otherwise the body is handed on unchanged (the routes parse it again: at most 1 MiB, already known good).
+- otherwise the body is handed on unchanged (the routes parse it again: at most 1 MiB, already known good), and
+  a watcher waits for the client's disconnect meanwhile: ``request.state.client_gone`` (a ``threading.Event``)
+  tells long work whose client went away to stop (Starlette's ``is_disconnected`` cannot see it through the
+  token middleware's ``BaseHTTPMiddleware``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
+
+import anyio
 
 from ..services.errors import PayloadTooLargeError
 from ..settings import PlatformSettings
@@ -24,6 +30,9 @@ from .errors import error_response
 
 # The one route whose body is an upload (NDJSON commit lines with base64 file contents).
 UPLOAD_ROUTE = re.compile(r"^/v1/hf/api/[^/]+/[^/]+/[^/]+/commit/")
+# ``scope["state"]`` key of a ``threading.Event`` set once the client disconnects (``request.state.client_gone``):
+# long work (an encode) checks it between steps and stops.
+CLIENT_GONE = "client_gone"
 # An oversized body is read and dropped up to this size before the 413 goes out; beyond it the connection closes.
 DRAIN_LIMIT = 256 * 1024 * 1024
 
@@ -87,6 +96,12 @@ class RequestBodyGuard:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 pass  # malformed JSON: the route answers it (FastAPI's 422 json_invalid, or the route's 400)
 
+        gone = threading.Event()  # read by routes (request.state.client_gone) from worker threads
+        gone_now = anyio.Event()
+        scope.setdefault("state", {})[CLIENT_GONE] = gone
+        if disconnected:
+            gone.set()
+            gone_now.set()
         replayed = False
 
         async def replay() -> dict:
@@ -94,8 +109,19 @@ class RequestBodyGuard:
             if not replayed:
                 replayed = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            if disconnected:
-                return {"type": "http.disconnect"}
-            return await receive()  # after the body: waits for the client to go away (request.is_disconnected)
+            await gone_now.wait()
+            return {"type": "http.disconnect"}
 
-        await self.app(scope, replay, send)
+        async def watch() -> None:
+            """The body is read: the next message from the server is the client's disconnect."""
+            while not gone.is_set():
+                if (await receive())["type"] == "http.disconnect":
+                    gone.set()
+                    gone_now.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch)
+            try:
+                await self.app(scope, replay, send)
+            finally:
+                tasks.cancel_scope.cancel()

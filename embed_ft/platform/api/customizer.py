@@ -14,7 +14,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from ..services.customization import CONFIG_KIND
 from ..services.entities import DATASET_KIND
 from ..services.model_weights import TARGET_KIND
-from ..services.training.service import JOB_KIND
 from .deps import Customization, Listing, Store, paginate
 
 router = APIRouter()

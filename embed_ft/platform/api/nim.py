@@ -45,8 +45,10 @@ async def create_embeddings(body: EmbeddingsIn, request: Request, serving: Servi
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     check_embedding_input(texts, settings.max_embedding_inputs, settings.max_embedding_chars)
 
+    gone = getattr(request.state, "client_gone", None)  # set by the body guard (api/body.py) on disconnect
+
     def client_gone() -> bool:
-        return anyio.from_thread.run(request.is_disconnected)
+        return gone is not None and gone.is_set()
 
     def encode() -> JSONResponse:
         result = serving.embeddings(body.model, texts, body.input_type, body.truncate, body.dimensions,

@@ -29,7 +29,7 @@ class EmbeddingAbandoned(DomainError):
 
 
 # Texts encoded between two checks of ``should_stop`` (a client that went away stops its encode there).
-ENCODE_BATCH = 16
+ENCODE_BATCH = 8
 
 
 def check_embedding_input(texts: list[str], max_inputs: int, max_chars: int) -> None:

@@ -33,11 +33,7 @@ PROBE_TEXTS = (
 
 def ids_digest(ids: Sequence[str]) -> str:
     """sha256 of the ids in order: what a cache file must have been written for."""
-    digest = hashlib.sha256()
-    for doc_id in ids:
-        digest.update(doc_id.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return hashlib.sha256("\0".join(ids).encode("utf-8")).hexdigest()
 
 
 class EmbeddingCache:

@@ -43,7 +43,7 @@ def check_loss(value: float, step: int, what: str = "loss") -> float:
     """``value`` if finite, else ``NonFiniteLoss`` naming the step (the job's error text)."""
     if math.isfinite(value):
         return value
-    name = "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    name = str(value)  # "nan", "inf", "-inf": never the JSON token NaN/Infinity in the job's documents
     raise NonFiniteLoss(f"{what} became {name} at step {step}: training diverged (lower the learning rate or "
                         "the weight decay); no model was saved")
 
