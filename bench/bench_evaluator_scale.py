@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--methods", default="exact,approximate")
-    parser.add_argument("--nprobe", type=int, default=64)
+    parser.add_argument("--nprobe", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -255,7 +255,8 @@ def test_mined_triplets_asset_versions_and_reuse(tmp_path, monkeypatch):
     with DagsterInstance.ephemeral() as instance:
         first = materialize_data(instance, root, folder, mining)
         raw, mined = first["specter_raw"], first["mined_triplets"]
-        assert raw["source_kind"] == "beir" and raw["layout"] == "beir"
+        assert raw["source_kind"] == "beir"
+        assert raw["layout"] == "beir"
         assert raw["dagster/row_count"] == 10  # judged-relevant pairs, no negatives yet
         assert raw["data_version"].startswith("beir:")
         assert "specter_raw.parquet" not in {p.name for p in (root / "raw").iterdir()}  # nothing mined there
@@ -268,7 +269,8 @@ def test_mined_triplets_asset_versions_and_reuse(tmp_path, monkeypatch):
         by_query = relevant_texts(folder)
         rows = pq.read_table(path).to_pylist()
         assert len(rows) == 10
-        assert all(len(r["negatives"]) == 2 and not set(r["negatives"]) & by_query[r["query"]] for r in rows)
+        assert all(len(r["negatives"]) == 2 for r in rows)
+        assert not any(set(r["negatives"]) & by_query[r["query"]] for r in rows)
         first_split = json.loads(first["splits"].training.read_text().splitlines()[0])
         assert len(first_split["neg_doc"]) == 2
 

@@ -26,6 +26,7 @@ from embed_ft.defs.significance import (
     per_query_scores,
 )
 from embed_ft.defs.values import EvaluationResult
+from embed_ft.platform.services.evaluation import nemo_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -216,3 +217,15 @@ def test_loss_curve_renders_train_and_validation():
     assert len(png) < 60_000
     assert loss_curve_png({"train_loss": [], "val_loss": []}) is None
     assert markdown_image(png, "loss").startswith("![loss](data:image/png;base64,iVBOR")
+
+
+def test_local_evaluator_results_carry_the_per_query_scores_of_the_requested_metrics():
+    """The platform's results document (additive `per_query` field) is what `per_query_scores` reads."""
+    doc = nemo_results(
+        "eval-1", "res-1", "hf://datasets/evaluation-results/eval-1", {"scifact": {"ndcg_cut_10": 0.75}},
+        {"scifact": {"q1": {"ndcg_cut_10": 0.5, "map": 0.1}, "q2": {"ndcg_cut_10": 1.0, "map": 0.2}}},
+    )
+    assert doc["tasks"]["scifact"]["metrics"]["retriever.ndcg_cut_10"]["scores"]["ndcg_cut_10"]["value"] == 0.75
+    assert per_query_scores(doc) == {"scifact": {"q1": {"ndcg_cut_10": 0.5}, "q2": {"ndcg_cut_10": 1.0}}}
+    without = nemo_results("eval-2", "res-2", "hf://x", {"scifact": {"ndcg_cut_10": 0.75}})
+    assert "per_query" not in without["tasks"]["scifact"]

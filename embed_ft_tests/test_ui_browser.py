@@ -93,6 +93,14 @@ def save(page, tmp_path: Path, name: str, **screenshot_options) -> Path:
     return path
 
 
+def shown_as(asset: str, label: str) -> bool:
+    """Whether a graph node label is ``asset``, whole or middle-truncated."""
+    if "…" not in label:
+        return label == asset
+    head, tail = label.split("…", 1)
+    return asset.startswith(head) and asset.endswith(tail)
+
+
 def report_materializations(dagster_home: Path, experiment: str) -> list:
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         return instance.fetch_materializations(
@@ -122,9 +130,13 @@ def test_experiments_lineage_report_chart_and_leaderboard_in_chromium(served_lin
             page.get_by_text(group, exact=True).first.wait_for()
         page.get_by_text("Hide navigation").click()
         page.keyboard.press("Alt+e")  # the graph's "Expand all groups"
-        for asset in LINEAGE_ASSETS:
-            page.get_by_text(asset, exact=True).first.wait_for()
+        page.get_by_text("evaluation_report", exact=True).first.wait_for()
         page.wait_for_timeout(1500)  # let the graph finish its zoom-to-fit animation before the picture
+        # Zoomed to fit, long names are middle-truncated ("heldout_e…_dataset"): every asset has one node.
+        names = page.locator('[class*="AssetNode_assetName"]').all_inner_texts()
+        assert len(names) == len(LINEAGE_ASSETS), names
+        for asset in LINEAGE_ASSETS:
+            assert any(shown_as(asset, name) for name in names), (asset, names)
         assert save(page, tmp_path, "lineage.png").stat().st_size < 600_000
 
         # 2. Choose one experiment partition in the Materialize dialog and launch its report from the UI.
@@ -135,6 +147,7 @@ def test_experiments_lineage_report_chart_and_leaderboard_in_chromium(served_lin
         page.get_by_role("button", name="Materialize…").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("Partition selection").wait_for()
+        dialog.get_by_role("button", name="Custom", exact=True).click()  # the partitions as removable chips
         dialog.locator(f'[data-tooltip="{chosen}"]').wait_for()
         dialog.locator(f'[data-tooltip="{other}"]').get_by_role("img", name="close").click()  # keep `chosen` only
         dialog.get_by_role("button", name="Launch 1 run").click()

@@ -68,6 +68,6 @@ def report_chart_png(rows: Sequence[ReportRow], metric: str, title: str) -> Opti
     top = max(max(r.baseline, r.fine_tuned) for r in chosen)
     ax.set_ylim(0, max(0.05, top * 1.18))  # room for the value labels
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)  # below: never over a bar
     ax.grid(axis="y", alpha=0.3)
     return png_bytes(figure)

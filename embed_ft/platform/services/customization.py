@@ -229,9 +229,9 @@ class CustomizationService:
             "status_logs": [{**status_log_entry(CREATED), "updated_at": now}],
             "created_at": now,
         }
-        self.store.create(JOB_KIND, job_id, doc)
+        created = self.store.create(JOB_KIND, job_id, doc)
         self.trainer.submit(job_id)
-        return self.get_job(job_id)
+        return job_document(created)  # as created (the queue has moved it to pending meanwhile)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         doc = self.store.get(JOB_KIND, job_id)

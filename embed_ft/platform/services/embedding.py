@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import MalformedRequestError
+from .inference_backend import apply_backend, requested_backend
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -29,7 +30,7 @@ class ModelInputError(MalformedRequestError):
 
 
 _MODEL_CACHE_SIZE = 4
-_model_cache: "OrderedDict[tuple[str, str], SentenceTransformer]" = OrderedDict()
+_model_cache: "OrderedDict[tuple[str, str, str], SentenceTransformer]" = OrderedDict()
 _model_cache_lock = threading.Lock()
 # Fast tokenizers are not safe for concurrent use ("Already borrowed"): one encode at a time per model.
 _encode_locks: dict[int, threading.Lock] = {}
@@ -42,17 +43,19 @@ def default_device() -> str:
 
 
 def load_model(path: Path | str, device: str | None = None) -> "SentenceTransformer":
-    """Load a sentence-transformers folder once per (path, device); keeps the last few models in memory."""
+    """Load a sentence-transformers folder once per (path, device, inference backend); keeps the last few models
+    in memory. The transformer runs on torch or ONNX Runtime (``inference_backend.py``, env EMBED_FT_INFERENCE_BACKEND)."""
     from sentence_transformers import SentenceTransformer  # lazy: heavy
 
     device = device or default_device()
-    key = (str(Path(path).resolve()), device)
+    key = (str(Path(path).resolve()), device, requested_backend())
     with _model_cache_lock:
         if key in _model_cache:
             _model_cache.move_to_end(key)
             return _model_cache[key]
     model = SentenceTransformer(key[0], device=device, local_files_only=True)
     model.eval()
+    model = apply_backend(model, key[0], device, key[2])
     with _model_cache_lock:
         model = _model_cache.setdefault(key, model)
         _encode_locks.setdefault(id(model), threading.Lock())

@@ -1,8 +1,10 @@
 """Which runtime computes a served model's transformer: PyTorch, or ONNX Runtime on a CPU.
 
-``EMBED_FT_INFERENCE_BACKEND``: ``torch`` (exact fidelity with sentence-transformers/BEIR), ``onnx`` (ONNX Runtime;
-an error if it is not installed or the model cannot be exported) or ``auto`` (the default: ONNX Runtime on a CPU
-when ``onnxruntime`` is installed and the model exports, else torch; CUDA always stays on torch).
+``EMBED_FT_INFERENCE_BACKEND``: ``torch`` (the default: exact fidelity with sentence-transformers/BEIR), ``onnx``
+(ONNX Runtime; an error if it is not installed or the model cannot be exported) or ``auto`` (ONNX Runtime on a CPU
+when ``onnxruntime`` is installed and the model exports, else torch; CUDA always stays on torch). torch is the
+default because on the machines measured so far (Intel Xeon with AVX-512/AMX, torch 2.13) ONNX Runtime's fp32
+kernels were slower than torch's (BENCHMARKS.md, "Inference backends"); ``auto`` is for CPUs where they are not.
 
 The ONNX graph is exported locally from the model's own weights (``torch.onnx.export`` of its Hugging Face
 transformer, then ONNX Runtime's BERT fusions) into ``<cache>/<weights fingerprint>/model.onnx``
@@ -34,6 +36,7 @@ log = logging.getLogger("embed_ft.platform.inference")
 BACKEND_ENV = "EMBED_FT_INFERENCE_BACKEND"
 ONNX_CACHE_ENV = "EMBED_FT_ONNX_CACHE"
 BACKENDS = ("torch", "onnx", "auto")
+DEFAULT_BACKEND = "torch"
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
 _export_lock = threading.Lock()
@@ -44,7 +47,7 @@ class InferenceBackendError(RuntimeError):
 
 
 def requested_backend() -> str:
-    value = (os.environ.get(BACKEND_ENV) or "auto").strip().lower()
+    value = (os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND).strip().lower()
     if value not in BACKENDS:
         raise InferenceBackendError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {value!r}")
     return value

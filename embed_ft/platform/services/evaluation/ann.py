@@ -49,7 +49,7 @@ def approximate_search(
     top_k: int,
     *,
     nlist: int | None = None,
-    nprobe: int = 64,
+    nprobe: int = 256,
     chunk_size: int = 50_000,
     should_stop: StopFn | None = None,
 ) -> dict[str, dict[str, float]]:

@@ -42,7 +42,7 @@ class SearchSettings:
 
     mode: str = "auto"
     approximate_min_docs: int = 2_000_000
-    nprobe: int = 64
+    nprobe: int = 256  # of ~sqrt(N) lists: recall@10 >= 0.99 at 1M documents (BENCHMARKS.md)
     corpus_chunk_size: int = CORPUS_CHUNK_SIZE
 
     def __post_init__(self) -> None:
@@ -108,7 +108,10 @@ def exact_search(
             f"{corpus_embeddings.shape[1]}; the query and index models must produce vectors of the same size"
         )
     # Copies (np.array): the rows may be a read-only memory map; only one corpus chunk is in memory at a time.
-    queries = torch.nn.functional.normalize(torch.from_numpy(np.array(query_embeddings, dtype=np.float32)), p=2, dim=1)
+    # On a GPU machine the chunk is scored there, as BEIR scores its CUDA tensors.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    queries = torch.nn.functional.normalize(
+        torch.from_numpy(np.array(query_embeddings, dtype=np.float32)).to(device), p=2, dim=1)
     heaps: dict[str, list[tuple[float, str]]] = {qid: [] for qid in query_ids}
     n_docs = len(corpus_ids)
     rows_per_slice = max(1, MAX_SCORE_BLOCK // max(1, min(corpus_chunk_size, n_docs)))
@@ -116,7 +119,8 @@ def exact_search(
         if should_stop is not None and should_stop():
             raise EvaluationCancelled()
         end = min(start + corpus_chunk_size, n_docs)
-        docs = torch.nn.functional.normalize(torch.from_numpy(np.array(corpus_embeddings[start:end], dtype=np.float32)), p=2, dim=1)
+        docs = torch.nn.functional.normalize(
+            torch.from_numpy(np.array(corpus_embeddings[start:end], dtype=np.float32)).to(device), p=2, dim=1)
         k = min(top_k + 1, end - start)
         for q_start in range(0, len(query_ids), rows_per_slice):
             scores = torch.mm(queries[q_start:q_start + rows_per_slice], docs.transpose(0, 1))
