@@ -40,6 +40,8 @@ WEBSERVER_STARTUP_TIMEOUT_S = 120.0
 WEBSERVER_STOP_TIMEOUT_S = 20.0
 
 LINEAGE_ASSETS = [
+    "preflight",
+    "specter_source",
     "specter_raw",
     "mined_triplets",
     "specter_triplets",

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance
 
+from embed_ft.defs.serving import BASELINE_DEPLOYMENT
+
 from .fault_scenarios import (
     harness,
     BASELINE_ASSETS,
@@ -265,7 +267,10 @@ def test_evaluation_and_deployment_faults(tmp_path, hub_online, capsys):
         assert sorted(j["status"] for j in jobs(url, "evaluation")) == ["cancelled", "completed", "failed"]
 
         # A deployment that never becomes ready fails after its timeout and says so.
-        faults.arm("patch_json", f"/v1/deployment/model-deployments/{NAMESPACE}/never-base-nim", "GET", times=10_000,
+        # The base-model NIM is one deployment shared by every experiment (BASELINE_DEPLOYMENT): the one the
+        # second run made ready is the one kept pending here.
+        faults.arm("patch_json", f"/v1/deployment/model-deployments/{NAMESPACE}/{BASELINE_DEPLOYMENT}", "GET",
+                   times=10_000,
                    body={"status_details": {"status": "pending", "description": "waiting for a GPU node (injected)"}})
         never = run_config(source, data_root, experiment="never", deploy_timeout_s=3, select=["baseline_nim"])
         result = materialize_assets(["baseline_nim"], resources, never, instance)
