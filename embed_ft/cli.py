@@ -24,6 +24,7 @@ from dagster import DagsterInstance
 
 from .console import RunConsole, error_text, results_table
 from .defs.experiments import prepare_experiment_run, validate_experiment_name
+from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
 from .defs.preflight import Problem, initialized, preflight_problems
 from .definitions import defs
 from .history import REPORT_ASSET, history_line, latest_table, report_history
@@ -247,17 +248,24 @@ def run(preset: str, experiment: str, no_heldout: bool, dry_run: bool, verbose: 
 @main.command()
 @click.option("--history/--latest", default=True, help="Also print the metric history of every past report.")
 @click.option("--metric", default="ndcg_cut_10", show_default=True, help="Metric shown in the history.")
-def report(history: bool, metric: str) -> None:
+@click.option("--experiments", "leaderboard", is_flag=True, help="Print the leaderboard: every experiment's latest report.")
+def report(history: bool, metric: str, leaderboard: bool) -> None:
     """Print the latest evaluation report and the history of every report, from the Dagster instance."""
     homes = apply_default_homes()
     with DagsterInstance.get() as instance:
         entries = report_history(instance)
+        board = leaderboard_rows(instance, metric) if leaderboard else []
     if not entries:
         raise click.ClickException(
             f"no {REPORT_ASSET} yet in {homes.dagster_home} (the history, DAGSTER_HOME). "
             "Create one with: embed-ft run   (or ./dev run; --preset smoke for a quick check)"
         )
     latest = entries[-1]
+    if leaderboard:
+        click.echo(f"leaderboard ({metric}, every experiment's latest report):")
+        click.echo(leaderboard_markdown(board))
+        click.echo(f"\nhistory lives in {homes.dagster_home}")
+        return
     click.echo(f"latest report: {latest.date}, experiment {latest.experiment}, run {latest.run_id}")
     click.echo("\n".join(f"  {line}" for line in latest_table(latest)))
     if history:

@@ -158,6 +158,14 @@ def test_report_prints_the_latest_table_and_the_metric_history(homes):
     assert latest_only.exit_code == 0
     assert "\n- " not in latest_only.output
     assert "recall_10" in latest_only.output
+    board = invoke("report", "--experiments")
+    assert board.exit_code == 0, board.output
+    rows = [line.strip("| ").split(" | ") for line in board.output.splitlines() if line.startswith("| exp-")]
+    # One row per experiment on the primary metric, best fine-tuned score first.
+    assert [row[:5] for row in rows] == [
+        ["exp-b", "scifact", "ndcg_cut_10", "0.6000", "0.7000"],
+        ["exp-a", "scifact", "ndcg_cut_10", "0.6000", "0.6500"],
+    ]
 
 
 def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str, str]:

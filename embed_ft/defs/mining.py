@@ -39,13 +39,13 @@ class MiningConfig(Config):
     """Hard-negative mining settings (BEIR sources; ignored for sources whose rows carry negatives)."""
 
     model: Optional[str] = Field(default=None, description="SentenceTransformer folder or id; None = packaged all-MiniLM-L6-v2.")
-    range_min: int = Field(default=10, ge=0, description="Skip the model's top range_min candidates (likely unjudged positives).")
-    range_max: Optional[int] = Field(default=50, description="Sample from ranks [range_min, range_max); None = derived by the library.")
-    relative_margin: Optional[float] = Field(default=0.05, description="Drop candidates scoring above positive - |positive| x margin.")
+    range_min: int = Field(default=MiningSettings.range_min, ge=0, description="Skip the model's top range_min candidates (likely unjudged positives).")
+    range_max: Optional[int] = Field(default=MiningSettings.range_max, description="Sample from ranks [range_min, range_max); None = derived by the library.")
+    relative_margin: Optional[float] = Field(default=MiningSettings.relative_margin, description="Drop candidates scoring above positive - |positive| x margin.")
     absolute_margin: Optional[float] = Field(default=None, description="Drop candidates scoring above positive - margin.")
     max_score: Optional[float] = Field(default=None, description="Drop candidates scoring above this.")
     sampling_strategy: str = Field(default="random", description="random (sample within the window) or top.")
-    num_negatives: int = Field(default=3, ge=1, description="Negatives per (query, positive) row.")
+    num_negatives: int = Field(default=MiningSettings.num_negatives, ge=1, description="Negatives per (query, positive) row.")
     batch_size: int = Field(default=64, ge=1, description="Encoding batch size.")
     max_seq_length: Optional[int] = Field(default=None, description="Truncate texts when mining; None = the model's.")
     use_faiss: Optional[bool] = Field(default=None, description="None = auto: faiss (if installed) from faiss_min_corpus documents.")
