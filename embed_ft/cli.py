@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -308,16 +307,18 @@ def ui(port: int) -> None:
     env = dict(os.environ)
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix  # the code server runs in this interpreter's environment
-    proc = subprocess.Popen(cmd, env=env, cwd=root if in_checkout else None, start_new_session=True)
+    # Same process group as this command: Ctrl-C (or a signal to the group) reaches dg dev and the webserver,
+    # daemon and code server it starts, so none of them outlives the command.
+    proc = subprocess.Popen(cmd, env=env, cwd=root if in_checkout else None)
     try:
         raise SystemExit(proc.wait())
     except KeyboardInterrupt:
-        # dg dev stops its webserver and daemon on SIGINT; wait for it so no child is orphaned.
-        os.killpg(proc.pid, signal.SIGINT)
+        # dg dev got the same SIGINT and stops its children; wait for it so no child is orphaned.
         try:
-            proc.wait(timeout=30)
+            raise SystemExit(proc.wait(timeout=30))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
+            raise SystemExit(1)
 
 
 main.add_command(platform_group)
