@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import multiprocessing
 import os
 import re
@@ -9,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import requests
+from sentence_transformers import SentenceTransformer
 
 from embed_ft.platform.services.model_weights import bundled_minilm_path
 from embed_ft_tests.platform_customizer_helpers import (
@@ -189,7 +191,7 @@ def test_broken_training_rows_fail_the_job_naming_file_and_line(platform):
 
 @pytest.mark.slow
 def test_tiny_training_job_completes_registers_and_serves_a_different_model(platform):
-    base_url, _ = platform
+    base_url, settings = platform
     body = job_body(CONFIG, NS, "tiny", max_steps=4, log_every_n_steps=1, seed=7)
     body["custom_fields"] = {"ticket": "EMB-1", "nested": {"k": [1, 2]}}
     body["dataset_parameters"] = {"num_hard_negatives": 1}
@@ -234,6 +236,9 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     model = requests.get(f"{base_url}/v1/models/{job['output_model']}", timeout=TIMEOUT)
     assert model.status_code == 200
     assert model.json()["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    # Trained at max_seq_length 64 (the config), saved with the base model's own serving length (256).
+    saved = SentenceTransformer(str(settings.models_dir / job["id"]), device="cpu", local_files_only=True)
+    assert saved.max_seq_length == 256
 
     tuned = deploy(base_url, NS, "tuned", job["output_model"])
     base = deploy(base_url, NS, "base", "sentence-transformers/all-MiniLM-L6-v2")

@@ -186,6 +186,7 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(spec["base_model_path"], device=device, local_files_only=True)
+    served_len = model.max_seq_length  # max_seq_length truncates training inputs; the saved model keeps its own
     requested_len = spec.get("max_seq_length")
     if requested_len:
         limit = getattr(getattr(model[0], "auto_model", None), "config", None)
@@ -291,6 +292,7 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     staging_dir = final_dir.with_name(f".{final_dir.name}.partial")
     shutil.rmtree(staging_dir, ignore_errors=True)
     finish_lora(model, finetuning_type)  # lora_merged: merged full weights; lora: the adapter on its base
+    model.max_seq_length = served_len
     model.save(str(staging_dir))
     shutil.rmtree(final_dir, ignore_errors=True)
     os.replace(staging_dir, final_dir)
