@@ -86,6 +86,25 @@ RECIPES: dict[str, dict] = {
     },
     "r330_seq128_lr5e5_1ep": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 1, "lr": 5e-5, "batch": 32, "seq": 128}},
     "r330_seq128_3ep": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 3, "lr": 3e-5, "batch": 32, "seq": 128}},
+    # bf16 mixed precision (the NeMo config's training_precision, honoured on CPUs with AVX512-BF16/AMX): measured
+    # 1.5x faster per step at seq 256 on this Xeon, which puts the anchor's full 256 tokens inside the 600 s budget
+    "r330_seq256_bf16": {
+        "mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 256, "bf16": True},
+    },
+    "r330_seq128_bf16": {
+        "mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128, "bf16": True},
+    },
+    "r330_3neg_seq128_bf16": {
+        "mine": {**RANKS_3_30, "num_negatives": 3},
+        "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128, "bf16": True},
+    },
+    "r330_seq128_3ep_bf16": {
+        "mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 3, "lr": 3e-5, "batch": 32, "seq": 128, "bf16": True},
+    },
+    "r330_3neg_seq256_bf16": {
+        "mine": {**RANKS_3_30, "num_negatives": 3},
+        "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 256, "bf16": True},
+    },
 }
 SWEEP_ORDER = [
     "r330_seq256",
@@ -207,6 +226,11 @@ def seed_mining_cache(base_model, corpus: dict, positives: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # 4. Train
 # ---------------------------------------------------------------------------------------------------------------
+def native_cpu_bf16() -> bool:
+    """The CPU computes bf16 natively (AVX512-BF16/AMX, oneDNN's check): the product's training worker uses the same."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, dict]:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -246,7 +270,7 @@ def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, d
             report_to=[],
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported() or settings.get("bf16", False) and native_cpu_bf16(),
             dataloader_num_workers=0,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
@@ -264,6 +288,7 @@ def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, d
         "s_per_step": round(wall / max(1, steps), 2),
         "cpu_s_per_step": round(cpu / max(1, steps), 2),
         "train_loss": round(float(output.training_loss), 4),
+        "bf16": bool(args.bf16),
         "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2),
     }

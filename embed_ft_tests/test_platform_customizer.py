@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import requests
+import torch
 from sentence_transformers import SentenceTransformer
 
 from embed_ft.platform.services.model_weights import bundled_minilm_path
@@ -231,7 +232,11 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
                           params={"filter[status]": "completed", "sort": "-created_at"}, timeout=TIMEOUT).json()
     assert job["id"] in [j["id"] for j in listed["data"]]
     logs = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}/container-logs", timeout=TIMEOUT).json()
-    assert "training rows: 32" in logs["entries"]["training-worker"]["logs"]["text"]
+    worker_log = logs["entries"]["training-worker"]["logs"]["text"]
+    assert "training rows: 32" in worker_log
+    # The config's training_precision (bf16) is honoured where the hardware computes bf16 natively, CPUs included.
+    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert f"training precision: {'bf16 mixed' if native_bf16 else 'fp32'} (requested bf16)" in worker_log
 
     model = requests.get(f"{base_url}/v1/models/{job['output_model']}", timeout=TIMEOUT)
     assert model.status_code == 200

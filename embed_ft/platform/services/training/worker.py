@@ -134,6 +134,16 @@ def run_training_worker(spec: dict[str, Any]) -> None:
         raise SystemExit(1)
 
 
+def bf16_supported(device: str) -> bool:
+    """bf16 mixed precision where the hardware computes bf16 natively: CUDA GPUs that support it, and CPUs with
+    AVX512-BF16/AMX (oneDNN's check). Elsewhere bf16 would be emulated, slower than fp32, so the job trains in fp32."""
+    import torch  # the worker process only
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     # Heavy libraries, imported in the worker process only (the platform process never loads them for training).
     import torch
@@ -214,8 +224,10 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     else:
         eval_steps = int(interval)
     precision = str(spec.get("precision") or "").lower()
-    use_bf16 = device == "cuda" and "bf16" in precision and torch.cuda.is_bf16_supported()
+    use_bf16 = "bf16" in precision and bf16_supported(device)
     use_fp16 = device == "cuda" and not use_bf16 and precision in ("16", "fp16", "16-mixed")
+    print(f"training precision: {'bf16 mixed' if use_bf16 else 'fp16 mixed' if use_fp16 else 'fp32'} "
+          f"(requested {precision or 'none'})")
 
     args = SentenceTransformerTrainingArguments(
         output_dir=str(Path(spec["job_dir"]) / "trainer"),
