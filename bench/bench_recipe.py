@@ -18,6 +18,8 @@ Two modes:
     # the final run: the chosen recipe and the old one, each trained on ALL train queries in the same process,
     # scored on the test queries and the OOD set
     python bench/bench_recipe.py final [--recipe NAME] [--old-steps N]
+    # seconds per training step, seq 128/256 x fp32/bf16 mixed precision, interleaved in one process
+    python bench/bench_recipe.py steps [--steps N]
 
 Every result is appended as one JSON line to bench/out/recipe_sweep.jsonl or bench/out/recipe_final.jsonl as soon
 as it exists (bench/out is git-ignored); base-model embeddings are cached in bench/out/cache. Training time is the
@@ -45,6 +47,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from embed_ft.platform.services.training.worker import bf16_supported  # noqa: E402  (the worker's own rule)
 
 torch.set_num_threads(2)
 
@@ -226,11 +229,6 @@ def seed_mining_cache(base_model, corpus: dict, positives: list[str]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # 4. Train
 # ---------------------------------------------------------------------------------------------------------------
-def native_cpu_bf16() -> bool:
-    """The CPU computes bf16 natively (AVX512-BF16/AMX, oneDNN's check): the product's training worker uses the same."""
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, dict]:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -270,7 +268,8 @@ def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, d
             report_to=[],
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
-            bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported() or settings.get("bf16", False) and native_cpu_bf16(),
+            # bf16 where the product's training worker would use it (a GPU, or a CPU with AVX512-BF16/AMX)
+            bf16=settings.get("bf16", torch.cuda.is_available()) and bf16_supported("cuda" if torch.cuda.is_available() else "cpu"),
             dataloader_num_workers=0,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
@@ -433,6 +432,22 @@ def final(name: str, old_steps: int) -> None:
     print(json.dumps(summary))
 
 
+def step_times(steps: int) -> None:
+    """Seconds per training step for seq 128/256 x fp32/bf16, twice each, interleaved in one process (same data:
+    validation-split training rows, one negative from ranks 3-30); appended to bench/out/recipe_steps.jsonl."""
+    corpus, queries, train_qrels, _ = load_scifact()
+    fit_q, _ = split_train_queries(train_qrels)
+    base = load_model()
+    dataset, _ = mine(base, corpus, queries, train_qrels, fit_q, RANKS_3_30)
+    for seq in (128, 256):
+        for bf16 in (False, True, False, True):
+            settings = {"loss": "mnrl", "epochs": 1, "lr": 3e-5, "batch": 32, "seq": seq, "bf16": bf16}
+            _, timing = train(dataset, settings, max_steps=steps)
+            record = {"seq": seq, "bf16": timing["bf16"], **{k: timing[k] for k in ("steps", "s_per_step", "cpu_s_per_step")}}
+            append_jsonl(OUT / "recipe_steps.jsonl", record)
+            print(json.dumps(record), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -441,9 +456,13 @@ def main() -> None:
     p_final = sub.add_parser("final", help="chosen and old recipe on all train queries, scored on test + OOD")
     p_final.add_argument("--recipe", default=CHOSEN, choices=sorted(RECIPES))
     p_final.add_argument("--old-steps", type=int, default=-1, help="train the old recipe only N steps (time per step)")
+    p_steps = sub.add_parser("steps", help="seconds per training step: seq 128/256 x fp32/bf16, interleaved")
+    p_steps.add_argument("--steps", type=int, default=4, help="steps per measurement (default 4)")
     args = parser.parse_args()
     if args.mode == "sweep":
         sweep(args.only or SWEEP_ORDER)
+    elif args.mode == "steps":
+        step_times(args.steps)
     else:
         final(args.recipe, args.old_steps)
 

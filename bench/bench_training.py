@@ -6,8 +6,8 @@
 Both sides train all-MiniLM-L6-v2 (the packaged weights) on the same triplets with the same hyperparameters
 (MultipleNegativesRankingLoss, batch 32, lr 2e-5, one epoch on CUDA / 4 steps on a CPU / --max-steps,
 max_seq_length 128, seed, AdamW with a linear schedule and no warm-up, the no-duplicates batch sampler, loss logged
-every max(1, steps // 20) steps, no validation) and the same torch thread count, on CUDA when present (bf16 where
-the GPU supports it, on both sides).
+every max(1, steps // 20) steps, no validation) and the same torch thread count, on CUDA when present (bf16 mixed
+precision where the hardware computes bf16 natively, a GPU or an AVX512-BF16/AMX CPU, on both sides).
 
 Triplets: one per judged (query, document) pair of ../shared/data/beir/scifact/qrels/train.tsv (919 pairs):
 query, positive = the judged document's title + text, negative = a seeded random corpus document not judged for the
@@ -125,7 +125,10 @@ def plain_worker(spec_path: Path) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(spec["model_path"], device=device, local_files_only=True)
     model.max_seq_length = spec["max_seq_length"]
-    use_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    # bf16 mixed precision where the platform's worker uses it too (CUDA, or a CPU with AVX512-BF16/AMX)
+    from embed_ft.platform.services.training.worker import bf16_supported
+
+    use_bf16 = bf16_supported(device)
     loaded = time.perf_counter()
     args = SentenceTransformerTrainingArguments(
         output_dir=spec["output_dir"],
