@@ -120,10 +120,11 @@ SWEEP_ORDER = [
     "r330_seq192",
     "r330_seq128_lr5e5_1ep",
 ]
-# Chosen on validation (bench/out/recipe_sweep.jsonl, 2026-11-27, 2 shared cores, load average 5-13): base 0.6528 ->
-# r330_seq128 0.6873 nDCG@10 on 162 held-out train queries. Under that load one configuration took ~45 min (training
-# ~20 min, exact evaluation over 5,183 documents ~25 min), so only this one was run; seq 128 is also what the 600 s
-# budget allows (15.0 CPU-s per step at seq 128 vs ~2x that at 256). The other SWEEP_ORDER entries are ready to run.
+# Chosen on validation nDCG@10 (162 held-out train queries; base 0.6528), bench/out/recipe_sweep.jsonl:
+#   2026-11-27 (load 5-13): r330_seq128 0.6873;
+#   2026-12-01 (quiet): r330_seq256_bf16 0.6834, r330_seq128_bf16 0.6874, r330_3neg_seq128_bf16 0.6856,
+#   r330_seq128_3ep_bf16 0.6961 (training 302 s on 647 queries). bf16 costs nothing in quality here and makes a step
+#   1.5x faster; 256 tokens and 3 negatives cost 2-3x the time for no gain; the third epoch gains.
 CHOSEN = "r330_seq128_3ep_bf16"
 
 
