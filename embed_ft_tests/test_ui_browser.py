@@ -147,8 +147,18 @@ def test_experiments_lineage_report_chart_and_leaderboard_in_chromium(served_lin
         page.get_by_role("button", name="Materialize…").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("Partition selection").wait_for()
-        dialog.get_by_role("button", name="Custom", exact=True).click()  # the partitions as removable chips
-        dialog.locator(f'[data-tooltip="{chosen}"]').wait_for()
+        # "Custom" shows the partitions as removable chips; a click landing before the dialog has loaded its
+        # partitions is lost (seen once in CI), so click again until the chips appear.
+        from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # only where a browser runs
+
+        for attempt in range(3):
+            dialog.get_by_role("button", name="Custom", exact=True).click()
+            try:
+                dialog.locator(f'[data-tooltip="{chosen}"]').wait_for(timeout=20_000)
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 2:
+                    raise
         dialog.locator(f'[data-tooltip="{other}"]').get_by_role("img", name="close").click()  # keep `chosen` only
         dialog.get_by_role("button", name="Launch 1 run").click()
         wait_for_new_report(dagster_home, chosen, known)
