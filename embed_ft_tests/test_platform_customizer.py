@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import multiprocessing
 import os
 import re
@@ -10,10 +9,10 @@ import re
 import numpy as np
 import pytest
 import requests
-import torch
 from sentence_transformers import SentenceTransformer
 
 from embed_ft.platform.services.model_weights import bundled_minilm_path
+from embed_ft.platform.services.training.worker import bf16_supported
 from embed_ft_tests.platform_customizer_helpers import (
     TIMEOUT, create_config, deploy, embeddings, job_body, job_status, jsonl, make_triplets, upload_dataset,
     wait_for, wait_for_job,
@@ -235,8 +234,7 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     worker_log = logs["entries"]["training-worker"]["logs"]["text"]
     assert "training rows: 32" in worker_log
     # The config's training_precision (bf16) is honoured where the hardware computes bf16 natively, CPUs included.
-    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert f"training precision: {'bf16 mixed' if native_bf16 else 'fp32'} (requested bf16)" in worker_log
+    assert f"training precision: {'bf16 mixed' if bf16_supported('cpu') else 'fp32'} (requested bf16)" in worker_log
 
     model = requests.get(f"{base_url}/v1/models/{job['output_model']}", timeout=TIMEOUT)
     assert model.status_code == 200
