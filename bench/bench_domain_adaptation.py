@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--negatives", type=int, default=None, help="hard negatives mined per training row (default: mined_triplets' default)")
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--warmup-steps", type=int, default=0, help="learning-rate warm-up steps, then linear decay")
     parser.add_argument("--test-size", type=int, default=80, help="train queries held out (in-domain held-out task)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--finetuning-type", choices=("all_weights", "lora", "lora_merged"), default="all_weights",
@@ -101,6 +102,7 @@ def main() -> None:
                     "batch_size": args.batch_size,
                     "learning_rate": args.learning_rate,
                     "max_seq_length": args.max_seq_length,
+                    "warmup_steps": args.warmup_steps,
                     "seed": args.seed,
                     "finetuning_type": args.finetuning_type,
                     "lora": {"adapter_dim": args.lora_adapter_dim, "alpha": args.lora_alpha},

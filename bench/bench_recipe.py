@@ -17,7 +17,7 @@ Two modes:
     python bench/bench_recipe.py sweep [--only NAME ...]
     # the final run: the chosen recipe and the old one, each trained on ALL train queries in the same process,
     # scored on the test queries and the OOD set
-    python bench/bench_recipe.py final [--recipe NAME] [--old-steps N]
+    python bench/bench_recipe.py final [--recipe NAME] [--old-steps N] [--reuse-new]
     # seconds per training step, seq 128/256 x fp32/bf16 mixed precision, interleaved in one process
     python bench/bench_recipe.py steps [--steps N]
 
@@ -60,72 +60,7 @@ CACHE = OUT / "cache"
 SEED = 42
 EVAL_SEQ_LEN = 256  # inference length for every model (the base model's own setting), whatever the training length
 
-# ---------------------------------------------------------------------------------------------------------------
-# The recipes. "mine" = keyword arguments of mine_hard_negatives, "train" = loss and trainer settings.
-# ---------------------------------------------------------------------------------------------------------------
-OLD = {  # today's product recipe: 1 negative = the top-ranked unjudged document, MNRL, 3 epochs, lr 2e-5, seq 256
-    "mine": {"range_min": 0, "range_max": None, "num_negatives": 1, "sampling_strategy": "top"},
-    "train": {"loss": "mnrl", "epochs": 3, "lr": 2e-5, "batch": 32, "seq": 256, "warmup": 0.0},
-}
-RANKS_3_30 = {"range_min": 3, "range_max": 30, "num_negatives": 1, "sampling_strategy": "random"}
-RECIPES: dict[str, dict] = {
-    "old": OLD,
-    # the "60-line script" anchor (0.720 on test): negatives sampled from ranks 3-30, 2 epochs, lr 3e-5
-    "r330_seq256": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 256}},
-    "r330_seq128": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128}},
-    "r330_seq192": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 192}},
-    "r330_3neg_seq128": {
-        "mine": {**RANKS_3_30, "num_negatives": 3},
-        "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128},
-    },
-    "relmargin_top_seq128": {  # NV-Retriever's TopK-PercPos (95%): top candidates at least 5% below the positive
-        "mine": {"range_min": 0, "range_max": 30, "num_negatives": 1, "sampling_strategy": "top", "relative_margin": 0.05},
-        "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128},
-    },
-    "gist_r330_seq128": {"mine": RANKS_3_30, "train": {"loss": "gist", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128}},
-    "cmnrl128_r330_seq128": {
-        "mine": RANKS_3_30,
-        "train": {"loss": "cmnrl", "epochs": 3, "lr": 5e-5, "batch": 128, "mini_batch": 32, "seq": 128},
-    },
-    "r330_seq128_lr5e5_1ep": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 1, "lr": 5e-5, "batch": 32, "seq": 128}},
-    "r330_seq128_3ep": {"mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 3, "lr": 3e-5, "batch": 32, "seq": 128}},
-    # bf16 mixed precision (the NeMo config's training_precision, honoured on CPUs with AVX512-BF16/AMX): measured
-    # 1.5x faster per step at seq 256 on this Xeon, which puts the anchor's full 256 tokens inside the 600 s budget
-    "r330_seq256_bf16": {
-        "mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 256, "bf16": True},
-    },
-    "r330_seq128_bf16": {
-        "mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128, "bf16": True},
-    },
-    "r330_3neg_seq128_bf16": {
-        "mine": {**RANKS_3_30, "num_negatives": 3},
-        "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 128, "bf16": True},
-    },
-    "r330_seq128_3ep_bf16": {
-        "mine": RANKS_3_30, "train": {"loss": "mnrl", "epochs": 3, "lr": 3e-5, "batch": 32, "seq": 128, "bf16": True},
-    },
-    "r330_3neg_seq256_bf16": {
-        "mine": {**RANKS_3_30, "num_negatives": 3},
-        "train": {"loss": "mnrl", "epochs": 2, "lr": 3e-5, "batch": 32, "seq": 256, "bf16": True},
-    },
-}
-SWEEP_ORDER = [
-    "r330_seq256",
-    "r330_seq128",
-    "r330_3neg_seq128",
-    "gist_r330_seq128",
-    "relmargin_top_seq128",
-    "cmnrl128_r330_seq128",
-    "r330_seq128_3ep",
-    "r330_seq192",
-    "r330_seq128_lr5e5_1ep",
-]
-# Chosen on validation nDCG@10 (162 held-out train queries; base 0.6528), bench/out/recipe_sweep.jsonl:
-#   2026-11-27 (load 5-13): r330_seq128 0.6873;
-#   2026-12-01 (quiet): r330_seq256_bf16 0.6834, r330_seq128_bf16 0.6874, r330_3neg_seq128_bf16 0.6856,
-#   r330_seq128_3ep_bf16 0.6961 (training 302 s on 647 queries). bf16 costs nothing in quality here and makes a step
-#   1.5x faster; 256 tokens and 3 negatives cost 2-3x the time for no gain; the third epoch gains.
-CHOSEN = "r330_seq128_3ep_bf16"
+from recipes import CHOSEN, RANKS_3_30, RECIPES, SWEEP_ORDER  # noqa: E402  (bench/recipes.py)
 
 
 def log(msg: str) -> None:
@@ -384,7 +319,7 @@ def sweep(names: list[str]) -> None:
         log(f"{name}: val {metrics} | {timing}")
 
 
-def final(name: str, old_steps: int) -> None:
+def final(name: str, old_steps: int, reuse_new: bool = False) -> None:
     out = OUT / "recipe_final.jsonl"
     corpus, queries, train_qrels, test_qrels = load_scifact()
     all_q = sorted((q for q, d in train_qrels.items() if any(s > 0 for s in d.values())), key=int)
@@ -397,9 +332,14 @@ def final(name: str, old_steps: int) -> None:
     log(f"base: {results['base']}")
     for label, recipe_name, steps in (("new", name, -1), ("old", "old", old_steps)):
         recipe = RECIPES[recipe_name]
+        if label == "new" and reuse_new:  # the chosen recipe's latest complete record of this file (same machine)
+            results[label] = [r for r in map(json.loads, out.open()) if r.get("stage") == "new" and r["name"] == name][-1]
+            log(f"new: reusing the record of {results[label]['name']} trained at {results[label].get('date_utc')}")
+            continue
         dataset, mining = mine(base, corpus, queries, train_qrels, all_q, recipe["mine"])
         model, timing = train(dataset, recipe["train"], max_steps=steps)
-        record = {"stage": label, "name": recipe_name, **recipe, "mining": mining, **timing}
+        record = {"stage": label, "name": recipe_name, **recipe, "mining": mining, **timing,
+                  "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if steps <= 0:  # a complete training: score it
             record["test"], record["eval_s"] = evaluate(model, corpus, queries, test_qrels)
             record["ood"] = ood_metrics(model)
@@ -457,6 +397,8 @@ def main() -> None:
     p_final = sub.add_parser("final", help="chosen and old recipe on all train queries, scored on test + OOD")
     p_final.add_argument("--recipe", default=CHOSEN, choices=sorted(RECIPES))
     p_final.add_argument("--old-steps", type=int, default=-1, help="train the old recipe only N steps (time per step)")
+    p_final.add_argument("--reuse-new", action="store_true",
+                         help="take the chosen recipe's last record from recipe_final.jsonl instead of training it again")
     p_steps = sub.add_parser("steps", help="seconds per training step: seq 128/256 x fp32/bf16, interleaved")
     p_steps.add_argument("--steps", type=int, default=4, help="steps per measurement (default 4)")
     args = parser.parse_args()
@@ -465,7 +407,7 @@ def main() -> None:
     elif args.mode == "steps":
         step_times(args.steps)
     else:
-        final(args.recipe, args.old_steps)
+        final(args.recipe, args.old_steps, args.reuse_new)
 
 
 if __name__ == "__main__":

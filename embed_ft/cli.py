@@ -61,6 +61,7 @@ def lineage_run_config(
     batch_size: Optional[int] = None,
     learning_rate: Optional[float] = None,
     max_steps: Optional[int] = None,
+    warmup_steps: Optional[int] = None,
     max_seq_length: Optional[int] = None,
     poll_interval_s: Optional[float] = None,
 ) -> dict[str, Any]:
@@ -74,7 +75,8 @@ def lineage_run_config(
         "specter_triplets": pick(sample_size=sample_size, validation_size=validation_size, test_size=test_size, seed=seed),
         "fine_tuned_model": pick(
             experiment=experiment, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-            max_steps=max_steps, max_seq_length=max_seq_length, poll_interval_s=poll_interval_s,
+            max_steps=max_steps, warmup_steps=warmup_steps, max_seq_length=max_seq_length,
+            poll_interval_s=poll_interval_s,
         ),
         "fine_tuned_nim": pick(experiment=experiment, poll_interval_s=poll_interval_s),
         "baseline_nim": pick(experiment=experiment, poll_interval_s=poll_interval_s),
@@ -188,6 +190,7 @@ def main() -> None:
 @click.option("--batch-size", type=int)
 @click.option("--learning-rate", type=float)
 @click.option("--max-steps", type=int)
+@click.option("--warmup-steps", type=int, help="Learning-rate warm-up steps (then linear decay).")
 @click.option("--max-seq-length", type=int)
 @click.option("--poll-interval", "poll_interval_s", type=float, help="Seconds between remote status polls.")
 @click.option("--dry-run", is_flag=True, help="Check config, source and tasks, print the run config, launch nothing.")

@@ -116,7 +116,7 @@ def test_every_run_option_reaches_the_run_config(cli_env, tmp_path):
         "--preset": "smoke", "--source": str(source), "--revision": "main", "--sample-size": "40",
         "--validation-size": "0.15", "--test-size": "8", "--seed": "7", "--experiment": "opts",
         "--task": "file://tinybeir/", "--epochs": "2", "--batch-size": "8", "--learning-rate": "5e-05",
-        "--max-steps": "3", "--max-seq-length": "64", "--poll-interval": "0.5",
+        "--max-steps": "3", "--warmup-steps": "1", "--max-seq-length": "64", "--poll-interval": "0.5",
     }
     flags = ["--no-heldout", "--dry-run"]
     tested = {p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in run.params} - {"--verbose"}
@@ -128,7 +128,8 @@ def test_every_run_option_reaches_the_run_config(cli_env, tmp_path):
     assert ops["specter_raw"]["config"] == {"source": str(source), "revision": "main"}
     assert ops["specter_triplets"]["config"] == {"sample_size": 40, "validation_size": 0.15, "test_size": 8, "seed": 7}
     assert ops["fine_tuned_model"]["config"] == {
-        "epochs": 2, "batch_size": 8, "learning_rate": 5e-05, "max_steps": 3, "max_seq_length": 64, "poll_interval_s": 0.5,
+        "epochs": 2, "batch_size": 8, "learning_rate": 5e-05, "max_steps": 3, "warmup_steps": 1, "max_seq_length": 64,
+        "poll_interval_s": 0.5,
     }
     for op in ("baseline_evaluation", "fine_tuned_evaluation"):
         assert ops[op]["config"] == {
