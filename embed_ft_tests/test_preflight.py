@@ -77,6 +77,7 @@ def test_a_good_run_passes(tmp_path, monkeypatch):
     "fine_tune, task, expected",
     [
         ({"epochs": -1}, "file://tinybeir/", "fine_tuned_model.epochs: Value error, epochs must be >= 1, got -1"),
+        ({"warmup_steps": -2}, "file://tinybeir/", "fine_tuned_model.warmup_steps: Value error, warmup_steps must be >= 0, got -2"),
         ({}, "scidocs", "unknown evaluation task 'scidocs'"),
         ({"epochs": "three"}, "file://tinybeir/", 'Invalid scalar at path root:ops:fine_tuned_model:config:epochs'),
     ],

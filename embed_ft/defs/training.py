@@ -179,7 +179,7 @@ class FineTuneConfig(Config):
     batch_size: Optional[int] = Field(default=None, description="Empty: 256 on NeMo (tutorial), 32 locally.")
     learning_rate: Optional[float] = Field(default=None, description="Empty: 5e-6 on NeMo (tutorial), 2e-5 locally.")
     max_steps: Optional[int] = None
-    warmup_steps: Optional[int] = None
+    warmup_steps: Optional[int] = Field(default=None, description="Learning-rate warm-up steps, then linear decay.")
     seed: Optional[int] = None
     max_seq_length: Optional[int] = Field(default=None, description="Empty: 2048 on NeMo, 256 locally.")
     num_hard_negatives: Optional[int] = Field(default=None, description="dataset_parameters.num_hard_negatives.")
@@ -199,6 +199,13 @@ class FineTuneConfig(Config):
     def _positive(cls, v: Optional[int], info) -> Optional[int]:
         if v is not None and v < 1:
             raise ValueError(f"{info.field_name} must be >= 1, got {v}")
+        return v
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _non_negative(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {v}")
         return v
 
     @field_validator("learning_rate")
