@@ -11,7 +11,7 @@ transformer, then ONNX Runtime's BERT fusions) into ``<cache>/<weights fingerpri
 (``EMBED_FT_ONNX_CACHE``, default ``~/.cache/embed_ft/onnx``), once per set of weights. Only the transformer
 forward pass moves: tokenization, length-sorted batching, prompts, pooling and normalization stay
 sentence-transformers' own, so the vectors differ from the torch path by float rounding only (~1e-7 after
-normalization; `bench/bench_evaluator.py --backend onnx` records the metric differences).
+normalization; `bench/bench_inference_backends.py` records the time and metric differences).
 
 sentence-transformers' own ``backend="onnx"`` needs ``optimum-onnx``, which pins transformers < 4.58 (this project
 runs transformers 5): the export here needs only ``onnx`` and ``onnxruntime`` and leaves torch and transformers as
