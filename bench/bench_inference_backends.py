@@ -10,7 +10,9 @@ how far each moves the retrieval metrics from the PyTorch path (the goal: within
    - ``onnx``: ONNX Runtime fp32, the product's ``EMBED_FT_INFERENCE_BACKEND=onnx`` (``apply_backend``);
    - ``openvino-f32`` / ``openvino-bf16``: OpenVINO reading the same exported ONNX graph, with its inference
      precision hint (bench only; ``pip install openvino``; skipped when absent);
-   - ``torch-bf16``: torch under CPU bf16 autocast (AVX512-BF16/AMX), for reference.
+   - ``torch-bf16``: torch under CPU bf16 autocast (AVX512-BF16/AMX), for reference;
+   - ``torch-compile``: fp32, the transformer compiled by ``torch.compile`` (inductor, dynamic shapes, weights frozen
+     for inference); the first round includes the compilation.
 4. Timing: ``--rounds`` rounds, backends interleaved within each round (so load drifts hit all of them); the
    median encode time of corpus + queries per backend, and its ratio to torch's.
 5. Fidelity: exact cosine search (the evaluator's ``exact_search``) + pytrec_eval (``compute_metrics``): the
@@ -127,6 +129,13 @@ def build_encoders(names: list[str]) -> dict:
                         return m.encode(texts, batch_size=BATCH, convert_to_numpy=True, normalize_embeddings=True)
 
                 encoders[name] = autocast
+            elif name == "torch-compile":
+                import torch._inductor.config as inductor_config
+
+                inductor_config.freezing = True  # weights as constants: folded and prepacked for oneDNN
+                m = model()
+                m[0].model = torch.compile(m[0].model, dynamic=True)  # `model`: what Transformer.forward calls
+                encoders[name] = plain(m)
         except Exception as exc:  # noqa: BLE001  (an absent optional runtime skips its row, saying why)
             print(f"skipping {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return encoders
@@ -136,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extra-docs", type=int, default=1100, help="unjudged documents added to the judged ones")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["torch", "onnx", "openvino-f32", "openvino-bf16", "torch-bf16"])
+    parser.add_argument("--only", nargs="*", default=["torch", "onnx", "openvino-f32", "openvino-bf16", "torch-bf16", "torch-compile"])
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     corpus, queries, qrels = load_subset(args.extra_docs)

@@ -213,6 +213,9 @@ def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, d
         wall, cpu = time.perf_counter(), time.process_time()
         output = trainer.train()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        # accelerate wraps model.forward in bf16 autocast in place for mixed-precision training; unwrap it so the
+        # model is evaluated in fp32, as the product serves the saved weights
+        trainer.accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     steps = int(trainer.state.global_step)
     model.max_seq_length = EVAL_SEQ_LEN  # trained on `seq` tokens, served and evaluated at the base model's 256
     return model, {
