@@ -27,7 +27,7 @@ from dagster import (
 
 from .common import CPU_TAGS, OWNERS, markdown_table, table_cell
 from .experiments import experiment_names
-from .report import PRIMARY_METRIC, evaluation_report
+from .report import COMPARISON_COLUMNS, PRIMARY_METRIC, evaluation_report
 
 LEADERBOARD_CODE_VERSION = "1"
 REPORT_KEY = AssetKey("evaluation_report")
@@ -36,12 +36,7 @@ COLUMNS = ["experiment", "task", "metric", "baseline", "fine_tuned", "delta", "r
 LEADERBOARD_SCHEMA = TableSchema(
     columns=[
         TableColumn("experiment", "string"),
-        TableColumn("task", "string"),
-        TableColumn("metric", "string"),
-        TableColumn("baseline", "float"),
-        TableColumn("fine_tuned", "float"),
-        TableColumn("delta", "float"),
-        TableColumn("relative_delta", "float", description="(fine-tuned - baseline) / baseline"),
+        *COMPARISON_COLUMNS,
         TableColumn("model", "string", description="the experiment's fine-tuned model"),
         TableColumn("date", "string", description="when the report was materialized (UTC)"),
         TableColumn("queries", "int", description="queries behind the task (0: not reported)"),

@@ -40,14 +40,18 @@ CHECK_DESCRIPTION = (
     "scores, support no claim and are listed."
 )
 
+# The comparison columns of one (task, metric) row: the report's table and the leaderboard's both start from these.
+COMPARISON_COLUMNS = [
+    TableColumn("task", "string"),
+    TableColumn("metric", "string"),
+    TableColumn("baseline", "float"),
+    TableColumn("fine_tuned", "float"),
+    TableColumn("delta", "float"),
+    TableColumn("relative_delta", "float", description="(fine-tuned - baseline) / baseline"),
+]
 REPORT_SCHEMA = TableSchema(
     columns=[
-        TableColumn("task", "string"),
-        TableColumn("metric", "string"),
-        TableColumn("baseline", "float"),
-        TableColumn("fine_tuned", "float"),
-        TableColumn("delta", "float"),
-        TableColumn("relative_delta", "float", description="(fine-tuned - baseline) / baseline"),
+        *COMPARISON_COLUMNS,
         TableColumn("queries", "int", description="queries evaluated (0: not reported)"),
         TableColumn("p_value", "float", description=f"paired permutation test, {PRIMARY_METRIC} rows only"),
         TableColumn("verdict", "string"),
