@@ -70,7 +70,7 @@ SWEEP_ORDER = [
 #   2026-12-01 afternoon (the machine ~1.4x slower per step than in the morning): r330_seq128_5ep_bf16 0.7216 (over the
 #   600 s budget on all train queries), gist_r330_seq128_3ep_bf16 0.6864, and the learning rate at 3 epochs:
 #   3e-5 0.6961, 5e-5 0.7191, 8e-5 0.7328, 1.2e-4 0.7296. More learning, not more steps: lr 8e-5 at the same cost.
-#   2026-12-01 evening, around lr 8e-5: batch 16 0.7285 (1.4x the training time), 4 epochs 0.7337 (+0.0009 for 4/3
+#   2026-12-01 evening, around lr 8e-5: batch 16 0.7285 (~1.7x the training time), 4 epochs 0.7337 (+0.0009 for 4/3
 #   of the time): a plateau, so the choice stands.
 #   (The bf16 rows' scores were computed with the model still under accelerate's bf16 autocast; `train` now unwraps
 #   it. Section 7 of BENCHMARKS.md puts that effect at about 1.5e-4 nDCG@10, below every gap used to choose.)
