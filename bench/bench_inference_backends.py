@@ -18,7 +18,7 @@ how far each moves the retrieval metrics from the PyTorch path (the goal: within
 5. Fidelity: exact cosine search (the evaluator's ``exact_search``) + pytrec_eval (``compute_metrics``): the
    largest absolute difference of nDCG@10, recall@10 and MAP@10 from torch's, and of the embeddings themselves.
 
-    python bench/bench_inference_backends.py [--extra-docs 1100] [--rounds 3] [--only torch onnx ...]
+    python bench/bench_inference_backends.py [--extra-docs 1100] [--rounds 3] [--only torch onnx ...] [--gemm-check]
 
 One JSON line per backend, then a summary line, on stdout; also appended to bench/out/inference_backends.jsonl.
 """
@@ -141,13 +141,37 @@ def build_encoders(names: list[str]) -> dict:
     return encoders
 
 
+def gemm_check() -> dict:
+    """Could fp32 be emulated by three bf16 GEMMs (hi x hi + hi x lo + lo x hi) on AMX? Needs a bf16 GEMM with fp32
+    output (`torch.mm(..., out_dtype=float32)`), and three bf16 GEMMs cheaper than one fp32 GEMM. One BERT-FFN-sized
+    GEMM (180 tokens x 32 texts, 384 -> 1,536), best of 3 x 5 runs."""
+    import timeit
+
+    x, w = torch.randn(5760, 384), torch.randn(1536, 384)
+    xb, wb = x.bfloat16(), w.bfloat16()
+    try:
+        torch.mm(xb, wb.T, out_dtype=torch.float32)
+        fp32_output = "available"
+    except (RuntimeError, TypeError, NotImplementedError) as exc:
+        fp32_output = f"unavailable: {str(exc).splitlines()[0][:100]}"
+    fp32_ms = min(timeit.repeat(lambda: x @ w.T, number=5, repeat=3)) / 5 * 1e3
+    bf16_ms = min(timeit.repeat(lambda: xb @ wb.T, number=5, repeat=3)) / 5 * 1e3
+    return {"bench": "inference_backends_gemm_check", "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "bf16_gemm_fp32_output": fp32_output, "fp32_gemm_ms": round(fp32_ms, 1), "bf16_gemm_ms": round(bf16_ms, 1),
+            "three_bf16_over_fp32": round(3 * bf16_ms / fp32_ms, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extra-docs", type=int, default=1100, help="unjudged documents added to the judged ones")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=["torch", "onnx", "openvino-f32", "openvino-bf16", "torch-bf16", "torch-compile"])
+    parser.add_argument("--gemm-check", action="store_true", help="only: can three bf16 GEMMs emulate an fp32 one here?")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.gemm_check:
+        print(json.dumps(gemm_check()))
+        return
     corpus, queries, qrels = load_subset(args.extra_docs)
     doc_ids, docs = list(corpus), list(corpus.values())
     query_ids, query_texts = list(queries), list(queries.values())
