@@ -74,6 +74,9 @@ def describe_status(state: dict) -> list[str]:
     else:
         lines = ["local platform: down" + (" (its last process is gone)" if state.get("stale") else ""),
                  "start it with: embed-ft platform serve (foreground), or let embed-ft run start it"]
+    if state.get("set_aside"):
+        lines += ["the last start-up set aside what it could not read (and served the rest):",
+                  *(f"  {line}" for line in state["set_aside"])]
     return lines + [f"home: {state['home']}", f"log: {state['log_file']}"]
 
 

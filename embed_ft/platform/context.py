@@ -17,11 +17,12 @@ from .services.deployments import DeploymentService
 from .services.entities import EntitiesService
 from .services.evaluation.resources import EvaluatorResources
 from .services.evaluation.service import EvaluationService
-from .services.leftovers import clean_crash_leftovers
+from .services.leftovers import clean_crash_leftovers, damaged_repos
 from .services.model_weights import seed_defaults
 from .services.repo_store import RepoStore
 from .services.serving import ServingRegistry
 from .services.training.service import CustomizationTrainer
+from . import set_aside
 from .home_lock import serve_lock
 from .settings import PlatformSettings
 from .store import EntityStore
@@ -99,4 +100,17 @@ def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
     trainer.start()
     ctx.deployments.restore()
     evaluator.start()
+    _record_set_aside(settings, store)
     return ctx
+
+
+def _record_set_aside(settings: PlatformSettings, store: EntityStore) -> None:
+    """Name what this start-up did not use (``platform status`` shows it); the rest of the home is served."""
+    items = [set_aside.SetAside(f"stored {row['kind']} {row['id']!r}", row["reason"],
+                                f"kept in table quarantined of {settings.db_path}; the name is free again")
+             for row in store.quarantined()]
+    items += [set_aside.SetAside(f"Data Store repo {label}", message, "delete the repo to remove it")
+              for label, message in damaged_repos(settings)]
+    set_aside.record(settings.home, items)
+    for item in items:
+        log.error("set aside at start-up: %s", item.line())

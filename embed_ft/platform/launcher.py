@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import requests
 
+from . import set_aside
 from .home_lock import LockHeld, file_lock
 from .settings import PlatformSettings
 from .store import utc_now
@@ -154,6 +155,8 @@ def status(settings: PlatformSettings) -> dict[str, Any]:
         "pid": None,
         "url": None,
         "port": None,
+        # what the last start-up set aside instead of dying on it (see set_aside.py)
+        "set_aside": [item.line() for item in set_aside.read(settings.home)],
     }
     if state is None:
         return result

@@ -3,6 +3,11 @@
 Every entity (namespace, dataset, model, target, config, job, deployment) is one JSON document keyed by
 (kind, id). Named entities use id ``namespace/name``; jobs use their job id. SQLite in WAL mode gives us
 atomic, crash-safe updates, so a restarted platform sees every completed entity.
+
+A row the platform cannot read back (not JSON, JSON that is not an object, nesting deep enough to exhaust the
+reader's recursion) is *set aside*: moved to the ``quarantined`` table with the reason, logged by kind and id, and
+listed by ``quarantined()`` (``embed-ft platform status`` shows them). The rest of the home is served; the (kind, id)
+is free again, so the entity can be created anew; the row's text stays in the table for a person to look at.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import string
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import strict_json
 
@@ -24,10 +29,53 @@ _BASE62 = string.digits + string.ascii_letters
 log = logging.getLogger("embed_ft.platform.store")
 # Rows that may hold what older versions stored unchecked (NaN, Infinity, 1e999, lone-surrogate escapes).
 _SUSPECT_ROW = re.compile(r"NaN|Infinity|\\u[dD][89a-fA-F]|[eE][+]?[0-9]{3}")
+# Stored documents nest at most this deep (the API's own documents nest 3-4 levels); a deeper row is set aside.
+MAX_STORED_DEPTH = 64
+QUARANTINE_TABLE = "quarantined"
 
 
 class AlreadyExists(Exception):
     """An entity with this (kind, id) exists."""
+
+
+class UnreadableRow(ValueError):
+    """A stored row that cannot be read back as a document; the message says why."""
+
+
+def _too_deep(value: Any, limit: int = MAX_STORED_DEPTH) -> bool:
+    """Whether ``value`` nests arrays/objects deeper than ``limit`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def decode_document(data: Any) -> dict[str, Any]:
+    """The document a row's ``data`` holds; ``UnreadableRow`` naming the problem when it holds none."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnreadableRow("the row holds bytes that are not UTF-8 text") from None
+    if not isinstance(data, str):
+        raise UnreadableRow(f"the row holds a {type(data).__name__}, not JSON text")
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise UnreadableRow("the JSON nests too deep to be read") from None
+    except ValueError as exc:
+        raise UnreadableRow(f"the row is not JSON ({exc}; {len(data)} characters, truncated?)") from None
+    if not isinstance(doc, dict):
+        raise UnreadableRow(f"the row is a JSON {type(doc).__name__}, not an object")
+    if _too_deep(doc):
+        raise UnreadableRow(f"the JSON nests deeper than {MAX_STORED_DEPTH} levels")
+    return doc
 
 
 def utc_now() -> str:
@@ -44,8 +92,8 @@ class EntityStore:
 
     Documents are written with ``strict_json.dumps`` (``JSONValueError`` for NaN, Infinity, lone surrogates), so
     every stored row can be answered again; rows an older version stored unchecked are repaired when the store
-    opens (non-finite numbers become null, lone surrogates U+FFFD), and a row that is not JSON at all is skipped by
-    reads (and logged) instead of failing a whole list.
+    opens (non-finite numbers become null, lone surrogates U+FFFD), and a row that cannot be read back is set aside
+    (see the module docstring): when the store opens, and by any read that meets one later.
     """
 
     def __init__(self, db_path: Path):
@@ -61,19 +109,77 @@ class EntityStore:
                    data TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
                    PRIMARY KEY (kind, id))"""
         )
+        self._conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
+                   kind, id, data, reason TEXT NOT NULL, quarantined_at TEXT NOT NULL)"""
+        )
+        self.set_aside_unreadable()
         self.repair()
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    @staticmethod
-    def _row_to_doc(row: tuple) -> dict[str, Any] | None:
+    def _row_to_doc(self, kind: Any, id_: Any, data: Any) -> dict[str, Any] | None:
+        """The document of one row, or None after setting an unreadable row aside."""
         try:
-            return json.loads(row[0])
-        except ValueError:
-            log.error("skipping a stored document that is not JSON: %.200r", row[0])
+            return decode_document(data)
+        except UnreadableRow as exc:
+            self.quarantine(kind, id_, str(exc))
             return None
+
+    def quarantine(self, kind: Any, id_: Any, reason: str) -> None:
+        """Set the row (kind, id) aside: move it to the quarantine table with ``reason`` and log it by name."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute("SELECT data FROM entities WHERE kind=? AND id=?", (kind, id_)).fetchone()
+                if row is not None:
+                    self._conn.execute(f"INSERT INTO {QUARANTINE_TABLE} VALUES (?,?,?,?,?)",
+                                       (kind, id_, row[0], reason, utc_now()))
+                    self._conn.execute("DELETE FROM entities WHERE kind=? AND id=?", (kind, id_))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        if row is not None:
+            log.error("set aside stored %s %.120r: %s (kept in table %s of %s)", kind, id_, reason,
+                      QUARANTINE_TABLE, self.db_path)
+
+    def set_aside_unreadable(self) -> int:
+        """Set aside every row that cannot be read back (runs when the store opens); returns how many."""
+        with self._lock:
+            rows = self._conn.execute("SELECT kind, id, data FROM entities").fetchall()
+        count = 0
+        for kind, id_, data in rows:
+            try:
+                decode_document(data)
+            except UnreadableRow as exc:
+                self.quarantine(kind, id_, str(exc))
+                count += 1
+        return count
+
+    def each_row(self, kind: str, step: Callable[[str, dict[str, Any]], None], what: str) -> None:
+        """Run ``step(id, doc)`` on every readable row of ``kind`` (a start-up pass: recovery, restore); a row on
+        which it fails is set aside naming ``what`` and the error, and the pass goes on with the next row."""
+        for id_, doc in self.rows(kind, newest_first=False):
+            try:
+                step(id_, doc)
+            except Exception as exc:  # one bad row must not stop the start-up
+                self.quarantine(kind, id_, f"{what} failed on it: {type(exc).__name__}: {str(exc)[:200]}")
+
+    def quarantined_data(self, kind: str) -> list[str]:
+        """The text of every row of ``kind`` set aside so far (what names a folder must keep it)."""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT data FROM {QUARANTINE_TABLE} WHERE kind=?", (kind,)).fetchall()
+        return [data if isinstance(data, str) else repr(data) for (data,) in rows]
+
+    def quarantined(self) -> list[dict[str, str]]:
+        """The rows set aside so far (kind, id, reason, when), oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT kind, id, reason, quarantined_at FROM {QUARANTINE_TABLE} ORDER BY rowid").fetchall()
+        return [{"kind": str(kind), "id": str(id_), "reason": reason, "at": at} for kind, id_, reason, at in rows]
 
     def repair(self) -> int:
         """Rewrite the rows that hold values JSON cannot carry back (stored by an older version); returns how
@@ -82,12 +188,12 @@ class EntityStore:
         with self._lock:
             rows = self._conn.execute("SELECT kind, id, data FROM entities").fetchall()
             for kind, id_, data in rows:
-                if not _SUSPECT_ROW.search(data):
+                if not isinstance(data, str) or not _SUSPECT_ROW.search(data):
                     continue
                 try:
-                    doc = json.loads(data)
-                except ValueError:
-                    continue  # not JSON at all: reads skip it
+                    doc = decode_document(data)
+                except UnreadableRow:
+                    continue  # set aside when the store opened; reads set aside one that went bad since
                 problem = strict_json.find_problem(doc)
                 if problem is None:
                     continue
@@ -130,7 +236,7 @@ class EntityStore:
     def get(self, kind: str, id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._conn.execute("SELECT data FROM entities WHERE kind=? AND id=?", (kind, id)).fetchone()
-        return self._row_to_doc(row) if row else None
+        return self._row_to_doc(kind, id, row[0]) if row else None
 
     def update(self, kind: str, id: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         """Merge ``patch`` into the top level of an existing document (atomically); None if absent."""
@@ -141,7 +247,13 @@ class EntityStore:
                 if row is None:
                     self._conn.execute("ROLLBACK")
                     return None
-                doc = {**json.loads(row[0]), **patch, "updated_at": utc_now()}
+                try:
+                    stored = decode_document(row[0])
+                except UnreadableRow:
+                    self._conn.execute("ROLLBACK")
+                    self._row_to_doc(kind, id, row[0])  # sets it aside
+                    return None
+                doc = {**stored, **patch, "updated_at": utc_now()}
                 self._conn.execute(
                     "UPDATE entities SET data=?, namespace=?, name=?, updated_at=? WHERE kind=? AND id=?",
                     (strict_json.dumps(doc), doc.get("namespace"), doc.get("name"), doc["updated_at"], kind, id),
@@ -158,7 +270,12 @@ class EntityStore:
         return cur.rowcount > 0
 
     def list(self, kind: str, namespace: str | None = None, newest_first: bool = True) -> list[dict[str, Any]]:
-        sql = "SELECT data FROM entities WHERE kind=?"
+        return [doc for _, doc in self.rows(kind, namespace, newest_first)]
+
+    def rows(self, kind: str, namespace: str | None = None,
+             newest_first: bool = True) -> list[tuple[str, dict[str, Any]]]:
+        """(id, document) of every readable row of ``kind`` (unreadable ones are set aside)."""
+        sql = "SELECT id, data FROM entities WHERE kind=?"
         args: list[Any] = [kind]
         if namespace is not None:
             sql += " AND namespace=?"
@@ -166,16 +283,11 @@ class EntityStore:
         sql += " ORDER BY created_at " + ("DESC" if newest_first else "ASC") + ", rowid"
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [doc for doc in map(self._row_to_doc, rows) if doc is not None]
+        docs = ((id_, self._row_to_doc(kind, id_, data)) for id_, data in rows)
+        return [(id_, doc) for id_, doc in docs if doc is not None]
 
     def kinds_with_status(self, kinds: Iterable[str], statuses: Iterable[str]) -> list[tuple[str, str, dict]]:
         """(kind, id, doc) of every document of ``kinds`` whose ``status`` is in ``statuses`` (lower case)."""
         wanted = {s.lower() for s in statuses}
-        out = []
-        with self._lock:
-            for kind in kinds:
-                for id_, data in self._conn.execute("SELECT id, data FROM entities WHERE kind=?", (kind,)).fetchall():
-                    doc = self._row_to_doc((data,))
-                    if doc is not None and str(doc.get("status", "")).lower() in wanted:
-                        out.append((kind, id_, doc))
-        return out
+        return [(kind, id_, doc) for kind in kinds for id_, doc in self.rows(kind, newest_first=False)
+                if str(doc.get("status", "")).lower() in wanted]

@@ -141,13 +141,15 @@ class DeploymentService:
 
     def restore(self) -> None:
         """Serve again what was deployed before the platform stopped (a cluster keeps its NIMs running)."""
-        for doc in self.store.list(DEPLOYMENT_KIND):
+        def restore_one(key: str, doc: dict[str, Any]) -> None:
             if (doc.get("status_details") or {}).get("status") in (READY, PENDING):
                 self.store.update(DEPLOYMENT_KIND, f"{doc['namespace']}/{doc['name']}", {
                     "status_details": {"status": PENDING, "description": f"loading {doc['model']} after a restart"},
                     "deployed": False,
                 })
                 self._start_loading(doc)
+
+        self.store.each_row(DEPLOYMENT_KIND, restore_one, "restoring deployments")
 
     # ---- loading
 

@@ -76,14 +76,21 @@ class JobRunner:
     def recover_interrupted(self) -> int:
         """Mark every job of this kind that is still active in the store (its worker died with the old process)
         as failed, with a detail that says why."""
+        active = {status.lower() for status in ACTIVE_JOB_STATUSES}
         count = 0
-        for _, job_id, doc in self.store.kinds_with_status([self.kind], ACTIVE_JOB_STATUSES):
+
+        def recover(job_id: str, doc: dict[str, Any]) -> None:
+            nonlocal count
+            if str(doc.get("status", "")).lower() not in active:
+                return
             detail = (
                 f"The platform process stopped while this job was {doc.get('status')}; "
                 "the job was interrupted and will not resume. Submit it again."
             )
             self.set_status(job_id, FAILED, "PlatformRestarted", detail, details={"message": detail})
             count += 1
+
+        self.store.each_row(self.kind, recover, f"restart recovery of {self.label}s")
         return count
 
     def stop(

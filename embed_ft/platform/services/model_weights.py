@@ -88,7 +88,8 @@ def seed_defaults(store: EntityStore) -> None:
         store.update(TARGET_KIND, DEFAULT_TARGET_ID, {k: target[k] for k in ("model_path", "model_uri", "local_path")})
     ns, name = DEFAULT_BASE_MODEL.split("/", 1)
     model = store.get(MODEL_KIND, DEFAULT_BASE_MODEL)
-    stale_engine = (model or {}).get("artifact", {}).get("backend_engine") == "local"  # written before issue 12
+    artifact = (model or {}).get("artifact")
+    stale_engine = isinstance(artifact, dict) and artifact.get("backend_engine") == "local"  # before issue 12
     if model is None or model_doc_path(model) != Path(target["local_path"]) or stale_engine:
         register_model(
             store, ns, name, DEFAULT_BASE_MODEL, Path(target["local_path"]),
@@ -153,9 +154,9 @@ def unversioned(ref: str) -> str:
 def model_doc_path(doc: dict[str, Any]) -> Path | None:
     """The weights folder an Entity Store model document points at (``artifact_path`` or a file:// files_url)."""
     for key in ("artifact_path", "local_path"):
-        if doc.get(key):
+        if isinstance(doc.get(key), str) and doc[key]:
             return Path(doc[key])
-    artifact = doc.get("artifact") or {}
+    artifact = doc.get("artifact") if isinstance(doc.get("artifact"), dict) else {}
     for candidate in (artifact.get("files_url"), artifact.get("path"), doc.get("files_url")):
         if isinstance(candidate, str) and candidate:
             path = file_uri_path(candidate)

@@ -11,6 +11,8 @@ A commit stages its files, builds the new snapshot beside the old ones and then 
 ``repo.json``; that rename is the commit point, so a crash leaves either the old or the new commit, never a mix.
 Every commit has a sha1 id; the old snapshots stay readable under their commit id as a revision.
 Errors carry the protocol's X-Error-Code (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) as ``code``.
+A record that cannot be read (a truncated ``repo.json``, an empty manifest) is ``DamagedRepoError`` (409) naming
+the file; such a repo can still be deleted.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from embed_ft.formats.files import atomic_write_text
 
 from ..store import AlreadyExists, utc_now
 from .errors import ConflictError, NotFoundError, PreconditionFailedError
+from .repo_records import load_manifest, load_meta
 
 # URL plural -> repo type. Only these two are served (datasets carry the pipeline's data).
 REPO_TYPES = {"datasets": "dataset", "models": "model"}
@@ -54,17 +57,6 @@ def _plural(repo_type: str) -> str:
     if repo_type not in REPO_TYPES.values():
         raise InvalidPathError(f"repo type {repo_type!r} is not supported; use one of {sorted(REPO_TYPES.values())}")
     return f"{repo_type}s"
-
-
-def _load_meta(rdir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((rdir / "repo.json").read_text("utf-8"))
-    except FileNotFoundError:
-        return None
-
-
-def load_manifest(rdir: Path, commit: str) -> dict[str, dict[str, Any]]:
-    return json.loads((rdir / "commits" / f"{commit}.json").read_text("utf-8"))
 
 
 def _resolve_revision(meta: dict, revision: str) -> str | None:
@@ -113,7 +105,7 @@ class RepoStore:
     def open(self, repo_type: str, namespace: str, name: str) -> tuple[Path, dict]:
         """(folder, repo.json) of an existing repo."""
         rdir = self.repo_dir(repo_type, namespace, name)
-        meta = _load_meta(rdir)
+        meta = load_meta(rdir)
         if meta is None:
             raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} does not exist", code="RepoNotFound")
         return rdir, meta
@@ -149,7 +141,7 @@ class RepoStore:
         """Create an empty repo with its initial commit; raises ``AlreadyExists``."""
         rdir = self.repo_dir(repo_type, namespace, name)
         with self.lock(rdir):
-            if _load_meta(rdir) is not None:
+            if load_meta(rdir) is not None:
                 raise AlreadyExists(f"{repo_type} repo {namespace}/{name} already exists")
             now = utc_now()
             meta = {"type": repo_type, "namespace": namespace, "name": name, "created_at": now, "updated_at": now,
@@ -159,8 +151,10 @@ class RepoStore:
             return meta
 
     def delete(self, repo_type: str, namespace: str, name: str) -> None:
-        """Remove a repo: rename it away first (atomic), then delete the files."""
-        rdir, _ = self.open(repo_type, namespace, name)
+        """Remove a repo: rename it away first (atomic), then delete the files. A damaged repo can be deleted."""
+        rdir = self.repo_dir(repo_type, namespace, name)
+        if not (rdir / "repo.json").is_file():
+            raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} does not exist", code="RepoNotFound")
         with self.lock(rdir):
             trash = self.settings.repos_dir / ".trash" / uuid.uuid4().hex
             trash.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +181,7 @@ class RepoStore:
         """
         rdir = self.repo_dir(repo_type, namespace, name)
         with self.lock(rdir):
-            current = _load_meta(rdir)
+            current = load_meta(rdir)
             if current is None:
                 raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} was deleted", code="RepoNotFound")
             if parent_commit and parent_commit != current["head"]:
