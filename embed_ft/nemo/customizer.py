@@ -6,6 +6,7 @@ import copy
 import logging
 from typing import Any
 
+from ..profiles import NEMO_V1
 from .http import (
     CreateResult,
     ServiceHTTP,
@@ -60,7 +61,7 @@ def sft_config_body(
     pipeline_parallel_size: int = 1,
     use_sequence_parallel: bool = False,
     training_precision: str = "bf16",
-    max_seq_length: int = 2048,
+    max_seq_length: int = NEMO_V1.max_seq_length,
 ) -> dict:
     """The tutorial's customization config body (defaults are the tutorial's values)."""
     return {
@@ -111,8 +112,8 @@ def sft_job_body(
     output_model: str,
     *,
     epochs: int = 1,
-    batch_size: int = 256,
-    learning_rate: float = 5e-6,
+    batch_size: int = NEMO_V1.batch_size,
+    learning_rate: float = NEMO_V1.learning_rate,
     training_type: str = "sft",
     finetuning_type: str = "all_weights",
     extra_hyperparameters: dict | None = None,

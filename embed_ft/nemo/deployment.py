@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..profiles import NEMO_V1
 from .errors import Conflict, NemoAPIError
 from .http import CreateResult, ServiceHTTP, create_or_fetch, segment
 # The deployment status helpers live in status.py; importing them here keeps `nemo.deployment` the one place a
@@ -24,8 +25,8 @@ __all__ = [
 DEPLOYMENTS = "/v1/deployment/model-deployments"
 # Deployment Management answers 500 instead of 409 when the deployment already exists (a reported quirk).
 EXISTS_STATUSES = (409, 500)
-EMBEDQA_IMAGE = "nvcr.io/nim/nvidia/llama-3.2-nv-embedqa-1b-v2"
-EMBEDQA_TAG = "1.6.0"
+EMBEDQA_IMAGE = NEMO_V1.nim_image
+EMBEDQA_TAG = NEMO_V1.nim_tag
 
 
 def nim_deployment_body(

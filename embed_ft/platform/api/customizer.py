@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ...profiles import LOCAL
 from ..services.customization import CONFIG_KIND
 from ..services.entities import DATASET_KIND
 from ..services.model_weights import TARGET_KIND
@@ -106,8 +107,9 @@ class Hyperparameters(BaseModel):
     training_type: Literal["sft"] = "sft"
     finetuning_type: Literal["lora", "lora_merged", "all_weights"] = "all_weights"
     epochs: Count = Field(1, ge=1, le=1000)
-    batch_size: Count = Field(8, ge=1, le=4096)
-    learning_rate: Finite = Field(5e-6, gt=0, le=1)
+    # The local platform's server-side defaults are the local backend profile's (embed_ft/profiles.py).
+    batch_size: Count = Field(LOCAL.batch_size, ge=1, le=4096)
+    learning_rate: Finite = Field(LOCAL.learning_rate, gt=0, le=1)
     max_steps: Count | None = Field(None, ge=-1, le=MAX_STEPS)
     warmup_steps: Count = Field(0, ge=0, le=MAX_STEPS)
     weight_decay: Finite = Field(0.0, ge=0)

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote, urlparse
 
+from ...profiles import LOCAL
 from ..store import AlreadyExists, EntityStore
 from .entities import MODEL_KIND, register_model
 
 TARGET_KIND = "customization_target"
 ADAPTER_CONFIG = "adapter_config.json"  # PEFT's: a folder holding a LoRA adapter, not full weights
 
-DEFAULT_TARGET_NAMESPACE = "sentence-transformers"
-DEFAULT_TARGET_NAME = "all-minilm-l6-v2@v1"
-DEFAULT_TARGET_ID = f"{DEFAULT_TARGET_NAMESPACE}/{DEFAULT_TARGET_NAME}"
-DEFAULT_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_TARGET_ID = LOCAL.target  # the local profile's (embed_ft/profiles.py)
+DEFAULT_TARGET_NAMESPACE, DEFAULT_TARGET_NAME = DEFAULT_TARGET_ID.split("/", 1)
+DEFAULT_BASE_MODEL = LOCAL.base_model
 
 
 class ModelNotFound(LookupError):

@@ -209,8 +209,9 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     if finetuning_type in LORA_FINETUNING_TYPES:  # lora / lora_merged: PEFT adapters (lora.py)
         print(add_lora_adapter(model, hp.get("lora") or {}))
 
-    batch_size = int(hp.get("batch_size", 32))
-    epochs = int(hp.get("epochs", 1))
+    # The API fills every default (the local profile's), so the job document holds each value explicitly.
+    batch_size = int(hp["batch_size"])
+    epochs = int(hp["epochs"])
     max_steps = int(hp.get("max_steps") or -1)
     steps_per_epoch = max(1, math.ceil(len(train_dataset) / batch_size))
     total_steps = max_steps if max_steps > 0 else steps_per_epoch * epochs
@@ -235,7 +236,7 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=batch_size,
-        learning_rate=float(hp.get("learning_rate", 2e-5)),
+        learning_rate=float(hp["learning_rate"]),
         warmup_steps=int(hp.get("warmup_steps") or 0),
         weight_decay=float(hp.get("weight_decay") or 0.0),
         adam_beta1=float(hp.get("adam_beta1", 0.9)),
