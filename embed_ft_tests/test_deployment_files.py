@@ -1,0 +1,259 @@
+"""The deployment files (deploy/) agree with the code and with each other, without a container or a cluster:
+
+- the image's command is the code location (pyproject's module), the command Dagster's Helm chart runs for the
+  values' user deployment, on the port the image exposes, as a non-root user;
+- that command, run here with the image's environment, serves the code location and passes the chart's readiness
+  probe (`dagster api grpc-health-check`);
+- every environment variable the code reads is set by the Helm values (tokens from the Kubernetes Secret), or is
+  listed below with the reason a cluster does not need it;
+- deploy/dagster.yaml is a valid Dagster instance config, and the Helm values carry the same limits.
+
+The same instance config is run for real, on PostgreSQL, in test_deployment_postgres.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster import DagsterInstance
+from dagster._core.errors import DagsterUserCodeUnreachableError
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+from dagster._grpc.client import DagsterGrpcClient
+
+from embed_ft.definitions import defs
+
+from .postgres_server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
+ENV_NAME = re.compile(r"^(NDS|NEMO|NIM|HF|WANDB|EMBED_FT|DAGSTER)_[A-Z0-9_]+$")
+SECRET_NAME = "embed-ft-nemo"
+# Variables the code reads that a cluster deployment leaves unset, and why.
+NOT_FOR_A_CLUSTER = {
+    "EMBED_FT_HOME": "the embedded local platform's home; on a cluster the NeMo URLs are set",
+    "EMBED_FT_BEIR_ROOT": "BEIR sets of the embedded platform's evaluator; NeMo's evaluator has its own",
+    "EMBED_FT_SHARED_DATA": "the data folder beside a checkout, read by the CLI's presets",
+    "EMBED_FT_SPECTER_SOURCE": "optional: unset, the source sensor watches the source specter_raw was built from",
+    "EMBED_FT_SPECTER_REVISION": "optional, with EMBED_FT_SPECTER_SOURCE",
+    "DAGSTER_HOME": "set by the chart (dagsterHome) and the image",
+}
+# Switches embed-ft sets for libraries itself (it writes them, or only passes them through).
+SET_BY_THE_CODE = {"HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
+                   "WANDB_DISABLED"}
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def dockerfile() -> dict[str, Any]:
+    """ENV, USER, EXPOSE and CMD (exec form) of deploy/Dockerfile, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text("utf-8"))
+    parsed: dict[str, Any] = {"env": {}, "expose": [], "user": None, "cmd": None}
+    for line in text.splitlines():
+        words = line.strip().split(None, 1)
+        if not words or words[0].startswith("#"):
+            continue
+        instruction, rest = words[0].upper(), words[1] if len(words) > 1 else ""
+        if instruction == "ENV":
+            parsed["env"].update(dict(item.split("=", 1) for item in shlex.split(rest)))
+        elif instruction == "USER":
+            parsed["user"] = rest.strip()
+        elif instruction == "EXPOSE":
+            parsed["expose"] += [int(port) for port in rest.split()]
+        elif instruction == "CMD":
+            parsed["cmd"] = json.loads(rest)
+    return parsed
+
+
+def helm_values() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text("utf-8"))
+
+
+def user_deployment() -> dict[str, Any]:
+    deployments = helm_values()["dagster-user-deployments"]["deployments"]
+    assert len(deployments) == 1
+    return deployments[0]
+
+
+def env_read_by_the_code() -> dict[str, set[str]]:
+    """Every variable name spelled out in embed_ft/ -> the modules that name it."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO / "embed_ft").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ENV_NAME.match(node.value):
+                found.setdefault(node.value, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def healthy(client: DagsterGrpcClient) -> bool:
+    try:
+        return client.health_check_query() == "SERVING"
+    except DagsterUserCodeUnreachableError:  # not listening yet
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ the image
+
+
+def test_the_image_runs_the_code_location_as_the_chart_starts_it_as_a_non_root_user():
+    image, deployment = dockerfile(), user_deployment()
+    module = PYPROJECT["tool"]["dagster"]["module_name"]
+    assert deployment["codeServerArgs"] == ["-m", module]
+    # deployment-user.yaml of the chart: args: ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", port, *codeServerArgs]
+    assert image["cmd"] == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(deployment["port"]),
+                            *deployment["codeServerArgs"]]
+    assert image["expose"] == [deployment["port"]]
+    uid, _, gid = image["user"].partition(":")
+    assert int(uid) != 0
+    assert int(gid) != 0
+    security = deployment["podSecurityContext"]
+    assert (security["runAsNonRoot"], security["runAsUser"], security["runAsGroup"]) == (True, int(uid), int(gid))
+    # The chart mounts the instance config into DAGSTER_HOME; the image and the chart agree on where that is.
+    assert image["env"]["DAGSTER_HOME"] == "/opt/dagster/dagster_home"
+    storage = [m for m in deployment["volumeMounts"] if m["mountPath"] == image["env"]["DAGSTER_HOME"] + "/storage"]
+    assert len(storage) == 1  # asset values shared between run pods
+    data = [m for m in deployment["volumeMounts"] if m["mountPath"] == image["env"]["EMBED_FT_DATA_ROOT"]]
+    assert len(data) == 1
+
+
+def test_both_image_variants_are_built_from_the_declared_extras():
+    text = (DEPLOY / "Dockerfile").read_text("utf-8")
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert {"dagster-postgres", "dagster-k8s"} <= {re.split(r"[<>=!~ ]", d)[0] for d in extras["prod"]}
+    assert 'cluster) pip install ".[prod]"' in text  # no torch: the NeMo cluster trains, serves and evaluates
+    assert re.search(r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$TORCH_INDEX" && pip install "\.\[prod,local\]"', text)
+    ignored = (REPO / ".dockerignore").read_text("utf-8").split()
+    assert ignored[ignored.index("*") + 1:ignored.index("*") + 4] == ["!pyproject.toml", "!README.md", "!embed_ft/"]
+
+
+@pytest.mark.slow
+def test_the_image_command_serves_the_code_location_outside_a_container(tmp_path):
+    """The image's CMD and ENV, run here: only the bind address (loopback), the port (a free one) and the image's
+    absolute paths (moved under tmp_path) differ."""
+    image = dockerfile()
+    port = free_port()
+    cmd = [str(Path(sys.executable).with_name(image["cmd"][0])), *image["cmd"][1:]]
+    cmd[cmd.index("-h") + 1] = "127.0.0.1"
+    cmd[cmd.index("-p") + 1] = str(port)
+    env = dict(os.environ)
+    env.update({k: str(tmp_path / v.lstrip("/")) if v.startswith("/") else v for k, v in image["env"].items()})
+    for name in ("NDS_URL", "NEMO_URL", "NIM_URL"):
+        env[name] = "http://127.0.0.1:9"  # a cluster's configuration: loading the definitions contacts nobody
+    Path(env["DAGSTER_HOME"]).mkdir(parents=True)
+    server = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        client = DagsterGrpcClient(port=port, host="127.0.0.1")
+        deadline = time.monotonic() + 120
+        while not healthy(client):
+            assert server.poll() is None, server.stdout.read().decode()[-3000:] if server.stdout else ""
+            assert time.monotonic() < deadline, "the code server did not start within 120 s"
+            time.sleep(0.5)
+        # The chart's readiness probe, as the chart runs it.
+        probe = [str(Path(sys.executable).with_name("dagster")), "api", "grpc-health-check", "-p", str(port)]
+        assert subprocess.run(probe, check=False, env=env, capture_output=True, timeout=60).returncode == 0
+        origin = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=port, location_name="embed_ft")
+        with DagsterInstance.ephemeral() as instance, origin.create_location(instance) as location:
+            (repository,) = location.get_repositories().values()
+            served = {job.name for job in repository.get_all_jobs()}
+        assert {job.name for job in defs.resolve_all_job_defs()} <= served
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(30)
+
+
+# ------------------------------------------------------------------------------------------------ helm values
+
+
+def test_every_variable_the_code_reads_is_set_by_the_helm_values_or_needs_no_cluster():
+    deployment = user_deployment()
+    plain = {e["name"]: e["value"] for e in deployment["env"] if "value" in e}
+    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in deployment["env"] if "valueFrom" in e}
+    secret = yaml.safe_load((DEPLOY / "helm" / "embed-ft-nemo-secret.yaml").read_text("utf-8"))
+    assert secret["metadata"]["name"] == SECRET_NAME
+    for name, ref in from_secret.items():
+        assert (ref["name"], ref["key"], ref["optional"]) == (SECRET_NAME, name, True)
+        assert ref["key"] in secret["stringData"], f"{name}: no such key in the Secret"
+    # Tokens only ever come from the Secret, never as a value in the values file.
+    assert {n for n in plain if n.endswith(("_TOKEN", "_KEY"))} == set()
+    assert set(from_secret) == {"NDS_TOKEN", "NEMO_TOKEN", "NIM_TOKEN", "HF_TOKEN", "WANDB_API_KEY"}
+
+    read = env_read_by_the_code()
+    # The embedded platform is the local backend; a cluster deployment never runs it.
+    cluster_side = {name: modules for name, modules in read.items()
+                    if any(not m.startswith("embed_ft/platform/") for m in modules)}
+    unaccounted = sorted(set(cluster_side) - set(plain) - set(from_secret) - set(NOT_FOR_A_CLUSTER) - SET_BY_THE_CODE)
+    assert unaccounted == [], f"read by the code but neither set by deploy/helm/values.yaml nor exempted: {unaccounted}"
+    assert set(NOT_FOR_A_CLUSTER) <= set(read), "an exemption for a variable the code no longer reads"
+    for name in ("NDS_URL", "NEMO_URL", "NIM_URL"):
+        assert plain[name].startswith("http://")  # a cluster: the embedded platform is never started on demand
+    assert plain["EMBED_FT_DATA_ROOT"] == dockerfile()["env"]["EMBED_FT_DATA_ROOT"]
+
+
+def test_the_helm_values_carry_the_instance_settings_of_deploy_dagster_yaml():
+    values = helm_values()
+    instance = yaml.safe_load((DEPLOY / "dagster.yaml").read_text("utf-8"))
+    concurrency = values["concurrency"]
+    assert concurrency["enabled"] is True
+    assert concurrency["pools"] == {
+        "defaultLimit": instance["concurrency"]["pools"]["default_limit"],
+        "granularity": instance["concurrency"]["pools"]["granularity"],
+        "opGranularityRunBuffer": instance["concurrency"]["pools"]["op_granularity_run_buffer"],
+    }
+    assert concurrency["runs"]["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
+    assert concurrency["runs"]["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    daemon = values["dagsterDaemon"]
+    assert daemon["runCoordinator"]["type"] == instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    monitoring = instance["run_monitoring"]
+    assert daemon["runMonitoring"]["enabled"] is monitoring["enabled"] is True
+    for snake, camel in (("start_timeout_seconds", "startTimeoutSeconds"), ("cancel_timeout_seconds", "cancelTimeoutSeconds"),
+                         ("poll_interval_seconds", "pollIntervalSeconds"),
+                         ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds")):
+        assert daemon["runMonitoring"][camel] == monitoring[snake]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["postgresql"]["postgresqlHost"]
+    assert values["global"]["postgresqlSecretName"] == "dagster-postgresql-secret"
+    assert values["generatePostgresqlPasswordSecret"] is False  # the password is never in the values
+
+
+def test_the_pools_in_the_instance_config_are_the_pools_the_gpu_stages_declare():
+    declared = {node.pool for job in defs.resolve_all_job_defs() for node in job.graph.node_defs
+                if getattr(node, "pool", None)}
+    assert declared == {"nemo_customizer", "nemo_deployment", "nemo_evaluator"}
+    text = (DEPLOY / "dagster.yaml").read_text("utf-8")
+    for pool in declared:
+        assert pool in text  # named where the limit is set, with the command that raises it
+    assert "dagster instance concurrency set" in text
+
+
+def test_the_instance_config_is_valid_for_dagster_and_reads_the_connection_from_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text("utf-8"))
+    for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
+                        "DAGSTER_PG_USERNAME": "u", "DAGSTER_PG_PASSWORD": "p"}.items():
+        monkeypatch.setenv(name, value)
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["run_monitoring"]["enabled"] is True
+    workspace = yaml.safe_load((DEPLOY / "workspace.yaml").read_text("utf-8"))
+    server = workspace["load_from"][0]["grpc_server"]
+    assert server["location_name"] == PYPROJECT["tool"]["dagster"]["code_location_name"]
+    assert (server["host"], server["port"]) == ("127.0.0.1", dockerfile()["expose"][0])
