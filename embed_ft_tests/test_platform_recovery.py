@@ -76,8 +76,8 @@ def test_f1_start_up_survives_deep_rows_and_rows_the_repair_pattern_matches(tmp_
         home = settings.home
     deep = deep_json(990)  # as deep as Python's reader goes when nothing else is on the stack
     put_row(home, "model", f"{NS}/sample100",
-            '{"name": "sample100", "namespace": "%s", "custom_fields": {"x": %s}}' % (NS, deep), NS)
-    put_row(home, "namespace", "deep-ns", '{"id": "deep-ns", "description": %s}' % deep_json(200))
+            f'{{"name": "sample100", "namespace": "{NS}", "custom_fields": {{"x": {deep}}}}}', NS)
+    put_row(home, "namespace", "deep-ns", f'{{"id": "deep-ns", "description": {deep_json(200)}}}')
     caplog.set_level(logging.ERROR)
     with running_platform(tmp_path) as (base_url, _):
         assert NS in [d["id"] for d in listed(base_url, "/v1/namespaces")]
@@ -102,7 +102,8 @@ def test_f10_truncated_and_non_object_rows_are_no_ghosts_and_do_not_stop_start_u
     put_row(home, "namespace", "ghost", '{"id": "ghost", "description": "cut off mid-wri')
     put_row(home, "customization_job", "cust-NotAnObjectAtAll00000", "[1, 2, 3]")
     put_row(home, "evaluation_job", "eval-JustAStringInTheRow000", '"running"')
-    put_row(home, "model_deployment", f"{NS}/odd", '{"name": "odd", "namespace": "%s", "status_details": "ready"}' % NS, NS)
+    put_row(home, "model_deployment", f"{NS}/odd", f'{{"name": "odd", "namespace": "{NS}", "status_details": "ready"}}',
+            NS)
     with running_platform(tmp_path) as (base_url, _):
         assert NS in [d["id"] for d in listed(base_url, "/v1/namespaces")]
         for path in ("/v1/customization/jobs", "/v1/evaluation/jobs", "/v1/deployment/model-deployments"):

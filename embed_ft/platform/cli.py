@@ -36,13 +36,14 @@ def platform_group() -> None:
 @click.option("--beir-root", type=click.Path(path_type=Path), help="folder of BEIR datasets (default <home>/beir)")
 @click.option("--token", help="require 'Authorization: Bearer <token>' (prefer $EMBED_FT_PLATFORM_TOKEN)")
 @click.option("--max-upload-bytes", type=int, help="largest accepted upload")
+@click.option("--client-timeout", type=float, help="seconds a request may stop arriving before it is dropped (30)")
 @click.option("--allow-remote", is_flag=True, help="allow a non-loopback --host (a token is then required)")
 @click.option("--log-level", default="info", show_default=True)
 def serve(host: str, port: int, home: Path | None, beir_root: Path | None, token: str | None,
-          max_upload_bytes: int | None, allow_remote: bool, log_level: str) -> None:
+          max_upload_bytes: int | None, client_timeout: float | None, allow_remote: bool, log_level: str) -> None:
     """Serve the platform in the foreground until SIGTERM/Ctrl-C."""
     settings = _settings(host=host, port=port, home=home, beir_root=beir_root, token=token,
-                         max_upload_bytes=max_upload_bytes)
+                         max_upload_bytes=max_upload_bytes, client_read_timeout_s=client_timeout)
     try:
         serve_forever(settings, allow_remote=allow_remote, log_level=log_level)
     except RemoteBindRefused as exc:

@@ -11,6 +11,8 @@ import logging
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
+from . import set_aside
+from .home_lock import serve_lock
 from .services.customization import CustomizationService
 from .services.datastore_namespaces import DatastoreNamespaces
 from .services.deployments import DeploymentService
@@ -22,8 +24,6 @@ from .services.model_weights import seed_defaults
 from .services.repo_store import RepoStore
 from .services.serving import ServingRegistry
 from .services.training.service import CustomizationTrainer
-from . import set_aside
-from .home_lock import serve_lock
 from .settings import PlatformSettings
 from .store import EntityStore
 

@@ -44,7 +44,7 @@ def file_lock(path: Path, timeout_s: float = 0.0, record_pid: bool = False) -> I
     """Hold an exclusive lock on ``path`` for the block; wait up to ``timeout_s`` for it, then ``LockHeld``.
     ``record_pid``: write this process's pid into the file while it holds the lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
+    with open(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+") as handle:
         deadline = time.monotonic() + timeout_s
         while not _try_lock(handle):
             if time.monotonic() >= deadline:
@@ -96,3 +96,22 @@ def serve_lock(home: Path) -> Iterator[None]:
         finally:
             with _held_guard:
                 _held.pop(home, None)
+
+
+def flock_holders(path: Path) -> set[int] | None:
+    """The pids that hold a ``flock`` on ``path`` now (from ``/proc/locks``); None where the system does not say
+    (no ``/proc``). A pid read from a file may be stale (the kernel reuses pids); this is not."""
+    try:
+        info = os.stat(path)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except FileNotFoundError:
+        return set() if Path("/proc/locks").exists() else None
+    except OSError:
+        return None
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    holders = set()
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 4242 08:01:123456 0 EOF"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            holders.add(int(fields[4]))
+    return holders

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import requests
 
 from . import set_aside
-from .home_lock import LockHeld, file_lock
+from .home_lock import SERVE_LOCK_FILE, LockHeld, file_lock, flock_holders
 from .settings import PlatformSettings
 from .store import utc_now
 
@@ -126,8 +126,12 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _is_platform_process(pid: int) -> bool:
-    """Guard against pid reuse: only signal a process whose command line is our server (where /proc says)."""
+def _serves_home(settings: PlatformSettings, pid: int) -> bool:
+    """Guard against pid reuse: only a process that holds this home's serve lock is its server (``/proc/locks``
+    says who holds it); where the system does not say, a process whose command line is our server."""
+    holders = flock_holders(settings.home / SERVE_LOCK_FILE)
+    if holders is not None:
+        return pid in holders
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ")
     except OSError:
@@ -160,7 +164,7 @@ def status(settings: PlatformSettings) -> dict[str, Any]:
     }
     if state is None:
         return result
-    alive = _pid_alive(state["pid"]) and _is_platform_process(state["pid"])
+    alive = _pid_alive(state["pid"]) and _serves_home(settings, state["pid"])
     result.update(pid=state["pid"], url=state.get("url"), port=state.get("port"), host=state.get("host"),
                   started_at=state.get("started_at"), running=alive)
     result["healthy"] = bool(alive and state.get("url") and _healthy(state["url"]))
@@ -252,7 +256,7 @@ def _start(settings: PlatformSettings, allow_remote: bool, timeout_s: float) -> 
     # The child must import this very package even when it is not installed (tests, a source checkout).
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    with open(log_path(settings), "ab") as log:
+    with open(os.open(log_path(settings), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         log.write(f"\n=== {utc_now()} starting: {' '.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(
@@ -324,7 +328,7 @@ def stop(settings: PlatformSettings, grace_s: float = DEFAULT_STOP_GRACE_S) -> b
     if state is None:
         return False
     pid = state["pid"]
-    was_running = _pid_alive(pid) and _is_platform_process(pid)
+    was_running = _pid_alive(pid) and _serves_home(settings, pid)
     if was_running:
         _terminate(pid, grace_s)
     state_path(settings).unlink(missing_ok=True)

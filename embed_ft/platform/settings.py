@@ -37,6 +37,8 @@ class PlatformSettings:
     # One /v1/embeddings request: at most this many inputs and this many characters in all (413 beyond).
     max_embedding_inputs: int = 2048
     max_embedding_chars: int = 1_000_000
+    # A client whose request (head or body) stops arriving for this long is disconnected (``serve`` only).
+    client_read_timeout_s: float = 30.0
     # Set by tests only: enables the fault-injection routes/middleware.
     enable_faults: bool = False
 
@@ -80,5 +82,8 @@ class PlatformSettings:
         return self.home / "cache"
 
     def ensure_dirs(self) -> None:
-        for d in (self.home, self.repos_dir, self.models_dir, self.jobs_dir, self.cache_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        """Create the home and its folders, private to this user (0700; an older home is made so too)."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.chmod(0o700)
+        for d in (self.repos_dir, self.models_dir, self.jobs_dir, self.cache_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)

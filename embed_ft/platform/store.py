@@ -165,7 +165,7 @@ class EntityStore:
         for id_, doc in self.rows(kind, newest_first=False):
             try:
                 step(id_, doc)
-            except Exception as exc:  # one bad row must not stop the start-up
+            except Exception as exc:  # noqa: BLE001 - one bad row must not stop the start-up
                 self.quarantine(kind, id_, f"{what} failed on it: {type(exc).__name__}: {str(exc)[:200]}")
 
     def quarantined_data(self, kind: str) -> list[str]:
