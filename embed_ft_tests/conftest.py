@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .helix_server import running_helix
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -35,3 +37,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def helix(tmp_path_factory):
+    """NVIDIA's NeMo Platform server (`nemo-helix`, pinned in .ci/install-helix) running on 127.0.0.1 for the whole
+    session, with all its state in a temporary folder; stopped by its process group at the end."""
+    with running_helix(tmp_path_factory.mktemp("helix")) as server:
+        yield server

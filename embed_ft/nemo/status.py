@@ -1,8 +1,10 @@
 """NeMo status vocabularies: the one definition of job and deployment statuses and of reading them from documents.
 
 Jobs (customization, evaluation) go created -> pending -> running (-> cancelling) and end only at completed, failed
-or cancelled (NeMo's v1 contract). Deployments are pending until ready, or end failed. v2 servers write statuses in
-upper case, hence `normalize_status` everywhere; a job status ``error`` (some servers' word) counts as failed.
+or cancelled (NeMo's v1 contract). v2 (NeMo Platform / nemo-helix) jobs say ``active`` for running, may be ``paused``
+(``pausing``, ``resuming``) and end at completed, ``error`` (read as failed) or cancelled. Deployments are pending
+until ready, or end failed; v2 writes deployment statuses in upper case (``READY``, ``ERROR``, ``LOST``), hence
+`normalize_status` everywhere.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from typing import Any
 # Jobs.
 CREATED, PENDING, RUNNING, CANCELLING = "created", "pending", "running", "cancelling"
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
-ACTIVE_JOB_STATUSES = frozenset({CREATED, PENDING, RUNNING, CANCELLING})
+# v2 only: a running job is "active"; a paused one is still the same job (waited on, reattached to).
+ACTIVE, PAUSED, PAUSING, RESUMING = "active", "paused", "pausing", "resuming"
+ACTIVE_JOB_STATUSES = frozenset({CREATED, PENDING, RUNNING, CANCELLING, ACTIVE, PAUSED, PAUSING, RESUMING})
 TERMINAL_JOB_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
 _JOB_STATUS_ALIASES = {"error": FAILED}
 
 # Deployments.
 READY = "ready"
 DEPLOYMENT_READY_STATUSES = frozenset({READY})
-DEPLOYMENT_FAILED_STATUSES = frozenset({FAILED, CANCELLED, "error", "lost"})
+DEPLOYMENT_FAILED_STATUSES = frozenset({FAILED, CANCELLED, "error", "lost", "deleted", "terminated"})
 
 
 def normalize_status(value: Any) -> str:
