@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -26,6 +25,7 @@ from .defs.experiments import prepare_experiment_run, validate_experiment_name
 from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
 from .defs.preflight import Problem, initialized, preflight_problems
 from .definitions import defs
+from .foreground import run_foreground
 from .history import REPORT_ASSET, history_line, latest_table, report_history
 from .homes import Homes, apply_default_homes, shared_data_dir
 from .nemo.errors import NemoError
@@ -310,18 +310,8 @@ def ui(port: int) -> None:
     env = dict(os.environ)
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix  # the code server runs in this interpreter's environment
-    # Same process group as this command: Ctrl-C (or a signal to the group) reaches dg dev and the webserver,
-    # daemon and code server it starts, so none of them outlives the command.
-    proc = subprocess.Popen(cmd, env=env, cwd=root if in_checkout else None)
-    try:
-        raise SystemExit(proc.wait())
-    except KeyboardInterrupt:
-        # dg dev got the same SIGINT and stops its children; wait for it so no child is orphaned.
-        try:
-            raise SystemExit(proc.wait(timeout=30))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise SystemExit(1)
+    # Ctrl-C, SIGTERM and SIGHUP stop dg dev and the webserver, daemon and code servers it starts alike.
+    raise SystemExit(run_foreground(cmd, env=env, cwd=root if in_checkout else None))
 
 
 main.add_command(platform_group)

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from ..nemo.errors import NemoError
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Matched whole (``fullmatch``): with ``re.match`` and ``$``, a trailing newline would pass.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 OWNERS = ["team:embed-ft"]
 CPU_TAGS = {"compute": "cpu"}
 GPU_TAGS = {"compute": "gpu"}  # stages that hold a GPU on a NeMo cluster (training, NIMs, evaluations)
@@ -23,7 +24,7 @@ GPU_TAGS = {"compute": "gpu"}  # stages that hold a GPU on a NeMo cluster (train
 
 def validate_name(field: str, value: str) -> str:
     """A NeMo-safe object name (experiments, datasets): lower-case letters, digits, '.', '_', '-'."""
-    if not value or not NAME_PATTERN.match(value):
+    if not value or not NAME_PATTERN.fullmatch(value):
         raise ValueError(
             f"{field} must be 1-63 characters of lower-case letters, digits, '.', '_' or '-', "
             f"starting with a letter or digit; got {value!r}"

@@ -1,0 +1,68 @@
+"""Run a tree of local services in the foreground and stop all of it, whatever signal stops us.
+
+``embed-ft ui`` runs ``dg dev``, which starts the Dagster webserver, the daemon and code servers. The tree runs
+in a process group of its own; SIGINT (Ctrl-C), SIGTERM (a service manager, ``kill``) and SIGHUP (a closed
+terminal) sent to this command are all forwarded to that group as SIGINT, the signal ``dg dev`` shuts its children
+down on; whatever of the group is still there ``STOP_GRACE_S`` after ``dg dev`` exits is killed. Without this,
+SIGTERM ended the command and left ``dg dev`` and its children running with the port held.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import FrameType
+
+STOP_GRACE_S = 30.0
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """Interrupt ``process``'s group, wait up to ``grace_s`` for all of it to exit, then kill what is left."""
+    _signal_group(process.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not _group_alive(process.pid):
+            return
+        time.sleep(0.2)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def run_foreground(command: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
+    """Run ``command`` (and everything it starts) until it exits or we are signalled; its exit status."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+    stopping = []
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+        _signal_group(process.pid, signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        code = process.wait()
+    finally:
+        stop_group(process)  # what dg dev started and did not stop; at once if all of it is gone
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if stopping and code in (0, -signal.SIGINT, 128 + signal.SIGINT) else code
