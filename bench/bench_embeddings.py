@@ -97,7 +97,7 @@ def run_phase(modes: dict[str, Callable], texts: list[str], batch: int, max_requ
               per_round: int) -> dict[str, dict[str, Any]]:
     """Round-robin over the modes; each sends ``per_round`` requests of ``batch`` texts per round."""
     latencies: dict[str, list[float]] = {name: [] for name in modes}
-    for name, embed in modes.items():  # warm-up: first-call allocations, connection set-up
+    for embed in modes.values():  # warm-up: first-call allocations, connection set-up
         for i in range(WARMUP_REQUESTS):
             embed(texts[i * batch:(i + 1) * batch] or texts[:batch])
     started = time.monotonic()

@@ -48,8 +48,8 @@ import requests  # noqa: E402
 import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
-from embed_ft.platform.services import evaluation  # noqa: E402
 from embed_ft.platform.app import create_app  # noqa: E402
+from embed_ft.platform.services import evaluation  # noqa: E402
 from embed_ft.platform.services.model_weights import bundled_minilm_path  # noqa: E402
 from embed_ft.platform.settings import PlatformSettings  # noqa: E402
 
@@ -187,7 +187,7 @@ def compare_runs(ours: dict, beir: dict) -> dict:
             max_score_diff = max(max_score_diff, max(abs(beir_docs[d] - our_docs[d]) for d in common))
 
         def order(run: dict) -> list[str]:  # trec_eval's order: score desc, then doc id desc
-            return sorted(run, key=lambda d: (run[d], d), reverse=True)
+            return sorted(run, key=lambda doc: (run[doc], doc), reverse=True)
 
         if order(our_docs) != order(beir_docs):
             differing += 1

@@ -79,7 +79,7 @@ def write_corpus(folder: Path, n_docs: int, n_queries: int, seed: int) -> dict:
     cache.save("corpus", doc_ids, np.load(raw, mmap_mode="r"), probe)  # streamed from the memory map
     cache.save("queries", query_ids, queries, probe)
     raw.unlink()
-    qrels = {qid: {f"d{int(j)}": 1} for qid, j in zip(query_ids, picked)}
+    qrels = {qid: {f"d{int(j)}": 1} for qid, j in zip(query_ids, picked, strict=True)}
     (folder / "qrels.json").write_text(json.dumps(qrels))
     return {"cache": str(folder / "cache"), "qrels": str(folder / "qrels.json"), "docs": n_docs, "queries": n_queries}
 
@@ -88,11 +88,11 @@ def child(spec: dict) -> dict:
     """One (size, method) run in this process: load (memory map) -> search -> metrics."""
     import tracemalloc
 
+    import torch  # noqa: F401  (imported before the baseline: its own footprint is not the search's)
+
     from embed_ft.platform.services.evaluation.cache import PROBE_TEXTS, EmbeddingCache
     from embed_ft.platform.services.evaluation.metrics import compute_metrics
     from embed_ft.platform.services.evaluation.retrieval import SearchSettings, search
-
-    import torch  # noqa: F401  (imported before the baseline: its own footprint is not the search's)
 
     peak_anon = [0]
     done = threading.Event()
@@ -114,7 +114,9 @@ def child(spec: dict) -> dict:
     query_ids = [f"q{i}" for i in range(spec["queries"])]
     corpus = cache.load("corpus", doc_ids, probe)
     queries = cache.load("queries", query_ids, probe)
-    assert corpus is not None and queries is not None and isinstance(corpus, np.memmap)
+    assert corpus is not None
+    assert queries is not None
+    assert isinstance(corpus, np.memmap)
     t_load = time.perf_counter()
     settings = SearchSettings(mode=spec["method"], nprobe=spec["nprobe"])
     run, method = search(queries, query_ids, corpus, doc_ids, TOP_K, settings)

@@ -46,7 +46,7 @@ def synthetic_columns(rows: int, seed: int = 0) -> tuple[list[str], list[str], l
     def titles(count: int) -> list[str]:
         words = vocabulary[rng.integers(0, len(vocabulary), size=(count, 14))]
         lengths = np.clip(rng.normal(80, 20, size=count), 25, 200).astype(int)
-        return [" ".join(w).capitalize()[:n].rstrip() for w, n in zip(words, lengths)]
+        return [" ".join(w).capitalize()[:n].rstrip() for w, n in zip(words, lengths, strict=True)]
 
     group_sizes = rng.integers(1, 10, size=rows)  # more than enough groups
     group_of_row = np.repeat(np.arange(rows), group_sizes)[:rows]
@@ -80,7 +80,7 @@ def synthetic_table(rows: int):
     import pyarrow as pa
 
     queries, positives, negatives = synthetic_columns(rows)
-    sets = pa.array([[q, p, n] for q, p, n in zip(queries, positives, negatives)], pa.list_(pa.string()))
+    sets = pa.array([[q, p, n] for q, p, n in zip(queries, positives, negatives, strict=True)], pa.list_(pa.string()))
     return pa.table({"set": sets})
 
 

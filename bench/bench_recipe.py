@@ -47,6 +47,7 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
 from embed_ft.platform.services.training.worker import bf16_supported  # noqa: E402  (the worker's own rule)
 
 torch.set_num_threads(2)
@@ -258,7 +259,7 @@ def retrieval_metrics(model, corpus: dict, queries: dict, qrels: dict, doc_emb: 
     top_s, top_i = torch.topk(scores, k=min(k + 1, len(doc_ids)), dim=1)
     run = {}
     for row, qid in enumerate(qids):
-        hits = {doc_ids[i]: float(s) for s, i in zip(top_s[row].tolist(), top_i[row].tolist()) if doc_ids[i] != qid}
+        hits = {doc_ids[i]: float(s) for s, i in zip(top_s[row].tolist(), top_i[row].tolist(), strict=True) if doc_ids[i] != qid}
         run[qid] = dict(list(hits.items())[:k])
     measures = {"ndcg_cut.10", "recall.10", "recall.100"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)

@@ -106,8 +106,11 @@ def plain_worker(spec_path: Path) -> None:
 
     torch.set_num_threads(spec["threads"])
     from datasets import Dataset
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.training_args import BatchSamplers
 
     try:

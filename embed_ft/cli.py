@@ -21,17 +21,18 @@ import click
 from dagster import DagsterInstance
 
 from .console import RunConsole, error_text, results_table
+from .definitions import defs
 from .defs.experiments import prepare_experiment_run, validate_experiment_name
 from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
 from .defs.preflight import Problem, initialized, preflight_problems
-from .definitions import defs
 from .foreground import run_foreground
 from .history import REPORT_ASSET, history_line, latest_table, report_history
 from .homes import Homes, apply_default_homes, shared_data_dir
 from .nemo.errors import NemoError
 from .nemo.http import ServiceHTTP
 from .platform.cli import platform_group
-from .platform.launcher import ensure_running, status as platform_status
+from .platform.launcher import ensure_running
+from .platform.launcher import status as platform_status
 from .platform.settings import PlatformSettings
 from .presets import DEFAULT_PRESET, PRESETS
 from .resources import DEFAULT_NAMESPACE, resources_from_env

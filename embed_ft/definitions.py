@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, define_asset_job
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    define_asset_job,
+)
 
 from .defs import data, data_refresh, evaluation, leaderboard, preflight, report, serving, teardown, training
 from .resources import resources_from_env

@@ -1,4 +1,4 @@
-"""Suite-wide settings: no network beyond loopback, no user state leaking in."""
+"""Suite-wide settings: no network beyond loopback, no user state leaking in; in CI, no test skips."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from .helix_server import running_helix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Set by .ci/run: CI can meet every condition a test skips on (the shared data beside the clone, the optional
+# packages of the test install, Chromium), so there a skip is a failure. `./dev test` lists skips with reasons (-rs).
+REQUIRE_ALL = "EMBED_FT_REQUIRE_ALL"
 
 
 def pytest_configure(config):
@@ -45,3 +48,14 @@ def helix(tmp_path_factory):
     session, with all its state in a temporary folder; stopped by its process group at the end."""
     with running_helix(tmp_path_factory.mktemp("helix")) as server:
         yield server
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under EMBED_FT_REQUIRE_ALL a skip (pytest.skip, importorskip, a skip marker) fails the test with its reason."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get(REQUIRE_ALL) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but {REQUIRE_ALL} is set (CI meets every skip condition): {reason}"

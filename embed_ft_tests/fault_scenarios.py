@@ -141,6 +141,7 @@ def run_config(source: Path, data_root: Path, experiment: str = "faults", max_st
 
 def make_resources(base_url: str, token: str | None = None, read_timeout_s: float = 60.0,
                    hf_token: str | None = None, wandb_api_key: str | None = None) -> dict:
+    from embed_ft.platform.settings import service_urls
     from embed_ft.resources import (
         CustomizerResource,
         DataStoreResource,
@@ -149,8 +150,6 @@ def make_resources(base_url: str, token: str | None = None, read_timeout_s: floa
         EvaluatorResource,
         NimResource,
     )
-
-    from embed_ft.platform.settings import service_urls
 
     common = dict(base_url=base_url, token=token, read_timeout_s=read_timeout_s)
     return {

@@ -30,10 +30,9 @@ from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
 
 import httpx
+from nemo_microservices import NeMoMicroservices
 from pydantic import TypeAdapter
 from typing_extensions import get_args, get_origin, get_type_hints, is_typeddict
-
-from nemo_microservices import NeMoMicroservices
 
 SDK_VERSION = "1.5.0"
 

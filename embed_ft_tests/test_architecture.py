@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import grimp
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "embed_ft"
@@ -110,16 +109,6 @@ def test_modules_stay_readable():
         str(path.relative_to(ROOT)): n for path in _modules() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert too_long == {}
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "embed_ft_tests").glob("*.py")), ids=lambda p: p.name)
-def test_asserts_say_which_part_failed(path: Path):
-    compound = [
-        node.lineno
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.Assert) and isinstance(node.test, ast.BoolOp) and isinstance(node.test.op, ast.And)
-    ]
-    assert compound == [], f"split `assert a and b` into one assert per condition (lines {compound})"
 
 
 def test_every_module_is_listed_in_the_architecture_page():

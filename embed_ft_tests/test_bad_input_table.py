@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from embed_ft.data.beir import load_beir
 from embed_ft.data.specter import SourceError, build_triplet_splits, load_specter_source
 from embed_ft.defs.evaluation import EvaluationConfig
-from embed_ft.defs.serving import BaselineDeployConfig, DeployConfig
+from embed_ft.defs.serving import DeployConfig
 from embed_ft.defs.teardown import TeardownConfig
 from embed_ft.defs.training import FineTuneConfig, TrainingDatasetConfig
 from embed_ft.nemo.errors import NemoAPIError, NemoResponseError

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manager, materialize
 
 from embed_ft.cli import main
-from embed_ft.platform.settings import service_urls
 from embed_ft.defs.data import specter_raw, specter_triplets
 from embed_ft.defs.experiments import add_experiment
 from embed_ft.defs.mining import mined_triplets
 from embed_ft.defs.report import evaluation_report
 from embed_ft.defs.training import training_dataset
 from embed_ft.defs.values import EvaluationResult
+from embed_ft.platform.settings import service_urls
 from embed_ft.resources import resources_for_url
 
 from .browser_helpers import write_dagster_yaml

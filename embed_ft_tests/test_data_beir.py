@@ -17,9 +17,9 @@ from embed_ft.data.errors import SourceError
 from embed_ft.data.mining import MiningSettings, mine_beir_triplets, model_fingerprint
 from embed_ft.data.specter import build_triplet_splits
 from embed_ft.data.splitting import SplitOptions
-from embed_ft.formats.beir import document_text, is_beir_folder
 from embed_ft.defs import data as data_defs
 from embed_ft.defs import mining as mining_defs
+from embed_ft.formats.beir import document_text, is_beir_folder
 
 TOPICS = {
     "protein folding": ["amino acid chains fold", "tertiary structure prediction", "chaperone proteins assist folding"],
@@ -202,9 +202,12 @@ def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int
 
 
 def test_scifact_mining_with_default_settings(tmp_path, shared_data, minilm):
-    """Real SciFact train queries and documents, the default window (ranks 10-50), margin and random sampling."""
+    """Real SciFact train queries and documents, the default settings: one negative sampled at random from the base
+    model's ranks 3-30, no margin."""
     folder = scifact_subset(shared_data / "beir" / "scifact", tmp_path / "scifact-mini")
     settings = MiningSettings(max_seq_length=96)
+    assert (settings.range_min, settings.range_max, settings.num_negatives) == (3, 30, 1)
+    assert (settings.absolute_margin, settings.relative_margin, settings.sampling_strategy) == (None, None, "random")
     first = mine_beir_triplets(folder, minilm, settings)
     _, queries, qrels = load_beir(folder, "train")
     assert first.frame["query"].nunique() == len(queries) == 4
@@ -212,7 +215,7 @@ def test_scifact_mining_with_default_settings(tmp_path, shared_data, minilm):
     assert first.stats["pairs"] == sum(1 for docs in qrels.values() for s in docs.values() if s > 0)
     by_query = relevant_texts(folder)
     for row in first.frame.itertuples():
-        assert 1 <= len(row.negatives) <= 3
+        assert len(row.negatives) == 1
         assert not set(row.negatives) & by_query[row.query]
     # Seeded sampling: the same settings give the same rows; another seed samples other negatives.
     again = mine_beir_triplets(folder, minilm, settings)

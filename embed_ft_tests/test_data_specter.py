@@ -311,7 +311,7 @@ def test_encoding_matches_json_dumps_with_one_row_per_line():
     texts = ['quote " inside', "back\\slash", "tab\tnew\nline\r", "ctrl \x01\x1f", "unicode é 漢字 🚀", "a/b", "sep\u2028x\x85"]
     negatives = [[t, "plain"] for t in texts]
     table = pa.table({"query": texts, "positive": list(reversed(texts)), "negatives": negatives})
-    rows = [{"query": q, "pos_doc": p, "neg_doc": n} for q, p, n in zip(texts, reversed(texts), negatives)]
+    rows = [{"query": q, "pos_doc": p, "neg_doc": n} for q, p, n in zip(texts, reversed(texts), negatives, strict=True)]
     # json.dumps, except U+0085/U+2028/U+2029, which are escaped so that str.splitlines() cannot split a row.
     separators = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
     expected = "".join(json.dumps(r, ensure_ascii=False).translate(separators) + "\n" for r in rows)

@@ -49,7 +49,7 @@ def test_exact_search_streams_chunks_of_a_memory_mapped_cache(tmp_path):
     whole = exact_search(queries, query_ids, docs, doc_ids, 10, corpus_chunk_size=len(docs))
     assert streamed == whole
     expected = brute_force_top(queries, docs, 10)
-    for qid, top in zip(query_ids, expected):
+    for qid, top in zip(query_ids, expected, strict=True):
         ranked = sorted(streamed[qid], key=lambda d: -streamed[qid][d])
         assert ranked == [doc_ids[i] for i in top]
 

@@ -297,8 +297,8 @@ def test_embeddings_float_and_base64_agree(fake_nemo):
     packed = nim.embed(texts, "embed-sft-ns/fullweight_sft_embedding", encoding_format="base64")
     assert len(floats) == 3
     assert {len(v) for v in floats} == {fake_nemo.embedding_dim}
-    for a, b in zip(floats, packed):
-        assert all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b))
+    for a, b in zip(floats, packed, strict=True):
+        assert all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b, strict=True))
     passages = nim.embed(texts, "embed-sft-ns/fullweight_sft_embedding", input_type="passage")
     assert passages != floats  # input_type reaches the server
     assert fake_nemo.requests_to("POST", "/v1/embeddings")[0].json() == {

@@ -14,8 +14,17 @@ from sentence_transformers import SentenceTransformer
 from embed_ft.platform.services.model_weights import bundled_minilm_path
 from embed_ft.platform.services.training.worker import bf16_supported
 from embed_ft_tests.platform_customizer_helpers import (
-    TIMEOUT, create_config, deploy, embeddings, job_body, job_status, jsonl, make_triplets, upload_dataset,
-    wait_for, wait_for_job,
+    TIMEOUT,
+    create_config,
+    deploy,
+    embeddings,
+    job_body,
+    job_status,
+    jsonl,
+    make_triplets,
+    upload_dataset,
+    wait_for,
+    wait_for_job,
 )
 from embed_ft_tests.platform_server import running_platform
 

@@ -23,8 +23,8 @@ import pytrec_eval
 import requests
 from fastapi.testclient import TestClient
 
-from embed_ft.platform.services import evaluation
 from embed_ft.platform.app import create_app
+from embed_ft.platform.services import evaluation
 from embed_ft.platform.services.evaluation import (
     CallableEmbedder,
     DatasetNotFound,
@@ -158,7 +158,7 @@ def write_beir(folder: Path, *, docs_per_topic: int = 4, skip: tuple[str, ...] =
     also a document id (BEIR never retrieves a document for the query with its own id)."""
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     corpus, queries, qrels = [], [], []
-    for t, (topic, words) in enumerate(TOPICS.items()):
+    for topic, words in TOPICS.items():
         vocab = words.split()
         for d in range(docs_per_topic):
             picked = " ".join(vocab[(d + i) % len(vocab)] for i in range(4))
@@ -622,7 +622,7 @@ def test_real_minilm_on_a_scifact_subset_matches_an_independent_evaluation(share
     model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     model.max_seq_length = 128
     texts = dataset.corpus_texts + dataset.query_texts
-    vectors = dict(zip(texts, model.encode(texts, batch_size=32)))
+    vectors = dict(zip(texts, model.encode(texts, batch_size=32), strict=True))
     embedder = CallableEmbedder(lambda batch, _: np.stack([vectors[t] for t in batch]), identity={"kind": "minilm"})
     names = ["ndcg_cut_10", "recall_10", "recall_5", "map", "recip_rank"]
     outcome = evaluation.evaluate_retrieval(dataset, embedder, embedder, names, 10)
@@ -630,7 +630,7 @@ def test_real_minilm_on_a_scifact_subset_matches_an_independent_evaluation(share
     docs = np.stack([vectors[t] for t in dataset.corpus_texts])
     docs /= np.linalg.norm(docs, axis=1, keepdims=True)
     run = {}
-    for qid, text in zip(dataset.query_ids, dataset.query_texts):
+    for qid, text in zip(dataset.query_ids, dataset.query_texts, strict=True):
         scores = docs @ (vectors[text] / np.linalg.norm(vectors[text]))
         run[qid] = {dataset.corpus_ids[j]: float(scores[j]) for j in np.argsort(-scores)[:10]}
     per_query = pytrec_eval.RelevanceEvaluator(

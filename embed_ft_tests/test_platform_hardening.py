@@ -15,14 +15,12 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,7 +30,15 @@ import pytest
 import requests
 
 from embed_ft_tests.platform_customizer_helpers import (
-    TIMEOUT, create_config, deploy, embeddings, job_body, jsonl, make_triplets, upload_dataset, wait_for,
+    TIMEOUT,
+    create_config,
+    deploy,
+    embeddings,
+    job_body,
+    jsonl,
+    make_triplets,
+    upload_dataset,
+    wait_for,
     wait_for_job,
 )
 from embed_ft_tests.platform_server import running_platform
@@ -387,7 +393,7 @@ def test_06_job_whose_loss_becomes_nan_fails_and_registers_no_model(platform):
             answer = requests.get(f"{base_url}{path}", timeout=TIMEOUT)
             assert answer.status_code == 200, f"{path}: {answer.status_code}"
             assert not re.search(r"\bNaN\b|\bInfinity\b", answer.text), f"{path} carries NaN/Infinity"
-            json.loads(answer.text, parse_constant=lambda c: pytest.fail(f"{path} carries {c}"))
+            json.loads(answer.text, parse_constant=lambda c, path=path: pytest.fail(f"{path} carries {c}"))
         names = [f"{m['namespace']}/{m['name']}" for m in list_all(base_url, "/v1/models")]
         assert not [n for n in names if n.startswith(f"{NS}/diverged")], f"a diverged model was registered: {names}"
     finally:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import requests
 
-from embed_ft.platform.settings import service_urls
 from embed_ft.platform.services.embedding import embed, load_model
 from embed_ft.platform.services.model_weights import bundled_minilm_path, model_fingerprint
 from embed_ft.platform.services.serving import ModelNotServed, ServedModel, ServingRegistry
+from embed_ft.platform.settings import service_urls
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT, deploy, embeddings
 from embed_ft_tests.platform_server import running_platform
 

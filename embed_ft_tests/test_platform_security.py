@@ -380,13 +380,81 @@ def test_no_secret_is_written_anywhere(tmp_path, hub_online, monkeypatch, capfd,
 # --------------------------------------------------------------------------------------------------- fuzzing
 
 
+# The one 5xx the platform answers on purpose: Deployment Management's documented quirk (docs/NEMO_CONTRACT.md),
+# 500 instead of 409 when the deployment exists (api/deployment.py).
+DEPLOYMENT_EXISTS_QUIRK = ("POST /v1/deployment/model-deployments", re.compile(r"model deployment \S* already exists"))
+
+
+def unexpected_fuzzing_failures(output: str) -> list[str]:
+    """The failures of a schemathesis report (one block per operation after its FAILURES banner) that are not the
+    deployment-exists quirk: any other operation, any other check, or a 500 whose body is not "already exists"."""
+    failures = output.split(" FAILURES ", 1)[1].split(" SUMMARY ", 1)[0] if " FAILURES " in output else ""
+    blocks = re.split(r"^_{3,} (\S+ \S+) _{3,}$", failures, flags=re.MULTILINE)[1:]
+    unexpected = []
+    for operation, text in zip(blocks[::2], blocks[1::2], strict=True):
+        checks = re.findall(r"^- (ST\d+ .+)$", text, flags=re.MULTILINE)
+        bodies = re.findall(r"^\[(\d{3})\] [^\n]*:\n\n\s+`(.*)`$", text, flags=re.MULTILINE)
+        quirk = (
+            operation == DEPLOYMENT_EXISTS_QUIRK[0]
+            and set(checks) == {"ST101 Server error"}
+            and len(bodies) == len(checks)
+            and all(code == "500" and DEPLOYMENT_EXISTS_QUIRK[1].search(body) for code, body in bodies)
+        )
+        if not quirk:
+            unexpected.append(f"{operation}: {text.strip()[:1500]}")
+    return unexpected
+
+
+SCHEMATHESIS_REPORT = """
+=================================== FAILURES ===================================
+________________________________ GET /v1/other _________________________________
+1. Test Case ID: 6TesXY
+
+- ST101 Server error
+
+[500] Internal Server Error:
+
+    `Internal Server Error`
+
+Reproduce with:
+
+    curl -X GET 'http://127.0.0.1:42503/v1/other?x=536047412909127'
+
+____________________ POST /v1/deployment/model-deployments _____________________
+1. Test Case ID: 93bsJ4
+
+- ST101 Server error
+
+[500] Internal Server Error:
+
+    `{"detail":"model deployment ns/x already exists"}`
+
+Reproduce with:
+
+    curl -X POST -H 'Content-Type: application/json' -d '{"name": "x"}' http://127.0.0.1:42503/v1/deployment/model-deployments
+
+=================================== SUMMARY ====================================
+"""
+
+
+def test_fuzzing_allowance_is_exactly_the_deployment_exists_quirk():
+    """What schemathesis 4 prints for two 500s (seen against a two-route app): the quirk passes, anything else on the
+    same route or any 500 elsewhere is a finding."""
+    found = unexpected_fuzzing_failures(SCHEMATHESIS_REPORT)
+    assert [f.split(":")[0] for f in found] == ["GET /v1/other"]
+    other_500 = SCHEMATHESIS_REPORT.replace("already exists", "could not be stored")
+    assert [f.split(":")[0] for f in unexpected_fuzzing_failures(other_500)] == [
+        "GET /v1/other", "POST /v1/deployment/model-deployments"
+    ]
+    assert unexpected_fuzzing_failures("no failures at all") == []
+
+
 @pytest.mark.slow
 def test_schema_fuzzing_finds_no_server_errors(tmp_path):
     """A bounded schemathesis run over the OpenAPI document on loopback: no 5xx except the documented
     Deployment Management quirk (500 when creating a deployment that exists)."""
-    st = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
-    if st is None:
-        pytest.skip("schemathesis is not installed (test extra)")
+    st = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st is not None, "schemathesis is a test dependency (pyproject.toml [test])"
     with running_platform(tmp_path) as (base_url, _):
         completed = subprocess.run(
             [st, "run", f"{base_url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "8",
@@ -396,9 +464,6 @@ def test_schema_fuzzing_finds_no_server_errors(tmp_path):
             capture_output=True, text=True, timeout=600,
         )
     output = completed.stdout + completed.stderr
-    if completed.returncode != 0:
-        # Only the documented quirk may show up; anything else is a finding (the output names the request).
-        server_errors = [line for line in output.splitlines() if "Server error" in line or "500 Internal" in line]
-        assert server_errors, output[-6000:]
-        assert all("model-deployments" in line for line in server_errors), output[-6000:]
-    assert re.search(r"\d+ generated, \d+ passed", output), output[-3000:]
+    assert unexpected_fuzzing_failures(output) == [], output[-6000:]
+    assert completed.returncode == 0 or " FAILURES " in output, output[-6000:]
+    assert re.search(r"\d+ generated, \d+ (passed|found)", output), output[-3000:]

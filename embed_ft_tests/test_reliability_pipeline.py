@@ -18,7 +18,6 @@ from dagster import DagsterInstance
 from embed_ft.defs.serving import BASELINE_DEPLOYMENT
 
 from .fault_scenarios import (
-    harness,
     BASELINE_ASSETS,
     TRAINING_ASSETS,
     FaultControl,
@@ -26,6 +25,7 @@ from .fault_scenarios import (
     count_duplicates,
     failure_text,
     free_port,
+    harness,
     jobs,
     kill_process_group,
     list_all,
@@ -67,6 +67,20 @@ def _end_state(base_url: str, home: Path, tally: Tally) -> None:
     tally.duplicates += count_duplicates(list_all(base_url, "/v1/datasets"), key=lambda d: (d["namespace"], d["name"]))
     tally.orphans += len(orphan_jobs(base_url))
     tally.lost_artifacts += len(lost_artifacts(base_url, home))
+
+
+def _fault_effects(base_url: str, kind: str, injected_detail: str) -> list[str]:
+    """The jobs whose end a fault caused: failed with the injected detail, cancelled (a terminated run), or failed
+    because the platform process was killed under them."""
+    effects = []
+    for job in jobs(base_url, kind):
+        logs = harness.get(f"{base_url}/v1/{kind}/jobs/{job['id']}", timeout=10).json().get("status_logs") or []
+        last = logs[-1].get("detail", "") if logs else ""
+        if job["status"] == "cancelled":
+            effects.append(f"{job['id']}: cancelled")
+        elif job["status"] == "failed" and (injected_detail in last or "platform process stopped" in last):
+            effects.append(f"{job['id']}: {last}")
+    return effects
 
 
 def test_lost_answers_and_transient_errors_during_training(tmp_path, hub_online, capsys):
@@ -202,8 +216,9 @@ def test_failed_job_terminated_run_and_platform_restart(tmp_path, hub_online, ca
             "configs": list_all(url, "/v1/customization/configs"),
             "repo_files": sorted(p.relative_to(home).as_posix() for p in (home / "datastore").rglob("*") if p.is_file()),
         }
+        # Counted before the equality below, so that a loss shows in the tally line and not only in the diff.
+        tally.lost_artifacts += sum(len([x for x in before[kind] if x not in after[kind]]) for kind in before)
         assert after == before
-        tally.lost_artifacts += len(set(before["repo_files"]) - set(after["repo_files"]))
 
         # 4. The rerun finishes with one new job.
         rerun = materialize_assets(TRAINING_ASSETS, resources, config, instance)
@@ -211,7 +226,9 @@ def test_failed_job_terminated_run_and_platform_restart(tmp_path, hub_online, ca
         tally.runs_completed += 1
         statuses = sorted(j["status"] for j in jobs(url))
         assert statuses == ["cancelled", "completed", "failed", "failed"]
-        tally.faults_injected += 3  # failed job, terminated run, killed platform (the restarted one counts none)
+        # The faults, as the platform recorded their effects: the injected job failure, the job the terminated run
+        # cancelled, the job the killed platform left failed (the restarted one injects none).
+        tally.faults_injected += len(_fault_effects(url, "customization", detail))
         _end_state(url, home, tally)
     finally:
         kill_process_group(platform)
@@ -280,7 +297,9 @@ def test_evaluation_and_deployment_faults(tmp_path, hub_online, capsys):
         assert "last status: pending" in text
         tally.runs_failed_as_expected += 1
 
-        tally.faults_injected += faults.summary()["injected"] + 1  # + the terminated run
+        # Injected by the fault layer, plus the evaluation job the terminated run cancelled.
+        tally.faults_injected += faults.summary()["injected"]
+        tally.faults_injected += len([j for j in jobs(url, "evaluation") if j["status"] == "cancelled"])
         tally.orphans += len(orphan_jobs(url))
         tally.duplicates += count_duplicates(
             [j for j in jobs(url, "evaluation") if j["status"] == "completed"],

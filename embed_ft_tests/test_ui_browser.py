@@ -53,7 +53,7 @@ def lineage_runs(tmp_path: Path) -> tuple[str, dict[str, dict]]:
         write_beir_subset(SHARED_DATA / "beir" / "scifact", beir_root, "scifact-mini")
         source = SHARED_DATA / "specter-sample" / "s2orc_citation_triplets.jsonl"
         configs = {}
-        for experiment, steps in zip(EXPERIMENTS, (3, 20)):
+        for experiment, steps in zip(EXPERIMENTS, (3, 20), strict=True):
             config = tiny_lineage_run_config(str(source), "file://scifact-mini/", max_steps=steps)
             config["ops"]["specter_triplets"]["config"].update(sample_size=200, test_size=30)
             configs[experiment] = config
@@ -62,7 +62,7 @@ def lineage_runs(tmp_path: Path) -> tuple[str, dict[str, dict]]:
     source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
     return "tinybeir", {
         experiment: tiny_lineage_run_config(str(source), "file://tinybeir/", max_steps=steps)
-        for experiment, steps in zip(EXPERIMENTS, (3, 4))
+        for experiment, steps in zip(EXPERIMENTS, (3, 4), strict=True)
     }
 
 

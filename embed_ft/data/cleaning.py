@@ -190,9 +190,9 @@ def _exact_duplicates(
     candidates = pa.array(rows[shared])
     seen: set[tuple] = set()
     texts = zip(
-        query.take(candidates).to_pylist(), positive.take(candidates).to_pylist(), negatives.take(candidates).to_pylist()
+        query.take(candidates).to_pylist(), positive.take(candidates).to_pylist(), negatives.take(candidates).to_pylist(), strict=True
     )
-    for row, (q, p, negs) in zip(rows[shared], texts):
+    for row, (q, p, negs) in zip(rows[shared], texts, strict=True):
         key = (q, p, tuple(negs))
         if key in seen:
             duplicate[row] = True

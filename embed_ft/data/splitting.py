@@ -30,7 +30,7 @@ def split_paths(root: Path) -> dict[str, Path]:
     return {name: root / name / f"{name}.jsonl" for name in SPLITS}
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitOptions:
     """How many rows each split gets. `sample_size` = training + validation rows; test rows come on top.
 

@@ -40,7 +40,7 @@ def loss_curve_png(series: dict[str, Sequence[tuple[int, float]]], title: str = 
     styles = {"train_loss": ("train", "-", "o"), "val_loss": ("validation", "--", "s")}
     for name, points in drawn.items():
         label, line, marker = styles.get(name, (name, "-", "."))
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         ax.plot(steps, values, linestyle=line, marker=marker if len(points) <= 40 else None, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

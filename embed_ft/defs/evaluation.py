@@ -13,12 +13,20 @@ from pydantic import Field, field_validator
 
 from ..data.beir import testing_split_to_beir
 from ..formats.beir import beir_files
+from ..nemo.evaluator import JOBS as EVALUATION_JOBS
 from ..nemo.evaluator import beir_task, retriever_config, retriever_target
 from ..nemo.status import COMPLETED, job_status
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
-from ..nemo.evaluator import JOBS as EVALUATION_JOBS
 from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import CPU_TAGS, GPU_TAGS, OWNERS, backend_errors_as_failures, fail_on_invalid_run_config, link, stable_hash
+from .common import (
+    CPU_TAGS,
+    GPU_TAGS,
+    OWNERS,
+    backend_errors_as_failures,
+    fail_on_invalid_run_config,
+    link,
+    stable_hash,
+)
 from .experiments import EXPERIMENTS
 from .remote_jobs import run_remote_job
 from .settings import resolve_settings, settings_metadata

@@ -73,7 +73,7 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
     with tempfile.TemporaryDirectory() as tmp:
         manifest_file = Path(tmp) / "manifest.json"
         manifest_file.write_text(json.dumps(manifest, sort_keys=True, indent=1))
-        commit = ds_client.upload_files(repo_id, {**{p: Path(l) for p, l in files.items()}, MANIFEST_PATH: manifest_file}, message)
+        commit = ds_client.upload_files(repo_id, {**{p: Path(local) for p, local in files.items()}, MANIFEST_PATH: manifest_file}, message)
     return {"uploaded": True, "commit": commit or ds_client.head_revision(repo_id), "manifest": manifest}
 
 

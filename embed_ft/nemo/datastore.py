@@ -23,7 +23,15 @@ import huggingface_hub
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub import constants as hf_constants
 
-from .errors import NemoAPIError, NemoResponseError, NotFound, error_for_status, message_from_body, redact, register_secret
+from .errors import (
+    NemoAPIError,
+    NemoResponseError,
+    NotFound,
+    error_for_status,
+    message_from_body,
+    redact,
+    register_secret,
+)
 from .http import DEFAULT_TIMEOUT, ServiceHTTP, segment
 
 log = logging.getLogger("embed_ft.nemo")
@@ -153,7 +161,7 @@ class DataStoreClient:
             # Some hub versions read "url" from the 409 body, which not every Data Store sends: the repo
             # exists if it can be read.
             if self.repo_info(repo_id, repo_type) is None:
-                raise NemoResponseError(f"{SERVICE}: {call}: the create failed ({exc!r}) and the repo cannot be read")
+                raise NemoResponseError(f"{SERVICE}: {call}: the create failed ({exc!r}) and the repo cannot be read") from exc
             log.debug("create_repo %s: exists (%s: %s)", repo_id, type(exc).__name__, exc)
             return f"{self.hf_endpoint}/{repo_type}s/{repo_id}"
 

@@ -7,6 +7,7 @@ from typing import Any
 from ..profiles import NEMO_V1
 from .errors import Conflict, NemoAPIError
 from .http import CreateResult, ServiceHTTP, create_or_fetch, segment
+
 # The deployment status helpers live in status.py; importing them here keeps `nemo.deployment` the one place a
 # deployment caller (bench/bench_embeddings.py) needs.
 from .status import deployed_model, deployment_status, is_failed, is_ready

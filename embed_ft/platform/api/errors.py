@@ -18,7 +18,12 @@ from fastapi.responses import JSONResponse
 
 from ..paths import InvalidPathError
 from ..services.errors import (
-    ConflictError, DomainError, InvalidInputError, MalformedRequestError, NotFoundError, PayloadTooLargeError,
+    ConflictError,
+    DomainError,
+    InvalidInputError,
+    MalformedRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
     PreconditionFailedError,
 )
 from ..strict_json import JSONValueError, find_problem

@@ -19,7 +19,12 @@ from .entities import DATASET_KIND
 from .errors import ConflictError, InvalidInputError, NotFoundError, checked_name, split_ref
 from .jobs import status_log_entry
 from .model_weights import (
-    TARGET_KIND, ModelNotFound, download_hub_model, hub_repo_id, is_sentence_transformers_folder, target_local_path,
+    TARGET_KIND,
+    ModelNotFound,
+    download_hub_model,
+    hub_repo_id,
+    is_sentence_transformers_folder,
+    target_local_path,
 )
 from .training.service import JOB_KIND, CustomizationTrainer, empty_status_details
 
@@ -182,7 +187,7 @@ class CustomizationService:
         config_ns, config_name, config, target = self._ready_config(body["config"])
         dataset = body["dataset"]
         if isinstance(dataset, str):
-            dataset = dict(zip(("namespace", "name"), split_ref(dataset, "dataset")))
+            dataset = dict(zip(("namespace", "name"), split_ref(dataset, "dataset"), strict=True))
         checked_name(dataset["namespace"], "dataset namespace"), checked_name(dataset["name"], "dataset name")
         if self.store.get(DATASET_KIND, f"{dataset['namespace']}/{dataset['name']}") is None:
             raise NotFoundError(f"dataset {dataset['namespace']}/{dataset['name']} not found in the Entity Store; "

@@ -96,7 +96,7 @@ def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: st
     limit = int(model.max_seq_length) - 2  # [CLS] and [SEP]
     ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
     out = []
-    for index, (text, token_ids) in enumerate(zip(texts, ids)):
+    for index, (text, token_ids) in enumerate(zip(texts, ids, strict=True)):
         if len(token_ids) <= limit:
             out.append(text)
         elif truncate == "NONE":

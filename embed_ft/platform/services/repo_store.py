@@ -27,10 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..paths import InvalidPathError, ensure_within, safe_join, validate_name, validate_repo_path
-from ..settings import PlatformSettings
 from embed_ft.formats.files import atomic_write_text
 
+from ..paths import InvalidPathError, ensure_within, safe_join, validate_name, validate_repo_path
+from ..settings import PlatformSettings
 from ..store import AlreadyExists, utc_now
 from .errors import ConflictError, NotFoundError, PreconditionFailedError
 from .repo_records import load_manifest, load_meta

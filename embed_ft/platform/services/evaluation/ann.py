@@ -79,9 +79,9 @@ def approximate_search(
     index.nprobe = min(nprobe, nlist)
     scores, indices = index.search(_normalized(query_embeddings), min(top_k + 1, n_docs))
     run: dict[str, dict[str, float]] = {}
-    for qid, row_scores, row_indices in zip(query_ids, scores.tolist(), indices.tolist()):
+    for qid, row_scores, row_indices in zip(query_ids, scores.tolist(), indices.tolist(), strict=True):
         hits: dict[str, float] = {}
-        for score, idx in zip(row_scores, row_indices):
+        for score, idx in zip(row_scores, row_indices, strict=True):
             if idx < 0 or corpus_ids[idx] == qid:
                 continue
             hits[corpus_ids[idx]] = score

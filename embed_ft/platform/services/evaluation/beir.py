@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from embed_ft.formats.beir import (
-    CORPUS_FILE, DEFAULT_SPLIT, QUERIES_FILE, BeirFormatError, beir_files, document_text, qrels_file, read_maybe_gz,
+    CORPUS_FILE,
+    DEFAULT_SPLIT,
+    QUERIES_FILE,
+    BeirFormatError,
+    beir_files,
+    document_text,
+    qrels_file,
+    read_maybe_gz,
 )
 from embed_ft.formats.beir import parse_beir as parse_beir_files
 
@@ -101,8 +108,8 @@ def parse_beir(
         query_ids=query_ids,
         query_texts=query_texts,
         qrels=qrels,
-        corpus_fingerprint=_fingerprint(x for pair in zip(corpus_ids, corpus_texts) for x in pair),
-        queries_fingerprint=_fingerprint(x for pair in zip(query_ids, query_texts) for x in pair),
+        corpus_fingerprint=_fingerprint(x for pair in zip(corpus_ids, corpus_texts, strict=True) for x in pair),
+        queries_fingerprint=_fingerprint(x for pair in zip(query_ids, query_texts, strict=True) for x in pair),
     )
 
 

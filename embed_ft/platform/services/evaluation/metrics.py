@@ -13,7 +13,6 @@ import pytrec_eval
 
 from .errors import EvaluationError
 
-
 _CUTOFF_METRIC = re.compile(r"(recall|ndcg_cut|map_cut|P)_([1-9][0-9]{0,4})")
 _PLAIN_METRICS = {"map", "recip_rank", "ndcg"}
 

@@ -126,10 +126,10 @@ def exact_search(
             scores = torch.mm(queries[q_start:q_start + rows_per_slice], docs.transpose(0, 1))
             scores[torch.isnan(scores)] = -1
             values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
-            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist())):
+            for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
                 qid = query_ids[q_start + row]
                 heap = heaps[qid]
-                for score, idx in zip(vals, idxs):
+                for score, idx in zip(vals, idxs, strict=True):
                     doc_id = corpus_ids[start + idx]
                     if doc_id == qid:
                         continue

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from embed_ft.formats.files import atomic_write_text
 from embed_ft.nemo.status import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TERMINAL_JOB_STATUSES
 
 from ...settings import PlatformSettings
-from embed_ft.formats.files import atomic_write_text
-
 from ...store import EntityStore, new_id, utc_now
 from ..embedding import ModelInputError
 from ..errors import ConflictError, NotFoundError

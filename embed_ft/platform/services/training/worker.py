@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from embed_ft.formats.files import atomic_write_text
+
 from .data import TRAINING_SPLIT, VALIDATION_SPLIT, choose_num_negatives, read_split, triplet_columns
 from .lora import LORA_FINETUNING_TYPES, add_lora_adapter, finish_lora
 
@@ -131,7 +132,7 @@ def run_training_worker(spec: dict[str, Any]) -> None:
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"
         atomic_write_text(result_path, json.dumps({"status": "failed", "error": message}))
-        raise SystemExit(1)
+        raise SystemExit(1) from exc
 
 
 def bf16_supported(device: str) -> bool:
@@ -150,7 +151,11 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.training_args import BatchSamplers
     from transformers import TrainerCallback
 
