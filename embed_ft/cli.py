@@ -31,8 +31,7 @@ from .homes import Homes, apply_default_homes, shared_data_dir
 from .nemo.errors import NemoError
 from .nemo.http import ServiceHTTP
 from .platform.cli import platform_group
-from .platform.launcher import ensure_running
-from .platform.launcher import status as platform_status
+from .platform.launcher import ensure_running, status as platform_status
 from .platform.settings import PlatformSettings
 from .presets import DEFAULT_PRESET, PRESETS
 from .resources import DEFAULT_NAMESPACE, resources_from_env

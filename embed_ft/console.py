@@ -197,7 +197,7 @@ class RunConsole:
             if entry.step_key and entry.user_message:
                 self.progress_message(entry.step_key, entry.user_message)
             return
-        kind, step = event.event_type_value, event.step_key
+        kind, step = event.event_type_value, event.step_key or ""
         if kind == "STEP_START":
             self.step_started(step)
         elif kind == "STEP_SUCCESS":
@@ -207,7 +207,7 @@ class RunConsole:
         elif kind == "STEP_SKIPPED":
             self.skipped.append(step)
         elif kind == "ASSET_CHECK_EVALUATION":
-            data = event.event_specific_data
+            data = event.asset_check_evaluation_data
             if data.check_name == PREFLIGHT_CHECK and not data.passed:
                 self.failure("preflight", data.description or "failed", "")  # each problem names its fix
 

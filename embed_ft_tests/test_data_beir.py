@@ -17,8 +17,7 @@ from embed_ft.data.errors import SourceError
 from embed_ft.data.mining import MiningSettings, mine_beir_triplets, model_fingerprint
 from embed_ft.data.specter import build_triplet_splits
 from embed_ft.data.splitting import SplitOptions
-from embed_ft.defs import data as data_defs
-from embed_ft.defs import mining as mining_defs
+from embed_ft.defs import data as data_defs, mining as mining_defs
 from embed_ft.formats.beir import document_text, is_beir_folder
 
 TOPICS = {

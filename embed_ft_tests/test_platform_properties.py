@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from embed_ft_tests.platform_customizer_helpers import create_config, deploy
 from embed_ft_tests.test_platform_hardening import served_platform

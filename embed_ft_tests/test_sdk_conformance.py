@@ -34,12 +34,16 @@ from nemo_microservices.types import (
     model_create_params,
     namespace_create_params,
 )
-from nemo_microservices.types.customization import config_create_params as cust_config_params
-from nemo_microservices.types.customization import job_create_params as cust_job_params
+from nemo_microservices.types.customization import (
+    config_create_params as cust_config_params,
+    job_create_params as cust_job_params,
+)
 from nemo_microservices.types.deployment import model_deployment_create_params
-from nemo_microservices.types.evaluation import config_create_params as eval_config_params
-from nemo_microservices.types.evaluation import job_create_params as eval_job_params
-from nemo_microservices.types.evaluation import target_create_params as eval_target_params
+from nemo_microservices.types.evaluation import (
+    config_create_params as eval_config_params,
+    job_create_params as eval_job_params,
+    target_create_params as eval_target_params,
+)
 
 from embed_ft.nemo import (
     CustomizerClient,

@@ -161,8 +161,8 @@ def _load_with_datasets(builder_or_id: str, subset: Optional[str] = None, **kwar
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
     return exc
 
 

@@ -13,8 +13,7 @@ from pydantic import Field, field_validator
 
 from ..data.beir import testing_split_to_beir
 from ..formats.beir import beir_files
-from ..nemo.evaluator import JOBS as EVALUATION_JOBS
-from ..nemo.evaluator import beir_task, retriever_config, retriever_target
+from ..nemo.evaluator import JOBS as EVALUATION_JOBS, beir_task, retriever_config, retriever_target
 from ..nemo.status import COMPLETED, job_status
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults

@@ -127,8 +127,8 @@ def report_table(rows: list[ReportRow], tests: list[PairedTest]) -> MetadataValu
             "task": r.task, "metric": r.metric, "baseline": r.baseline, "fine_tuned": r.fine_tuned,
             "delta": r.delta, "relative_delta": r.relative_delta,
             "queries": int((test.queries if test else None) or 0),
-            "p_value": test.p_value if primary else None,
-            "verdict": test.verdict if primary else "",
+            "p_value": test.p_value if test is not None and primary else None,
+            "verdict": test.verdict if test is not None and primary else "",
         }
         records.append(TableRecord({k: table_cell(v) for k, v in row.items()}))
     return MetadataValue.table(records, schema=REPORT_SCHEMA)

@@ -84,7 +84,7 @@ def _lines(data: bytes) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
-def iter_jsonl_objects(data: bytes, file: str) -> Iterator[tuple[int, dict]]:
+def iter_jsonl_objects(data: bytes, file: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of a corpus or queries file; every line must be an object with an ``_id``."""
     for number, text in _lines(data):
         try:
@@ -181,10 +181,11 @@ def read_beir_folder(folder: str | Path, split: str = DEFAULT_SPLIT) -> BeirFile
     Error locations name the files by their full path.
     """
     folder = Path(folder).expanduser()
-    contents = {name: read_maybe_gz(folder, name) for name in beir_files(split)}
-    missing = [name for name, data in contents.items() if data is None]
+    read = {name: read_maybe_gz(folder, name) for name in beir_files(split)}
+    missing = [name for name, data in read.items() if data is None]
     if missing:
         raise BeirFilesMissing(folder, missing)
+    contents = {name: data for name, data in read.items() if data is not None}
     corpus_name, queries_name, qrels_name = beir_files(split)
     return BeirFiles(
         corpus=parse_corpus(contents[corpus_name], str(folder / corpus_name)),

@@ -34,7 +34,7 @@ def split_ref(ref: str) -> tuple[str, str]:
     return namespace, name
 
 
-def with_idempotency_key(body: dict, key: str | None) -> dict:
+def with_idempotency_key(body: dict[str, Any], key: str | None) -> dict[str, Any]:
     """A copy of a job body with ``custom_fields[embed_ft_idempotency_key] = key`` (unchanged if no key)."""
     body = copy.deepcopy(body)
     if key:
@@ -42,7 +42,7 @@ def with_idempotency_key(body: dict, key: str | None) -> dict:
     return body
 
 
-def idempotency_key_of(job: dict) -> str | None:
+def idempotency_key_of(job: dict[str, Any]) -> str | None:
     fields = job.get("custom_fields") if isinstance(job, dict) else None
     return fields.get(IDEMPOTENCY_FIELD) if isinstance(fields, dict) else None
 
@@ -62,7 +62,7 @@ def sft_config_body(
     use_sequence_parallel: bool = False,
     training_precision: str = "bf16",
     max_seq_length: int = NEMO_V1.max_seq_length,
-) -> dict:
+) -> dict[str, Any]:
     """The tutorial's customization config body (defaults are the tutorial's values)."""
     return {
         "name": name,
@@ -94,7 +94,7 @@ def lora_parameters(
     alpha: int = 16,
     adapter_dropout: float | None = None,
     target_modules: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """``hyperparameters.lora`` (SDK 1.5 ``LoraParameters``); unset optional keys are left to the Customizer."""
     body: dict[str, Any] = {"adapter_dim": adapter_dim, "alpha": alpha}
     if adapter_dropout is not None:
@@ -116,12 +116,12 @@ def sft_job_body(
     learning_rate: float = NEMO_V1.learning_rate,
     training_type: str = "sft",
     finetuning_type: str = "all_weights",
-    extra_hyperparameters: dict | None = None,
-    dataset_parameters: dict | None = None,
-    integrations: list | None = None,
+    extra_hyperparameters: dict[str, Any] | None = None,
+    dataset_parameters: dict[str, Any] | None = None,
+    integrations: list[Any] | None = None,
     description: str | None = None,
-    lora: dict | None = None,
-) -> dict:
+    lora: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The tutorial's customization job body; optional keys are added only when given. ``lora``
     (:func:`lora_parameters`) goes to ``hyperparameters.lora`` for the ``lora``/``lora_merged`` fine-tuning types."""
     body: dict[str, Any] = {
@@ -153,16 +153,16 @@ def sft_job_body(
 LIST_FILTER_HYPERPARAMETERS = ("training_type", "finetuning_type", "epochs", "batch_size", "log_every_n_steps")
 
 
-def job_list_filters(body: dict) -> dict[str, Any]:
+def job_list_filters(body: dict[str, Any]) -> dict[str, Any]:
     """The narrowest ``filter[...]`` of the Customizer's job list that a job created from ``body`` must match: its
     namespace and project when the body sets them, and its list-filterable hyperparameters."""
-    hyperparameters = body.get("hyperparameters") if isinstance(body.get("hyperparameters"), dict) else {}
+    hyperparameters = body["hyperparameters"] if isinstance(body.get("hyperparameters"), dict) else {}
     filters = {key: body[key] for key in ("namespace", "project") if isinstance(body.get(key), str) and body[key]}
     filters |= {key: hyperparameters[key] for key in LIST_FILTER_HYPERPARAMETERS if hyperparameters.get(key) is not None}
     return filters
 
 
-def failure_detail(doc: dict) -> str:
+def failure_detail(doc: dict[str, Any]) -> str:
     """The error text of a failed job: the last ``status_logs[].detail`` (or message), from a job or /status doc."""
     logs = doc.get("status_logs")
     if not isinstance(logs, list):
@@ -179,13 +179,13 @@ class CustomizerClient:
         self.http = http
 
     # Targets
-    def list_targets(self) -> list[dict]:
+    def list_targets(self) -> list[dict[str, Any]]:
         return list(self.http.iter_pages(TARGETS, call="list customization targets"))
 
-    def get_target(self, namespace: str, name: str) -> dict | None:
+    def get_target(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.http.get_or_none(f"{TARGETS}/{segment(namespace)}/{segment(name)}")
 
-    def create_target(self, body: dict) -> CreateResult:
+    def create_target(self, body: dict[str, Any]) -> CreateResult:
         return create_or_fetch(
             lambda: self.http.post(TARGETS, json=body, call="create customization target"),
             lambda: self.get_target(body["namespace"], body["name"]),
@@ -193,7 +193,7 @@ class CustomizerClient:
         )
 
     # Configs
-    def create_config(self, body: dict) -> CreateResult:
+    def create_config(self, body: dict[str, Any]) -> CreateResult:
         """Create a config (name should carry a version, ``x@v1``); 409 -> the existing one, ``created=False``."""
         return create_or_fetch(
             lambda: self.http.post(CONFIGS, json=body, call="create customization config"),
@@ -201,11 +201,11 @@ class CustomizerClient:
             what=f"customization config {body.get('namespace')}/{body.get('name')}",
         )
 
-    def get_config(self, namespace: str, name: str) -> dict | None:
+    def get_config(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.http.get_or_none(f"{CONFIGS}/{segment(namespace)}/{segment(name)}")
 
     # Jobs
-    def create_job(self, body: dict, idempotency_key: str | None = None) -> CreateResult:
+    def create_job(self, body: dict[str, Any], idempotency_key: str | None = None) -> CreateResult:
         """Submit a job, carrying ``idempotency_key`` in ``custom_fields``; never resubmitted blindly.
 
         If the answer is lost after sending, the job is looked up by its key and returned when found
@@ -215,7 +215,7 @@ class CustomizerClient:
         return create_job_once(self.http, JOBS, body, idempotency_key, "customization job",
                                lambda key: self.find_job(key, like=body))
 
-    def find_job(self, idempotency_key: str, like: dict | None = None) -> dict | None:
+    def find_job(self, idempotency_key: str, like: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The newest job whose ``custom_fields`` carry this idempotency key, or None.
 
         The Customizer's list has no ``custom_fields`` filter (SDK 1.5 ``CustomizationJobListFilter``), so the list is
@@ -225,19 +225,19 @@ class CustomizerClient:
         return find_by_idempotency_key(self.http, JOBS, idempotency_key, "customization job", idempotency_key_of,
                                        filters=job_list_filters(like or {}))
 
-    def list_jobs(self, sort: str = "-created_at", max_pages: int = 20, **filters: Any) -> list[dict]:
+    def list_jobs(self, sort: str = "-created_at", max_pages: int = 20, **filters: Any) -> list[dict[str, Any]]:
         """Jobs, newest first; ``filters`` become ``filter[key]=value`` (e.g. ``status="running"``)."""
         params: dict[str, Any] = {"sort": sort, **filter_params(filters)}
         return list(self.http.iter_pages(JOBS, params=params, max_pages=max_pages, call="list customization jobs"))
 
-    def get_job(self, job_id: str) -> dict:
-        return self.http.get(f"{JOBS}/{segment(job_id)}", call="get customization job")
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self.http.get_object(f"{JOBS}/{segment(job_id)}", call="get customization job")
 
-    def get_status(self, job_id: str) -> dict:
+    def get_status(self, job_id: str) -> dict[str, Any]:
         """The ``/status`` document: percentage_done, steps, train/val loss, metrics, status_logs."""
-        return self.http.get(f"{JOBS}/{segment(job_id)}/status", call="get customization job status")
+        return self.http.get_object(f"{JOBS}/{segment(job_id)}/status", call="get customization job status")
 
-    def cancel_job(self, job_id: str) -> dict:
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Ask the job to stop. A job that already ended is returned as it is instead of raising."""
         return cancel_job(self.http, JOBS, job_id, "customization job", self.get_job)
 

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import huggingface_hub
-from huggingface_hub import CommitOperationAdd, HfApi
-from huggingface_hub import constants as hf_constants
+from huggingface_hub import CommitOperationAdd, HfApi, constants as hf_constants
 
 from .errors import (
     NemoAPIError,
@@ -119,7 +118,7 @@ class DataStoreClient:
                 return False
             raise
 
-    def get_namespace(self, namespace: str) -> dict | None:
+    def get_namespace(self, namespace: str) -> dict[str, Any] | None:
         return self.http.get_or_none(f"/v1/datastore/namespaces/{segment(namespace)}")
 
     def delete_namespace(self, namespace: str) -> bool:
@@ -165,7 +164,7 @@ class DataStoreClient:
             log.debug("create_repo %s: exists (%s: %s)", repo_id, type(exc).__name__, exc)
             return f"{self.hf_endpoint}/{repo_type}s/{repo_id}"
 
-    def upload_files(self, repo_id: str, files: Mapping[str, str | os.PathLike], message: str) -> str | None:
+    def upload_files(self, repo_id: str, files: Mapping[str, str | os.PathLike[str]], message: str) -> str | None:
         """Commit ``{path_in_repo: local_path}`` in one commit; returns the commit id (or None if unknown).
 
         Survives the empty ``commitUrl`` of the real Data Store: if the hub rejects the answer, the files
@@ -218,11 +217,11 @@ class DataStoreClient:
 
         def listing() -> dict[str, int]:
             entries = self.hf.list_repo_tree(repo_id, repo_type="dataset", recursive=True)
-            return {e.path: int(e.size) for e in entries if getattr(e, "size", None) is not None and _is_file(e)}
+            return {e.path: int(size) for e in entries if (size := getattr(e, "size", None)) is not None and _is_file(e)}
 
         return self._hub(f"list files of {repo_id}", listing)
 
-    def download(self, repo_id: str, path: str, local_dir: str | os.PathLike) -> Path:
+    def download(self, repo_id: str, path: str, local_dir: str | os.PathLike[str]) -> Path:
         """Download one file into ``local_dir`` (keeping its repo path); returns the local path."""
         local = self._hub(
             f"download {path} from {repo_id}",
@@ -230,7 +229,7 @@ class DataStoreClient:
         )
         return Path(local)
 
-    def repo_info(self, repo_id: str, repo_type: str = "dataset") -> dict | None:
+    def repo_info(self, repo_id: str, repo_type: str = "dataset") -> dict[str, Any] | None:
         """The repo's raw info document (``id``, ``sha``, ``siblings``), or None if it does not exist.
 
         Read as plain JSON rather than through ``HfApi.repo_info``, whose strict parsing (dates) is not

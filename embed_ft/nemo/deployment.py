@@ -32,7 +32,7 @@ EMBEDQA_TAG = NEMO_V1.nim_tag
 
 def nim_deployment_body(
     image_name: str = EMBEDQA_IMAGE, image_tag: str = EMBEDQA_TAG, gpu: int = 1, disable_lora_support: bool = True
-) -> dict:
+) -> dict[str, Any]:
     """The tutorial's ``nim_deployment``: the embedding NIM has no LoRA support, so it must be disabled."""
     return {"image_name": image_name, "image_tag": image_tag, "gpu": gpu, "disable_lora_support": disable_lora_support}
 
@@ -41,7 +41,7 @@ class DeploymentClient:
     def __init__(self, http: ServiceHTTP) -> None:
         self.http = http
 
-    def create_deployment(self, name: str, namespace: str, model: str, nim_deployment: dict) -> CreateResult:
+    def create_deployment(self, name: str, namespace: str, model: str, nim_deployment: dict[str, Any]) -> CreateResult:
         """Deploy ``model`` (inline config style). Existing (409, or the 500 quirk) -> existing, ``created=False``.
 
         An existing deployment serving a different model raises :class:`Conflict`: it has to be deleted
@@ -68,7 +68,7 @@ class DeploymentClient:
             )
         return result
 
-    def get_deployment(self, namespace: str, name: str) -> dict | None:
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The deployment, or None if it does not exist."""
         return self.http.get_or_none(f"{DEPLOYMENTS}/{segment(namespace)}/{segment(name)}")
 

@@ -33,7 +33,7 @@ class EntityStoreClient:
                     return outcome_unknown(exc)
             raise
 
-    def get_namespace(self, namespace: str) -> dict | None:
+    def get_namespace(self, namespace: str) -> dict[str, Any] | None:
         """The namespace document, or None if it does not exist."""
         return self.http.get_or_none(f"/v1/namespaces/{segment(namespace)}")
 
@@ -65,7 +65,7 @@ class EntityStoreClient:
             )
         return result
 
-    def get_dataset(self, namespace: str, name: str) -> dict | None:
+    def get_dataset(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The dataset registration, or None if there is none."""
         return self.http.get_or_none(f"/v1/datasets/{segment(namespace)}/{segment(name)}")
 
@@ -74,14 +74,14 @@ class EntityStoreClient:
         return self._delete(f"/v1/datasets/{segment(namespace)}/{segment(name)}")
 
     # Models
-    def list_models(self, namespace: str | None = None, sort: str = "-created_at", page_size: int = 100) -> list[dict]:
+    def list_models(self, namespace: str | None = None, sort: str = "-created_at", page_size: int = 100) -> list[dict[str, Any]]:
         """All models (of ``namespace``), following pagination."""
         params: dict[str, Any] = {"sort": sort}
         if namespace:
             params["filter[namespace]"] = namespace
         return list(self.http.iter_pages("/v1/models", params=params, page_size=page_size, call="list models"))
 
-    def get_model(self, namespace: str, name: str) -> dict | None:
+    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The model (``name`` may carry a version, ``x@cust-...``), or None if it does not exist."""
         return self.http.get_or_none(f"/v1/models/{segment(namespace)}/{segment(name)}")
 

@@ -128,7 +128,7 @@ class NemoAPIError(NemoError):
         self.message = redact(message)
         super().__init__(self._text())
 
-    def __reduce__(self):  # picklable across processes (Dagster's multiprocess executor)
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (Dagster's multiprocess executor)
         return (_rebuild, (type(self), self.__dict__.copy()))
 
     def _text(self) -> str:
@@ -179,7 +179,27 @@ class NemoResponseError(NemoError):
         super().__init__(redact(message))
 
 
-def _rebuild(cls: type, state: dict) -> NemoAPIError:
+# A JSON object as a service answered it (keys are strings; values whatever the contract says).
+JsonObject = dict[str, Any]
+
+
+def describe_shape(value: Any) -> str:
+    """A short description of a JSON value for an error message (never the whole value)."""
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(value)[:10]}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return f"{type(value).__name__} {json.dumps(value)[:80] if value is not None else ''}".strip()
+
+
+def json_object(value: Any, what: str) -> JsonObject | None:
+    """``value`` when it is a JSON object (or None: no body); a NemoResponseError naming ``what`` otherwise."""
+    if value is None or isinstance(value, dict):
+        return value
+    raise NemoResponseError(f"{what} should be a JSON object, got {describe_shape(value)}")
+
+
+def _rebuild(cls: type[NemoAPIError], state: dict[str, Any]) -> NemoAPIError:
     error = cls.__new__(cls)
     error.__dict__.update(state)
     Exception.__init__(error, error._text())

@@ -27,7 +27,7 @@ __all__ = [
 
 
 # Request bodies (exactly the tutorial's shapes)
-def beir_task(files_url: str, metrics: Iterable[str] = DEFAULT_METRICS, name: str = "my-beir-task") -> dict:
+def beir_task(files_url: str, metrics: Iterable[str] = DEFAULT_METRICS, name: str = "my-beir-task") -> dict[str, Any]:
     """``{name: {"type": "beir", "dataset": {"files_url"}, "metrics": {m: {"type": m}}}}``; merge several with ``|``."""
     metrics = list(metrics)
     if not metrics:
@@ -35,13 +35,13 @@ def beir_task(files_url: str, metrics: Iterable[str] = DEFAULT_METRICS, name: st
     return {name: {"type": "beir", "dataset": {"files_url": files_url}, "metrics": {m: {"type": m} for m in metrics}}}
 
 
-def retriever_config(namespace: str, tasks: dict) -> dict:
+def retriever_config(namespace: str, tasks: dict[str, Any]) -> dict[str, Any]:
     if not tasks:
         raise ValueError("a retriever evaluation config needs at least one task")
     return {"type": "retriever", "namespace": namespace, "tasks": tasks}
 
 
-def retriever_target(nim_url: str, model_id: str, top_k: int = 10, api_key: str = "") -> dict:
+def retriever_target(nim_url: str, model_id: str, top_k: int = 10, api_key: str = "") -> dict[str, Any]:
     """The tutorial's retriever target: the same NIM endpoint embeds queries and the index."""
     register_secret(api_key)
     endpoint = {"url": f"{nim_url.rstrip('/')}/v1/embeddings", "model_id": model_id, "api_key": api_key}
@@ -77,7 +77,7 @@ def _number(value: Any, where: str) -> float:
     return number
 
 
-def _entry_name(entry: dict) -> Any:
+def _entry_name(entry: dict[str, Any]) -> Any:
     for key in ("name", "metric", "metric_name", "type", "key", "id"):
         if entry.get(key):
             return entry[key]
@@ -134,7 +134,7 @@ def _parse_tasks(tasks: Any, kind: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def _parse_rows(rows: list) -> dict[str, dict[str, float]]:
+def _parse_rows(rows: list[Any]) -> dict[str, dict[str, float]]:
     """A flat list of ``{"task", "metric"|"name", "value"}`` rows."""
     out: dict[str, dict[str, float]] = {}
     for row in rows:
@@ -190,22 +190,22 @@ class EvaluatorClient:
     def __init__(self, http: ServiceHTTP) -> None:
         self.http = http
 
-    def create_job(self, config: dict | str, target: dict | str, idempotency_key: str | None = None) -> CreateResult:
+    def create_job(self, config: dict[str, Any] | str, target: dict[str, Any] | str, idempotency_key: str | None = None) -> CreateResult:
         """Submit an evaluation job (inline ``config``/``target`` or ``ns/name`` refs); never resubmitted blindly."""
         body = with_idempotency_key({"config": config, "target": target}, idempotency_key)
         return create_job_once(self.http, JOBS, body, idempotency_key, "evaluation job", self.find_job)
 
-    def find_job(self, idempotency_key: str) -> dict | None:
+    def find_job(self, idempotency_key: str) -> dict[str, Any] | None:
         """The newest evaluation job whose ``custom_fields`` carry this key, or None: filtered on the server
         (``filter[custom_fields][<field>]=<key>``), then checked here over every page of the answer."""
         return find_by_idempotency_key(self.http, JOBS, idempotency_key, "evaluation job", idempotency_key_of,
                                        filters={"custom_fields": {IDEMPOTENCY_FIELD: idempotency_key}})
 
-    def get_job(self, job_id: str) -> dict:
+    def get_job(self, job_id: str) -> dict[str, Any]:
         """The job (poll this one: its ``status`` and ``status_details.progress``)."""
-        return self.http.get(f"{JOBS}/{segment(job_id)}", call="get evaluation job")
+        return self.http.get_object(f"{JOBS}/{segment(job_id)}", call="get evaluation job")
 
-    def cancel_job(self, job_id: str) -> dict:
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Ask the job to stop. A job that already ended is returned as it is instead of raising."""
         return cancel_job(self.http, JOBS, job_id, "evaluation job", self.get_job)
 

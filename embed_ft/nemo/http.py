@@ -10,7 +10,6 @@ Retry policy (urllib3 ``Retry`` on the session's adapter):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -24,12 +23,15 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 from urllib3.util.retry import Retry
 
 from .errors import (
+    JsonObject,
     NemoAPIError,
     NemoConnectionError,
     NemoResponseError,
     NemoTimeout,
     ServerError,
+    describe_shape,
     error_for_status,
+    json_object,
     message_from_body,
     redact,
     register_secret,
@@ -122,7 +124,7 @@ class ServiceHTTP:
             raise ValueError(f"{service}: base URL must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.service = service
-        self.timeout = tuple(timeout)
+        self.timeout: tuple[float, float] = (float(timeout[0]), float(timeout[-1]))
         register_secret(token)
         register_secret(wandb_api_key)
         self.session = requests.Session()
@@ -206,10 +208,16 @@ class ServiceHTTP:
     def delete(self, path: str, params: Mapping[str, Any] | None = None, call: str | None = None) -> Any:
         return self._json(self.request("DELETE", path, params=params, call=call), "DELETE", path)
 
-    def get_or_none(self, path: str, params: Mapping[str, Any] | None = None, call: str | None = None) -> Any:
-        """GET, or None on 404."""
+    def get_object(self, path: str, params: Mapping[str, Any] | None = None, call: str | None = None) -> JsonObject:
+        """GET of one object (a JSON object, else NemoResponseError)."""
+        return json_object(self.get(path, params=params, call=call), f"{self.service}: GET {path}") or {}
+
+    def get_or_none(
+        self, path: str, params: Mapping[str, Any] | None = None, call: str | None = None
+    ) -> JsonObject | None:
+        """GET of one object, or None on 404."""
         try:
-            return self.get(path, params=params, call=call)
+            return json_object(self.get(path, params=params, call=call), f"{self.service}: GET {path}")
         except NemoAPIError as exc:
             if exc.status == 404:
                 return None
@@ -222,7 +230,7 @@ class ServiceHTTP:
         page_size: int = 100,
         max_pages: int | None = 100,
         call: str | None = None,
-    ) -> Iterator[dict]:
+    ) -> Iterator[dict[str, Any]]:
         """Items of a paginated NeMo list (``{"data": [...], "pagination": {"page", "total_pages"}}``).
 
         Also accepts a bare list or a ``data`` list without pagination (one page). ``max_pages`` bounds the loop
@@ -238,7 +246,7 @@ class ServiceHTTP:
                 return
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
                 raise NemoResponseError(
-                    f"{self.service}: GET {path} should return {{'data': [...]}}, got {_shape(body)}"
+                    f"{self.service}: GET {path} should return {{'data': [...]}}, got {describe_shape(body)}"
                 )
             ids = [item.get("id") for item in body["data"] if isinstance(item, dict)]
             if max_pages is None and page > 1 and ids and ids == previous_ids:
@@ -271,15 +279,7 @@ def _describe(exc: BaseException) -> str:
     return redact(f"{type(reason).__name__}: {reason}")
 
 
-def _shape(value: Any) -> str:
-    if isinstance(value, dict):
-        return f"an object with keys {sorted(value)[:10]}"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    return f"{type(value).__name__} {json.dumps(value)[:80] if value is not None else ''}".strip()
-
-
-class CreateResult(dict):
+class CreateResult(dict[str, Any]):
     """The document a create returned (or the existing one), with ``created`` saying which.
 
     ``recovered`` is True when the create's answer was lost and the object was found by a lookup.
@@ -323,7 +323,7 @@ def create_or_fetch(
         raise
 
 
-def create_job_once(http: "ServiceHTTP", path: str, body: dict, idempotency_key: str | None, what: str,
+def create_job_once(http: "ServiceHTTP", path: str, body: dict[str, Any], idempotency_key: str | None, what: str,
                     find: Any) -> CreateResult:
     """POST a job exactly once. If the answer is lost after sending, look the job up by its idempotency key
     (``find(key)``) and return it when found (``recovered=True``); without a key, or not found, raise."""
@@ -357,7 +357,7 @@ def filter_params(filters: Mapping[str, Any], prefix: str = "filter") -> dict[st
 
 
 def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str, what: str, key_of: Any,
-                            filters: Mapping[str, Any] | None = None) -> dict | None:
+                            filters: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """The newest object of a paginated list whose ``key_of(obj)`` equals ``idempotency_key``, or None.
 
     ``filters`` narrow the list on the server (``filter[...]``); every page of the answer is then read and the key
@@ -380,13 +380,14 @@ def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str
     return None
 
 
-def cancel_job(http: "ServiceHTTP", jobs_path: str, job_id: str, what: str, get_job: Any) -> dict:
+def cancel_job(http: "ServiceHTTP", jobs_path: str, job_id: str, what: str, get_job: Any) -> dict[str, Any]:
     """Ask a job to stop. A job that already ended (the server answers 400/409/422) is returned as it is."""
     try:
-        return http.post(f"{jobs_path}/{segment(job_id)}/cancel", call=f"cancel {what}") or {}
+        answer = http.post(f"{jobs_path}/{segment(job_id)}/cancel", call=f"cancel {what}")
+        return json_object(answer, f"cancel {what}") or {}
     except NemoAPIError as exc:
         if exc.status in (400, 409, 422):
-            job = get_job(job_id)
-            if is_terminal(job):
+            job = json_object(get_job(job_id), f"get {what}")
+            if job is not None and is_terminal(job):
                 return job
         raise

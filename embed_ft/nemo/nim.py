@@ -107,7 +107,7 @@ class NimClient:
         return vectors
 
     @staticmethod
-    def _validated(vector: list, position: int, model: str) -> list[float]:
+    def _validated(vector: list[Any], position: int, model: str) -> list[float]:
         if not vector:
             raise NemoResponseError(f"embedding {position} of model {model!r} is empty")
         try:

@@ -79,10 +79,10 @@ def deployed_model(doc: Any) -> str | None:
     if not isinstance(doc, dict):
         return None
     config = doc.get("config")
-    if isinstance(config, dict) and isinstance(config.get("model"), str) and config["model"]:
-        return config["model"]
-    if isinstance(doc.get("model"), str) and doc["model"]:
-        return doc["model"]
+    if isinstance(config, dict) and isinstance(model := config.get("model"), str) and model:
+        return model
+    if isinstance(model := doc.get("model"), str) and model:
+        return model
     models = doc.get("models")
     if isinstance(models, list) and models:
         first = models[0]

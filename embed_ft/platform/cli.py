@@ -13,9 +13,7 @@ from pathlib import Path
 
 import click
 
-from .launcher import RemoteBindRefused
-from .launcher import status as platform_status
-from .launcher import stop as stop_platform
+from .launcher import RemoteBindRefused, status as platform_status, stop as stop_platform
 from .server import HomeInUse, serve_forever
 from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings, service_urls
 

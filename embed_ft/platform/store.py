@@ -12,6 +12,7 @@ is free again, so the entity can be created anew; the row's text stays in the ta
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -286,7 +287,7 @@ class EntityStore:
         docs = ((id_, self._row_to_doc(kind, id_, data)) for id_, data in rows)
         return [(id_, doc) for id_, doc in docs if doc is not None]
 
-    def kinds_with_status(self, kinds: Iterable[str], statuses: Iterable[str]) -> list[tuple[str, str, dict]]:
+    def kinds_with_status(self, kinds: Iterable[str], statuses: Iterable[str]) -> builtins.list[tuple[str, str, dict[str, Any]]]:
         """(kind, id, doc) of every document of ``kinds`` whose ``status`` is in ``statuses`` (lower case)."""
         wanted = {s.lower() for s in statuses}
         return [(kind, id_, doc) for kind in kinds for id_, doc in self.rows(kind, newest_first=False)

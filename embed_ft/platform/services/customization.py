@@ -38,7 +38,7 @@ def job_document(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored job in the answer's shape (the SDK's ``CustomizationJob``): ``status_details`` carry ``created_at`` and
     ``updated_at``; ``config_snapshot`` its ``base_model``, ``precision`` and the ``training_option`` the job uses."""
     snapshot = dict(doc.get("config_snapshot") or {})
-    target = snapshot.get("target") if isinstance(snapshot.get("target"), dict) else {}
+    target = snapshot["target"] if isinstance(snapshot.get("target"), dict) else {}
     hp = doc.get("hyperparameters") or {}
     options = [o for o in snapshot.get("training_options") or [] if isinstance(o, dict)]
     chosen = next((o for o in options if (o.get("training_type"), o.get("finetuning_type"))

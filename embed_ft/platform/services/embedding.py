@@ -75,7 +75,17 @@ def unload_model(path: Path | str) -> None:
 
 def embedding_dimension(model: "SentenceTransformer") -> int:
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return int(getter())
+    dimension = getter()
+    if dimension is None:
+        raise ModelInputError("the model does not say its embedding dimension")
+    return int(dimension)
+
+
+def max_seq_length(model: "SentenceTransformer") -> int:
+    """The model's input limit in tokens (sentence-transformers types it as optional; served models all set it)."""
+    if model.max_seq_length is None:
+        raise ModelInputError("the model does not say its maximum sequence length")
+    return int(model.max_seq_length)
 
 
 def prompt_name_for(model: "SentenceTransformer", input_type: str | None) -> str | None:
@@ -93,7 +103,7 @@ def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: st
     if truncate == "END":
         return texts
     tokenizer = model.tokenizer
-    limit = int(model.max_seq_length) - 2  # [CLS] and [SEP]
+    limit = max_seq_length(model) - 2  # [CLS] and [SEP]
     ids = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
     out = []
     for index, (text, token_ids) in enumerate(zip(texts, ids, strict=True)):
@@ -111,7 +121,7 @@ def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: st
 
 def count_tokens(model: "SentenceTransformer", texts: list[str]) -> int:
     """Tokens the model actually reads (special tokens included, after truncation to max_seq_length)."""
-    ids = model.tokenizer(texts, truncation=True, max_length=int(model.max_seq_length))["input_ids"]
+    ids = model.tokenizer(texts, truncation=True, max_length=max_seq_length(model))["input_ids"]
     return sum(len(x) for x in ids)
 
 

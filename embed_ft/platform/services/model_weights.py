@@ -194,7 +194,7 @@ def resolve_model_path(store: EntityStore, ref: str) -> Path:
     the customization target ``ref``; a target whose ``base_model`` is ``ref``.
     """
     ns, name, version = split_model_ref(ref)
-    candidates: list[tuple[str, dict | None]] = [(f"model {ref}", store.get(MODEL_KIND, ref))]
+    candidates: list[tuple[str, dict[str, Any] | None]] = [(f"model {ref}", store.get(MODEL_KIND, ref))]
     if version is None:
         versions = [d for d in store.list(MODEL_KIND, namespace=ns) if str(d.get("name", "")).startswith(f"{name}@")]
         if versions:
@@ -221,7 +221,7 @@ def resolve_model_path(store: EntityStore, ref: str) -> Path:
 
 # ------------------------------------------------------------------------------------------ fingerprint
 
-_fingerprint_cache: dict[tuple, str] = {}
+_fingerprint_cache: dict[tuple[Any, ...], str] = {}
 _fingerprint_lock = threading.Lock()
 # Files that change nothing about the vectors a model produces.
 _FINGERPRINT_IGNORED = {"README.md", ".gitattributes"}

@@ -22,8 +22,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from ..paths import InvalidPathError, validate_repo_path
 from ..strict_json import JSONValueError, loads
@@ -33,6 +34,7 @@ from .repo_store import DEFAULT_BRANCH, RepoNotFoundError, RepoStore, StagedFile
 # Lines up to this size are parsed in memory; a longer line must be a file line (its content is streamed).
 MAX_INLINE_LINE = 1024 * 1024
 READ_BLOCK = 1024 * 1024
+_T = TypeVar("_T")
 
 
 def _file_oid(path: Path, size: int) -> str:
@@ -131,7 +133,7 @@ class CommitParser:
         self.staging = staging
         self.max_line = max_line
         self.line_no = 0
-        self.header: dict | None = None
+        self.header: dict[str, Any] | None = None
         self.added: StagedFiles = {}
         self.deleted_files: list[str] = []
         self.deleted_folders: list[str] = []
@@ -222,7 +224,7 @@ class CommitParser:
 
     # ---- one line
 
-    def _parse(self, raw: bytes) -> dict:
+    def _parse(self, raw: bytes) -> dict[str, Any]:
         try:
             item = loads(raw)
         except JSONValueError as exc:
@@ -233,7 +235,7 @@ class CommitParser:
             raise self._fail('expected an object {"key": ..., "value": {...}}')
         return item
 
-    def _path(self, value: dict) -> str:
+    def _path(self, value: dict[str, Any]) -> str:
         try:
             return validate_repo_path(value.get("path"), "path")
         except InvalidPathError as exc:
@@ -266,7 +268,7 @@ class CommitParser:
         else:
             raise self._fail(f"unknown operation key {key!r}")
 
-    def _stage_file(self, path: str, value: dict) -> None:
+    def _stage_file(self, path: str, value: dict[str, Any]) -> None:
         content, encoding = value.get("content"), value.get("encoding", "base64")
         if not isinstance(content, str):
             raise self._fail(f"file {path!r} has no string 'content'")
@@ -307,7 +309,7 @@ class CommitUpload:
         self._guard(lambda: self.staging.mkdir(parents=True))
         self.parser = CommitParser(self.staging)
 
-    def _guard(self, step):
+    def _guard(self, step: Callable[[], _T]) -> _T:
         """Run ``step``; a file-system error because the repo was deleted meanwhile becomes a 404."""
         try:
             return step()
@@ -318,7 +320,7 @@ class CommitUpload:
     def feed(self, chunk: bytes) -> None:
         self._guard(lambda: self.parser.feed(chunk))
 
-    def finish(self) -> dict:
+    def finish(self) -> dict[str, Any]:
         self._guard(self.parser.finish)
         header = self.parser.header or {}
         parser = self.parser

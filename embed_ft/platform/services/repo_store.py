@@ -59,23 +59,24 @@ def _plural(repo_type: str) -> str:
     return f"{repo_type}s"
 
 
-def _resolve_revision(meta: dict, revision: str) -> str | None:
+def _resolve_revision(meta: dict[str, Any], revision: str) -> str | None:
     """Branch ``main`` is the head; any earlier commit id is a revision too. None when unknown."""
     if revision == DEFAULT_BRANCH:
-        return meta["head"]
+        head: str | None = meta["head"]
+        return head
     if any(c["id"] == revision for c in meta["commits"]):
         return revision
     return None
 
 
-def _new_commit_id(parent: str | None, summary: str, manifest: dict, created_at: str) -> str:
+def _new_commit_id(parent: str | None, summary: str, manifest: dict[str, Any], created_at: str) -> str:
     h = hashlib.sha1()
     for part in (parent or "", created_at, summary, json.dumps(manifest, sort_keys=True), uuid.uuid4().hex):
         h.update(part.encode("utf-8") + b"\n")
     return h.hexdigest()
 
 
-def _check_no_file_folder_clash(manifest: dict) -> None:
+def _check_no_file_folder_clash(manifest: dict[str, Any]) -> None:
     paths = set(manifest)
     for path in paths:
         for parent in PurePosixPath(path).parents:
@@ -102,7 +103,7 @@ class RepoStore:
         root = self.settings.repos_dir
         return ensure_within(root, root / _plural(repo_type) / namespace / name)
 
-    def open(self, repo_type: str, namespace: str, name: str) -> tuple[Path, dict]:
+    def open(self, repo_type: str, namespace: str, name: str) -> tuple[Path, dict[str, Any]]:
         """(folder, repo.json) of an existing repo."""
         rdir = self.repo_dir(repo_type, namespace, name)
         meta = load_meta(rdir)
@@ -110,7 +111,7 @@ class RepoStore:
             raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} does not exist", code="RepoNotFound")
         return rdir, meta
 
-    def open_revision(self, repo_type: str, namespace: str, name: str, revision: str) -> tuple[Path, dict, str]:
+    def open_revision(self, repo_type: str, namespace: str, name: str, revision: str) -> tuple[Path, dict[str, Any], str]:
         """(folder, repo.json, commit id) of ``revision`` (a branch or a commit id) of an existing repo."""
         rdir, meta = self.open(repo_type, namespace, name)
         commit = _resolve_revision(meta, revision)
@@ -137,14 +138,14 @@ class RepoStore:
 
     # ---- create / delete
 
-    def create(self, repo_type: str, namespace: str, name: str) -> dict:
+    def create(self, repo_type: str, namespace: str, name: str) -> dict[str, Any]:
         """Create an empty repo with its initial commit; raises ``AlreadyExists``."""
         rdir = self.repo_dir(repo_type, namespace, name)
         with self.lock(rdir):
             if load_meta(rdir) is not None:
                 raise AlreadyExists(f"{repo_type} repo {namespace}/{name} already exists")
             now = utc_now()
-            meta = {"type": repo_type, "namespace": namespace, "name": name, "created_at": now, "updated_at": now,
+            meta: dict[str, Any] = {"type": repo_type, "namespace": namespace, "name": name, "created_at": now, "updated_at": now,
                     "head": None, "commits": []}
             (rdir / "commits").mkdir(parents=True, exist_ok=True)
             self._write_commit(rdir, meta, "initial commit", "", {}, [], [])
@@ -174,7 +175,7 @@ class RepoStore:
         added: StagedFiles,
         deleted_files: list[str],
         deleted_folders: list[str],
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Commit staged files and deletions to the head of ``main``; returns the commit record.
 
         ``parent_commit``, when given, must still be the head (else 412: the client's view is stale).
@@ -192,13 +193,13 @@ class RepoStore:
     def _write_commit(
         self,
         rdir: Path,
-        meta: dict,
+        meta: dict[str, Any],
         summary: str,
         description: str,
         added: StagedFiles,
         deleted_files: list[str],
         deleted_folders: list[str],
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Build the new snapshot and switch the head to it (caller holds the repo lock). Staged files are moved
         into the snapshot."""
         parent = meta["head"]
@@ -250,7 +251,7 @@ class RepoStore:
 
     # ---- reading
 
-    def preupload(self, repo_type: str, namespace: str, name: str, revision: str, paths: list[str]) -> dict:
+    def preupload(self, repo_type: str, namespace: str, name: str, revision: str, paths: list[str]) -> dict[str, Any]:
         """The protocol's preupload answer: every file is uploaded as a regular file; ``oid`` of existing ones."""
         rdir, _, commit = self.open_revision(repo_type, namespace, name, revision)
         manifest = load_manifest(rdir, commit)
@@ -284,7 +285,7 @@ class RepoStore:
             info["modelId"] = info["id"]
         return info
 
-    def tree(self, repo_type: str, namespace: str, name: str, revision: str, base: str, recursive: bool) -> list[dict]:
+    def tree(self, repo_type: str, namespace: str, name: str, revision: str, base: str, recursive: bool) -> list[dict[str, Any]]:
         """Entries under folder ``base`` ("" = the root) at ``revision``, as the protocol lists them."""
         rdir, _, commit = self.open_revision(repo_type, namespace, name, revision)
         if base:
@@ -312,7 +313,7 @@ def _hub_date(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _tree_entries(manifest: dict, base: str, recursive: bool) -> list[dict] | None:
+def _tree_entries(manifest: dict[str, Any], base: str, recursive: bool) -> list[dict[str, Any]] | None:
     """Entries under folder ``base`` ("" = root); None when ``base`` is neither a folder nor a file."""
     prefix = f"{base}/" if base else ""
     if base in manifest:

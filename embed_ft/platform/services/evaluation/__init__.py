@@ -5,7 +5,9 @@ service (``service``) and documents (``resources``).
 The names below are the package's public surface (the benchmark and the tests use them).
 """
 
-from .beir import BeirDataset, document_text, load_beir_dataset, load_beir_folder, parse_beir, validate_files_url
+from embed_ft.formats.beir import document_text
+
+from .beir import BeirDataset, load_beir_dataset, load_beir_folder, parse_beir, validate_files_url
 from .cache import PROBE_TEXTS, EmbeddingCache
 from .embedders import CallableEmbedder, Embedder, EndpointEmbedder
 from .errors import DatasetNotFound, EmbeddingEndpointError, EvaluationCancelled, EvaluationError

@@ -22,10 +22,10 @@ from embed_ft.formats.beir import (
     BeirFormatError,
     beir_files,
     document_text,
+    parse_beir as parse_beir_files,
     qrels_file,
     read_maybe_gz,
 )
-from embed_ft.formats.beir import parse_beir as parse_beir_files
 
 from ...paths import InvalidPathError, ensure_within, validate_name, validate_repo_path
 from .errors import DatasetNotFound, EvaluationError
@@ -117,8 +117,9 @@ def load_beir_folder(folder: Path, *, source: str | None = None, split: str = DE
     """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl`` (``.gz`` accepted), ``qrels/<split>.tsv``)."""
     folder = Path(folder)
     files = beir_files(split)
-    contents = {name: read_maybe_gz(folder, name) for name in files}
-    missing = [name for name, data in contents.items() if data is None]
+    read = {name: read_maybe_gz(folder, name) for name in files}
+    missing = [name for name, data in read.items() if data is None]
+    contents = {name: data for name, data in read.items() if data is not None}
     if missing:
         raise DatasetNotFound(
             f"BEIR dataset {source or folder} is missing {', '.join(missing)} in folder {folder}; "

@@ -76,7 +76,7 @@ class EmbeddingCache:
                 return None
             if meta["rows"] != len(ids) or meta["ids_sha256"] != ids_digest(ids):
                 return None
-            embeddings = np.load(path, mmap_mode="r", allow_pickle=False)
+            embeddings: np.ndarray = np.load(path, mmap_mode="r", allow_pickle=False)
             if embeddings.dtype != np.float32 or embeddings.shape != (meta["rows"], meta["dim"]):
                 return None
             return embeddings

@@ -75,8 +75,8 @@ class Embedder:
         assert out is not None
         return out
 
-    def _checked(self, vectors: Any, expected_rows: int, previous: np.ndarray | None) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
+    def _checked(self, answer: Any, expected_rows: int, previous: np.ndarray | None) -> np.ndarray:
+        vectors: np.ndarray = np.asarray(answer, dtype=np.float32)
         where = self.describe()
         if vectors.ndim != 2 or vectors.shape[0] != expected_rows:
             raise EmbeddingEndpointError(
@@ -106,7 +106,7 @@ class CallableEmbedder(Embedder):
         return dict(self._identity)
 
     def embed_batch(self, texts: list[str], input_type: str) -> np.ndarray:
-        return self._fn(texts, input_type)
+        return np.asarray(self._fn(texts, input_type))
 
 
 class EndpointEmbedder(Embedder):

@@ -34,7 +34,7 @@ class EvaluatorResources:
     def create_named(self, kind: str, body: Any) -> dict[str, Any]:
         """Create a config (``kind`` CONFIG_KIND) or a target (TARGET_KIND; its api keys stay in memory)."""
         what = kind.replace("evaluation_", "")
-        validate: Callable[[Any], dict] = validate_config if kind == CONFIG_KIND else validate_target
+        validate: Callable[[Any], dict[str, Any]] = validate_config if kind == CONFIG_KIND else validate_target
         body = require_dict(body, what)
         name = body.get("name")
         namespace = body.get("namespace") or DEFAULT_NAMESPACE
@@ -69,7 +69,7 @@ class EvaluatorResources:
 
     # ---- jobs
 
-    def _config(self, config: Any) -> dict:
+    def _config(self, config: Any) -> dict[str, Any]:
         if config is None:
             raise InvalidInputError("config", "config is required: an inline retriever config or a 'namespace/name' "
                                               "reference")
@@ -81,7 +81,7 @@ class EvaluatorResources:
             config = stored
         return validate_config(config)
 
-    def _target(self, target: Any) -> tuple[dict, dict[str, str]]:
+    def _target(self, target: Any) -> tuple[dict[str, Any], dict[str, str]]:
         """The checked target (api keys redacted) and its api keys."""
         if target is None:
             raise InvalidInputError("target", "target is required: an inline retriever target or a 'namespace/name' "

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from embed_ft.formats.files import atomic_write_text
 from embed_ft.nemo.status import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TERMINAL_JOB_STATUSES
 
@@ -105,7 +107,7 @@ class EvaluationService:
 
     # ---- running one job
 
-    def _finish(self, job_id: str, status: str, message: str, task_status: dict | None = None,
+    def _finish(self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None = None,
                 **fields: Any) -> dict[str, Any]:
         details: dict[str, Any] = {"message": message}
         if task_status is not None:
@@ -150,7 +152,7 @@ class EvaluationService:
         self._finish(job_id, COMPLETED, f"completed in {elapsed:.1f} s", task_status=result_doc["task_status"],
                      result=result_doc["id"], output_files_url=result_doc["files_url"])
 
-    def _embedders(self, job_id: str, target: dict) -> tuple[Embedder, Embedder]:
+    def _embedders(self, job_id: str, target: dict[str, Any]) -> tuple[Embedder, Embedder]:
         with self.jobs.lock:
             secrets = dict(self._job_secrets.get(job_id, {}))
         built: dict[str, Embedder] = {}
@@ -169,7 +171,7 @@ class EvaluationService:
             and parts.path.rstrip("/").endswith("/v1/embeddings")
         )
 
-    def _embedder_for(self, endpoint: dict, api_key: str) -> Embedder:
+    def _embedder_for(self, endpoint: dict[str, Any], api_key: str) -> Embedder:
         url, model_id, fmt = endpoint["url"], endpoint["model_id"], endpoint.get("format", "nim")
         if self._is_own_url(url):
             # This platform's own NIM route: call the served model directly (same encode, no HTTP/base64).
@@ -182,7 +184,7 @@ class EvaluationService:
         except ModelNotServed as exc:
             raise EmbeddingEndpointError(f"embeddings endpoint of this platform: {exc}") from None
 
-        def embed_batch(texts: list[str], input_type: str):
+        def embed_batch(texts: list[str], input_type: str) -> np.ndarray:
             try:
                 return self.serving.embed_texts(model_id, texts, input_type)
             except (ModelNotServed, ModelInputError) as exc:
@@ -192,7 +194,7 @@ class EvaluationService:
             embed_batch, identity={"kind": "platform", "model_id": model_id, "weights": model_fingerprint(entry.path)},
         )
 
-    def _evaluate(self, job_id: str, doc: dict) -> dict:
+    def _evaluate(self, job_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         query_embedder, index_embedder = self._embedders(job_id, doc["target"])
         try:
             return self._evaluate_tasks(job_id, doc, query_embedder, index_embedder)
@@ -201,7 +203,7 @@ class EvaluationService:
                 if isinstance(embedder, EndpointEmbedder):
                     embedder.close()
 
-    def _evaluate_tasks(self, job_id: str, doc: dict, query_embedder: Embedder, index_embedder: Embedder) -> dict:
+    def _evaluate_tasks(self, job_id: str, doc: dict[str, Any], query_embedder: Embedder, index_embedder: Embedder) -> dict[str, Any]:
         config, target = doc["config"], doc["target"]
         top_k = target["retriever"]["pipeline"].get("top_k", DEFAULT_TOP_K)
         tasks = config["tasks"]
@@ -220,7 +222,10 @@ class EvaluationService:
 
             files_url = task["dataset"]["files_url"]
             progress(0.0, f"loading {files_url}")
-            dataset = load_beir_dataset(files_url, self.settings.beir_root, hf_folder=self._hf_folder)
+            beir_root = self.settings.beir_root
+            if beir_root is None:  # PlatformSettings resolves it at construction
+                raise DatasetNotFound(f"no BEIR root is configured for {files_url}")
+            dataset = load_beir_dataset(files_url, beir_root, hf_folder=self._hf_folder)
             if self.jobs.should_stop(job_id):
                 raise JobCancelled()
             outcome = evaluate_retrieval(
@@ -241,7 +246,7 @@ class EvaluationService:
         result.update({"namespace": doc.get("namespace"), "created_at": utc_now(), "task_status": task_status})
         return result
 
-    def _report_progress(self, job_id: str, percent: int, message: str, task_status: dict) -> None:
+    def _report_progress(self, job_id: str, percent: int, message: str, task_status: dict[str, Any]) -> None:
         self.jobs.check_progress(job_id)  # progress hooks: an injected fault fails or stalls the job here
         self.jobs.update_details(job_id, {"progress": percent, "message": message, **task_status_details(task_status)},
                                  unless_cancelled=True)  # not over a cancel request's message

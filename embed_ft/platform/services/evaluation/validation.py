@@ -15,20 +15,20 @@ REDACTED = "*****"
 DEFAULT_TOP_K = 10
 
 
-def require_dict(value: Any, where: str) -> dict:
+def require_dict(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInputError(where, f"{where} must be a JSON object, got {type(value).__name__}")
     return value
 
 
-def optional_str(body: dict, key: str, where: str) -> str | None:
+def optional_str(body: dict[str, Any], key: str, where: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
         raise InvalidInputError(where, f"{where}.{key} must be a string, got {type(value).__name__}")
     return value
 
 
-def validate_config(config: Any) -> dict:
+def validate_config(config: Any) -> dict[str, Any]:
     """Check a retriever config (docs/NEMO_CONTRACT.md section 9) and return it normalised (metric types filled in)."""
     config = require_dict(config, "config")
     if config.get("type") != "retriever":
@@ -67,7 +67,7 @@ def validate_config(config: Any) -> dict:
     return {**config, "tasks": normalised_tasks}
 
 
-def _endpoint(pipeline: dict, key: str) -> dict:
+def _endpoint(pipeline: dict[str, Any], key: str) -> dict[str, Any]:
     where = f"target.retriever.pipeline.{key}"
     model = require_dict(pipeline.get(key), where)
     endpoint = require_dict(model.get("api_endpoint"), f"{where}.api_endpoint")
@@ -85,9 +85,9 @@ def _endpoint(pipeline: dict, key: str) -> dict:
     return endpoint
 
 
-def validate_target(target: Any) -> dict:
+def validate_target(value: Any) -> dict[str, Any]:
     """Check a retriever target; return it unchanged. ``index_embedding_model`` defaults to the query model."""
-    target = require_dict(target, "target")
+    target = require_dict(value, "target")
     if target.get("type") != "retriever":
         raise InvalidInputError("target", f"target.type {target.get('type')!r} is not supported; the evaluator runs 'retriever' targets")
     retriever = require_dict(target.get("retriever"), "target.retriever")
@@ -103,13 +103,13 @@ def validate_target(target: Any) -> dict:
     return target
 
 
-def pipeline_models(target: dict) -> dict[str, dict]:
+def pipeline_models(target: dict[str, Any]) -> dict[str, dict[str, Any]]:
     pipeline = target["retriever"]["pipeline"]
     query = pipeline["query_embedding_model"]
     return {"query_embedding_model": query, "index_embedding_model": pipeline.get("index_embedding_model") or query}
 
 
-def split_secrets(target: dict) -> tuple[dict, dict[str, str]]:
+def split_secrets(target: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """A copy of ``target`` with api keys redacted, and the keys by pipeline model name."""
     redacted = {**target, "retriever": {**target["retriever"], "pipeline": dict(target["retriever"]["pipeline"])}}
     pipeline = redacted["retriever"]["pipeline"]

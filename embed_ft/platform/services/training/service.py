@@ -23,6 +23,7 @@ from embed_ft.nemo.status import CANCELLED, CANCELLING, COMPLETED, CREATED, FAIL
 from ...settings import PlatformSettings
 from ...store import EntityStore
 from ..entities import DATASET_KIND, register_model
+from ..errors import NotFoundError
 from ..jobs import JobAborted, JobRunner
 from ..model_weights import ModelNotFound, resolve_model_path, split_model_ref
 from ..repo_store import RepoStore
@@ -85,14 +86,21 @@ class CustomizationTrainer:
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Pending -> cancelled at once; running -> cancelling, and the monitor ends the worker."""
         with self.jobs.lock:
-            doc = self.store.get(JOB_KIND, job_id)
+            doc = self._job(job_id)
             status = doc["status"]
             if status in (CREATED, PENDING):
                 self.jobs.request_cancel(job_id)
-                return self._finish(job_id, CANCELLED, "TrainingJobCancelled", "Cancelled before training started.")
+                return self._finish(job_id, CANCELLED, "TrainingJobCancelled", "Cancelled before training started.") or doc
             if status in (RUNNING, CANCELLING):
                 self.jobs.request_cancel(job_id)
-                return self.jobs.set_status(job_id, CANCELLING, "TrainingJobCancelling", "Stopping the training worker.")
+                cancelling = self.jobs.set_status(job_id, CANCELLING, "TrainingJobCancelling", "Stopping the training worker.")
+                return cancelling or doc
+        return doc
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        doc = self.store.get(JOB_KIND, job_id)
+        if doc is None:
+            raise NotFoundError(f"customization job {job_id} not found")
         return doc
 
     def shutdown(self) -> None:
@@ -110,7 +118,7 @@ class CustomizationTrainer:
     # ---- running one job
 
     def _finish(self, job_id: str, status: str, message: str, detail: str | None,
-                details: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+                details: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any] | None:
         return self.jobs.set_status(job_id, status, message, detail, details={**(details or {}), "status": status},
                                     **fields)
 
@@ -173,7 +181,7 @@ class CustomizationTrainer:
             Path(spec[stale]).unlink(missing_ok=True)
         started_at = time.monotonic()
         with self.jobs.lock:
-            if self.jobs.cancel_requested(job_id) or self.store.get(JOB_KIND, job_id)["status"] != PENDING:
+            if self.jobs.cancel_requested(job_id) or self._job(job_id)["status"] != PENDING:
                 return
             self.jobs.set_status(
                 job_id, RUNNING, "TrainingJobRunning",
@@ -203,7 +211,7 @@ class CustomizationTrainer:
             progress = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return last_mtime
-        doc = self.store.get(JOB_KIND, job_id)
+        doc = self._job(job_id)
         details = {**status_details_from_progress(progress, time.monotonic() - started_at), "status": doc["status"]}
         self.jobs.update_details(job_id, details)
         return mtime
@@ -243,7 +251,7 @@ class CustomizationTrainer:
         self._register_output(job_id, result)
 
     def _register_output(self, job_id: str, result: dict[str, Any]) -> None:
-        doc = self.store.get(JOB_KIND, job_id)
+        doc = self._job(job_id)
         ns, name, version = split_model_ref(doc["output_model"])
         target = doc["config_snapshot"]["target"]
         register_model(

@@ -141,8 +141,8 @@ def bf16_supported(device: str) -> bool:
     import torch  # the worker process only
 
     if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
+    return bool(torch.backends.mkldnn.is_available()) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # type: ignore[no-untyped-call]
 
 
 def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     try:
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.losses import MultipleNegativesRankingLoss  # type: ignore[no-redef]
 
     hp = spec["hyperparameters"]
     dataset_parameters = spec.get("dataset_parameters") or {}
@@ -264,25 +264,25 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     )
 
     class ProgressCallback(TrainerCallback):
-        def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kwargs: Any) -> None:
             nonlocal steps_per_epoch
             if train_dataloader is not None:
                 steps_per_epoch = max(1, len(train_dataloader))
             progress.update(phase="training", steps_per_epoch=steps_per_epoch, max_steps=state.max_steps)
             write_progress()
 
-        def on_step_end(self, args, state, control, **kwargs):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             progress["steps_completed"] = state.global_step
             progress["percentage_done"] = round(100.0 * state.global_step / max(1, state.max_steps), 2)
             if state.global_step >= state.max_steps and eval_dataset is not None:
                 control.should_evaluate = True  # always end with a validation loss
             write_progress(force=state.global_step >= state.max_steps)
 
-        def on_epoch_end(self, args, state, control, **kwargs):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             progress["epochs_completed"] = int(round(state.epoch or 0))
             write_progress()
 
-        def on_log(self, args, state, control, logs=None, **kwargs):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             logs = logs or {}
             point = {"step": state.global_step, "epoch": round(float(state.epoch or 0), 4)}
             if "loss" in logs:
