@@ -54,7 +54,7 @@ def lineage_run_config(
     validation_size: Optional[float] = None,
     test_size: Optional[int] = None,
     seed: Optional[int] = None,
-    experiment: str = "default",
+    experiment: Optional[str] = "default",  # None: a partitioned job takes it from the partition key
     tasks: Optional[list[str]] = None,
     include_heldout: bool = True,
     epochs: Optional[int] = None,

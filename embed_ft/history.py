@@ -43,7 +43,7 @@ def _experiment(instance: DagsterInstance, run_id: str, partition: Optional[str]
     if partition:
         return partition
     run = instance.get_run_by_id(run_id)
-    ops = (run.run_config or {}).get("ops", {}) if run else {}
+    ops: Any = (run.run_config or {}).get("ops", {}) if run else {}
     return ((ops.get("fine_tuned_model") or {}).get("config") or {}).get("experiment") or "default"
 
 
@@ -56,10 +56,11 @@ def report_history(instance: DagsterInstance) -> list[ReportEntry]:
         ReportEntry(
             run_id=record.run_id,
             timestamp=record.timestamp,
-            experiment=_experiment(instance, record.run_id, record.asset_materialization.partition),
-            metadata={k: v.value for k, v in (record.asset_materialization.metadata or {}).items()},
+            experiment=_experiment(instance, record.run_id, materialization.partition),
+            metadata={k: v.value for k, v in (materialization.metadata or {}).items()},
         )
         for record in records
+        if (materialization := record.asset_materialization) is not None
     ]
 
 

@@ -9,7 +9,7 @@ not set, the resource points at the embedded local platform, started on demand (
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import requests
 from dagster import ConfigurableResource, EnvVar
@@ -166,7 +166,7 @@ def resources_for_url(base_url: str, namespace: str = DEFAULT_NAMESPACE, token: 
     """All six resources of a local platform answering at ``base_url`` (one port serves every NeMo service; the NIM
     routes under its NIM_URL prefix)."""
     urls = service_urls(base_url)
-    common = dict(base_url=urls["NEMO_URL"], token=token)
+    common: dict[str, Any] = dict(base_url=urls["NEMO_URL"], token=token)
     return {
         "datastore": DataStoreResource(base_url=urls["NDS_URL"], token=token),
         "entity_store": EntityStoreResource(**common, namespace=namespace),

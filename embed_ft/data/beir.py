@@ -11,8 +11,9 @@ import hashlib
 import io
 import json
 import shutil
+from functools import partial
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 from ..formats.beir import (
     QRELS_HEADER,
@@ -134,13 +135,13 @@ def snapshot_beir_split(folder: Union[str, Path], out_dir: Union[str, Path], spl
             source = folder / f"{name}{suffix}"
             target = out_dir / f"{name}{suffix}"
             if source.is_file():
-                atomic_write(target, lambda handle, source=source: _copy_into(source, handle))
+                atomic_write(target, partial(_copy_into, source))
             elif target.is_file():
                 target.unlink()  # a stale copy of the other spelling would shadow or duplicate the new one
     return data
 
 
-def _copy_into(source: Path, handle) -> None:
+def _copy_into(source: Path, handle: BinaryIO) -> None:
     with open(source, "rb") as src:
         shutil.copyfileobj(src, handle, 1 << 20)
 

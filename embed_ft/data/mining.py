@@ -197,7 +197,7 @@ def _mine(
             relative_margin=settings.relative_margin,
             max_score=settings.max_score,
             num_negatives=settings.num_negatives,
-            sampling_strategy=settings.sampling_strategy,
+            sampling_strategy="top" if settings.sampling_strategy == "top" else "random",  # checked by problems()
             output_format="triplet",
             batch_size=settings.batch_size,
             use_faiss=faiss_used,

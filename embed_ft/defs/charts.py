@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -30,7 +30,7 @@ def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
 
 
-def loss_curve_png(series: dict[str, Sequence[tuple[int, float]]], title: str = "Training loss") -> Optional[bytes]:
+def loss_curve_png(series: Mapping[str, Sequence[tuple[int, float]]], title: str = "Training loss") -> Optional[bytes]:
     """Train and validation loss over steps as a PNG; None when no loss was reported."""
     drawn = {name: points for name, points in series.items() if points}
     if not drawn:

@@ -76,7 +76,7 @@ def _rows_of(experiment: str, metadata: dict[str, Any], timestamp: float, metric
             LeaderboardRow(
                 experiment=experiment, task=task, metric=name, model=str(metadata.get("fine_tuned_model", "")),
                 date=date, queries=int(metadata.get(f"{task}/queries") or 0), verdict=str(verdict or ""),
-                **{c: float(v) for c, v in values.items()},
+                **{c: float(v) for c, v in values.items() if v is not None},
             )
         )
     return rows

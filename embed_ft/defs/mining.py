@@ -13,7 +13,7 @@ loading a model (metadata `reused: true`); a change of settings re-mines without
 """
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pyarrow as pa
 from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
@@ -91,14 +91,15 @@ def mined_triplets(context: AssetExecutionContext, config: MiningConfig, specter
             path=specter_raw.path, source=specter_raw.source, layout=specter_raw.layout, rows=specter_raw.rows,
             data_version=specter_raw.data_version, source_data_version=specter_raw.data_version, mined=False,
         )
-        metadata = {"mined": False, "reused": False, "dagster/row_count": specter_raw.rows,
+        metadata: dict[str, Any] = {"mined": False, "reused": False, "dagster/row_count": specter_raw.rows,
                     "data_version": specter_raw.data_version,
                     "note": f"{specter_raw.layout!r} rows carry their negatives: passed through unchanged"}
         return MaterializeResult(value=value, data_version=DataVersion(specter_raw.data_version), metadata=metadata)
 
     settings = config.settings()
     model = config.model or default_mining_model()
-    version = mined_data_version(specter_raw.data_version, model_fingerprint(model), settings, specter_raw.split)
+    split = specter_raw.split or "train"  # BEIR snapshots record their split; "train" is what the source option means
+    version = mined_data_version(specter_raw.data_version, model_fingerprint(model), settings, split)
     path = _storage(config, specter_raw) / f"{version.split(':', 1)[1]}.parquet"
     reused = path.is_file()
     stats: dict = {}
@@ -108,7 +109,7 @@ def mined_triplets(context: AssetExecutionContext, config: MiningConfig, specter
             table = read_parquet(path)
         else:
             context.log.info(f"mining {settings.num_negatives} negative(s) per row from {specter_raw.path} with {model}")
-            result = mine_beir_triplets(specter_raw.path, model, settings, split=specter_raw.split)
+            result = mine_beir_triplets(specter_raw.path, model, settings, split=split)
             table = pa.Table.from_pandas(result.frame, preserve_index=False)
             write_parquet(table, path)
             _prune(path.parent, path)

@@ -110,7 +110,8 @@ def _embedded_beir_root(evaluator: EvaluatorResource) -> Optional[Path]:
         return None  # a cluster (or a platform served apart): its file:// tasks are not ours to list
     settings = PlatformSettings()
     running = platform_status(settings)
-    return Path(running.get("beir_root") or settings.beir_root)
+    root = running.get("beir_root") or settings.beir_root
+    return Path(root) if root else None
 
 
 def task_problems(

@@ -274,7 +274,7 @@ class EntityStore:
         return [doc for _, doc in self.rows(kind, namespace, newest_first)]
 
     def rows(self, kind: str, namespace: str | None = None,
-             newest_first: bool = True) -> list[tuple[str, dict[str, Any]]]:
+             newest_first: bool = True) -> builtins.list[tuple[str, dict[str, Any]]]:
         """(id, document) of every readable row of ``kind`` (unreadable ones are set aside)."""
         sql = "SELECT id, data FROM entities WHERE kind=?"
         args: list[Any] = [kind]
@@ -287,7 +287,9 @@ class EntityStore:
         docs = ((id_, self._row_to_doc(kind, id_, data)) for id_, data in rows)
         return [(id_, doc) for id_, doc in docs if doc is not None]
 
-    def kinds_with_status(self, kinds: Iterable[str], statuses: Iterable[str]) -> builtins.list[tuple[str, str, dict[str, Any]]]:
+    def kinds_with_status(
+        self, kinds: Iterable[str], statuses: Iterable[str]
+    ) -> builtins.list[tuple[str, str, dict[str, Any]]]:
         """(kind, id, doc) of every document of ``kinds`` whose ``status`` is in ``statuses`` (lower case)."""
         wanted = {s.lower() for s in statuses}
         return [(kind, id_, doc) for kind in kinds for id_, doc in self.rows(kind, newest_first=False)

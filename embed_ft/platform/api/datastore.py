@@ -87,7 +87,7 @@ def _repo_id_from_payload(data: dict) -> tuple[str, str, str]:
         raise MalformedRequestError(f"repo id must be '<namespace>/<name>'; got name {name!r} without an organization")
     validate_name(organization, "namespace (organization)")
     validate_name(name, "repo name")
-    return repo_type, organization, name
+    return str(repo_type), str(organization), str(name)
 
 
 @router.post("/v1/hf/api/repos/create")

@@ -182,7 +182,7 @@ def _values(doc: Any, path: tuple[str, ...]) -> list[Any]:
 def _field_values(doc: dict, path: tuple[str, ...], aliases: Aliases) -> list[Any]:
     """The values of a list field in ``doc``: through ``aliases`` (the whole dotted field, or its first part for a
     path alias), else the field's own path."""
-    alias, rest = aliases.get(".".join(path)), ()
+    alias, rest = aliases.get(".".join(path)), tuple[str, ...]()
     if alias is None and isinstance(aliases.get(path[0]), str):
         alias, rest = aliases[path[0]], path[1:]
     if callable(alias):

@@ -82,7 +82,8 @@ def apply_backend(model: "SentenceTransformer", path: str | Path, device: str, b
         raise InferenceBackendError("inference backend 'onnx' needs onnx and onnxruntime: pip install 'embed-ft[onnx]'")
     try:
         onnx_path = export_onnx(model, Path(path))
-        model[0].model = _onnx_module(model[0].model.config, onnx_path)
+        transformer: Any = model[0]  # sentence-transformers' Transformer module (typed as a plain Module)
+        transformer.model = _onnx_module(transformer.model.config, onnx_path)
     except Exception as exc:  # noqa: BLE001  (auto falls back to torch; onnx says why it cannot)
         if backend == "onnx":
             raise InferenceBackendError(f"cannot run {path} on ONNX Runtime: {type(exc).__name__}: {exc}") from exc
@@ -98,12 +99,13 @@ def export_onnx(model: "SentenceTransformer", path: Path) -> Path:
     with _export_lock:
         if target.is_file():
             return target
-        transformer = model[0].model
+        first: Any = model[0]  # sentence-transformers' Transformer module (typed as a plain Module)
+        transformer = first.model
         if type(transformer).__name__.startswith("Peft"):
             raise ValueError("adapter models are served by torch")
         target.parent.mkdir(parents=True, exist_ok=True)
         raw = target.with_name(f".raw-{os.getpid()}.onnx")
-        sample = model[0].tokenizer(["an example", "a second, longer example"], return_tensors="pt", padding=True)
+        sample = first.tokenizer(["an example", "a second, longer example"], return_tensors="pt", padding=True)
         inputs = tuple(sample.get(name, torch.zeros_like(sample["input_ids"])) for name in ONNX_INPUTS)
         axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, "last_hidden_state")}
         with torch.no_grad():
@@ -111,7 +113,7 @@ def export_onnx(model: "SentenceTransformer", path: Path) -> Path:
                               output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=OPSET,
                               dynamo=False)
         fused = target.with_name(f".fused-{os.getpid()}.onnx")
-        _fuse(raw, fused, model[0].model.config)
+        _fuse(raw, fused, transformer.config)
         raw.unlink(missing_ok=True)
         os.replace(fused, target)
         return target
@@ -126,23 +128,23 @@ def _fuse(source: Path, out: Path, config: Any) -> None:
     fused.save_model_to_file(str(out))
 
 
-def _export_wrapper(transformer: Any):
+def _export_wrapper(transformer: Any) -> Any:
     """The module exported: positional inputs in, ``last_hidden_state`` out."""
     import torch  # lazy: heavy
 
     class HiddenStates(torch.nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.transformer = transformer
 
-        def forward(self, input_ids, attention_mask, token_type_ids):
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             return self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                     return_dict=True).last_hidden_state
 
     return HiddenStates()
 
 
-def _onnx_module(config: Any, onnx_path: Path):
+def _onnx_module(config: Any, onnx_path: Path) -> Any:
     """A torch module standing where the Hugging Face model was: sentence-transformers calls it with the tokenized
     batch and reads ``last_hidden_state``; ONNX Runtime computes it."""
     import onnxruntime as ort  # lazy: optional dependency
@@ -157,13 +159,14 @@ def _onnx_module(config: Any, onnx_path: Path):
     class OnnxTransformer(torch.nn.Module):
         is_onnx = True
 
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.config = config
             # sentence-transformers reads the device from the parameters: one empty CPU tensor says "cpu".
             self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
 
-        def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **_: Any):
+        def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
+                    **_: Any) -> dict[str, Any]:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy(),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..settings import PlatformSettings
 from ..store import EntityStore
@@ -85,7 +86,7 @@ def damaged_repos(settings: PlatformSettings) -> list[tuple[str, str]]:
 def _model_leftovers(settings: PlatformSettings, store: EntityStore, removed: list[str]) -> None:
     registered = set()
 
-    def register(_: str, doc: dict) -> None:
+    def register(_: str, doc: dict[str, Any]) -> None:
         path = model_doc_path(doc)
         if path is not None:
             registered.add(str(path.resolve()))

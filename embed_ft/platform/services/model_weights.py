@@ -156,7 +156,7 @@ def model_doc_path(doc: dict[str, Any]) -> Path | None:
     for key in ("artifact_path", "local_path"):
         if isinstance(doc.get(key), str) and doc[key]:
             return Path(doc[key])
-    artifact = doc.get("artifact") if isinstance(doc.get("artifact"), dict) else {}
+    artifact = doc["artifact"] if isinstance(doc.get("artifact"), dict) else {}
     for candidate in (artifact.get("files_url"), artifact.get("path"), doc.get("files_url")):
         if isinstance(candidate, str) and candidate:
             path = file_uri_path(candidate)

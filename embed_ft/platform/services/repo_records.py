@@ -61,13 +61,15 @@ def read_record(rdir: Path, relative: str, kind: str) -> Any:
 
 def load_meta(rdir: Path) -> dict[str, Any] | None:
     try:
-        return read_record(rdir, "repo.json", "meta")
+        meta: dict[str, Any] = read_record(rdir, "repo.json", "meta")
     except FileNotFoundError:
         return None
+    return meta
 
 
 def load_manifest(rdir: Path, commit: str) -> dict[str, dict[str, Any]]:
-    return read_record(rdir, f"commits/{commit}.json", "manifest")
+    manifest: dict[str, dict[str, Any]] = read_record(rdir, f"commits/{commit}.json", "manifest")
+    return manifest
 
 
 def check_repo(rdir: Path) -> None:
