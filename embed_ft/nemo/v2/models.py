@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import NemoAPIError
+from ..errors import JsonObject, NemoAPIError, json_object
 from ..http import CreateResult, ServiceHTTP, create_or_fetch, segment
 from ..polling import poll
 from .contract import (
@@ -121,8 +121,9 @@ class ModelsClient:
             f"deployment {workspace}/{request.name}",
         )
 
-    def delete_deployment(self, workspace: str, name: str) -> dict[str, Any] | None:
-        return _delete_if_present(self.http, self._path(workspace, "deployments", name), "delete deployment")
+    def delete_deployment(self, workspace: str, name: str) -> JsonObject | None:
+        answer = _delete_if_present(self.http, self._path(workspace, "deployments", name), "delete deployment")
+        return json_object(answer, "delete deployment")
 
 
 def _delete_if_present(http: ServiceHTTP, path: str, call: str) -> Any:
