@@ -102,8 +102,15 @@ def test_f17_experiment_names_are_matched_whole(name):
 def test_f17_run_refuses_an_experiment_name_with_a_trailing_newline(tmp_path):
     """F17: ``embed-ft run --experiment $'exp1\\n' --dry-run`` passed preflight (the pattern's ``$`` admits a
     trailing newline); now the name is refused before anything is created, naming the rule."""
-    done = subprocess.run(embed_ft_command("run", "--experiment", "exp1\n", "--dry-run"), cwd=tmp_path,
-                          env=child_env(tmp_path), capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        embed_ft_command("run", "--experiment", "exp1\n", "--dry-run"),
+        cwd=tmp_path,
+        env=child_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 2, f"exited {done.returncode}: {done.stdout[-800:]}"
     assert "--experiment" in done.stdout, done.stdout[-800:]
     assert "preflight passed" not in done.stdout
@@ -115,20 +122,30 @@ def test_f18_ui_stops_everything_it_started_on_sigterm(tmp_path):
     running with the port held. Sent here to the command's pid alone, as ``docker stop`` and systemd's
     ``KillMode=mixed`` send it; now every process it started is gone, as after Ctrl-C."""
     port = free_port()
-    ui = subprocess.Popen(embed_ft_command("ui", "--port", str(port)), cwd=tmp_path, env=child_env(tmp_path),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ui = subprocess.Popen(
+        embed_ft_command("ui", "--port", str(port)),
+        cwd=tmp_path,
+        env=child_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     started: set[int] = set()
     try:
-        wait_until(lambda: webserver_up(port) or ui.poll() is not None, "the Dagster webserver to answer",
-                   START_BOUND_S)
+        wait_until(
+            lambda: webserver_up(port) or ui.poll() is not None, "the Dagster webserver to answer", START_BOUND_S
+        )
         assert ui.poll() is None, f"embed-ft ui exited with {ui.returncode} before serving"
         wait_until(lambda: len(descendants(ui.pid)) >= 3, "dg dev, the webserver and the daemon", STOP_BOUND_S)
         started = descendants(ui.pid)
         os.kill(ui.pid, signal.SIGTERM)
         ui.wait(timeout=STOP_BOUND_S)
         try:
-            wait_until(lambda: not [pid for pid in started if running(pid)], "every process of embed-ft ui to exit",
-                       STOP_BOUND_S)
+            wait_until(
+                lambda: not [pid for pid in started if running(pid)],
+                "every process of embed-ft ui to exit",
+                STOP_BOUND_S,
+            )
         except AssertionError:
             left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:120] for pid in started if running(pid)}
             raise AssertionError(f"still running after SIGTERM: {left}") from None

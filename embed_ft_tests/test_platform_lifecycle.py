@@ -64,11 +64,16 @@ def serving(home: Path, log: Path, *extra: str) -> Iterator[tuple[subprocess.Pop
     """``python -m embed_ft.platform serve`` on ``home`` in its own session; yields (process, url)."""
     command = [sys.executable, "-m", "embed_ft.platform", "serve", "--home", str(home), "--port", "0", *extra]
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        url = wait_until(lambda: process.poll() is None and healthy_url(home, process.pid)
-                         or (process.poll() is not None and "exited"), "the platform to start")
+        url = wait_until(
+            lambda: (
+                process.poll() is None and healthy_url(home, process.pid) or (process.poll() is not None and "exited")
+            ),
+            "the platform to start",
+        )
         assert url != "exited", f"the platform exited: {log.read_text()[-2000:]}"
         yield process, str(url)
     finally:
@@ -133,8 +138,10 @@ def test_f13_half_sent_requests_are_dropped(tmp_path):
         host = urlsplit(url).netloc
         sockets = [_half_sent(url, b"") for _ in range(5)]
         sockets += [_half_sent(url, f"GET /v1/namespaces HTTP/1.1\r\nHost: {host}\r\n".encode()) for _ in range(10)]
-        body_head = (f"POST /v1/namespaces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     "Content-Length: 1000\r\n\r\n{\"id\": \"slow").encode()
+        body_head = (
+            f"POST /v1/namespaces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            'Content-Length: 1000\r\n\r\n{"id": "slow'
+        ).encode()
         sockets += [_half_sent(url, body_head) for _ in range(5)]
         try:
             for index, sock in enumerate(sockets):
@@ -147,8 +154,11 @@ def test_f13_half_sent_requests_are_dropped(tmp_path):
 
 
 def _modes(home: Path) -> dict[str, int]:
-    return {str(path.relative_to(home)): stat.S_IMODE(path.lstat().st_mode)
-            for path in [home, *home.rglob("*")] if not path.is_symlink()}
+    return {
+        str(path.relative_to(home)): stat.S_IMODE(path.lstat().st_mode)
+        for path in [home, *home.rglob("*")]
+        if not path.is_symlink()
+    }
 
 
 def test_f15_home_is_private_and_query_string_tokens_are_not_logged(tmp_path):
@@ -162,14 +172,32 @@ def test_f15_home_is_private_and_query_string_tokens_are_not_logged(tmp_path):
         for query in ("token=QUERYSECRET1", "page=1&access_token=QUERYSECRET2", "api_key=QUERYSECRET3"):
             requests.get(f"{url}/v1/namespaces?{query}", timeout=TIMEOUT)
         requests.post(f"{url}/v1/datastore/namespaces", data={"namespace": "perm"}, headers=bearer, timeout=TIMEOUT)
-        created = requests.post(f"{url}/v1/hf/api/repos/create", headers=bearer, timeout=TIMEOUT,
-                                json={"name": "files", "organization": "perm", "type": "dataset"})
+        created = requests.post(
+            f"{url}/v1/hf/api/repos/create",
+            headers=bearer,
+            timeout=TIMEOUT,
+            json={"name": "files", "organization": "perm", "type": "dataset"},
+        )
         assert created.status_code == 200, created.text
-        lines = [json.dumps({"key": "header", "value": {"summary": "perm"}}),
-                 json.dumps({"key": "file", "value": {"path": "d/x.txt", "encoding": "base64",
-                                                      "content": base64.b64encode(b"private").decode()}})]
-        committed = requests.post(f"{url}/v1/hf/api/datasets/perm/files/commit/main", data="\n".join(lines) + "\n",
-                                  headers={**bearer, "Content-Type": "application/x-ndjson"}, timeout=TIMEOUT)
+        lines = [
+            json.dumps({"key": "header", "value": {"summary": "perm"}}),
+            json.dumps(
+                {
+                    "key": "file",
+                    "value": {
+                        "path": "d/x.txt",
+                        "encoding": "base64",
+                        "content": base64.b64encode(b"private").decode(),
+                    },
+                }
+            ),
+        ]
+        committed = requests.post(
+            f"{url}/v1/hf/api/datasets/perm/files/commit/main",
+            data="\n".join(lines) + "\n",
+            headers={**bearer, "Content-Type": "application/x-ndjson"},
+            timeout=TIMEOUT,
+        )
         assert committed.status_code == 200, committed.text
         modes = _modes(home)
     finally:

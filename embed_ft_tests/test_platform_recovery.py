@@ -28,8 +28,10 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 def put_row(home: Path, kind: str, id_: str, data: object, namespace: str | None = None) -> None:
     """Write one row into the home's state file as a crash or an older version could have left it."""
     with sqlite3.connect(home / "state.sqlite3") as db:
-        db.execute("INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)",
-                   (kind, id_, namespace, id_.split("/")[-1], data, STAMP, STAMP))
+        db.execute(
+            "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)",
+            (kind, id_, namespace, id_.split("/")[-1], data, STAMP, STAMP),
+        )
 
 
 def deep_json(depth: int) -> str:
@@ -49,23 +51,37 @@ def listed(base_url: str, path: str) -> list[dict]:
 
 def commit(base_url: str, name: str, files: dict[str, bytes]) -> dict:
     lines = [json.dumps({"key": "header", "value": {"summary": "test"}})]
-    lines += [json.dumps({"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(),
-                                                     "encoding": "base64"}}) for path, data in files.items()]
-    response = requests.post(f"{base_url}/v1/hf/api/datasets/{NS}/{name}/commit/main",
-                             data="\n".join(lines) + "\n", headers=NDJSON, timeout=TIMEOUT)
+    lines += [
+        json.dumps(
+            {"key": "file", "value": {"path": path, "content": base64.b64encode(data).decode(), "encoding": "base64"}}
+        )
+        for path, data in files.items()
+    ]
+    response = requests.post(
+        f"{base_url}/v1/hf/api/datasets/{NS}/{name}/commit/main",
+        data="\n".join(lines) + "\n",
+        headers=NDJSON,
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def create_repo(base_url: str, name: str) -> None:
-    response = requests.post(f"{base_url}/v1/hf/api/repos/create",
-                             json={"name": name, "organization": NS, "type": "dataset"}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/hf/api/repos/create",
+        json={"name": name, "organization": NS, "type": "dataset"},
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text
 
 
 def delete_repo(base_url: str, name: str) -> requests.Response:
-    return requests.delete(f"{base_url}/v1/hf/api/repos/delete",
-                           json={"name": name, "organization": NS, "type": "dataset"}, timeout=TIMEOUT)
+    return requests.delete(
+        f"{base_url}/v1/hf/api/repos/delete",
+        json={"name": name, "organization": NS, "type": "dataset"},
+        timeout=TIMEOUT,
+    )
 
 
 def test_f1_start_up_survives_deep_rows_and_rows_the_repair_pattern_matches(tmp_path, caplog):
@@ -75,8 +91,13 @@ def test_f1_start_up_survives_deep_rows_and_rows_the_repair_pattern_matches(tmp_
         requests.post(f"{base_url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT).raise_for_status()
         home = settings.home
     deep = deep_json(990)  # as deep as Python's reader goes when nothing else is on the stack
-    put_row(home, "model", f"{NS}/sample100",
-            f'{{"name": "sample100", "namespace": "{NS}", "custom_fields": {{"x": {deep}}}}}', NS)
+    put_row(
+        home,
+        "model",
+        f"{NS}/sample100",
+        f'{{"name": "sample100", "namespace": "{NS}", "custom_fields": {{"x": {deep}}}}}',
+        NS,
+    )
     put_row(home, "namespace", "deep-ns", f'{{"id": "deep-ns", "description": {deep_json(200)}}}')
     caplog.set_level(logging.ERROR)
     with running_platform(tmp_path) as (base_url, _):
@@ -102,8 +123,9 @@ def test_f10_truncated_and_non_object_rows_are_no_ghosts_and_do_not_stop_start_u
     put_row(home, "namespace", "ghost", '{"id": "ghost", "description": "cut off mid-wri')
     put_row(home, "customization_job", "cust-NotAnObjectAtAll00000", "[1, 2, 3]")
     put_row(home, "evaluation_job", "eval-JustAStringInTheRow000", '"running"')
-    put_row(home, "model_deployment", f"{NS}/odd", f'{{"name": "odd", "namespace": "{NS}", "status_details": "ready"}}',
-            NS)
+    put_row(
+        home, "model_deployment", f"{NS}/odd", f'{{"name": "odd", "namespace": "{NS}", "status_details": "ready"}}', NS
+    )
     with running_platform(tmp_path) as (base_url, _):
         assert NS in [d["id"] for d in listed(base_url, "/v1/namespaces")]
         for path in ("/v1/customization/jobs", "/v1/evaluation/jobs", "/v1/deployment/model-deployments"):

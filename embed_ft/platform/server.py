@@ -49,8 +49,10 @@ def serve_forever(settings: PlatformSettings, allow_remote: bool = False, log_le
         with serve_lock(settings.home):  # held for the process's life: restart recovery runs under it
             _serve_locked(settings, log_level)
     except LockHeld as exc:
-        raise HomeInUse(f"the platform home {settings.home} is already served by {serving_holder(settings, exc.owner)}; "
-                        "stop it first (embed-ft platform stop) or use another --home") from None
+        raise HomeInUse(
+            f"the platform home {settings.home} is already served by {serving_holder(settings, exc.owner)}; "
+            "stop it first (embed-ft platform stop) or use another --home"
+        ) from None
     except _Terminated:
         log.info("stopped by SIGTERM")
 
@@ -72,8 +74,9 @@ class _RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(SECRET_PARAMETER.sub(r"\1***", arg) if isinstance(arg, str) else arg
-                                for arg in record.args)
+            record.args = tuple(
+                SECRET_PARAMETER.sub(r"\1***", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
         return True
 
 
@@ -130,8 +133,14 @@ class _SlowClientGuard(HttpToolsProtocol):
 
 def _serve_locked(settings: PlatformSettings, log_level: str) -> None:
     guard: Any = type("SlowClientGuard", (_SlowClientGuard,), {"read_timeout_s": settings.client_read_timeout_s})
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                            timeout_graceful_shutdown=10, http=guard)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+        http=guard,
+    )
     sock = config.bind_socket()  # bind first, so the state file names the port we really hold
     logging.getLogger("uvicorn.access").addFilter(_RedactSecrets())
     settings.port = sock.getsockname()[1]

@@ -37,6 +37,9 @@ class PlatformSettings:
     # One /v1/embeddings request: at most this many inputs and this many characters in all (413 beyond).
     max_embedding_inputs: int = 2048
     max_embedding_chars: int = 1_000_000
+    # An evaluation's request to an embeddings endpoint that answers nothing for this long fails the job (a stalled
+    # endpoint holds the evaluation queue at most this long; a cancel does not wait for it).
+    evaluation_request_timeout_s: float = 300.0
     # A client whose request (head or body) stops arriving for this long is disconnected (``serve`` only).
     client_read_timeout_s: float = 30.0
     # Set by tests only: enables the fault-injection routes/middleware.

@@ -23,16 +23,22 @@ def _record_problem(value: Any, kind: str) -> str | None:
     if not isinstance(value, dict):
         return f"holds a JSON {type(value).__name__}, not an object"
     if kind == "manifest":
-        bad = next((p for p, m in value.items()
-                    if not (isinstance(m, dict) and isinstance(m.get("oid"), str) and isinstance(m.get("size"), int))),
-                   None)
+        bad = next(
+            (
+                p
+                for p, m in value.items()
+                if not (isinstance(m, dict) and isinstance(m.get("oid"), str) and isinstance(m.get("size"), int))
+            ),
+            None,
+        )
         return None if bad is None else f"has no oid/size for {bad!r}"
     missing = [k for k in ("type", "namespace", "name", "created_at", "head", "commits") if k not in value]
     if missing:
         return f"lacks {', '.join(missing)}"
     commits = value["commits"]
-    if not isinstance(commits, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str)
-                                                and isinstance(c.get("date"), str) for c in commits):
+    if not isinstance(commits, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("date"), str) for c in commits
+    ):
         return "has a commit list that is not a list of commit records"
     if value["head"] is not None and value["head"] not in {c["id"] for c in commits}:
         return f"names head {value['head']!r}, which is not one of its commits"
@@ -54,8 +60,10 @@ def read_record(rdir: Path, relative: str, kind: str) -> Any:
         problem = _record_problem(value, kind)
     if problem:
         repo = "/".join(rdir.parts[-3:])
-        raise DamagedRepoError(f"the Data Store repo {repo} is damaged: {path} {problem}. Delete the repo to remove "
-                               "it (DELETE /v1/hf/api/repos/delete, or huggingface_hub's delete_repo)")
+        raise DamagedRepoError(
+            f"the Data Store repo {repo} is damaged: {path} {problem}. Delete the repo to remove "
+            "it (DELETE /v1/hf/api/repos/delete, or huggingface_hub's delete_repo)"
+        )
     return value
 
 

@@ -3,6 +3,12 @@
 A job goes ``created`` -> ``pending`` -> ``running`` -> ``completed`` | ``failed`` | ``cancelled``. Results are
 stored in the Entity Store (kind ``evaluation_result``) in the NeMo shape, so they survive a restart.
 
+Each job runs in a thread of its own, watched by the runner's worker: a cancel (or the platform stopping) that
+the job does not honour within ``CANCEL_GRACE_S`` (a request to a stalled endpoint blocks it) ends the job at
+once, ``cancelled``, and the queue goes on; the abandoned thread ends when its request returns or times out
+(``settings.evaluation_request_timeout_s``) and writes nothing. A stalled endpoint therefore never holds the queue
+longer than that timeout, and a cancel never waits for it.
+
 Secrets: a target's ``api_key`` is kept in memory only (for the job or stored target that carries it) and shows
 as ``"*****"`` in every stored or returned document. A stored target re-used after a restart has no key.
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,9 @@ RESULT_KIND = "evaluation_result"
 # The job document is updated at most this often while embedding (plus on every whole percent).
 PROGRESS_INTERVAL_S = 1.0
 STOP_TIMEOUT_S = 30.0
+# How often the worker looks for a cancel of the job it watches, and how long the job then has to stop itself.
+CANCEL_POLL_S = 0.2
+CANCEL_GRACE_S = 5.0
 
 
 def task_status_details(task_status: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +119,15 @@ class EvaluationService:
 
     def _finish(self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None = None,
                 **fields: Any) -> dict[str, Any]:
+        """Write the job's final status, unless it has one already (an abandoned job's thread finishing late)."""
+        with self.jobs.lock:
+            current = self.store.get(JOB_KIND, job_id)
+            if current is not None and current["status"] in TERMINAL_JOB_STATUSES:
+                return current
+            return self._write_final(job_id, status, message, task_status, **fields)
+
+    def _write_final(self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None,
+                     **fields: Any) -> dict[str, Any]:
         details: dict[str, Any] = {"message": message}
         if task_status is not None:
             details.update(task_status_details(task_status))
@@ -118,11 +137,40 @@ class EvaluationService:
         return self.jobs.set_status(job_id, status, message, detail, details=details, **fields) or {}
 
     def _run(self, job_id: str) -> None:
+        """Run one job in its own thread and wait for it; give up on it when it does not honour a cancel."""
+        worker = threading.Thread(target=self._run_job_guarded, args=(job_id,), name=f"evaluation-{job_id}",
+                                  daemon=True)
         try:
-            self._run_job(job_id)
+            worker.start()
+            while worker.is_alive():
+                worker.join(CANCEL_POLL_S)
+                if worker.is_alive() and self.jobs.should_stop(job_id):
+                    worker.join(CANCEL_GRACE_S)  # its own checks (between batches) end it, usually
+                    if worker.is_alive():
+                        self._abandon(job_id)
+                        return
         finally:
             with self.jobs.lock:
                 self._job_secrets.pop(job_id, None)
+
+    def _run_job_guarded(self, job_id: str) -> None:
+        try:
+            self._run_job(job_id)
+        except Exception as exc:  # the job's thread must end the job, whatever happened
+            if self.jobs.stopping:  # an abandoned job finishing after the platform closed its store
+                log.info("evaluation job %s ended after the platform stopped: %s", job_id, exc)
+                return
+            log.exception("evaluation job %s failed in the platform", job_id)
+            self._finish(job_id, FAILED, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _abandon(self, job_id: str) -> None:
+        log.warning("evaluation job %s did not stop within %.0f s (a request in flight); it is ended and its "
+                    "thread left to finish on its own", job_id, CANCEL_GRACE_S)
+        if self.jobs.cancel_requested(job_id):
+            self._finish(job_id, CANCELLED, "cancelled by request (a request to the embeddings endpoint in flight "
+                                            "was abandoned)")
+        else:
+            self._finish(job_id, FAILED, "The platform stopped while this job was running; submit it again.")
 
     def _run_job(self, job_id: str) -> None:
         doc = self.store.get(JOB_KIND, job_id)
@@ -139,14 +187,21 @@ class EvaluationService:
                 self._finish(job_id, CANCELLED, "cancelled by request")
             return
         except (EvaluationError, JobAborted) as exc:
-            self._finish(job_id, FAILED, str(exc))
+            if self.jobs.cancel_requested(job_id):  # the request it was in failed because of the cancel
+                self._finish(job_id, CANCELLED, "cancelled by request")
+            else:
+                self._finish(job_id, FAILED, str(exc))
             return
         except Exception as exc:
             log.exception("evaluation job %s failed", job_id)
             self._finish(job_id, FAILED, f"internal error: {type(exc).__name__}: {exc}")
             return
         elapsed = time.perf_counter() - started
-        self.store.put(RESULT_KIND, result_doc["id"], result_doc)
+        with self.jobs.lock:
+            current = self.store.get(JOB_KIND, job_id)
+            if current is None or current["status"] in TERMINAL_JOB_STATUSES:
+                return  # ended (cancelled) while its last request was in flight: no result
+            self.store.put(RESULT_KIND, result_doc["id"], result_doc)
         atomic_write_text(self.settings.jobs_dir / job_id / "results.json",
                           json.dumps(result_doc, indent=1, sort_keys=True))
         self._finish(job_id, COMPLETED, f"completed in {elapsed:.1f} s", task_status=result_doc["task_status"],
@@ -176,7 +231,8 @@ class EvaluationService:
         if self._is_own_url(url):
             # This platform's own NIM route: call the served model directly (same encode, no HTTP/base64).
             return self._in_process_embedder(model_id)
-        return EndpointEmbedder(url, model_id, api_key, fmt)
+        timeout = (EndpointEmbedder.CONNECT_TIMEOUT_S, self.settings.evaluation_request_timeout_s)
+        return EndpointEmbedder(url, model_id, api_key, fmt, timeout=timeout)
 
     def _in_process_embedder(self, model_id: str) -> Embedder:
         try:
