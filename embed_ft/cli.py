@@ -20,14 +20,15 @@ from typing import Any, Iterator, Optional, TextIO
 import click
 from dagster import DagsterInstance
 
-from .console import RunConsole, error_text, results_table
+from .console import RunConsole, error_text
 from .definitions import defs
 from .defs.experiments import prepare_experiment_run, validate_experiment_name
 from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
 from .defs.preflight import Problem, initialized, preflight_problems
+from .defs.report_metadata import results_lines
 from .foreground import run_foreground
-from .history import REPORT_ASSET, history_line, latest_table, report_history
-from .homes import Homes, apply_default_homes, shared_data_dir
+from .history import REPORT_ASSET, history_line, latest_reports, latest_table, report_history
+from .homes import Homes, apply_default_homes, fill_preset_data, preset_data_dir
 from .nemo.errors import NemoError
 from .nemo.http import ServiceHTTP
 from .platform.cli import platform_group
@@ -90,7 +91,7 @@ def lineage_run_config(
 
 def run_options(preset: str, options: dict[str, Any]) -> dict[str, Any]:
     """The preset's settings, overridden by every option given on the command line."""
-    chosen = PRESETS[preset].options(str(shared_data_dir()))
+    chosen = PRESETS[preset].options(str(preset_data_dir()))
     given = {key: value for key, value in options.items() if value is not None and value != ()}
     return {**chosen, **given}
 
@@ -206,11 +207,15 @@ def run(preset: str, experiment: str, no_heldout: bool, dry_run: bool, verbose: 
         **settings, experiment=None if partitioned else experiment, include_heldout=not no_heldout
     )
     _header(out, preset, settings, homes)
+    data_line, data_problem = fill_preset_data(settings.get("source"), download=not dry_run)
+    out.write(f"  {data_line}\n" if data_line else "")
     try:
         validate_experiment_name(experiment)
         problems = preflight_problems(job, run_config, initialized(resources_from_env()))
     except ValueError as exc:
         problems = [Problem("config", f"--experiment: {exc}", "choose another experiment name")]
+    if data_problem:
+        problems.insert(0, Problem(f"source {settings.get('source')}", data_problem, "see the line above"))
     if problems:
         out.write(f"preflight: {len(problems)} problem(s); nothing was created or started:\n")
         out.write("".join(f"  {problem.line()}\n" for problem in problems))
@@ -241,7 +246,7 @@ def run(preset: str, experiment: str, no_heldout: bool, dry_run: bool, verbose: 
     if result.success:
         report = result.output_for_node(REPORT_ASSET)
         out.write("\nresults (test queries never seen in training; heldout = train queries kept out):\n")
-        out.write("".join(f"  {line}\n" for line in results_table(report.rows)))
+        out.write("".join(f"  {line}\n" for line in results_lines(report.rows, report.tests)))
     out.write(f"run {run_id} in {homes.dagster_home}; embed-ft report shows it again\n")
     out.write("\n".join(still_running_lines()) + "\n")
     raise SystemExit(0 if result.success else 1)
@@ -256,7 +261,7 @@ def report(history: bool, metric: str, leaderboard: bool) -> None:
     homes = apply_default_homes()
     with DagsterInstance.get() as instance:
         entries = report_history(instance)
-        board = leaderboard_rows(instance, metric) if leaderboard else []
+        board = leaderboard_rows(latest_reports(instance), metric) if leaderboard else []
     if not entries:
         raise click.ClickException(
             f"no {REPORT_ASSET} yet in {homes.dagster_home} (the history, DAGSTER_HOME). "

@@ -1,5 +1,5 @@
 """What `embed-ft run` prints for people: one line per step as it starts and ends, live progress of remote work,
-one line per failure (step, reason, fix), the results table and what is still running.
+one line per failure (step, reason, fix) and what is still running (the results table is `defs/report_metadata.py`'s).
 
 `RunConsole.handle` is a Dagster event-log listener (``instance.add_event_listener``): it reads step events and the
 progress lines the assets log (``"<what>: status=..."``, see `defs/remote_jobs.py`). On a terminal the progress line
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from dagster import EventLogEntry
 
@@ -215,13 +215,3 @@ class RunConsole:
         if self.skipped:
             self.line(f"skipped {len(self.skipped)} step(s) after the failure: {', '.join(self.skipped)}")
         self.line(("run succeeded" if success else "run FAILED") + f" in {duration(run_seconds)}")
-
-
-def results_table(rows: Iterable[Any], primary: str = "ndcg_cut_10") -> list[str]:
-    """The report rows (task, metric, baseline, fine_tuned, relative_delta) as aligned text, primary metric first."""
-    ordered = sorted(rows, key=lambda r: (r.task, r.metric != primary, r.metric))
-    table = [("task", "metric", "baseline", "fine-tuned", "change")] + [
-        (r.task, r.metric, f"{r.baseline:.4f}", f"{r.fine_tuned:.4f}", f"{100 * r.relative_delta:+.2f}%") for r in ordered
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(5)]
-    return ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in table]

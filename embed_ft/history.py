@@ -1,5 +1,6 @@
 """The report history in the Dagster instance, as `embed-ft report` prints it: each materialization of
-`evaluation_report` with its date, experiment and run, and the baseline vs fine-tuned table of the latest."""
+`evaluation_report` with its date, experiment and run, the latest one's table with each task's paired test, and
+every experiment's latest `Report` value (through the IO manager) for the leaderboard."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from typing import Any, Optional
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
+from .definitions import defs
+from .defs.experiments import experiment_names
+from .defs.report_metadata import ReportEntries, read_report_entries, results_lines
+from .defs.values import Report
+
 REPORT_ASSET = "evaluation_report"
-COLUMNS = ("baseline", "fine_tuned", "relative_delta")
 
 
 @dataclass(frozen=True)
@@ -24,17 +29,10 @@ class ReportEntry:
     def date(self) -> str:
         return datetime.fromtimestamp(self.timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
-    def scores(self, metric: str) -> dict[str, dict[str, float]]:
-        """task -> {baseline, fine_tuned, relative_delta} for ``metric`` (keys `task/metric/column`)."""
-        found: dict[str, dict[str, float]] = {}
-        for key, value in self.metadata.items():
-            parts = key.split("/")
-            if len(parts) == 3 and parts[1] == metric and parts[2] in COLUMNS:
-                found.setdefault(parts[0], {})[parts[2]] = float(value)
-        return {task: cols for task, cols in sorted(found.items()) if "baseline" in cols and "fine_tuned" in cols}
-
-    def metrics(self) -> list[str]:
-        return sorted({key.split("/")[1] for key in self.metadata if key.count("/") == 2})
+    @property
+    def entries(self) -> ReportEntries:
+        """The report's rows and tests, read back from its metadata (`defs/report_metadata.py`)."""
+        return read_report_entries(self.metadata)
 
 
 def _experiment(instance: DagsterInstance, run_id: str, partition: Optional[str]) -> str:
@@ -65,22 +63,31 @@ def report_history(instance: DagsterInstance) -> list[ReportEntry]:
 
 
 def latest_table(entry: ReportEntry) -> list[str]:
-    """Every task and metric of ``entry``: baseline, fine-tuned, relative change, aligned."""
-    rows = [("task", "metric", "baseline", "fine-tuned", "change")]
-    for metric in entry.metrics():
-        for task, cols in entry.scores(metric).items():
-            rel = cols.get("relative_delta")
-            rows.append((task, metric, f"{cols['baseline']:.4f}", f"{cols['fine_tuned']:.4f}",
-                         f"{100 * rel:+.2f}%" if rel is not None else ""))
-    rows[1:] = sorted(rows[1:], key=lambda r: (r[0], r[1]))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    """Every task and metric of ``entry``, aligned, with each task's query count, interval and p-value beside it."""
+    entries = entry.entries
+    return results_lines(entries.rows, entries.tests)
 
 
 def history_line(entry: ReportEntry, metric: str) -> str:
     cells = [
-        f"{task} {cols['baseline']:.4f} -> {cols['fine_tuned']:.4f}"
-        + (f" ({100 * cols['relative_delta']:+.2f}%)" if "relative_delta" in cols else "")
-        for task, cols in entry.scores(metric).items()
+        f"{row.task} {row.baseline:.4f} -> {row.fine_tuned:.4f} ({100 * row.relative_delta:+.2f}%)"
+        for row in entry.entries.rows_of(metric)
     ]
     return f"- {entry.date}  experiment {entry.experiment}  run {entry.run_id}: " + ("; ".join(cells) or f"no {metric}")
+
+
+def latest_reports(instance: DagsterInstance) -> dict[str, Report]:
+    """Every experiment's latest `Report` value, loaded through the code location's IO manager (as the leaderboard
+    asset receives them); experiments without a stored report are left out."""
+    reports = {}
+    materialized = instance.get_materialized_partitions(AssetKey(REPORT_ASSET))
+    for experiment in experiment_names(instance):
+        if experiment not in materialized:
+            continue
+        try:
+            value = defs.load_asset_value(REPORT_ASSET, partition_key=experiment, instance=instance)
+        except (FileNotFoundError, OSError):  # materialized by a run whose IO manager stored nothing here
+            continue
+        if isinstance(value, Report):
+            reports[experiment] = value
+    return reports

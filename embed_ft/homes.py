@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .data.errors import SourceError
+from .data.public_beir import FillState, download_line, fill_beir_folder, fill_state
+
 PROJECT_NAME = "embed-ft"
 STATE_DIR = ".embed_ft"
 SHARED_DATA_ENV = "EMBED_FT_SHARED_DATA"
+PUBLIC_DATA_DIR = "public-data"
 # One slot per pool: one job at a time per GPU service, so concurrent runs cannot oversubscribe it.
 DAGSTER_YAML = "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
 
@@ -51,6 +55,21 @@ def shared_data_dir(start: Optional[Path] = None) -> Path:
     return root.parent / "shared" / "data"
 
 
+def public_data_dir(start: Optional[Path] = None) -> Path:
+    """Where a preset's data is laid out when no shared data folder is beside the checkout:
+    ``<state root>/public-data``, the same layout as the shared folder (``beir/scifact/...``), filled from the Hub."""
+    return state_root(start) / PUBLIC_DATA_DIR
+
+
+def preset_data_dir(start: Optional[Path] = None) -> Path:
+    """The folder a preset's data paths resolve in: the shared data folder when $EMBED_FT_SHARED_DATA is set or
+    ``../shared/data`` exists (the local location), else `public_data_dir` (the public one: the Hub)."""
+    shared = shared_data_dir(start)
+    if os.environ.get(SHARED_DATA_ENV) or shared.is_dir():
+        return shared
+    return public_data_dir(start)
+
+
 @dataclass(frozen=True)
 class Homes:
     dagster_home: Path
@@ -68,8 +87,9 @@ class Homes:
 def apply_default_homes(start: Optional[Path] = None) -> Homes:
     """Set the unset state variables to the project's folders (see the module docstring) and return them all.
 
-    Also points ``EMBED_FT_BEIR_ROOT`` at ``<shared data>/beir`` when unset and that folder exists (as ``./dev`` does),
-    and writes DAGSTER_HOME's ``dagster.yaml`` on first use.
+    Also points ``EMBED_FT_BEIR_ROOT``, when unset, at ``<shared data>/beir`` when that folder exists (as ``./dev``
+    does), else at ``<public data>/beir`` (where the Hub's sets are laid out), and writes DAGSTER_HOME's
+    ``dagster.yaml`` on first use.
     """
     root = state_root(start)
     defaults = {
@@ -80,9 +100,10 @@ def apply_default_homes(start: Optional[Path] = None) -> Homes:
     for name, path in defaults.items():
         if not os.environ.get(name):
             os.environ[name] = str(path)
-    shared_beir = shared_data_dir(start) / "beir"
-    if not os.environ.get("EMBED_FT_BEIR_ROOT") and shared_beir.is_dir():
-        os.environ["EMBED_FT_BEIR_ROOT"] = str(shared_beir.resolve())
+    data_beir = preset_data_dir(start) / "beir"
+    public = data_beir.parent == public_data_dir(start)
+    if not os.environ.get("EMBED_FT_BEIR_ROOT") and (data_beir.is_dir() or public):
+        os.environ["EMBED_FT_BEIR_ROOT"] = str(data_beir.resolve())
     dagster_home = Path(os.environ["DAGSTER_HOME"]).expanduser().resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
@@ -95,3 +116,20 @@ def apply_default_homes(start: Optional[Path] = None) -> Homes:
         data_root=Path(os.environ["EMBED_FT_DATA_ROOT"]).expanduser().resolve(),
         beir_root=Path(beir).expanduser().resolve() if beir else None,
     )
+
+
+def fill_preset_data(source: Optional[str], download: bool) -> tuple[str, Optional[str]]:
+    """Before preflight: a preset's BEIR data that is not on this machine is laid out from the Hub cache, or
+    downloaded into it (huggingface_hub's progress bars) when ``download``. Returns (one line for people, or "";
+    a problem, or None). An offline Hub without the cache is preflight's to report."""
+    state = fill_state(source) if source else None
+    if source is None or state not in (FillState.CACHED, FillState.DOWNLOAD):
+        return "", None
+    if state is FillState.DOWNLOAD and not download:
+        return f"data: not on this machine; a run downloads {download_line(source)}", None
+    line = f"data: {'downloading' if state is FillState.DOWNLOAD else 'from the Hub cache:'} {download_line(source)}"
+    try:
+        fill_beir_folder(source)
+    except SourceError as exc:
+        return line, str(exc)
+    return line, None

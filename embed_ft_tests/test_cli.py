@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manager, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 
 from embed_ft.cli import main
+from embed_ft.history import latest_reports
 from embed_ft.defs.data import specter_raw, specter_triplets
-from embed_ft.defs.experiments import add_experiment
 from embed_ft.defs.mining import mined_triplets
-from embed_ft.defs.report import evaluation_report
 from embed_ft.defs.training import training_dataset
 from embed_ft.defs.values import EvaluationResult
 from embed_ft.platform.settings import service_urls
@@ -27,6 +26,7 @@ from embed_ft.resources import resources_for_url
 
 from .browser_helpers import write_dagster_yaml
 from .lineage_fixtures import write_specter_jsonl
+from .report_fixtures import materialize_reports
 from .platform_server import running_platform
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,60 +91,44 @@ def test_report_without_any_materialization_says_how_to_create_one(homes):
     assert "Create one with: embed-ft run" in result.output
 
 
-def evaluation(model: str, scores: dict[str, dict[str, float]]) -> EvaluationResult:
-    """An upstream evaluation value as baseline_evaluation/fine_tuned_evaluation return it."""
-    return EvaluationResult(model=model, job_id=f"eval-{model[-1]}", tasks={t: f"file://{t}/" for t in scores}, metrics=scores)
-
-
-class FixedUpstreamIOManager(IOManager):
-    """Hands evaluation_report fixed upstream values, so the real report asset runs without the GPU stages."""
-
-    def __init__(self, upstream: dict[str, EvaluationResult]):
-        self.upstream = upstream
-
-    def handle_output(self, context, obj) -> None:
-        pass
-
-    def load_input(self, context):
-        return self.upstream[context.asset_key.to_user_string()]
-
-
-def materialize_report(
-    instance: DagsterInstance, baseline: EvaluationResult, fine_tuned: EvaluationResult, experiment: str
-) -> None:
-    """The report of ``experiment`` (its partition), as the lineage would materialize it."""
-    upstream = {"baseline_evaluation": baseline, "fine_tuned_evaluation": fine_tuned}
-    add_experiment(instance, experiment)
-    result = materialize(
-        [evaluation_report, *(SourceAsset(key) for key in upstream)],
-        instance=instance,
-        resources={"io_manager": io_manager(lambda _: FixedUpstreamIOManager(upstream))},
-        partition_key=experiment,
+def evaluation(model: str, ndcg: float, recall: float, queries: int = 40) -> EvaluationResult:
+    """An upstream evaluation value as baseline_evaluation/fine_tuned_evaluation return it, with per-query nDCG@10
+    scores around ``ndcg`` (mean exactly ``ndcg``) over ``queries`` SciFact queries."""
+    offsets = [((i % 5) - 2) * 0.01 for i in range(queries)]
+    per_query = {"scifact": {f"q{i}": {"ndcg_cut_10": ndcg + off} for i, off in enumerate(offsets)}}
+    return EvaluationResult(
+        model=model, job_id=f"eval-{model[-1]}", tasks={"scifact": "file://scifact/"},
+        metrics={"scifact": {"ndcg_cut_10": ndcg, "recall_10": recall}}, per_query=per_query,
+        queries={"scifact": queries},
     )
-    assert result.success
 
 
-def test_report_prints_the_latest_table_and_the_metric_history(homes):
+def test_report_prints_the_latest_table_with_each_tasks_test_and_the_metric_history(homes):
     dagster_home, _ = homes
-    baseline = evaluation("base-model-1", {"scifact": {"ndcg_cut_10": 0.6, "recall_10": 0.7}})
-    first = evaluation("tuned-model-1", {"scifact": {"ndcg_cut_10": 0.65, "recall_10": 0.72}})
-    second = evaluation("tuned-model-2", {"scifact": {"ndcg_cut_10": 0.7, "recall_10": 0.75}})
+    baseline = evaluation("base-model-1", 0.6, 0.7)
+    fine_tuned = {"exp-a": evaluation("tuned-model-1", 0.65, 0.72), "exp-b": evaluation("tuned-model-2", 0.7, 0.75)}
     with DagsterInstance.from_config(str(dagster_home)) as instance:
-        materialize_report(instance, baseline, first, "exp-a")
-        materialize_report(instance, baseline, second, "exp-b")
+        materialize_reports(instance, baseline, fine_tuned)
         run_ids = [
             r.run_id
             for r in instance.fetch_materializations(AssetKey("evaluation_report"), limit=10, ascending=True).records
         ]
+        reports = latest_reports(instance)
     assert len(run_ids) == 2
+    test = next(t for t in reports["exp-b"].tests if t.task == "scifact")
 
     result = invoke("report")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    # The latest report: when, which experiment and run, then the table of the second materialization.
+    # The latest report: when, which experiment and run, then the table of the second materialization with the
+    # paired test of the primary metric beside it: queries, 95% interval of the difference, p-value, verdict.
     assert re.fullmatch(rf"latest report: \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, experiment exp-b, run {run_ids[1]}", lines[0])
-    assert lines[1].split() == ["task", "metric", "baseline", "fine-tuned", "change"]
-    assert lines[2].split() == ["scifact", "ndcg_cut_10", "0.6000", "0.7000", "+16.67%"]
+    assert lines[1].split() == ["task", "metric", "baseline", "fine-tuned", "change", "queries", "95%", "CI", "of",
+                                "delta", "p", "verdict"]
+    assert lines[2].split() == [
+        "scifact", "ndcg_cut_10", "0.6000", "0.7000", "+16.67%", "40",
+        f"[{test.ci_low:+.4f},", f"{test.ci_high:+.4f}]", f"{test.p_value:.4f}", "significantly", "better",
+    ]
     assert lines[3].split() == ["scifact", "recall_10", "0.7000", "0.7500", "+7.14%"]
     # The history: one line per materialization, oldest first, with date, experiment and the whole run id.
     history = [line for line in lines if line.startswith("- ")]
@@ -160,12 +144,13 @@ def test_report_prints_the_latest_table_and_the_metric_history(homes):
     assert "recall_10" in latest_only.output
     board = invoke("report", "--experiments")
     assert board.exit_code == 0, board.output
-    rows = [line.strip("| ").split(" | ") for line in board.output.splitlines() if line.startswith("| exp-")]
-    # One row per experiment on the primary metric, best fine-tuned score first.
-    assert [row[:5] for row in rows] == [
-        ["exp-b", "scifact", "ndcg_cut_10", "0.6000", "0.7000"],
-        ["exp-a", "scifact", "ndcg_cut_10", "0.6000", "0.6500"],
-    ]
+    table = [line.strip("| ").split(" | ") for line in board.output.splitlines() if line.startswith("| ")]
+    # One row per experiment (the baseline's scores on top), best fine-tuned score first, built from the Reports.
+    assert table[0] == ["experiment", "scifact (change, p)", "model", "date"]
+    assert [row[0] for row in table[1:]] == ["(baseline)", "exp-b", "exp-a"]
+    assert table[1][1] == "0.6000"
+    assert table[2][1] == f"0.7000 (+16.67%, p {test.p_value:.4f})"
+    assert table[2][2:] == ["tuned-model-2", reports["exp-b"].created_at]
 
 
 def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str, str]:

@@ -8,8 +8,9 @@ import uuid
 
 from dagster import DagsterInstance, Definitions, Failure, asset, define_asset_job
 
-from embed_ft.console import RunConsole, describe_progress, duration, results_table
-from embed_ft.defs.values import ReportRow
+from embed_ft.console import RunConsole, describe_progress, duration
+from embed_ft.defs.report_metadata import results_lines
+from embed_ft.defs.values import PairedTest, ReportRow
 
 
 class FakeClock:
@@ -95,10 +96,16 @@ def test_results_table_puts_the_primary_metric_first():
         ReportRow("scifact", "recall_10", 0.78, 0.83, 0.05, 0.05 / 0.78),
         ReportRow("scifact", "ndcg_cut_10", 0.6451, 0.7099, 0.0648, 0.1005),
     ]
-    lines = results_table(rows)
+    lines = results_lines(rows)
     assert lines[0].split() == ["task", "metric", "baseline", "fine-tuned", "change"]
     assert lines[1].split() == ["scifact", "ndcg_cut_10", "0.6451", "0.7099", "+10.05%"]
     assert lines[2].split()[1] == "recall_10"
+    # With the paired test of the task's primary metric: queries, 95% interval, p-value and verdict beside it.
+    test = PairedTest("scifact", "ndcg_cut_10", 300, 0.0648, 0.041, 0.089, 0.0002, "significantly better", "")
+    tested = results_lines(rows, [test])
+    assert tested[1].split() == ["scifact", "ndcg_cut_10", "0.6451", "0.7099", "+10.05%", "300", "[+0.0410,", "+0.0890]",
+                                 "0.0002", "significantly", "better"]
+    assert tested[2].split() == ["scifact", "recall_10", "0.7800", "0.8300", "+6.41%"]
 
 
 @asset

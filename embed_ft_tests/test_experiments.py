@@ -9,11 +9,12 @@ import math
 import random
 
 import pytest
-from dagster import AssetKey, DagsterInstance, IOManager, SourceAsset, io_manager, materialize
+from dagster import AssetKey, DagsterInstance, SourceAsset, materialize
 
 from embed_ft.defs.charts import loss_curve_png, markdown_image
-from embed_ft.defs.experiments import add_experiment, experiment_names, prepare_experiment_run
-from embed_ft.defs.leaderboard import experiment_leaderboard, leaderboard_markdown, leaderboard_rows
+from embed_ft.defs.experiments import EXPERIMENTS, add_experiment, experiment_names, prepare_experiment_run
+from embed_ft.defs.leaderboard import experiment_leaderboard, leaderboard_markdown, leaderboard_rows, reports_by_experiment
+from embed_ft.history import latest_reports
 from embed_ft.defs.report import CHECK_NAME, evaluation_report
 from embed_ft.defs.significance import (
     BETTER,
@@ -27,6 +28,8 @@ from embed_ft.defs.significance import (
 )
 from embed_ft.defs.values import EvaluationResult
 from embed_ft.platform.services.evaluation import nemo_results
+
+from .report_fixtures import materialize_reports
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -115,21 +118,6 @@ def test_experiment_names_are_validated_and_registered_once():
         assert experiment_names(instance) == ["lr-2e-5", "epochs-3"]
 
 
-class FixedUpstream(IOManager):
-    """Hands evaluation_report its two upstream values (per partition for the fine-tuned one)."""
-
-    def __init__(self, baseline: EvaluationResult, fine_tuned: dict[str, EvaluationResult]):
-        self.baseline, self.fine_tuned = baseline, fine_tuned
-
-    def handle_output(self, context, obj) -> None:
-        pass
-
-    def load_input(self, context):
-        if context.asset_key == AssetKey("baseline_evaluation"):
-            return self.baseline
-        return self.fine_tuned[context.asset_partition_key]
-
-
 @pytest.fixture
 def two_reports():
     """An instance holding the reports of experiments `small-gain` and `big-gain` against one baseline."""
@@ -139,18 +127,8 @@ def two_reports():
         "small-gain": evaluation("ns/small-gain-embed-sft@cust-1", {t: shifted(qs, 0.0, 12) for t, qs in base.items()}),
         "big-gain": evaluation("ns/big-gain-embed-sft@cust-2", {t: shifted(qs, 0.08, 13) for t, qs in base.items()}),
     }
-    upstream = io_manager(lambda _: FixedUpstream(baseline, fine_tuned))
     with DagsterInstance.ephemeral() as instance:
-        results = {}
-        for experiment in fine_tuned:
-            add_experiment(instance, experiment)
-            results[experiment] = materialize(
-                [evaluation_report, SourceAsset("baseline_evaluation"), SourceAsset("fine_tuned_evaluation", partitions_def=evaluation_report.partitions_def)],
-                instance=instance,
-                partition_key=experiment,
-                resources={"io_manager": upstream},
-            )
-            assert results[experiment].success
+        results = materialize_reports(instance, baseline, fine_tuned)
         yield instance, results
 
 
@@ -185,30 +163,56 @@ def test_each_experiment_has_its_own_report_history_with_chart_table_and_signifi
     assert "Not significantly better on: scifact" in small[0].description
 
 
-def test_leaderboard_lists_every_experiment_as_a_typed_table(two_reports):
-    instance, _ = two_reports
-    rows = leaderboard_rows(instance, metric="ndcg_cut_10")
-    assert {(r.experiment, r.task) for r in rows} == {
-        ("small-gain", "scifact"), ("big-gain", "scifact"), ("small-gain", "heldout"), ("big-gain", "heldout")
-    }
-    scifact = [r for r in rows if r.task == "scifact"]
-    assert [r.experiment for r in scifact] == ["big-gain", "small-gain"]  # best first
-    assert scifact[0].model == "ns/big-gain-embed-sft@cust-2"
-    assert math.isclose(scifact[0].delta, scifact[0].fine_tuned - scifact[0].baseline)
-    assert len(leaderboard_rows(instance)) == 8  # both metrics
-    printed = leaderboard_markdown(rows)
-    assert printed.splitlines()[0].startswith("| experiment | task | metric | baseline | fine-tuned |")
+# The leaderboard with its upstream report (whose own inputs are only sources here): only the leaderboard runs.
+LEADERBOARD_GRAPH = [
+    SourceAsset("baseline_evaluation"), SourceAsset("fine_tuned_evaluation", partitions_def=EXPERIMENTS),
+    evaluation_report, experiment_leaderboard,
+]
 
-    result = materialize([experiment_leaderboard, SourceAsset("evaluation_report")], instance=instance)
+
+def test_leaderboard_is_one_row_per_experiment_built_from_the_report_values(two_reports):
+    instance, results = two_reports
+    reports = latest_reports(instance)  # the stored Report values, through the IO manager
+    assert {name: r.fine_tuned_model for name, r in reports.items()} == {
+        "small-gain": "ns/small-gain-embed-sft@cust-1", "big-gain": "ns/big-gain-embed-sft@cust-2"
+    }
+    rows = leaderboard_rows(reports)
+    assert [r.experiment for r in rows] == ["big-gain", "small-gain"]  # best first on the first task (scifact)
+    big = rows[0].scores
+    assert sorted(big) == ["heldout", "scifact"]
+    expected = next(r for r in reports["big-gain"].rows if (r.task, r.metric) == ("scifact", "ndcg_cut_10"))
+    assert (big["scifact"].baseline, big["scifact"].fine_tuned) == (expected.baseline, expected.fine_tuned)
+    assert big["scifact"].queries == 50
+    assert big["scifact"].p_value is not None
+    assert big["scifact"].p_value < 0.05
+    assert big["heldout"].verdict == TOO_FEW
+    printed = leaderboard_markdown(rows).splitlines()
+    assert printed[0] == "| experiment | scifact (change, p) | heldout (change, p) | model | date |"
+    assert printed[2].startswith("| (baseline) |")
+    assert printed[3].startswith(f"| big-gain | {big['scifact'].fine_tuned:.4f} (+")
+
+    # The asset receives the same values from its partitioned upstream: one typed row per experiment.
+    result = materialize(LEADERBOARD_GRAPH, instance=instance, selection=[experiment_leaderboard])
     assert result.success
     metadata = result.asset_materializations_for_node("experiment_leaderboard")[0].metadata
     table = metadata["leaderboard"].value
-    assert [c.name for c in table.schema.columns][:9] == [
-        "experiment", "task", "metric", "baseline", "fine_tuned", "delta", "relative_delta", "model", "date"
+    assert [c.name for c in table.schema.columns] == [
+        "experiment", "scifact", "scifact change", "scifact p", "heldout", "heldout change", "heldout p", "model", "date"
     ]
-    assert len(table.records) == 8
-    assert table.records[0].data["metric"] == "ndcg_cut_10"
+    assert [r.data["experiment"] for r in table.records] == ["big-gain", "small-gain"]
+    assert table.records[0].data["scifact"] == round(big["scifact"].fine_tuned, 4)
+    assert table.records[0].data["date"] == reports["big-gain"].created_at != ""
     assert metadata["best_experiment"].value == "big-gain"
+    assert metadata["experiments"].value == 2
+
+    # With one experiment the IO manager hands the value itself, with none nothing: the same rows either way.
+    assert reports_by_experiment(reports["big-gain"], ["big-gain"]) == {"big-gain": reports["big-gain"]}
+    assert reports_by_experiment(None, []) == {}
+
+    # An experiment registered without a report yet is simply absent.
+    add_experiment(instance, "no-report-yet")
+    again = materialize(LEADERBOARD_GRAPH, instance=instance, selection=[experiment_leaderboard])
+    assert again.asset_materializations_for_node("experiment_leaderboard")[0].metadata["experiments"].value == 2
 
 
 def test_loss_curve_renders_train_and_validation():

@@ -179,12 +179,12 @@ def test_experiments_lineage_report_chart_and_leaderboard_in_chromium(served_lin
         assert save(page, tmp_path, "experiment-report.png").stat().st_size < 600_000
         page.keyboard.press("Escape")
 
-        # 4. The leaderboard: both experiments as rows of the typed table.
+        # 4. The leaderboard: one row per experiment of the typed table, the task's score, change and p as columns.
         page = new_page(browser, width=2000, height=1100)
         page.goto(f"{ui_url}/assets/experiment_leaderboard")
         page.get_by_text("leaderboard", exact=True).first.wait_for()
         for experiment in EXPERIMENTS:
             page.get_by_role("cell", name=experiment, exact=True).first.wait_for()
-        for header in ("experiment", "task", "metric", "baseline", "fine_tuned", "delta", "relative_delta", "model", "date"):
+        for header in ("experiment", task, f"{task} change", f"{task} p", "heldout", "model", "date"):
             page.get_by_role("columnheader", name=header, exact=True).first.wait_for()
         assert save(page, tmp_path, "leaderboard.png").stat().st_size < 600_000

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from dagster import Config, Failure, MetadataValue
 from pydantic import ValidationError
 
-from ..nemo.errors import NemoError
+from ..nemo.errors import NemoConnectionError, NemoError, ServerError
 
 # Matched whole (``fullmatch``): with ``re.match`` and ``$``, a trailing newline would pass.
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
@@ -32,16 +32,21 @@ def validate_name(field: str, value: str) -> str:
     return value
 
 
+# Backend errors worth a retry of the step: a 5xx the client's own retries did not outlast, no answer at all.
+TRANSIENT_BACKEND_ERRORS = (ServerError, NemoConnectionError)
+
+
 def backend_errors_as_failures(fn: Callable) -> Callable:
     """Turn a NeMo client error (which already names the service, call, URL/status and server message, secrets
-    redacted) into a Dagster ``Failure``: the UI then shows that one line instead of a wrapped stack trace."""
+    redacted) into a Dagster ``Failure``: the UI then shows that one line instead of a wrapped stack trace. Only a
+    transient one may be retried by the asset's `RetryPolicy` (`remote_jobs.REMOTE_JOB_RETRY_POLICY`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except NemoError as exc:
-            raise Failure(str(exc)) from None
+            raise Failure(str(exc), allow_retries=isinstance(exc, TRANSIENT_BACKEND_ERRORS)) from None
 
     return wrapper
 
@@ -78,7 +83,9 @@ def fail_on_invalid_run_config(context) -> None:
     """Called first by each asset that talks to the backend: a bad Launchpad config stops the run before any call."""
     problems = invalid_run_config(context.job_def, context.run.run_config)
     if problems:
-        raise Failure("Invalid run config, nothing was sent to the backend: " + "; ".join(problems))
+        raise Failure(
+            "Invalid run config, nothing was sent to the backend: " + "; ".join(problems), allow_retries=False
+        )
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

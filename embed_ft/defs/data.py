@@ -34,6 +34,7 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from ..data.beir import beir_files_of, snapshot_beir_split
+from ..data.public_beir import FILLABLE, download_line, fill_beir_folder, fill_state
 from ..data.cleaning import DEFAULT_MAX_TEXT_CHARS
 from ..data.errors import SourceError
 from ..data.specter import (
@@ -200,6 +201,9 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
     load_revision = pinned or config.revision
     root = data_root(config.storage_root)
     try:
+        if config.source_kind in ("auto", "beir") and fill_state(config.source) in FILLABLE:
+            context.log.info(f"{config.source} is not here: {download_line(config.source)}")
+            fill_beir_folder(config.source)  # from the Hub cache, or downloaded once into it
         kind = resolve_source_kind(config)
         if kind == "beir":
             version = _beir_version(config)

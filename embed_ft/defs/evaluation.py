@@ -27,7 +27,7 @@ from .common import (
     stable_hash,
 )
 from .experiments import EXPERIMENTS
-from .remote_jobs import run_remote_job
+from .remote_jobs import REMOTE_JOB_RETRY_POLICY, run_remote_job
 from .settings import resolve_settings, settings_metadata
 from .significance import per_query_scores, query_counts
 from .training import ensure_repo, upload_if_changed
@@ -201,12 +201,14 @@ def run_evaluation(
         details = doc.get("status_details") or {}
         logs = doc.get("status_logs") or []
         detail = details.get("message") or (logs[-1].get("detail") if logs else None) or "no detail reported"
-        raise Failure(f"Evaluation job {job_id} of {nim.model} ended {status}: {detail}")
+        raise Failure(f"Evaluation job {job_id} of {nim.model} ended {status}: {detail}", allow_retries=False)
     results = ev.get_results(job_id)
     metrics = ev.parse_metrics(results)
     missing = [t for t in tasks if t not in metrics]
     if missing:
-        raise Failure(f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}")
+        raise Failure(
+            f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}", allow_retries=False
+        )
     per_query = {t: scores for t, scores in per_query_scores(results).items() if t in tasks}
     queries = {**query_counts(results), **{t: len(scores) for t, scores in per_query.items()}}
     value = EvaluationResult(model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries)
@@ -235,6 +237,7 @@ def run_evaluation(
     owners=OWNERS,
     tags=GPU_TAGS,
     pool="nemo_evaluator",
+    retry_policy=REMOTE_JOB_RETRY_POLICY,
     description="The base model's evaluation on the BEIR tasks and the held-out split, run once per (base model, task "
     "set, held-out data, code version) and shared by every experiment's report. Its data version is that identity.",
 )
@@ -267,6 +270,7 @@ def baseline_evaluation(
     owners=OWNERS,
     tags=GPU_TAGS,
     pool="nemo_evaluator",
+    retry_policy=REMOTE_JOB_RETRY_POLICY,
     description="One experiment's NIM evaluated on the same tasks as the baseline (without settings of its own, an "
     "experiment takes the baseline evaluation's).",
 )

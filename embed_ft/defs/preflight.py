@@ -10,6 +10,9 @@ UI. Checks, in order (a later check needs the earlier ones to pass):
 3. tasks (when the run holds an evaluation): `file://NAME/` is a BEIR set in the embedded platform's BEIR root;
    `hf://datasets/NS/NAME` is a repo in the Data Store.
 
+A BEIR folder ``.../beir/scifact`` that is not on this machine passes when the Hugging Face Hub cache holds SciFact
+or the Hub is reachable (it is filled from there, `data/public_beir.py`); it fails only when the Hub is offline.
+
 Nothing here writes. Only an `hf://` task makes the embedded platform start (to ask its Data Store), and only once
 config and source have passed.
 
@@ -41,6 +44,7 @@ from dagster import (
 
 from ..data.beir import load_beir
 from ..data.errors import SourceError
+from ..data.public_beir import FILLABLE, FillState, download_line, fill_state
 from ..data.specter import load_specter_source, resolve_hub_revision
 from ..nemo.errors import NemoError
 from ..platform.launcher import status as platform_status
@@ -86,9 +90,24 @@ def config_problems(job_def, run_config: Mapping[str, Any]) -> list[Problem]:
     ]
 
 
+def _unavailable(what: str, folder: str) -> Problem:
+    return Problem(
+        what, "it is not on this machine, not in the Hugging Face Hub cache, and the Hub is offline (HF_HUB_OFFLINE)",
+        f"unset HF_HUB_OFFLINE to download {download_line(folder)}; or set EMBED_FT_SHARED_DATA to a folder holding "
+        "beir/<name>",
+    )
+
+
 def source_problems(config: SpecterSourceConfig) -> list[Problem]:
-    """The source exists and loads (a BEIR folder: its files for the split; a Hub id: the Hub knows its revision)."""
+    """The source exists and loads (a BEIR folder: its files for the split; a Hub id: the Hub knows its revision).
+    A missing BEIR folder of a set the Hub publishes is fine when the Hub cache holds it or the Hub is reachable:
+    `specter_raw` fills it (`data/public_beir.py`)."""
     what = f"source {config.source}"
+    state = fill_state(config.source) if config.source_kind in ("auto", "beir") else None
+    if state is FillState.UNAVAILABLE:
+        return [_unavailable(what, config.source)]
+    if state in FILLABLE:
+        return []
     try:
         kind = resolve_source_kind(config)
         if kind == "beir":
@@ -123,7 +142,10 @@ def task_problems(
         what = f"task {url}"
         name = task_name(url)
         if url.startswith("file://"):
-            if beir_root is not None and not (beir_root / name / "corpus.jsonl").is_file():
+            state = fill_state(beir_root / name) if beir_root is not None else None
+            if state is FillState.UNAVAILABLE:
+                problems.append(_unavailable(what, str(beir_root / name)))
+            elif state is None and beir_root is not None and not (beir_root / name / "corpus.jsonl").is_file():
                 problems.append(Problem(
                     what, f"no BEIR set {name!r} in the local evaluator's BEIR root {beir_root}",
                     f"copy the BEIR folder to {beir_root / name} (or set EMBED_FT_BEIR_ROOT to the folder holding it), "

@@ -11,12 +11,18 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
 
-from dagster import DagsterExecutionInterruptedError, Failure
+from dagster import Backoff, DagsterExecutionInterruptedError, Failure, Jitter, RetryPolicy
 
 from ..nemo.polling import PollTimeout, poll
 from ..nemo.status import COMPLETED, is_active, is_terminal, job_status
 
-RETRY_HINT = "materialize again to reattach to it, or raise the timeout in the run config."
+# The retry policy of the remote-job assets (training, the NIM deployments, the evaluations). A retry is safe: it
+# finds its job again by the idempotency key (`reattach_or_submit`) or its deployment by name, so it waits on the
+# same remote work instead of paying for it twice. Only transient failures are retried (a 5xx after the client's own
+# retries, a lost connection: `common.backend_errors_as_failures`); a job that failed, a timeout, a bad config or a
+# 4xx fail at once (`Failure(allow_retries=False)`). Waits of about 10 s, then 20 s, so a restarting service is back.
+REMOTE_JOB_RETRY_POLICY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+TIMEOUT_HINT = "raise timeout_s in the run config and materialize again: the new run reattaches to it."
 
 
 def progress_logger(
@@ -40,15 +46,17 @@ def progress_logger(
 
 @contextmanager
 def remote_wait(
-    context, what: str, timeout_s: float, cancel: Optional[Callable[[], Any]] = None, timeout_hint: str = RETRY_HINT
+    context, what: str, timeout_s: float, cancel: Optional[Callable[[], Any]] = None, timeout_hint: str = TIMEOUT_HINT
 ) -> Iterator[None]:
-    """Around a poll: a timeout becomes a `Failure`; a terminated run cancels the remote job (when ``cancel``)."""
+    """Around a poll: a timeout becomes a `Failure` (not retried: the run asked for that limit); a terminated run
+    cancels the remote job (when ``cancel``)."""
     try:
         yield
     except PollTimeout as exc:
         raise Failure(
             f"{what} did not finish within {timeout_s:.0f} s (last status: {exc.last_status}). "
-            f"It is still active on the server and was not cancelled; {timeout_hint}"
+            f"It is still active on the server and was not cancelled; {timeout_hint}",
+            allow_retries=False,
         ) from None
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         if cancel is not None:
@@ -71,7 +79,7 @@ def wait_for_remote(
     interval_s: float,
     cancel: Optional[Callable[[], Any]] = None,
     describe: Optional[Callable[[dict], str]] = None,
-    timeout_hint: str = RETRY_HINT,
+    timeout_hint: str = TIMEOUT_HINT,
 ) -> dict:
     """Poll ``fetch`` until ``is_done``; return the last document."""
     with remote_wait(context, what, timeout_s, cancel, timeout_hint):

@@ -1,12 +1,11 @@
 """`evaluation_report` (one per experiment): baseline vs fine-tuned per task and metric, how many queries back each
 task, a paired significance test per task, a bar chart, and the `fine_tuned_beats_baseline` check.
 
-Metadata keys are stable, so the UI plots each number over an experiment's materializations:
-`task/metric/{baseline,fine_tuned,delta,relative_delta}` (floats), plus `task/queries` and, where per-query scores
-exist, `task/<primary metric>/{p_value,ci_low,ci_high}`.
+Metadata keys are stable, so the UI plots each number over an experiment's materializations; they are written and
+read through `report_metadata.py` only.
 """
 
-
+import datetime as dt
 from typing import Any, Optional
 
 from dagster import (
@@ -27,11 +26,11 @@ from .backend import GPU_STAGE_CONDITION
 from .charts import markdown_image, report_chart_png
 from .common import CPU_TAGS, OWNERS, markdown_table, table_cell
 from .experiments import EXPERIMENTS
+from .report_metadata import PRIMARY_METRIC, paired_key, report_entries, score_key
 from .significance import ALPHA, BETTER, MIN_QUERIES, NOT_TESTED, TOO_FEW, paired_test
 from .values import EvaluationResult, PairedTest, Report, ReportRow
 
 REPORT_CODE_VERSION = "2"
-PRIMARY_METRIC = "ndcg_cut_10"
 CHECK_NAME = "fine_tuned_beats_baseline"
 CHECK_DESCRIPTION = (
     f"Passes when, on every task with at least {MIN_QUERIES} queries, the fine-tuned model's {PRIMARY_METRIC} is "
@@ -150,9 +149,9 @@ def beats_baseline(tests: list[PairedTest]) -> AssetCheckResult:
     metadata: dict[str, Any] = {"checks": MetadataValue.md(CHECK_DESCRIPTION), "tasks": MetadataValue.md("\n".join(f"- {x}" for x in lines))}
     for t in tests:
         if t.mean_delta is not None:
-            metadata[f"{t.task}/{t.metric}/delta"] = float(t.mean_delta)
+            metadata[score_key(t.task, t.metric, "delta")] = float(t.mean_delta)
         if t.p_value is not None:
-            metadata[f"{t.task}/{t.metric}/p_value"] = float(t.p_value)
+            metadata[paired_key(t.task, t.metric, "p_value")] = float(t.p_value)
     return AssetCheckResult(
         check_name=CHECK_NAME,
         passed=bool(tested) and not losers,
@@ -200,18 +199,10 @@ def evaluation_report(
         "baseline_job_id": baseline_evaluation.job_id,
         "fine_tuned_model": fine_tuned_evaluation.model,
     }
-    for r in rows:
-        for column in ("baseline", "fine_tuned", "delta", "relative_delta"):
-            metadata[f"{r.task}/{r.metric}/{column}"] = float(getattr(r, column))
-    for t in tests:
-        if t.queries is not None:
-            metadata[f"{t.task}/queries"] = float(t.queries)
-        for name in ("p_value", "ci_low", "ci_high"):
-            if getattr(t, name) is not None:
-                metadata[f"{t.task}/{t.metric}/{name}"] = float(getattr(t, name))
-        metadata[f"{t.task}/verdict"] = t.verdict
+    metadata.update(report_entries(rows, tests))
     value = Report(
         rows=rows, markdown=markdown, baseline_model=baseline_evaluation.model,
         fine_tuned_model=fine_tuned_evaluation.model, experiment=experiment, tests=tests,
+        created_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
     )
     return MaterializeResult(value=value, metadata=metadata, check_results=[beats_baseline(tests)])

@@ -13,7 +13,7 @@ from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import GPU_TAGS, OWNERS, backend_errors_as_failures, fail_on_invalid_run_config, link
 from .experiments import EXPERIMENTS
-from .remote_jobs import progress_logger, remote_wait, wait_for_remote
+from .remote_jobs import REMOTE_JOB_RETRY_POLICY, progress_logger, remote_wait, wait_for_remote
 from .settings import resolve_settings, settings_metadata
 from .values import Deployment, FineTunedModel
 
@@ -106,13 +106,15 @@ def deploy_and_wait(
         timeout_s=timeout_s,
         interval_s=config.poll_interval_s,
         describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
-        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise timeout_s and materialize again.",
+        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise timeout_s and materialize again "
+        "(the new run waits on the same deployment).",
     )
     if not is_ready(doc):
         description = (doc.get("status_details") or {}).get("description") or "no description"
         raise Failure(
             f"Deployment {namespace}/{name} of {model} ended {deployment_status(doc)}: {description}. "
-            "Run teardown_deployments_job to remove it."
+            "Run teardown_deployments_job to remove it.",
+            allow_retries=False,
         )
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     what = f"NIM gateway listing {served_name}"
@@ -161,6 +163,7 @@ def _result(info: Deployment, deployment: DeploymentResource, chosen: dict[str, 
     owners=OWNERS,
     tags=GPU_TAGS,
     pool="nemo_deployment",
+    retry_policy=REMOTE_JOB_RETRY_POLICY,
     description="One experiment's fine-tuned model deployed as a NIM (`<experiment>-ft-nim`), ready and listed by "
     "the gateway, smoke-tested. teardown_deployments_job deletes it and records an observation saying so.",
 )
@@ -189,6 +192,7 @@ def fine_tuned_nim(
     owners=OWNERS,
     tags=GPU_TAGS,
     pool="nemo_deployment",
+    retry_policy=REMOTE_JOB_RETRY_POLICY,
     description=f"The base model deployed once as a NIM (`{BASELINE_DEPLOYMENT}`), shared by every experiment, so "
     "that the baseline is measured, not quoted. Its data version is the base model: a new base model redeploys it.",
 )

@@ -28,7 +28,7 @@ from .common import (
     validate_name,
 )
 from .experiments import EXPERIMENTS
-from .remote_jobs import run_remote_job
+from .remote_jobs import REMOTE_JOB_RETRY_POLICY, run_remote_job
 from .settings import resolve_settings, settings_metadata
 from .values import FineTunedModel, TripletSplits, UploadedDataset
 
@@ -301,6 +301,7 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
     owners=OWNERS,
     tags=GPU_TAGS,
     pool="nemo_customizer",
+    retry_policy=REMOTE_JOB_RETRY_POLICY,
     description="One experiment's fine-tuned model (partition = experiment): a Customizer SFT job over the uploaded "
     "dataset, with the experiment's hyperparameters; reattaches to an identical job instead of resubmitting.",
 )
@@ -346,6 +347,7 @@ def fine_tuned_model(
         raise Failure(
             f"Customization job {job_id} ended {final}: {failure_detail(status) or 'no detail reported by the Customizer'}",
             metadata={"job_id": job_id, "status": final},
+            allow_retries=False,  # a retry would train again from scratch: the job's own error is the answer
         )
     job = cz.get_job(job_id)
     output_model = job.get("output_model") or f"{job_body['output_model']}@{job_id}"

@@ -149,3 +149,4 @@ class Report:
     fine_tuned_model: str
     experiment: str = ""
     tests: list[PairedTest] = field(default_factory=list)
+    created_at: str = ""  # UTC, "YYYY-MM-DD HH:MM:SS": when the report was made ("" for reports made before)

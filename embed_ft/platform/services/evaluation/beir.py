@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -26,6 +24,7 @@ from embed_ft.formats.beir import (
     qrels_file,
     read_maybe_gz,
 )
+from embed_ft.formats.beir_hub import HubLayoutError, hub_beir_set, lay_out_beir
 
 from ...paths import InvalidPathError, ensure_within, validate_name, validate_repo_path
 from .errors import DatasetNotFound, EvaluationError
@@ -139,36 +138,19 @@ def _hub_offline() -> bool:
 
 
 def fetch_beir_from_hub(name: str, folder: Path, split: str = DEFAULT_SPLIT) -> None:
-    """Download ``BeIR/<name>`` (corpus, queries) and ``BeIR/<name>-qrels`` (``<split>.tsv``) into ``folder``.
-
-    The files land in a temporary sibling folder first and are moved in one by one, so a failed download
-    leaves no half-written file behind.
-    """
+    """Download ``BeIR/<name>`` (corpus, queries) and ``BeIR/<name>-qrels`` (the split's qrels; every split of a set
+    `formats.beir_hub` knows, at its pinned revision) and lay them out in ``folder`` (`lay_out_beir`)."""
     from huggingface_hub import snapshot_download
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.download-"))
+    hub_set = hub_beir_set(name, split)
+    main_dir = Path(snapshot_download(hub_set.repo_id, repo_type="dataset", revision=hub_set.revision,
+                                      allow_patterns=hub_set.main_patterns()))
+    qrels_dir = Path(snapshot_download(hub_set.qrels_repo_id, repo_type="dataset", revision=hub_set.qrels_revision,
+                                       allow_patterns=hub_set.qrels_patterns()))
     try:
-        main_dir = Path(snapshot_download(f"BeIR/{name}", repo_type="dataset",
-                                          allow_patterns=["corpus.jsonl*", "queries.jsonl*"]))
-        qrels_dir = Path(snapshot_download(f"BeIR/{name}-qrels", repo_type="dataset", allow_patterns=[f"{split}.tsv"]))
-        for file_name in (CORPUS_FILE, QUERIES_FILE):
-            data = read_maybe_gz(main_dir, file_name)
-            if data is None:
-                raise DatasetNotFound(f"the Hub dataset BeIR/{name} has no {file_name}(.gz)")
-            (staging / file_name).write_bytes(data)
-        qrels_file = qrels_dir / f"{split}.tsv"
-        if not qrels_file.is_file():
-            raise DatasetNotFound(f"the Hub dataset BeIR/{name}-qrels has no {split}.tsv")
-        (staging / "qrels").mkdir()
-        shutil.copyfile(qrels_file, staging / "qrels" / f"{split}.tsv")
-        for rel in beir_files(split):
-            target = folder / rel
-            if not target.exists() and not Path(str(target) + ".gz").exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging / rel, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        lay_out_beir(main_dir, qrels_dir, folder, hub_set)
+    except HubLayoutError as exc:
+        raise DatasetNotFound(str(exc)) from None
 
 
 def beir_folder_for(files_url: str, beir_root: Path) -> tuple[str, Path]:
