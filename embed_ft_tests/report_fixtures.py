@@ -3,7 +3,6 @@
 goes through Dagster's default filesystem IO manager in the instance's storage, so the stored `Report` values are
 what the leaderboard asset and `embed-ft report --experiments` load."""
 
-
 from dagster import AssetExecutionContext, DagsterInstance, MaterializeResult, asset, materialize
 
 from embed_ft.defs.experiments import EXPERIMENTS, add_experiment

@@ -16,18 +16,18 @@ from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance, materialize
 
 from embed_ft.cli import main
-from embed_ft.history import latest_reports
 from embed_ft.defs.data import specter_raw, specter_triplets
 from embed_ft.defs.mining import mined_triplets
 from embed_ft.defs.training import training_dataset
 from embed_ft.defs.values import EvaluationResult
+from embed_ft.history import latest_reports
 from embed_ft.platform.settings import service_urls
 from embed_ft.resources import resources_for_url
 
 from .browser_helpers import write_dagster_yaml
 from .lineage_fixtures import write_specter_jsonl
-from .report_fixtures import materialize_reports
 from .platform_server import running_platform
+from .report_fixtures import materialize_reports
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,8 @@ def test_report_prints_the_latest_table_with_each_tasks_test_and_the_metric_hist
     lines = result.output.splitlines()
     # The latest report: when, which experiment and run, then the table of the second materialization with the
     # paired test of the primary metric beside it: queries, 95% interval of the difference, p-value, verdict.
-    assert re.fullmatch(rf"latest report: \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, experiment exp-b, run {run_ids[1]}", lines[0])
+    date = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    assert re.fullmatch(rf"latest report: {date}, experiment exp-b, run {run_ids[1]}", lines[0])
     assert lines[1].split() == ["task", "metric", "baseline", "fine-tuned", "change", "queries", "95%", "CI", "of",
                                 "delta", "p", "verdict"]
     assert lines[2].split() == [

@@ -5,7 +5,6 @@ experiments on a real local platform is in test_lineage_e2e.py."""
 from __future__ import annotations
 
 import base64
-import math
 import random
 
 import pytest
@@ -13,8 +12,12 @@ from dagster import AssetKey, DagsterInstance, SourceAsset, materialize
 
 from embed_ft.defs.charts import loss_curve_png, markdown_image
 from embed_ft.defs.experiments import EXPERIMENTS, add_experiment, experiment_names, prepare_experiment_run
-from embed_ft.defs.leaderboard import experiment_leaderboard, leaderboard_markdown, leaderboard_rows, reports_by_experiment
-from embed_ft.history import latest_reports
+from embed_ft.defs.leaderboard import (
+    experiment_leaderboard,
+    leaderboard_markdown,
+    leaderboard_rows,
+    reports_by_experiment,
+)
 from embed_ft.defs.report import CHECK_NAME, evaluation_report
 from embed_ft.defs.significance import (
     BETTER,
@@ -27,6 +30,7 @@ from embed_ft.defs.significance import (
     per_query_scores,
 )
 from embed_ft.defs.values import EvaluationResult
+from embed_ft.history import latest_reports
 from embed_ft.platform.services.evaluation import nemo_results
 
 from .report_fixtures import materialize_reports
@@ -197,7 +201,8 @@ def test_leaderboard_is_one_row_per_experiment_built_from_the_report_values(two_
     metadata = result.asset_materializations_for_node("experiment_leaderboard")[0].metadata
     table = metadata["leaderboard"].value
     assert [c.name for c in table.schema.columns] == [
-        "experiment", "scifact", "scifact change", "scifact p", "heldout", "heldout change", "heldout p", "model", "date"
+        "experiment", "scifact", "scifact change", "scifact p", "heldout", "heldout change", "heldout p", "model",
+        "date",
     ]
     assert [r.data["experiment"] for r in table.records] == ["big-gain", "small-gain"]
     assert table.records[0].data["scifact"] == round(big["scifact"].fine_tuned, 4)

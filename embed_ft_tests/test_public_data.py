@@ -61,8 +61,11 @@ def local_hub(tmp_path, hub_online, monkeypatch):
             api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder))
         # As HF_ENDPOINT would at import: the API and the file URLs both point at this Hub.
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-        monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            huggingface_hub.constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        )
         yield main_repo, qrels_repo
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the platform is gone: nothing to reach
 
@@ -82,7 +85,10 @@ def test_scifact_is_downloaded_once_into_the_hub_cache_and_laid_out_as_beir_file
 
     assert fill_beir_folder(folder) == folder
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
-        "corpus.jsonl", "qrels/test.tsv", "qrels/train.tsv", "queries.jsonl"
+        "corpus.jsonl",
+        "qrels/test.tsv",
+        "qrels/train.tsv",
+        "queries.jsonl",
     ]
     assert (folder / "corpus.jsonl").read_bytes() == gzip.decompress((main_repo / "corpus.jsonl.gz").read_bytes())
     assert (folder / "qrels" / "train.tsv").read_text() == TRAIN_QRELS
@@ -118,8 +124,16 @@ def clone_without_shared(tmp_path, monkeypatch):
     clone = tmp_path / "somewhere" / "embed-ft"
     clone.mkdir(parents=True)
     (clone / "pyproject.toml").write_text('[project]\nname = "embed-ft"\n')
-    for name in ("EMBED_FT_SHARED_DATA", "EMBED_FT_BEIR_ROOT", "DAGSTER_HOME", "EMBED_FT_HOME", "EMBED_FT_DATA_ROOT",
-                 "NDS_URL", "NEMO_URL", "NIM_URL"):
+    for name in (
+        "EMBED_FT_SHARED_DATA",
+        "EMBED_FT_BEIR_ROOT",
+        "DAGSTER_HOME",
+        "EMBED_FT_HOME",
+        "EMBED_FT_DATA_ROOT",
+        "NDS_URL",
+        "NEMO_URL",
+        "NIM_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(clone)
     return clone

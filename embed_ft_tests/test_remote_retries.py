@@ -12,13 +12,24 @@ from embed_ft.defs.remote_jobs import REMOTE_JOB_RETRY_POLICY
 from embed_ft.nemo.errors import NemoConnectionError, NotFound, ServerError
 
 from .fault_scenarios import (
-    TRAINING_ASSETS, FaultControl, failure_text, jobs, make_resources, materialize_assets, run_config, run_logs,
+    TRAINING_ASSETS,
+    FaultControl,
+    failure_text,
+    jobs,
+    make_resources,
+    materialize_assets,
+    run_config,
+    run_logs,
 )
 from .lineage_fixtures import write_specter_jsonl
 from .platform_server import hub_online, running_platform  # noqa: F401  (fixture)
 
 REMOTE_JOB_ASSETS = [
-    "fine_tuned_model", "baseline_nim", "fine_tuned_nim", "baseline_evaluation", "fine_tuned_evaluation"
+    "fine_tuned_model",
+    "baseline_nim",
+    "fine_tuned_nim",
+    "baseline_evaluation",
+    "fine_tuned_evaluation",
 ]
 # The poll tolerates 5 consecutive transient errors, each one a call the client already tried 4 times (3 retries):
 # the 6th failing call is the one that ends the wait. 24 answers of 503 are exactly that.
@@ -83,8 +94,9 @@ def test_a_transient_failure_during_training_is_retried_and_reattaches_to_the_jo
     config = run_config(source, tmp_path / "data", experiment="retried", max_steps=2, select=TRAINING_ASSETS)
     with running_platform(tmp_path, enable_faults=True) as (url, _settings):
         faults = FaultControl(url)
-        faults.arm("status", "/v1/customization/jobs/[^/]+/status", "GET", status=503,
-                   times=STATUS_FAILURES_THAT_END_A_WAIT)
+        faults.arm(
+            "status", "/v1/customization/jobs/[^/]+/status", "GET", status=503, times=STATUS_FAILURES_THAT_END_A_WAIT
+        )
         instance = DagsterInstance.ephemeral()
         result = materialize_assets(TRAINING_ASSETS, make_resources(url), config, instance)
         assert result.success, failure_text(result)

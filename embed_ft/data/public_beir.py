@@ -41,17 +41,29 @@ def hub_offline() -> bool:
     return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
-def _snapshots(hub_set: HubBeirSet, *, local_only: bool, endpoint: Optional[str],
-               cache_dir: Optional[Path]) -> tuple[Path, Path]:
+def _snapshots(
+    hub_set: HubBeirSet, *, local_only: bool, endpoint: Optional[str], cache_dir: Optional[Path]
+) -> tuple[Path, Path]:
     """The two repos' snapshots in the Hub cache, downloaded first unless ``local_only`` (then absent raises)."""
     from huggingface_hub import snapshot_download  # lazy: see hub_offline
 
-    common = dict(repo_type="dataset", local_files_only=local_only, endpoint=endpoint,
-                  cache_dir=str(cache_dir) if cache_dir else None)
-    main = snapshot_download(hub_set.repo_id, revision=hub_set.revision, allow_patterns=hub_set.main_patterns(),
-                             **common)
-    qrels = snapshot_download(hub_set.qrels_repo_id, revision=hub_set.qrels_revision,
-                              allow_patterns=hub_set.qrels_patterns(), **common)
+    cache = str(cache_dir) if cache_dir else None
+    paths = [
+        snapshot_download(
+            repo_id,
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=patterns,
+            local_files_only=local_only,
+            endpoint=endpoint,
+            cache_dir=cache,
+        )
+        for repo_id, revision, patterns in (
+            (hub_set.repo_id, hub_set.revision, hub_set.main_patterns()),
+            (hub_set.qrels_repo_id, hub_set.qrels_revision, hub_set.qrels_patterns()),
+        )
+    ]
+    main, qrels = paths
     return Path(main), Path(qrels)
 
 

@@ -34,9 +34,9 @@ from dagster import (
 from pydantic import Field, field_validator
 
 from ..data.beir import beir_files_of, snapshot_beir_split
-from ..data.public_beir import FILLABLE, download_line, fill_beir_folder, fill_state
 from ..data.cleaning import DEFAULT_MAX_TEXT_CHARS
 from ..data.errors import SourceError
+from ..data.public_beir import FILLABLE, download_line, fill_beir_folder, fill_state
 from ..data.specter import (
     DEFAULT_HUB_DATASET,
     build_triplet_splits,

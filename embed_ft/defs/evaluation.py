@@ -207,7 +207,8 @@ def run_evaluation(
     missing = [t for t in tasks if t not in metrics]
     if missing:
         raise Failure(
-            f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}", allow_retries=False
+            f"Evaluation job {job_id} returned no results for task(s) {missing}; got {sorted(metrics)}",
+            allow_retries=False,
         )
     per_query = {t: scores for t, scores in per_query_scores(results).items() if t in tasks}
     queries = {**query_counts(results), **{t: len(scores) for t, scores in per_query.items()}}

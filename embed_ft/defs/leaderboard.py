@@ -7,7 +7,6 @@ change over the baseline and the paired test's p-value; then the model and the r
 is the same table for the command line (`embed-ft report --experiments`, over the same values).
 """
 
-
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -61,8 +60,11 @@ def _task_scores(report: Report, metric: str) -> dict[str, TaskScore]:
             continue
         test = tests.get(row.task)
         scores[row.task] = TaskScore(
-            baseline=row.baseline, fine_tuned=row.fine_tuned, relative_delta=row.relative_delta,
-            p_value=test.p_value if test else None, queries=test.queries if test else None,
+            baseline=row.baseline,
+            fine_tuned=row.fine_tuned,
+            relative_delta=row.relative_delta,
+            p_value=test.p_value if test else None,
+            queries=test.queries if test else None,
             verdict=test.verdict if test else "",
         )
     return scores
@@ -76,8 +78,12 @@ def leaderboard_tasks(rows: list[LeaderboardRow]) -> list[str]:
 def leaderboard_rows(reports: Mapping[str, Report], metric: str = PRIMARY_METRIC) -> list[LeaderboardRow]:
     """One row per experiment with a report, best first on the first task's fine-tuned ``metric``."""
     rows = [
-        LeaderboardRow(experiment=experiment, model=report.fine_tuned_model, date=report.created_at,
-                       scores=_task_scores(report, metric))
+        LeaderboardRow(
+            experiment=experiment,
+            model=report.fine_tuned_model,
+            date=report.created_at,
+            scores=_task_scores(report, metric),
+        )
         for experiment, report in reports.items()
     ]
     rows = [row for row in rows if row.scores]

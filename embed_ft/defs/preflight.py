@@ -142,10 +142,12 @@ def task_problems(
         what = f"task {url}"
         name = task_name(url)
         if url.startswith("file://"):
-            state = fill_state(beir_root / name) if beir_root is not None else None
+            if beir_root is None:  # a cluster's evaluator: its BEIR root is not ours to list
+                continue
+            state = fill_state(beir_root / name)
             if state is FillState.UNAVAILABLE:
                 problems.append(_unavailable(what, str(beir_root / name)))
-            elif state is None and beir_root is not None and not (beir_root / name / "corpus.jsonl").is_file():
+            elif state is None and not (beir_root / name / "corpus.jsonl").is_file():
                 problems.append(Problem(
                     what, f"no BEIR set {name!r} in the local evaluator's BEIR root {beir_root}",
                     f"copy the BEIR folder to {beir_root / name} (or set EMBED_FT_BEIR_ROOT to the folder holding it), "

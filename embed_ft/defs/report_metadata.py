@@ -102,10 +102,17 @@ def read_report_entries(metadata: Mapping[str, Any]) -> ReportEntries:
         verdict = metadata.get(verdict_key(task))
         if queries is None and verdict is None and all(v is None for v in fields.values()):
             continue  # a report from before the tests existed
-        tests.append(PairedTest(
-            task=task, metric=metric, queries=None if queries is None else int(queries), mean_delta=None,
-            verdict=str(verdict or ""), note="", **fields,
-        ))
+        tests.append(
+            PairedTest(
+                task=task,
+                metric=metric,
+                queries=None if queries is None else int(queries),
+                mean_delta=None,
+                verdict=str(verdict or ""),
+                note="",
+                **fields,
+            )
+        )
     return ReportEntries(rows=rows, tests=tests)
 
 
@@ -122,21 +129,30 @@ def results_lines(
     interval of the per-query difference, the permutation test's p-value and the verdict."""
     by_task = {test.task: test for test in tests}
     ordered = sorted(rows, key=lambda r: (r.task, r.metric != primary, r.metric))
-    table = [("task", "metric", "baseline", "fine-tuned", "change", "queries", "95% CI of delta", "p", "verdict")]
+    table: list[tuple[str, ...]] = [
+        ("task", "metric", "baseline", "fine-tuned", "change", "queries", "95% CI of delta", "p", "verdict")
+    ]
     for r in ordered:
         test = by_task.get(r.task)
         shown = test if test is not None and test.metric == r.metric else None
-        table.append((
-            r.task, r.metric, f"{r.baseline:.4f}", f"{r.fine_tuned:.4f}", f"{100 * r.relative_delta:+.2f}%",
-            "" if shown is None or shown.queries is None else str(shown.queries),
-            _interval(shown),
-            "" if shown is None or shown.p_value is None else f"{shown.p_value:.4f}",
-            "" if shown is None else shown.verdict,
-        ))
+        table.append(
+            (
+                r.task,
+                r.metric,
+                f"{r.baseline:.4f}",
+                f"{r.fine_tuned:.4f}",
+                f"{100 * r.relative_delta:+.2f}%",
+                "" if shown is None or shown.queries is None else str(shown.queries),
+                _interval(shown),
+                "" if shown is None or shown.p_value is None else f"{shown.p_value:.4f}",
+                "" if shown is None else shown.verdict,
+            )
+        )
     if not by_task:  # no test at all (a report from before them): the five score columns only
         table = [row[:5] for row in table]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     text_columns = {0, 1, len(table[0]) - 1} if by_task else {0, 1}
+
     def aligned(i: int, cell: str) -> str:
         return cell.ljust(widths[i]) if i in text_columns else cell.rjust(widths[i])
 

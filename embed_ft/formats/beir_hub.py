@@ -87,8 +87,8 @@ def lay_out_beir(main_dir: Path, qrels_dir: Path, folder: Path, hub_set: HubBeir
         for name in (CORPUS_FILE, QUERIES_FILE):
             plain, packed = Path(main_dir) / name, Path(main_dir) / f"{name}.gz"
             if packed.is_file():
-                with gzip.open(packed, "rb") as source, open(staging / name, "wb") as target:
-                    shutil.copyfileobj(source, target, 1 << 20)
+                with gzip.open(packed, "rb") as source, open(staging / name, "wb") as written:
+                    shutil.copyfileobj(source, written, 1 << 20)
             elif plain.is_file():
                 shutil.copyfile(plain, staging / name)
             else:
