@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
 
     with temporary_home("bench-upload-") as home, platform_subprocess(home) as url:
         pid = platform_pid(home)
+        requests.post(f"{url}/v1/datastore/namespaces", data={"namespace": "bench"}, timeout=60).raise_for_status()
         requests.post(f"{url}/v1/hf/api/repos/create", json={"name": "big", "organization": "bench", "type": "dataset"},
                       timeout=60).raise_for_status()
         commit_url = f"{url}/v1/hf/api/datasets/bench/big/commit/main"

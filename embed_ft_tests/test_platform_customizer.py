@@ -341,10 +341,10 @@ def test_cancel_mid_training_stops_the_worker(platform):
 
 
 @pytest.mark.slow
-def test_worker_crash_fails_the_job_with_the_error_text(platform, tmp_path):
+def test_worker_crash_fails_the_job_with_the_error_text(platform):
     """A target whose folder looks like a model but is not: the worker dies loading it; the job says why."""
-    base_url, _ = platform
-    fake = tmp_path / "fake-model"
+    base_url, settings = platform
+    fake = settings.cache_dir / "fake-model"  # targets load from the platform's stores only (issue 24, F4)
     fake.mkdir()
     (fake / "config.json").write_text('{"model_type": "no-such-architecture"}')
     target = requests.post(f"{base_url}/v1/customization/targets", json={

@@ -46,6 +46,10 @@ def _dataset_folder(root):
 
 
 def _api(base_url: str) -> HfApi:
+    """huggingface_hub on the platform, once the Data Store namespaces of this module's repos exist (a repo is
+    created in an existing namespace only; 409 when it exists already)."""
+    for namespace in (REPO.split("/")[0], "org"):
+        requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace}, timeout=30)
     return HfApi(endpoint=f"{base_url}/v1/hf", token=False)
 
 

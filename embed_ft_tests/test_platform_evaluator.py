@@ -471,6 +471,7 @@ def test_hf_dataset_from_the_data_store(tmp_path, endpoint, hub_online):
     folder = write_beir(tmp_path / "upload")
     with running_platform(tmp_path) as (base_url, _settings):
         api = HfApi(endpoint=f"{base_url}/v1/hf", token=False)
+        requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": "evalns"}, timeout=30)
         api.create_repo("evalns/tiny-beir", repo_type="dataset", exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id="evalns/tiny-beir", repo_type="dataset")
         created = requests.post(f"{base_url}/v1/evaluation/jobs",

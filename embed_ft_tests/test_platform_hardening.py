@@ -97,6 +97,8 @@ def file_line(path: str, content: bytes) -> bytes:
 
 
 def create_repo(base_url: str, namespace: str, name: str) -> None:
+    """A dataset repo, in its Data Store namespace (created here when missing: repos need an existing one)."""
+    requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace}, timeout=TIMEOUT)
     response = requests.post(f"{base_url}/v1/hf/api/repos/create",
                              json={"name": name, "organization": namespace, "type": "dataset"}, timeout=TIMEOUT)
     assert response.status_code == 200, response.text

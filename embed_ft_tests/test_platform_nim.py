@@ -40,7 +40,7 @@ def _prompted_model_folder(root):
 def platform(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nim")
     folder = _prompted_model_folder(tmp)
-    with running_platform(tmp) as (base_url, settings):
+    with running_platform(tmp, model_roots=(tmp,)) as (base_url, settings):  # the folder is outside the home
         target = requests.post(f"{base_url}/v1/customization/targets", json={
             "namespace": "local", "name": "prompted@v1", "model_uri": folder.as_uri()}, timeout=TIMEOUT)
         assert target.status_code == 200, target.text

@@ -4,7 +4,9 @@ The routes come from the running app's ``GET /openapi.json`` at test time, so a 
 without editing this file. Each body is built from the route's request schema (required fields filled with values
 that reach the store: an existing namespace, dataset, config and target), then one field (top level, nested, or
 an extra one) is replaced by a poison written as raw JSON text: NaN, Infinity, 1e999, huge integers and lone
-surrogates (``"\\ud800"``), which Python's json.dumps would refuse or never write. Required: no 5xx, and every list
+surrogates (``"\\ud800"``), which Python's json.dumps would refuse or never write; arrays and objects nested past
+the platform's depth limit (to 5,000 deep: Python's reader recurses); and multibyte names (CJK, emoji) whose UTF-8
+is longer than a file name may be although their characters are few (issue 24). Required: no 5xx, and every list
 route (a GET without path parameters) still answers 200 afterwards.
 
 One platform serves the whole module; the budget is bounded (``max_examples``) so that the file runs in well
@@ -37,6 +39,10 @@ POISONS = [
     "1" + "0" * 40, str(2**64), str(-(2**63) - 1), "1e308",
     r'"\ud800"', r'"bad \udfff text"', r'"\udc00\ud800"', r'["ok", "\ud800"]', r'{"k": NaN}',
 ]
+# Issue 24: nesting past the depth limit, and names whose UTF-8 is over 255 bytes (100 CJK characters: 300 bytes).
+DEEP = ["[" * 1000 + "]" * 1000, '{"k": ' * 70 + "1" + "}" * 70, "[" * 5000]
+MULTIBYTE = [json.dumps(text, ensure_ascii=False) for text in ("数" * 100, "😀" * 64, "é" * 200 + ".txt", "数" * 85)]
+POISONS += DEEP + MULTIBYTE
 _unique = itertools.count()
 
 
@@ -268,13 +274,19 @@ def routes_and_fields(platform):
 
 
 def test_random_poison_bodies_never_5xx_nor_break_a_list(platform, routes_and_fields):
-    """Hypothesis: a random route, field and poison (alone, in a list, in an object) per example; no 5xx, and no
+    """Hypothesis: a random route, field and poison (alone, in a list, in an object; the poisons above, nesting of a
+    random depth, random multibyte text) per example; no 5xx, and no
     example breaks a list route that answered 200 before it (lists already broken by an earlier test of this
     module are reported by that test, not blamed on this one's first example)."""
     base_url, spec = platform
     known_broken = set(broken_lists(base_url, spec))
 
-    wrapped = st.sampled_from(POISONS).flatmap(lambda p: st.sampled_from([p, f"[{p}]", f'{{"x": {p}}}', f"[1, {p}]"]))
+    deep = st.integers(min_value=60, max_value=3000).flatmap(
+        lambda depth: st.sampled_from(["[" * depth + "]" * depth, '{"a": ' * depth + "0" + "}" * depth]))
+    multibyte = st.text(st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)),
+                        min_size=1, max_size=300).map(lambda text: json.dumps(text, ensure_ascii=False))
+    poisons = st.one_of(st.sampled_from(POISONS), deep, multibyte)
+    wrapped = poisons.flatmap(lambda p: st.sampled_from([p, f"[{p}]", f'{{"x": {p}}}', f"[1, {p}]"]))
 
     # No shrink phase: a failure already names its route, field and poison, and shrinking a platform-wide
     # failure (a list broken for good) would multiply the budget.

@@ -75,8 +75,14 @@ def shared_platform(tmp_path_factory):
         yield base_url, settings, root
 
 
+def _datastore_namespace(base_url: str, namespace: str = REPO.split("/")[0], **headers: str) -> None:
+    """Repos are created in existing Data Store namespaces only (409 when it exists already)."""
+    requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace}, headers=headers, timeout=30)
+
+
 def _fresh_repo(base_url: str, request) -> str:
     repo = f"sec-ns/case-{hashlib.sha1(request.node.name.encode()).hexdigest()[:12]}"
+    _datastore_namespace(base_url)
     HfApi(endpoint=f"{base_url}/v1/hf", token=False).create_repo(repo, repo_type="dataset", exist_ok=True)
     return repo
 
@@ -103,6 +109,7 @@ def test_token_is_required_on_every_route_but_health(tmp_path, hub_online):
             HfApi(endpoint=f"{base_url}/v1/hf", token=False).create_repo(REPO, repo_type="dataset")
         assert refused.value.response.status_code == 401
         api = HfApi(endpoint=f"{base_url}/v1/hf", token=TOKEN)
+        _datastore_namespace(base_url, Authorization=f"Bearer {TOKEN}")
         api.create_repo(REPO, repo_type="dataset")
         api.upload_file(path_or_fileobj=b"hello", path_in_repo="a.txt", repo_id=REPO, repo_type="dataset")
         assert api.list_repo_files(REPO, repo_type="dataset") == ["a.txt"]
@@ -184,6 +191,7 @@ def test_unsafe_entity_names_are_refused(tmp_path):
 def test_oversized_uploads_get_413_and_store_nothing(tmp_path, hub_online):
     with running_platform(tmp_path, max_upload_bytes=4096) as (base_url, _):
         api = HfApi(endpoint=f"{base_url}/v1/hf", token=False)
+        _datastore_namespace(base_url)
         api.create_repo(REPO, repo_type="dataset")
         with pytest.raises(HfHubHTTPError) as too_big:
             api.upload_file(path_or_fileobj=os.urandom(8192), path_in_repo="big.bin", repo_id=REPO,
@@ -247,8 +255,10 @@ def test_path_helpers(tmp_path):
     assert validate_name("all-minilm-l6-v2@cust-ABC123") == "all-minilm-l6-v2@cust-ABC123"
     with pytest.raises(InvalidPathError, match="dataset name"):
         validate_name("a b", "dataset name")
-    with pytest.raises(InvalidPathError, match="300 characters"):
+    with pytest.raises(InvalidPathError, match="300 bytes"):
         validate_name("y" * 300)
+    with pytest.raises(InvalidPathError, match="300 bytes long in UTF-8 \\(100 characters\\)"):
+        validate_name("数" * 100)  # limits count UTF-8 bytes, as the file system does (issue 24, F9)
     root = tmp_path / "root"
     root.mkdir()
     (root / "link").symlink_to(tmp_path)  # a symlink inside the root that points out of it

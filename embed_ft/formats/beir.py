@@ -58,6 +58,32 @@ class BeirFilesMissing(FileNotFoundError):
         super().__init__(f"BEIR folder {str(folder)!r} lacks {', '.join(missing)}")
 
 
+class BeirFileTooLarge(ValueError):
+    """A BEIR file larger than the reader's cap (``max_bytes``); for a ``.gz`` file, its decompressed size."""
+
+    def __init__(self, path: Path, limit: int, packed: bool) -> None:
+        self.path = Path(path)
+        self.limit = limit
+        what = "decompresses to more than" if packed else "is larger than"
+        super().__init__(f"{self.path.name} {what} the limit of {limit} bytes")
+
+
+# Decompression works in blocks of this size: a small .gz that inflates to gigabytes costs one block of memory.
+_BLOCK = 1024 * 1024
+
+
+def _gunzipped_size_over(path: Path, limit: int) -> bool:
+    """Whether ``path`` decompresses to more than ``limit`` bytes (streamed: nothing is kept)."""
+    size = 0
+    with gzip.open(path, "rb") as stream:
+        while size <= limit:
+            block = stream.read(_BLOCK)
+            if not block:
+                return False
+            size += len(block)
+    return True
+
+
 class BeirFiles(NamedTuple):
     """A BEIR set as parsed: every document and query of its files, and the split's judgements."""
 
@@ -157,13 +183,22 @@ def parse_beir(corpus: bytes, queries: bytes, qrels: bytes, *, qrels_name: str =
     )
 
 
-def read_maybe_gz(folder: Path, name: str) -> Optional[bytes]:
-    """The bytes of ``folder/name``, or of ``folder/name.gz`` decompressed; None when neither exists."""
+def read_maybe_gz(folder: Path, name: str, max_bytes: Optional[int] = None) -> Optional[bytes]:
+    """The bytes of ``folder/name``, or of ``folder/name.gz`` decompressed; None when neither exists.
+
+    With ``max_bytes``, a file (decompressed) larger than that raises :class:`BeirFileTooLarge`; a ``.gz`` file is
+    measured by streaming it first, so that a decompression bomb never takes more than one block of memory.
+    """
     plain, packed = Path(folder) / name, Path(folder) / (name + ".gz")
     if plain.is_file():
+        if max_bytes is not None and plain.stat().st_size > max_bytes:
+            raise BeirFileTooLarge(plain, max_bytes, packed=False)
         return plain.read_bytes()
     if packed.is_file():
-        return gzip.decompress(packed.read_bytes())
+        if max_bytes is not None and _gunzipped_size_over(packed, max_bytes):
+            raise BeirFileTooLarge(packed, max_bytes, packed=True)
+        with gzip.open(packed, "rb") as stream:
+            return stream.read()
     return None
 
 

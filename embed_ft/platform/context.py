@@ -82,14 +82,15 @@ def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
     serving = ServingRegistry()
     trainer = CustomizationTrainer(settings, store, repos)
     evaluator = EvaluationService(settings, store, repos, serving)
+    deployments = DeploymentService(settings, store, serving)
     ctx = PlatformContext(
         settings=settings,
         store=store,
         repos=repos,
         datastore_namespaces=DatastoreNamespaces(store, repos),
-        entities=EntitiesService(store, settings),
+        entities=EntitiesService(store, settings, model_users=deployments.deployments_of_model),
         serving=serving,
-        deployments=DeploymentService(settings, store, serving),
+        deployments=deployments,
         trainer=trainer,
         customization=CustomizationService(settings, store, trainer),
         evaluator=evaluator,
@@ -97,6 +98,7 @@ def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
         home_lock=home_lock,
     )
     seed_defaults(store)
+    ctx.datastore_namespaces.adopt_existing()
     trainer.start()
     ctx.deployments.restore()
     evaluator.start()

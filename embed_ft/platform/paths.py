@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
+# Limits in bytes of the UTF-8 encoding (what the file system counts: NAME_MAX is 255 bytes on Linux, so 100 CJK
+# characters, 300 bytes, are too long for one file name although they are 100 characters).
 MAX_SEGMENT_LENGTH = 255
 MAX_PATH_LENGTH = 1024
 
@@ -27,6 +29,15 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:60] + f"...' ({len(str(value))} characters)"
 
 
+def _too_long(value: str, limit: int) -> str | None:
+    """Why ``value`` is over ``limit`` bytes (UTF-8), or None."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size <= limit:
+        return None
+    chars = f" ({len(value)} characters)" if size != len(value) else ""
+    return f"is {size} bytes long in UTF-8{chars}; the limit is {limit} bytes"
+
+
 def validate_name(value: object, what: str = "name") -> str:
     """Check one namespace / repo / entity name; return it unchanged.
 
@@ -36,8 +47,9 @@ def validate_name(value: object, what: str = "name") -> str:
         raise InvalidPathError(f"{what} must be a non-empty string, got {_show(value)}")
     if "\x00" in value:
         raise InvalidPathError(f"{what} {_show(value)} contains a NUL byte")
-    if len(value) > MAX_SEGMENT_LENGTH:
-        raise InvalidPathError(f"{what} is {len(value)} characters long; the limit is {MAX_SEGMENT_LENGTH}")
+    too_long = _too_long(value, MAX_SEGMENT_LENGTH)
+    if too_long:
+        raise InvalidPathError(f"{what} {too_long}")
     if value in (".", ".."):
         raise InvalidPathError(f"{what} {_show(value)} is not allowed")
     if not _NAME_RE.fullmatch(value):
@@ -58,8 +70,9 @@ def validate_repo_path(value: object, what: str = "file path") -> str:
         raise InvalidPathError(f"{what} must be a non-empty string, got {_show(value)}")
     if "\x00" in value:
         raise InvalidPathError(f"{what} {_show(value)} contains a NUL byte")
-    if len(value) > MAX_PATH_LENGTH:
-        raise InvalidPathError(f"{what} is {len(value)} characters long; the limit is {MAX_PATH_LENGTH}")
+    too_long = _too_long(value, MAX_PATH_LENGTH)
+    if too_long:
+        raise InvalidPathError(f"{what} {too_long}")
     if "\\" in value:
         raise InvalidPathError(f"{what} {_show(value)} contains a backslash; use '/' as the separator")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
@@ -69,10 +82,9 @@ def validate_repo_path(value: object, what: str = "file path") -> str:
     for segment in value.split("/"):
         if segment in ("", ".", ".."):
             raise InvalidPathError(f"{what} {_show(value)} has an empty, '.' or '..' segment")
-        if len(segment) > MAX_SEGMENT_LENGTH:
-            raise InvalidPathError(
-                f"{what} has a segment of {len(segment)} characters; the limit is {MAX_SEGMENT_LENGTH}"
-            )
+        too_long = _too_long(segment, MAX_SEGMENT_LENGTH)
+        if too_long:
+            raise InvalidPathError(f"{what} has a segment that {too_long}")
     return value
 
 

@@ -42,6 +42,14 @@ class PlatformSettings:
     evaluation_request_timeout_s: float = 300.0
     # A client whose request (head or body) stops arriving for this long is disconnected (``serve`` only).
     client_read_timeout_s: float = 30.0
+    # Model deployments loading or serving at once (each holds its model in memory): 409 beyond, naming the limit.
+    max_deployments: int = 16
+    # A BEIR file an evaluation reads (a .gz file: decompressed) larger than this fails the job naming it.
+    max_dataset_file_bytes: int = 512 * 1024**2
+    # Folders outside the home from which customization targets may load weights (besides the home's models,
+    # Data Store and cache folders and the bundled model): trusted by the operator, never named by a request.
+    # $EMBED_FT_MODEL_ROOTS, os.pathsep-separated, when not given.
+    model_roots: tuple[Path, ...] | None = None
     # Set by tests only: enables the fault-injection routes/middleware.
     enable_faults: bool = False
 
@@ -51,6 +59,10 @@ class PlatformSettings:
             env_root = os.environ.get("EMBED_FT_BEIR_ROOT")
             self.beir_root = Path(env_root) if env_root else self.home / "beir"
         self.beir_root = Path(self.beir_root).resolve()
+        if self.model_roots is None:
+            env_roots = os.environ.get("EMBED_FT_MODEL_ROOTS", "")
+            self.model_roots = tuple(Path(p) for p in env_roots.split(os.pathsep) if p)
+        self.model_roots = tuple(Path(p).resolve() for p in self.model_roots)
         if self.token is None:
             self.token = os.environ.get("EMBED_FT_PLATFORM_TOKEN") or None
 
@@ -83,6 +95,11 @@ class PlatformSettings:
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
+
+    @property
+    def model_store_roots(self) -> tuple[Path, ...]:
+        """Where a customization target's weights may be: the home's stores and the operator's ``model_roots``."""
+        return (self.models_dir, self.repos_dir, self.cache_dir, *(self.model_roots or ()))
 
     def ensure_dirs(self) -> None:
         """Create the home and its folders, private to this user (0700; an older home is made so too)."""

@@ -121,6 +121,11 @@ class EntityStore:
         with self._lock:
             self._conn.close()
 
+    def atomic(self) -> threading.RLock:
+        """``with store.atomic():`` no other thread reads or writes the store inside the block, so a check and the
+        write it guards are one step (the serving process is the only writer of its home: one server per home)."""
+        return self._lock
+
     def _row_to_doc(self, kind: Any, id_: Any, data: Any) -> dict[str, Any] | None:
         """The document of one row, or None after setting an unreadable row aside."""
         try:

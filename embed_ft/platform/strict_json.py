@@ -1,9 +1,12 @@
-"""JSON the platform can store and answer again: no NaN/Infinity, no overflowing numbers, no lone surrogates.
+"""JSON the platform can store and answer again: no NaN/Infinity, no overflowing numbers, no lone surrogates, no
+nesting deeper than ``MAX_DEPTH``.
 
 Python's ``json`` reads ``NaN``, ``Infinity``, ``1e999`` (as inf) and lone-surrogate escapes (``"\\ud800"``), but
 such values cannot be written back as JSON (Starlette answers with ``allow_nan=False`` and UTF-8). ``loads`` is
 the reader of every request body (api/body.py, the commit lines) and refuses them naming the field path;
 ``dumps`` is the store's writer and refuses the same values, so nothing is stored that cannot be returned.
+Nesting is bounded too (``JSONDepthError``): Python's reader and writer recurse, and a document ~1,000 levels deep
+raises ``RecursionError`` wherever it is read again (a stored row would stop every later start-up).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 
 # JSON integers beyond int64 are refused: most JSON readers (and SQLite) cannot hold them.
 MAX_INT = 2**63 - 1
+# Arrays/objects nested deeper than this are refused: far beyond any document of the NeMo API (custom_fields and
+# hyperparameters nest 2-3 levels), far below Python's recursion limit (1,000).
+MAX_DEPTH = 64
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -24,6 +30,32 @@ class JSONValueError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+
+
+class JSONDepthError(JSONValueError):
+    """A document nested deeper than ``MAX_DEPTH``: ``field`` is the path where the limit was passed."""
+
+    def __init__(self, field: str) -> None:
+        field = field if len(field) <= 120 else field[:100] + "..."
+        super().__init__(field, f"the JSON document is nested deeper than the limit of {MAX_DEPTH} levels "
+                                "(arrays/objects within arrays/objects)")
+
+
+def depth_problem(value: Any, prefix: str = "") -> str | None:
+    """The field path where ``value`` nests deeper than ``MAX_DEPTH`` (walked without recursion), or None."""
+    stack: list[tuple[Any, int, list[Any]]] = [(value, 0, [prefix] if prefix else [])]
+    while stack:
+        item, depth, parts = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.items()
+        elif isinstance(item, (list, tuple)):
+            children = enumerate(item)
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            return path_text(parts)
+        stack.extend((child, depth + 1, [*parts, key]) for key, child in children)
+    return None
 
 
 class _Refused:
@@ -94,7 +126,13 @@ def find_problem(value: Any, parts: list[Any] | None = None) -> tuple[str, str] 
 def loads(data: bytes | str, prefix: str = "") -> Any:
     """``json.loads`` that refuses what ``dumps`` could not write: ``JSONValueError`` naming the field path
     (after ``prefix``). Malformed JSON raises ``json.JSONDecodeError``/``UnicodeDecodeError`` as usual."""
-    value = json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    try:
+        value = json.loads(data, parse_constant=_constant, parse_float=_float, parse_int=_int)
+    except RecursionError:  # nested ~1,000 deep: the reader gave up before the limit could be measured
+        raise JSONDepthError(prefix) from None
+    deep = depth_problem(value, prefix)
+    if deep is not None:
+        raise JSONDepthError(deep)
     problem = find_problem(value, [prefix] if prefix else [])
     if problem:
         raise JSONValueError(*problem)
@@ -103,6 +141,9 @@ def loads(data: bytes | str, prefix: str = "") -> Any:
 
 def dumps(value: Any, **kwargs: Any) -> str:
     """JSON text of ``value`` that reads back to the same value; ``JSONValueError`` naming the field otherwise."""
+    deep = depth_problem(value)
+    if deep is not None:
+        raise JSONDepthError(deep)
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, **kwargs)
     except ValueError:

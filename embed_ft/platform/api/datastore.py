@@ -91,12 +91,12 @@ def _repo_id_from_payload(data: dict) -> tuple[str, str, str]:
 
 
 @router.post("/v1/hf/api/repos/create")
-async def create_repo(request: Request, repos: Repos, settings: Settings):
+async def create_repo(request: Request, namespaces: Namespaces, settings: Settings):
     data = await read_json_object(request, settings.max_json_body_bytes)
     repo_type, namespace, name = _repo_id_from_payload(data)
     url = _repo_url(request, repo_type, namespace, name)
     try:
-        await run_in_threadpool(repos.create, repo_type, namespace, name)
+        await run_in_threadpool(namespaces.create_repo, repo_type, namespace, name)
     except AlreadyExists:
         # huggingface_hub with exist_ok=True reads "url" from the 409 answer too.
         message = f"You already created this {repo_type} repo: {namespace}/{name}"

@@ -17,7 +17,7 @@ from ..services.customization import CustomizationService
 from ..services.datastore_namespaces import DatastoreNamespaces
 from ..services.deployments import DeploymentService
 from ..services.entities import EntitiesService
-from ..services.errors import InvalidInputError
+from ..services.errors import InvalidInputError, MalformedRequestError
 from ..services.evaluation.resources import EvaluatorResources
 from ..services.evaluation.service import EvaluationService
 from ..services.repo_store import RepoStore
@@ -92,12 +92,18 @@ EvaluatorDocs = Annotated[EvaluatorResources, Depends(_evaluator_resources)]
 # ---- lists: filter, search, sort, pagination (the SDK's wire format)
 #
 # ``filter[field]=v`` and ``search[field]=v`` nest with brackets (``filter[custom_fields][k]=v``,
-# ``filter[peft][finetuning_type]=lora``); a dotted field (``filter[custom_fields.k]``) is read the same way.
+# ``filter[peft][finetuning_type]=lora``); a dotted field in one bracket (``filter[custom_fields.k]``) is read the
+# same way. In the nested form each bracket is one key (``filter[custom_fields][a.b]`` finds the key ``a.b``; a
+# document without it is searched at ``a`` then ``b``). A ``filter[``/``search[`` parameter that is not of this
+# form, or nests deeper than ``MAX_FILTER_DEPTH``, is answered 400 naming it (never ignored: that would answer the
+# whole list).
 # A filter matches exactly (``true``/``false`` on an object field: whether it is set); a search matches substrings,
 # case-insensitively, and a comma-joined or repeated search value matches any of its terms. Fields combine with AND.
 # A trailing ``[gte|gt|lte|lt|start|end]`` compares (dates as dates): ``filter[created_at][gte]=2025-01-01``.
 
-_BRACKETS = re.compile(r"^(filter|search)((?:\[[^\[\]]*\])+)$")
+_BRACKETS = re.compile(r"^(filter|search)((?:\[[^\[\]]+\])+)$")
+_LIST_PARAM = re.compile(r"^(filter|search)\[")
+MAX_FILTER_DEPTH = 8
 RANGE_OPS = {"gte": operator.ge, "start": operator.ge, "gt": operator.gt, "lte": operator.le, "end": operator.le,
              "lt": operator.lt}
 # A list route's own field names that live elsewhere in its documents: a dotted path, or a function of the document.
@@ -134,16 +140,38 @@ def _nest(target: dict, path: tuple[str, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
+def _show_param(key: str) -> str:
+    return repr(key) if len(key) <= 80 else repr(key[:60]) + f"... ({len(key)} characters)"
+
+
+def _filter_path(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """(``filter``/``search``, the field path) of a list parameter; None for other parameters;
+    ``MalformedRequestError`` naming the parameter for a malformed or too deep one."""
+    if not _LIST_PARAM.match(key):
+        return None
+    match = _BRACKETS.match(key)
+    if match is None:
+        raise MalformedRequestError(
+            f"query parameter {_show_param(key)} is malformed: use {key.split('[', 1)[0]}[field][subfield]=value "
+            "(non-empty brackets, no '[' or ']' inside a bracket)")
+    segments = re.findall(r"\[([^\[\]]+)\]", match.group(2))
+    if len(segments) > MAX_FILTER_DEPTH:
+        raise MalformedRequestError(f"query parameter {_show_param(key)} nests {len(segments)} brackets deep; "
+                                    f"the limit is {MAX_FILTER_DEPTH} (MAX_FILTER_DEPTH)")
+    parts = tuple(p for p in segments[0].split(".") if p) if len(segments) == 1 else tuple(segments)
+    if not parts or len(parts) > MAX_FILTER_DEPTH:
+        raise MalformedRequestError(f"query parameter {_show_param(key)} names no field or more than "
+                                    f"{MAX_FILTER_DEPTH} (MAX_FILTER_DEPTH) levels of fields")
+    return match.group(1), parts
+
+
 def list_query(request: Request) -> ListQuery:
     params = request.query_params
     grouped: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for key, value in params.multi_items():
-        match = _BRACKETS.match(key)
-        if match:
-            parts = tuple(p for segment in re.findall(r"\[([^\[\]]*)\]", match.group(2))
-                          for p in segment.split(".") if p)
-            if parts:
-                grouped.setdefault((match.group(1), parts), []).append(value)
+        found = _filter_path(key)
+        if found:
+            grouped.setdefault(found, []).append(value)
     filters: list[Condition] = []
     searches: list[Condition] = []
     echo: dict[str, dict] = {"filter": {}, "search": {}}
@@ -168,13 +196,19 @@ Listing = Annotated[ListQuery, Depends(list_query)]
 
 
 def _values(doc: Any, path: tuple[str, ...]) -> list[Any]:
-    """The values at ``path`` in ``doc``; a list on the way fans out (``training_options.finetuning_type``)."""
+    """The values at ``path`` in ``doc``; a list on the way fans out (``training_options.finetuning_type``). A part
+    with a dot is first a key of its own (``custom_fields`` key ``a.b``), else the path ``a`` then ``b``."""
     current = [doc]
     for part in path:
         nxt: list[Any] = []
         for value in current:
-            items = value if isinstance(value, list) else [value]
-            nxt += [item[part] for item in items if isinstance(item, dict) and item.get(part) is not None]
+            for item in value if isinstance(value, list) else [value]:
+                if not isinstance(item, dict):
+                    continue
+                if item.get(part) is not None:
+                    nxt.append(item[part])
+                elif "." in part and part not in item:
+                    nxt += _values(item, tuple(p for p in part.split(".") if p))
         current = nxt
     return [v for value in current for v in (value if isinstance(value, list) else [value])]
 

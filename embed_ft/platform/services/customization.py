@@ -13,6 +13,7 @@ from typing import Any
 
 from embed_ft.nemo.status import CREATED, FAILED, TERMINAL_JOB_STATUSES
 
+from ..paths import MAX_SEGMENT_LENGTH, InvalidPathError, ensure_within
 from ..settings import PlatformSettings
 from ..store import AlreadyExists, EntityStore, new_id, utc_now
 from .entities import DATASET_KIND
@@ -21,6 +22,7 @@ from .jobs import status_log_entry
 from .model_weights import (
     TARGET_KIND,
     ModelNotFound,
+    bundled_minilm_path,
     download_hub_model,
     hub_repo_id,
     is_sentence_transformers_folder,
@@ -57,6 +59,17 @@ def job_document(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "config_snapshot": snapshot, "status_details": details}
 
 
+def _check_versioned_name(name: str, job_id: str, field: str) -> None:
+    """The model the job registers, ``<name>@<job id>``, is a valid name: checked now, not after training."""
+    versioned = f"{name}@{job_id}"
+    if len(versioned.encode("utf-8")) > MAX_SEGMENT_LENGTH:
+        room = MAX_SEGMENT_LENGTH - len(job_id) - 1
+        raise InvalidInputError(field, f"{field}: the model name {name[:60]!r}... is {len(name)} characters; the job "
+                                f"registers it as '<name>@{job_id}' and names are limited to {MAX_SEGMENT_LENGTH} "
+                                f"bytes, so at most {room} characters are left for it")
+    checked_name(versioned, field)
+
+
 class CustomizationService:
     def __init__(self, settings: PlatformSettings, store: EntityStore, trainer: CustomizationTrainer) -> None:
         self.settings = settings
@@ -78,6 +91,8 @@ class CustomizationService:
         local = target_local_path(spec)
         repo_id = None
         if local is not None:
+            field = "model_uri" if str(spec.get("model_uri") or "").startswith("file:") else "model_path"
+            self._check_confined(target_id, local, field)
             if not is_sentence_transformers_folder(local):
                 raise InvalidInputError("model_path", f"target {target_id}: {local} is not a sentence-transformers "
                                                       "model folder (no modules.json or config.json)")
@@ -107,6 +122,24 @@ class CustomizationService:
             threading.Thread(target=self._download_target, args=(target_id, repo_id), daemon=True,
                              name=f"target-download-{target_id}").start()
         return doc
+
+    def _check_confined(self, target_id: str, local: Path, field: str) -> None:
+        """A target's folder lies in this platform's stores, the bundled model or an operator's ``model_roots``:
+        a request must not make the platform load (and serve) another home's or any other folder's weights."""
+        roots = [*self.settings.model_store_roots]
+        try:
+            roots.append(bundled_minilm_path())
+        except ModelNotFound:
+            pass
+        for root in roots:
+            try:
+                ensure_within(root, local)
+                return
+            except (InvalidPathError, OSError, ValueError):
+                continue
+        raise InvalidInputError(field, f"{field} of target {target_id}: {str(local)[:200]!r} is outside the folders "
+                                "targets may load from (this platform's models, Data Store and cache folders, the "
+                                "bundled model and $EMBED_FT_MODEL_ROOTS: " + ", ".join(map(str, roots)) + ")")
 
     def _download_target(self, target_id: str, repo_id: str) -> None:
         try:
@@ -213,6 +246,7 @@ class CustomizationService:
         else:
             out_ns = namespace
             out_name = checked_name(body.get("name") or f"{config_name.split('@')[0]}-sft", "output model name")
+        _check_versioned_name(out_name, job_id, "output_model" if output_model else "name")
         now = utc_now()
         doc = {
             "id": job_id,

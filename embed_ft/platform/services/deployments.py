@@ -107,12 +107,23 @@ class DeploymentService:
             "async_enabled": False,
             "status_details": {"status": PENDING, "description": f"loading {spec['model']}"},
         }
-        try:
-            doc = self.store.create(DEPLOYMENT_KIND, key, doc)
-        except AlreadyExists:  # lost a race with an identical request
-            raise DeploymentExists(f"model deployment {key} already exists") from None
+        with self._status_lock:  # the count and the insert at once: two racing creates cannot pass the cap
+            self._check_capacity()
+            try:
+                doc = self.store.create(DEPLOYMENT_KIND, key, doc)
+            except AlreadyExists:  # lost a race with an identical request
+                raise DeploymentExists(f"model deployment {key} already exists") from None
         self._start_loading(doc)
         return doc
+
+    def _check_capacity(self) -> None:
+        """At most ``settings.max_deployments`` deployments hold a model (loading or ready) at once."""
+        live = [d for d in self.store.list(DEPLOYMENT_KIND)
+                if (d.get("status_details") or {}).get("status") != FAILED]
+        limit = self.settings.max_deployments
+        if len(live) >= limit:
+            raise ConflictError(f"{len(live)} model deployments are live; the limit is {limit} (max_deployments): "
+                                "delete one first (DELETE /v1/deployment/model-deployments/<namespace>/<name>)")
 
     def pinned_model(self, model_ref: str) -> str:
         """The Entity Store model a deployment of ``model_ref`` serves, resolved once at create time: an
@@ -130,6 +141,18 @@ class DeploymentService:
         if doc is None:
             raise NotFoundError(f"model deployment {key} not found")
         return doc
+
+    def deployments_of_model(self, model_key: str) -> list[str]:
+        """The deployments (``ns/name``) that serve, or are loading, the Entity Store model ``model_key``: its
+        weights must stay (a deployment loads them again at every start-up)."""
+        users = []
+        for doc in self.store.list(DEPLOYMENT_KIND):
+            if (doc.get("status_details") or {}).get("status") == FAILED:
+                continue
+            pinned = doc.get("model_version")
+            if pinned == model_key or (pinned is None and doc.get("model") in (model_key, unversioned(model_key))):
+                users.append(f"{doc['namespace']}/{doc['name']}")
+        return users
 
     def delete_deployment(self, key: str) -> dict[str, Any]:
         """Delete and undeploy; returns the deleted document."""

@@ -7,6 +7,9 @@ once a model is deployed.
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
+import gc
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -66,11 +69,33 @@ def load_model(path: Path | str, device: str | None = None) -> "SentenceTransfor
 
 
 def unload_model(path: Path | str) -> None:
-    """Drop every cached copy of the model at ``path`` (undeploy)."""
+    """Drop every cached copy of the model at ``path`` (undeploy), and give the freed memory back to the system."""
     resolved = str(Path(path).resolve())
     with _model_cache_lock:
         for key in [k for k in _model_cache if k[0] == resolved]:
             _encode_locks.pop(id(_model_cache.pop(key)), None)
+    release_memory()
+
+
+def release_memory() -> None:
+    """Collect the model's reference cycles (torch modules hold some), then return free heap pages to the system:
+    glibc keeps freed memory of the loader threads' arenas otherwise, and RSS only ever grew with each
+    deploy/undeploy cycle (issue 24, F5; figures in BENCHMARKS.md)."""
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc() -> "ctypes.CDLL | None":
+    """glibc, where ``malloc_trim`` exists (Linux); None elsewhere (musl, macOS: nothing to trim there)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_libc = _load_libc()
 
 
 def embedding_dimension(model: "SentenceTransformer") -> int:

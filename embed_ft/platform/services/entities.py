@@ -8,7 +8,7 @@ unsafe one raises ``InvalidPathError`` (answered 400). Other services register m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote, urlparse
 
 from ..paths import InvalidPathError, ensure_within, validate_name
@@ -89,9 +89,12 @@ def check_dataset_files_url(files_url: object) -> None:
 class EntitiesService:
     """Create, read, list and delete the Entity Store's namespaces, datasets and models."""
 
-    def __init__(self, store: EntityStore, settings: PlatformSettings | None = None) -> None:
+    def __init__(self, store: EntityStore, settings: PlatformSettings | None = None,
+                 model_users: Callable[[str], list[str]] | None = None) -> None:
         self.store = store
         self.settings = settings
+        # ``ns/name`` of a model -> what uses it (the deployments serving it): such a model is not deleted.
+        self.model_users = model_users
 
     def _check_model_locations(self, body: dict[str, Any]) -> None:
         """A model created over the API may only point into this platform's stores (its models folder or Data
@@ -134,14 +137,15 @@ class EntitiesService:
 
     def delete_namespace(self, namespace: str) -> None:
         """Delete an empty namespace; 409 while it holds datasets or models (they would stay readable)."""
-        self.get_namespace(namespace)
-        held = [f"{kind} {doc['namespace']}/{doc['name']}" for kind in (DATASET_KIND, MODEL_KIND)
-                for doc in self.store.list(kind, namespace=namespace)]
-        if held:
-            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-            raise ConflictError(f"namespace {namespace!r} still holds {len(held)} entit{'y' if len(held) == 1 else 'ies'}"
-                                f" ({shown}); delete them first")
-        self.store.delete(NAMESPACE_KIND, namespace)
+        with self.store.atomic():  # no dataset or model is created in it between the check and the delete
+            self.get_namespace(namespace)
+            held = [f"{kind} {doc['namespace']}/{doc['name']}" for kind in (DATASET_KIND, MODEL_KIND)
+                    for doc in self.store.list(kind, namespace=namespace)]
+            if held:
+                shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+                raise ConflictError(f"namespace {namespace!r} still holds {len(held)} "
+                                    f"entit{'y' if len(held) == 1 else 'ies'} ({shown}); delete them first")
+            self.store.delete(NAMESPACE_KIND, namespace)
 
     # ---- datasets and models (documents keyed ns/name in an existing namespace)
 
@@ -152,12 +156,13 @@ class EntitiesService:
             check_dataset_files_url(body.get("files_url"))
         elif kind == MODEL_KIND:
             self._check_model_locations(body)
-        self.get_namespace(body["namespace"])
         key = f"{body['namespace']}/{body['name']}"
-        try:
-            return self.store.create(kind, key, {"id": new_id(kind), **body})
-        except AlreadyExists:
-            raise ConflictError(f"{kind} {key} already exists") from None
+        with self.store.atomic():  # the namespace exists when the document is written (a racing delete waits)
+            self.get_namespace(body["namespace"])
+            try:
+                return self.store.create(kind, key, {"id": new_id(kind), **body})
+            except AlreadyExists:
+                raise ConflictError(f"{kind} {key} already exists") from None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         validate_name(namespace, "namespace")
@@ -168,8 +173,15 @@ class EntitiesService:
         return doc
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a dataset or model; 409 for a model a deployment serves (its weights would go at the next
+        start-up's clean-up, and the deployment with them)."""
         self.get(kind, namespace, name)
-        self.store.delete(kind, f"{namespace}/{name}")
+        key = f"{namespace}/{name}"
+        users = self.model_users(key) if kind == MODEL_KIND and self.model_users else []
+        if users:
+            raise ConflictError(f"model {key} is served by deployment(s) {', '.join(users[:5])}; delete "
+                                "them first (DELETE /v1/deployment/model-deployments/<namespace>/<name>)")
+        self.store.delete(kind, key)
 
 
 def _local_location(value: object) -> Path | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -17,6 +18,7 @@ from embed_ft.formats.beir import (
     CORPUS_FILE,
     DEFAULT_SPLIT,
     QUERIES_FILE,
+    BeirFileTooLarge,
     BeirFormatError,
     beir_files,
     document_text,
@@ -112,11 +114,18 @@ def parse_beir(
     )
 
 
-def load_beir_folder(folder: Path, *, source: str | None = None, split: str = DEFAULT_SPLIT) -> BeirDataset:
-    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl`` (``.gz`` accepted), ``qrels/<split>.tsv``)."""
+def load_beir_folder(folder: Path, *, source: str | None = None, split: str = DEFAULT_SPLIT,
+                     max_file_bytes: int | None = None) -> BeirDataset:
+    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl`` (``.gz`` accepted), ``qrels/<split>.tsv``); a file
+    (decompressed) over ``max_file_bytes`` is an ``EvaluationError`` naming it and the limit."""
     folder = Path(folder)
     files = beir_files(split)
-    read = {name: read_maybe_gz(folder, name) for name in files}
+    try:
+        read = {name: read_maybe_gz(folder, name, max_file_bytes) for name in files}
+    except BeirFileTooLarge as exc:
+        raise EvaluationError(f"BEIR dataset {source or folder}: {exc} (max_dataset_file_bytes)") from None
+    except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt .gz
+        raise EvaluationError(f"BEIR dataset {source or folder}: a file cannot be read: {exc}") from None
     missing = [name for name, data in read.items() if data is None]
     contents = {name: data for name, data in read.items() if data is not None}
     if missing:
@@ -204,18 +213,20 @@ def load_beir_dataset(
     hf_folder: Callable[[str, str], Path] | None = None,
     split: str = DEFAULT_SPLIT,
     allow_download: bool | None = None,
+    max_file_bytes: int | None = None,
 ) -> BeirDataset:
     """Load the BEIR set a task names.
 
     ``file://NAME/`` is the folder ``beir_root/NAME``; when files are missing and the Hub is reachable
     (``allow_download`` None means "unless HF_HUB_OFFLINE is set") it is fetched from ``BeIR/NAME``.
     ``hf://datasets/ns/name`` is resolved through ``hf_folder(ns, name)`` (the Data Store's files on disk).
+    ``max_file_bytes`` caps each file's (decompressed) size.
     """
     validate_files_url(files_url)
     if files_url.startswith("file://"):
         name, folder = beir_folder_for(files_url, beir_root)
         try:
-            return load_beir_folder(folder, source=files_url, split=split)
+            return load_beir_folder(folder, source=files_url, split=split, max_file_bytes=max_file_bytes)
         except DatasetNotFound as missing:
             if allow_download is None:
                 allow_download = not _hub_offline()
@@ -229,7 +240,7 @@ def load_beir_dataset(
                     f"{missing}; downloading BeIR/{name} and BeIR/{name}-qrels from the Hub failed "
                     f"({type(exc).__name__}: {str(exc)[:300]})"
                 ) from None
-            return load_beir_folder(folder, source=files_url, split=split)
+            return load_beir_folder(folder, source=files_url, split=split, max_file_bytes=max_file_bytes)
     namespace, name, sub = parse_hf_dataset_url(files_url)
     if hf_folder is None:
         raise EvaluationError(f"files_url {files_url!r}: no Data Store is available to resolve hf:// datasets")
@@ -242,5 +253,5 @@ def load_beir_dataset(
     if not repo_dir.is_dir():
         raise DatasetNotFound(f"Data Store dataset {namespace}/{name} (files_url {files_url!r}) has no files")
     folder = ensure_within(repo_dir, repo_dir.joinpath(*sub.split("/"))) if sub else repo_dir
-    return load_beir_folder(folder, source=files_url, split=split)
+    return load_beir_folder(folder, source=files_url, split=split, max_file_bytes=max_file_bytes)
 

@@ -281,7 +281,8 @@ class EvaluationService:
             beir_root = self.settings.beir_root
             if beir_root is None:  # PlatformSettings resolves it at construction
                 raise DatasetNotFound(f"no BEIR root is configured for {files_url}")
-            dataset = load_beir_dataset(files_url, beir_root, hf_folder=self._hf_folder)
+            dataset = load_beir_dataset(files_url, beir_root, hf_folder=self._hf_folder,
+                                        max_file_bytes=self.settings.max_dataset_file_bytes)
             if self.jobs.should_stop(job_id):
                 raise JobCancelled()
             outcome = evaluate_retrieval(
