@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..paths import InvalidPathError, validate_name
@@ -10,6 +11,7 @@ from .errors import ConflictError, NotFoundError
 from .repo_store import REPO_TYPES, RepoStore
 
 DATASTORE_NAMESPACE_KIND = "datastore_namespace"
+log = logging.getLogger("embed_ft.platform.datastore")
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -25,8 +27,12 @@ class DatastoreNamespaces:
         """Register the namespaces that hold repos but have no document (homes of versions that created repos
         without one), so that repo creation can require the namespace; returns them. Runs at start-up."""
         root = self.repos.settings.repos_dir
-        found = {d.name for plural in REPO_TYPES if (root / plural).is_dir() for d in (root / plural).iterdir()
-                 if d.is_dir() and not d.name.startswith(".")}
+        try:
+            found = {d.name for plural in REPO_TYPES if (root / plural).is_dir() for d in (root / plural).iterdir()
+                     if d.is_dir() and not d.name.startswith(".")}
+        except OSError as exc:  # an unreadable folder must not stop the start-up
+            log.warning("could not list the Data Store's namespaces under %s: %s", root, exc)
+            return []
         adopted = []
         for namespace in sorted(found):
             try:
