@@ -54,9 +54,11 @@ def model_folders(home: Path, count: int) -> list[Path]:
 
 def one_round(url: str, count: int) -> None:
     for index in range(count):
-        requests.post(f"{url}/v1/deployment/model-deployments", json={
-            "name": f"dep-{index}", "namespace": NS, "config": {"model": f"{NS}/copy-{index}@v1"}},
-            timeout=TIMEOUT).raise_for_status()
+        requests.post(
+            f"{url}/v1/deployment/model-deployments",
+            json={"name": f"dep-{index}", "namespace": NS, "config": {"model": f"{NS}/copy-{index}@v1"}},
+            timeout=TIMEOUT,
+        ).raise_for_status()
     deadline = time.monotonic() + 600
     for index in range(count):
         while True:
@@ -67,8 +69,9 @@ def one_round(url: str, count: int) -> None:
             if status == "failed" or time.monotonic() > deadline:
                 raise RuntimeError(f"deployment dep-{index}: {doc['status_details']}")
             time.sleep(0.2)
-        requests.post(f"{url}/nim/v1/embeddings", json={"model": f"{NS}/copy-{index}", "input": ["a text"]},
-                      timeout=TIMEOUT).raise_for_status()
+        requests.post(
+            f"{url}/nim/v1/embeddings", json={"model": f"{NS}/copy-{index}", "input": ["a text"]}, timeout=TIMEOUT
+        ).raise_for_status()
 
 
 def delete_all(url: str, count: int) -> None:

@@ -18,11 +18,21 @@ import pytest
 import requests
 
 from embed_ft_tests.platform_customizer_helpers import (
-    TIMEOUT, create_config, job_body, jsonl, make_triplets, upload_dataset,
+    TIMEOUT,
+    create_config,
+    job_body,
+    jsonl,
+    make_triplets,
+    upload_dataset,
 )
 from embed_ft_tests.platform_server import running_platform
 from embed_ft_tests.test_platform_hardening import (
-    NDJSON, cancel_active_jobs, file_line, header_line, repo_files, served_platform,
+    NDJSON,
+    cancel_active_jobs,
+    file_line,
+    header_line,
+    repo_files,
+    served_platform,
 )
 from embed_ft_tests.test_platform_properties import list_routes
 
@@ -51,10 +61,18 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("round2")
     with served_platform(tmp / "home", tmp / "platform.log") as served:
         assert requests.post(f"{served.url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT).status_code == 201
-        assert requests.post(f"{served.url}/v1/datastore/namespaces", data={"namespace": NS},
-                             timeout=TIMEOUT).status_code < 300
-        assert requests.post(f"{served.url}/v1/hf/api/repos/create", json={
-            "name": REPO, "organization": NS, "type": "dataset"}, timeout=TIMEOUT).status_code == 200
+        assert (
+            requests.post(f"{served.url}/v1/datastore/namespaces", data={"namespace": NS}, timeout=TIMEOUT).status_code
+            < 300
+        )
+        assert (
+            requests.post(
+                f"{served.url}/v1/hf/api/repos/create",
+                json={"name": REPO, "organization": NS, "type": "dataset"},
+                timeout=TIMEOUT,
+            ).status_code
+            == 200
+        )
         upload_dataset(served.url, NS, "tiny", jsonl(make_triplets(16)), None, tmp)
         create_config(served.url, NS)
         yield served
@@ -98,21 +116,32 @@ def test_json_at_the_limit_is_accepted(platform):
     """The limit is a limit, not a ban: custom_fields nested within it are stored and read back."""
     base_url, _ = platform
     nested = json.loads(deep_object(60))
-    response = requests.post(f"{base_url}/v1/models", json={"name": "nested-ok", "namespace": NS,
-                                                            "custom_fields": nested}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/models", json={"name": "nested-ok", "namespace": NS, "custom_fields": nested}, timeout=TIMEOUT
+    )
     assert response.status_code == 201, response.text[:300]
     assert requests.get(f"{base_url}/v1/models/{NS}/nested-ok", timeout=TIMEOUT).json()["custom_fields"] == nested
 
 
 def _fill_path(path: str) -> str:
-    values = {"plural": "datasets", "namespace": NS, "name": REPO, "revision": "main", "job_id": "no-such-job",
-              "path": "a.txt"}
+    values = {
+        "plural": "datasets",
+        "namespace": NS,
+        "name": REPO,
+        "revision": "main",
+        "job_id": "no-such-job",
+        "path": "a.txt",
+    }
     return re.sub(r"\{(\w+)(?::path)?\}", lambda m: values.get(m.group(1), REPO), path)
 
 
 def _write_routes(spec: dict) -> list[tuple[str, str, str]]:
-    return [(method.upper(), path, _fill_path(path)) for path, operations in sorted(spec["paths"].items())
-            for method in operations if method in ("post", "patch", "put")]
+    return [
+        (method.upper(), path, _fill_path(path))
+        for path, operations in sorted(spec["paths"].items())
+        for method in operations
+        if method in ("post", "patch", "put")
+    ]
 
 
 @pytest.mark.parametrize("depth", [962, 1000, 5000])
@@ -135,8 +164,9 @@ def test_deep_filter_is_400_naming_the_limit_on_every_list_route(platform):
     """F8: ``filter`` nested ~960 brackets deep answered 500 on all 12 list routes. Now 400 naming the limit (the
     paged lists); other GET routes ignore filters and must not fail either."""
     base_url, spec = platform
-    routes = [path for path in list_routes(spec)
-              if "pagination" in requests.get(f"{base_url}{path}", timeout=TIMEOUT).json()]
+    routes = [
+        path for path in list_routes(spec) if "pagination" in requests.get(f"{base_url}{path}", timeout=TIMEOUT).json()
+    ]
     assert len(routes) >= 10, routes
     failures = []
     for path in routes:
@@ -151,8 +181,10 @@ def test_deep_filter_is_400_naming_the_limit_on_every_list_route(platform):
 # ============================================================ F16: malformed filters, keys with a dot
 
 
-@pytest.mark.parametrize("key", ["filter[custom_fields][x[y]]", "filter[]", "filter[name", "search[name]]",
-                                 "filter[custom_fields]x", "search[]"])
+@pytest.mark.parametrize(
+    "key",
+    ["filter[custom_fields][x[y]]", "filter[]", "filter[name", "search[name]]", "filter[custom_fields]x", "search[]"],
+)
 def test_malformed_filter_is_400_naming_it(platform, key):
     """F16: a malformed ``filter[...]`` was ignored and the whole list answered. Now 400 naming the parameter."""
     base_url, _ = platform
@@ -166,8 +198,11 @@ def test_custom_field_key_with_a_dot_is_filterable(platform):
     was read as nesting. Now the bracket is the key; a dotted single bracket still nests."""
     base_url, _ = platform
     for name, value in (("dotted-x", "x"), ("dotted-y", "y")):
-        response = requests.post(f"{base_url}/v1/models", json={
-            "name": name, "namespace": NS, "custom_fields": {"a.b": value, "c": {"d": value}}}, timeout=TIMEOUT)
+        response = requests.post(
+            f"{base_url}/v1/models",
+            json={"name": name, "namespace": NS, "custom_fields": {"a.b": value, "c": {"d": value}}},
+            timeout=TIMEOUT,
+        )
         assert response.status_code == 201, response.text[:300]
 
     def names(params: dict) -> list[str]:
@@ -211,17 +246,31 @@ def test_gzip_bomb_in_an_evaluation_dataset_fails_the_job_without_the_memory(ser
     assert packed < 1024 * 1024
     endpoint = {"api_endpoint": {"url": "http://127.0.0.1:9/v1/embeddings", "model_id": "ns/m", "format": "nim"}}
     body = {
-        "config": {"type": "retriever", "namespace": NS, "tasks": {"t": {
-            "type": "beir", "dataset": {"files_url": "file://bomb/"}, "metrics": {"recall_5": {"type": "recall_5"}}}}},
-        "target": {"type": "retriever", "retriever": {"pipeline": {
-            "query_embedding_model": endpoint, "index_embedding_model": endpoint, "top_k": 5}}},
+        "config": {
+            "type": "retriever",
+            "namespace": NS,
+            "tasks": {
+                "t": {
+                    "type": "beir",
+                    "dataset": {"files_url": "file://bomb/"},
+                    "metrics": {"recall_5": {"type": "recall_5"}},
+                }
+            },
+        },
+        "target": {
+            "type": "retriever",
+            "retriever": {
+                "pipeline": {"query_embedding_model": endpoint, "index_embedding_model": endpoint, "top_k": 5}
+            },
+        },
     }
     before = peak_rss_bytes(server.pid)
     created = requests.post(f"{server.url}/v1/evaluation/jobs", json=body, timeout=TIMEOUT)
     assert created.status_code < 300, created.text[:300]
     deadline = time.monotonic() + 300
-    while (doc := requests.get(f"{server.url}/v1/evaluation/jobs/{created.json()['id']}",
-                               timeout=TIMEOUT).json())["status"] not in ("completed", "failed", "cancelled"):
+    while (doc := requests.get(f"{server.url}/v1/evaluation/jobs/{created.json()['id']}", timeout=TIMEOUT).json())[
+        "status"
+    ] not in ("completed", "failed", "cancelled"):
         assert time.monotonic() < deadline, doc
         time.sleep(0.2)
     grown = peak_rss_bytes(server.pid) - before
@@ -264,14 +313,21 @@ def test_longest_output_model_is_accepted(platform):
 # ============================================================ F9: path limits count bytes
 
 
-@pytest.mark.parametrize("path", ["数" * 100 + ".txt", "dir/" + "😀" * 64, "数" * 400],
-                         ids=["cjk-300-bytes", "emoji-256-bytes", "cjk-1200-bytes"])
+@pytest.mark.parametrize(
+    "path",
+    ["数" * 100 + ".txt", "dir/" + "😀" * 64, "数" * 400],
+    ids=["cjk-300-bytes", "emoji-256-bytes", "cjk-1200-bytes"],
+)
 def test_multibyte_commit_path_over_the_byte_limit_is_4xx(platform, path):
     """F9: a commit path of 100 CJK characters (300 bytes) passed the 255-character check and the file system
     answered ENAMETOOLONG -> 500. The limits count UTF-8 bytes now: 4xx naming them, nothing committed."""
     base_url, _ = platform
-    response = requests.post(f"{base_url}/v1/hf/api/datasets/{NS}/{REPO}/commit/main",
-                             data=header_line() + file_line(path, b"x"), headers=NDJSON, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/hf/api/datasets/{NS}/{REPO}/commit/main",
+        data=header_line() + file_line(path, b"x"),
+        headers=NDJSON,
+        timeout=TIMEOUT,
+    )
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
     assert "bytes" in response.json()["detail"], response.text[:300]
     assert path not in repo_files(base_url, NS, REPO)
@@ -280,7 +336,11 @@ def test_multibyte_commit_path_over_the_byte_limit_is_4xx(platform, path):
 def test_multibyte_commit_path_at_the_byte_limit_is_committed(platform):
     base_url, _ = platform
     path = "数" * 85  # 255 bytes
-    response = requests.post(f"{base_url}/v1/hf/api/datasets/{NS}/{REPO}/commit/main",
-                             data=header_line() + file_line(path, b"x"), headers=NDJSON, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/hf/api/datasets/{NS}/{REPO}/commit/main",
+        data=header_line() + file_line(path, b"x"),
+        headers=NDJSON,
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text[:300]
     assert path in repo_files(base_url, NS, REPO)

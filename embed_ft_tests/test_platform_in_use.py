@@ -50,8 +50,11 @@ def test_deleting_a_model_a_deployment_serves_is_409_and_its_weights_stay(tmp_pa
     model = f"{NS}/served@v2"
     with running_platform(tmp_path) as (base_url, _):
         assert requests.post(f"{base_url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT).status_code == 201
-        created = requests.post(f"{base_url}/v1/models", json={
-            "name": "served@v2", "namespace": NS, "artifact_path": str(weights)}, timeout=TIMEOUT)
+        created = requests.post(
+            f"{base_url}/v1/models",
+            json={"name": "served@v2", "namespace": NS, "artifact_path": str(weights)},
+            timeout=TIMEOUT,
+        )
         assert created.status_code == 201, created.text[:300]
         assert deploy(base_url, NS, "served-dep", model)["status_details"]["status"] == "ready"
         refused = requests.delete(f"{base_url}/v1/models/{model}", timeout=TIMEOUT)
@@ -59,9 +62,19 @@ def test_deleting_a_model_a_deployment_serves_is_409_and_its_weights_stay(tmp_pa
         assert f"{NS}/served-dep" in refused.json()["detail"]
     assert weights.is_dir()
     with running_platform(tmp_path) as (base_url, _):
-        doc = wait_for(lambda: (d := requests.get(f"{base_url}/v1/deployment/model-deployments/{NS}/served-dep",
-                                                  timeout=TIMEOUT).json())["status_details"]["status"] != "pending"
-                       and d, 120, "the deployment to settle after the restart")
+        doc = wait_for(
+            lambda: (
+                (
+                    d := requests.get(
+                        f"{base_url}/v1/deployment/model-deployments/{NS}/served-dep", timeout=TIMEOUT
+                    ).json()
+                )["status_details"]["status"]
+                != "pending"
+                and d
+            ),
+            120,
+            "the deployment to settle after the restart",
+        )
         assert doc["status_details"]["status"] == "ready", doc
         assert embeddings(base_url, f"{NS}/served", ["a text"]).status_code == 200
         gone = requests.delete(f"{base_url}/v1/deployment/model-deployments/{NS}/served-dep", timeout=TIMEOUT)
@@ -86,8 +99,9 @@ def test_target_outside_the_platform_stores_is_refused(server, tmp_path, field):
         link.symlink_to(stolen)
         location = {"model_path": str(link)}
     name = f"stolen-{field}@v1"
-    response = requests.post(f"{server.url}/v1/customization/targets", json={"namespace": NS, "name": name, **location},
-                             timeout=TIMEOUT)
+    response = requests.post(
+        f"{server.url}/v1/customization/targets", json={"namespace": NS, "name": name, **location}, timeout=TIMEOUT
+    )
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
     assert ("model_uri" if field == "model_uri" else "model_path") in response.json()["detail"], response.text[:300]
     assert "outside" in response.json()["detail"], response.text[:300]
@@ -98,8 +112,11 @@ def test_target_in_the_platform_stores_is_accepted(server):
     inside = server.home / "models" / "imported-model"
     inside.mkdir(parents=True, exist_ok=True)
     (inside / "config.json").write_text('{"model_type": "bert"}')
-    response = requests.post(f"{server.url}/v1/customization/targets", json={
-        "namespace": NS, "name": "imported@v1", "model_path": str(inside)}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{server.url}/v1/customization/targets",
+        json={"namespace": NS, "name": "imported@v1", "model_path": str(inside)},
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text[:300]
 
 
@@ -113,8 +130,11 @@ def test_live_deployments_are_capped_naming_the_limit(tmp_path):
     with running_platform(tmp_path, max_deployments=2) as (base_url, _):
         for name in ("cap-a", "cap-b"):
             assert deploy(base_url, NS, name, BASE_MODEL)["status_details"]["status"] == "ready"
-        third = requests.post(f"{base_url}/v1/deployment/model-deployments", json={
-            "name": "cap-c", "namespace": NS, "config": {"model": BASE_MODEL}}, timeout=TIMEOUT)
+        third = requests.post(
+            f"{base_url}/v1/deployment/model-deployments",
+            json={"name": "cap-c", "namespace": NS, "config": {"model": BASE_MODEL}},
+            timeout=TIMEOUT,
+        )
         assert third.status_code == 409, third.text[:300]
         assert "max_deployments" in third.json()["detail"], third.text[:300]
         missing = requests.get(f"{base_url}/v1/deployment/model-deployments/{NS}/cap-c", timeout=TIMEOUT)
@@ -152,9 +172,13 @@ def test_namespace_delete_racing_a_dataset_create_never_leaves_an_orphan(server)
         namespace = f"race-{attempt}"
         assert requests.post(f"{base_url}/v1/namespaces", json={"id": namespace}, timeout=TIMEOUT).status_code == 201
         deleted, created = race(
-            lambda: requests.delete(f"{base_url}/v1/namespaces/{namespace}", timeout=TIMEOUT),
-            lambda: requests.post(f"{base_url}/v1/datasets", json={
-                "name": "d", "namespace": namespace, "files_url": f"hf://datasets/{namespace}/d"}, timeout=TIMEOUT))
+            lambda namespace=namespace: requests.delete(f"{base_url}/v1/namespaces/{namespace}", timeout=TIMEOUT),
+            lambda namespace=namespace: requests.post(
+                f"{base_url}/v1/datasets",
+                json={"name": "d", "namespace": namespace, "files_url": f"hf://datasets/{namespace}/d"},
+                timeout=TIMEOUT,
+            ),
+        )
         assert deleted.status_code < 500, deleted.text[:300]
         assert created.status_code < 500, created.text[:300]
         if deleted.ok and created.ok:
@@ -166,20 +190,33 @@ def test_repo_in_a_datastore_namespace_never_created_is_404(server):
     """F6: Data Store repos could be created in a namespace never created. Now 404 naming it; a racing namespace
     delete and repo create never both succeed."""
     base_url = server.url
-    response = requests.post(f"{base_url}/v1/hf/api/repos/create", json={
-        "name": "r", "organization": "never-created", "type": "dataset"}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/hf/api/repos/create",
+        json={"name": "r", "organization": "never-created", "type": "dataset"},
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 404, response.text[:300]
     assert "never-created" in response.json()["detail"]
     assert "/v1/datastore/namespaces" in response.json()["detail"]
     orphans = []
     for attempt in range(20):
         namespace = f"ds-race-{attempt}"
-        assert requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace},
-                             timeout=TIMEOUT).status_code < 300
+        assert (
+            requests.post(
+                f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace}, timeout=TIMEOUT
+            ).status_code
+            < 300
+        )
         deleted, created = race(
-            lambda: requests.delete(f"{base_url}/v1/datastore/namespaces/{namespace}", timeout=TIMEOUT),
-            lambda: requests.post(f"{base_url}/v1/hf/api/repos/create", json={
-                "name": "r", "organization": namespace, "type": "dataset"}, timeout=TIMEOUT))
+            lambda namespace=namespace: requests.delete(
+                f"{base_url}/v1/datastore/namespaces/{namespace}", timeout=TIMEOUT
+            ),
+            lambda namespace=namespace: requests.post(
+                f"{base_url}/v1/hf/api/repos/create",
+                json={"name": "r", "organization": namespace, "type": "dataset"},
+                timeout=TIMEOUT,
+            ),
+        )
         assert deleted.status_code < 500, deleted.text[:300]
         assert created.status_code < 500, created.text[:300]
         if deleted.ok and created.ok:
