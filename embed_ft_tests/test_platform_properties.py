@@ -303,3 +303,35 @@ def test_random_poison_bodies_never_5xx_nor_break_a_list(platform, routes_and_fi
         assert not newly_broken, f"after {route['method']} {route['path']} {'.'.join(field)}={poison}: {newly_broken}"
 
     check()
+
+
+def routes_with_path_parameters(spec: dict) -> list[tuple[str, str]]:
+    return [(method.upper(), path) for path, operations in sorted(spec["paths"].items()) if "{" in path
+            for method in operations if method in ("get", "post", "patch", "put", "delete")]
+
+
+def test_multibyte_and_overlong_path_parameters_never_5xx(platform):
+    """Hypothesis (issue 24): every route with path parameters gets random multibyte names (CJK, emoji, accents;
+    up to 300 characters, so up to 1,200 bytes: beyond a file name's 255) in each parameter; no 5xx, and the
+    lists still answer."""
+    base_url, spec = platform
+    routes = routes_with_path_parameters(spec)
+    assert len(routes) >= 10, routes
+    known_broken = set(broken_lists(base_url, spec))
+    names = st.text(st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs", "Cc")),
+                    min_size=1, max_size=300)
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(route=st.sampled_from(routes), name=names, nested=st.booleans())
+    def check(route, name, nested):
+        method, path = route
+        value = f"{name}/{name}" if nested else name
+        url = re.sub(r"\{(\w+)(?::path)?\}", lambda m: value if m.group(0).endswith(":path}") else name, path)
+        response = requests.request(method, f"{base_url}{url}", json={} if method in ("POST", "PATCH", "PUT") else None,
+                                    timeout=TIMEOUT)
+        assert response.status_code < 500, f"{method} {path} with {name[:40]!r} -> {response.status_code}: " \
+                                           f"{response.text[:200]}"
+
+    check()
+    assert set(broken_lists(base_url, spec)) - known_broken == set()
