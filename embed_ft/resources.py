@@ -22,6 +22,7 @@ from .nemo.entity_store import EntityStoreClient
 from .nemo.evaluator import EvaluatorClient
 from .nemo.http import ServiceHTTP
 from .nemo.nim import NimClient
+from .nemo.v2.profile import Profile, resolve
 from .platform.launcher import ensure_running
 from .platform.settings import PlatformSettings, service_urls
 
@@ -125,7 +126,27 @@ class DeploymentResource(NemoServiceResource):
 
 
 class EvaluatorResource(NemoServiceResource):
-    """NeMo Evaluator: retriever (BEIR) evaluation jobs."""
+    """NeMo Evaluator: retriever (BEIR) evaluation jobs. On the v2 profile (NeMo Platform / nemo-helix) also where
+    the held-out set and the BEIR tasks are uploaded (filesets) and the NIMs are registered (gateway providers)."""
+
+    api: str = Field(
+        default="v1",
+        description="NeMo API generation of base_url: v1 (NeMo Microservices 25.x), v2 (NeMo Platform 26.x / "
+        "nemo-helix) or auto (probe once, log what was found).",
+    )
+
+    _profile: Optional[str] = PrivateAttr(default=None)
+
+    def api_profile(self) -> Profile:
+        if self._profile is None:
+            if not self.base_url and self.api.strip().lower() == "v2":
+                raise ValueError("EMBED_FT_NEMO_API=v2 needs the v2 server's URL in NEMO_EVALUATOR_URL (or NEMO_URL):"
+                                 " the embedded local platform speaks v1")
+            self._profile = resolve(self.api, self.url() if self.base_url else None)
+        return self._profile  # type: ignore[return-value]
+
+    def http(self) -> ServiceHTTP:
+        return self._http("evaluator")
 
     def client(self) -> EvaluatorClient:
         return EvaluatorClient(self._http("evaluator"))
@@ -157,7 +178,13 @@ def resources_from_env() -> dict[str, NemoServiceResource]:
         "entity_store": EntityStoreResource(**nemo, namespace=os.environ.get("NEMO_NAMESPACE") or DEFAULT_NAMESPACE),
         "customizer": CustomizerResource(**nemo, wandb_api_key=_env("WANDB_API_KEY")),
         "deployment": DeploymentResource(**nemo),
-        "evaluator": EvaluatorResource(**nemo),
+        # The Evaluator may live elsewhere: a NeMo Platform v2 server (NEMO_EVALUATOR_URL, EMBED_FT_NEMO_API=v2)
+        # evaluates NIMs that Customizer and Deployment Management (NEMO_URL; the local platform) trained and serve.
+        "evaluator": EvaluatorResource(
+            base_url=_env("NEMO_EVALUATOR_URL") or _env("NEMO_URL"),
+            token=_env("NEMO_EVALUATOR_TOKEN") or _env("NEMO_TOKEN"),
+            api=os.environ.get("EMBED_FT_NEMO_API") or "v1",
+        ),
         "nim": NimResource(base_url=_env("NIM_URL"), token=_env("NIM_TOKEN")),
     }
 

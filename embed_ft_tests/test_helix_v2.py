@@ -25,7 +25,12 @@ from embed_ft.nemo.v2.evaluation import (
     retrieve_eval_request,
 )
 from embed_ft.nemo.v2.files import FilesClient, fileset_ref
-from embed_ft.nemo.v2.jobs import IDEMPOTENCY_FIELD, job_name, retrieve_eval_jobs
+from embed_ft.nemo.v2.jobs import (
+    IDEMPOTENCY_FIELD,
+    failure_text,
+    job_name,
+    retrieve_eval_jobs,
+)
 from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
 from embed_ft.nemo.v2.profile import probe, resolve
 
@@ -164,8 +169,8 @@ def test_gateway_embeddings_and_retrieve_eval_reattach(helix, local_nim, tmp_pat
     assert metrics["recall_5"] == 1.0
     assert 0.5 < metrics["ndcg_cut_10"] <= 1.0
     rows = per_query_scores(jobs.download_result(job["id"], "row-scores"), ["ndcg_cut_10"])
-    assert set(rows["ndcg_cut_10"]) == {"q1", "q2", "q3"}
-    mean = sum(rows["ndcg_cut_10"].values()) / 3
+    assert set(rows) == {"q1", "q2", "q3"}
+    mean = sum(row["ndcg_cut_10"] for row in rows.values()) / 3
     assert abs(mean - metrics["ndcg_cut_10"]) < 1e-9
     # A completed job is found again; a job under our name with someone else's key is refused, not reused.
     assert jobs.find(key)["status"] == COMPLETED
@@ -175,3 +180,32 @@ def test_gateway_embeddings_and_retrieve_eval_reattach(helix, local_nim, tmp_pat
     with pytest.raises(Conflict, match="belongs to idempotency key"):
         jobs.find("ab" * 32)
     jobs.cancel(foreign["name"])
+
+
+def test_failed_job_explains_itself_and_cancel_stops_one(helix, local_nim, tmp_path):
+    """A retrieve-eval job that cannot embed ends `error` with Helix's own explanation (what the asset's failure
+    says); a cancelled job ends `cancelled` (what a terminated run does to its remote job)."""
+    h = http(helix.url)
+    files = FilesClient(h)
+    files.ensure_workspace(WORKSPACE)
+    files.ensure_fileset(WORKSPACE, "tiny-beir", purpose="dataset")
+    files.upload_files(WORKSPACE, "tiny-beir", write_beir(tmp_path / "beir"))
+    jobs = retrieve_eval_jobs(h, WORKSPACE)
+    bad = retrieve_eval_request(fileset_ref(WORKSPACE, "tiny-beir"), f"{local_nim}/v1", "no-such/model",
+                                ["recall_5"], top_k=5)
+    failed = jobs.create(bad, "1e" * 32)
+    done = poll(lambda: jobs.get(failed["id"]), is_terminal, timeout_s=300, interval_s=1.0, what="failing job")
+    assert job_status(done) == "failed"  # Helix says "error"
+    assert failure_text(done) != "no detail reported"
+
+    slow = retrieve_eval_request(fileset_ref(WORKSPACE, "tiny-beir"), f"{local_nim}/v1", BASE_MODEL,
+                                 ["recall_5"], top_k=5)
+    running = jobs.create(slow, "2e" * 32)
+    jobs.cancel(running["id"])
+    ended = poll(lambda: jobs.get(running["id"]), is_terminal, timeout_s=300, interval_s=1.0, what="cancelled job")
+    assert job_status(ended) in ("cancelled", "completed")  # a job may finish before the cancel lands
+    assert jobs.find("2e" * 32)["id"] == running["id"]
+    # After a failed attempt, the next submission for the same key is attempt 2, not a clash with attempt 1.
+    again = jobs.create(bad, "1e" * 32)
+    assert again["id"] == job_name("embed-ft-eval", "1e" * 32, 2)
+    jobs.cancel(again["id"])

@@ -15,6 +15,7 @@ from ..data.beir import testing_split_to_beir
 from ..formats.beir import beir_files
 from ..nemo.evaluator import JOBS as EVALUATION_JOBS, beir_task, retriever_config, retriever_target
 from ..nemo.status import COMPLETED, job_status
+from ..nemo.v2.files import FilesClient
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import (
@@ -26,17 +27,21 @@ from .common import (
     link,
     stable_hash,
 )
+from .evaluation_v2 import fileset_url, run_evaluation_v2, upload_beir_fileset
 from .experiments import EXPERIMENTS
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, run_remote_job
 from .settings import resolve_settings, settings_metadata
 from .significance import per_query_scores, query_counts
-from .training import ensure_repo, upload_if_changed
+from .training import ensure_repo, file_sha256, upload_if_changed
 from .values import Deployment, EvaluationResult, HeldoutDataset, TripletSplits
 
 EVALUATION_CODE_VERSION = "2"
 HELDOUT_TASK = "heldout"
 DEFAULT_METRICS = ["recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10"]
-TASK_URL = re.compile(r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?)$")
+TASK_URL = re.compile(
+    r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?"
+    r"|fileset://[a-z][a-z0-9@.+_-]+/(?P<fileset>[a-z][a-z0-9@.+_-]+)/?)$"
+)
 METRIC_NAME = re.compile(r"^(recall_\d+|ndcg_cut_\d+|map_cut_\d+|P_\d+|ndcg|map|recip_rank)$")
 
 
@@ -44,10 +49,10 @@ def task_name(files_url: str) -> str:
     match = TASK_URL.match(files_url)
     if not match:
         raise ValueError(
-            f"unknown evaluation task {files_url!r}: expected file://NAME/ (a BEIR set on the evaluator) "
-            "or hf://datasets/NAMESPACE/NAME (a BEIR-layout repo in the Data Store)"
+            f"unknown evaluation task {files_url!r}: expected file://NAME/ (a BEIR set on the evaluator), "
+            "hf://datasets/NAMESPACE/NAME (a BEIR-layout repo in the Data Store) or fileset://WORKSPACE/NAME (v2)"
         )
-    return match.group("file") or match.group("hf")
+    return match.group("file") or match.group("hf") or match.group("fileset")
 
 
 class EvaluationConfig(Config):
@@ -113,9 +118,12 @@ def heldout_eval_dataset(
     specter_triplets: TripletSplits,
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
+    evaluator: EvaluatorResource,
 ) -> MaterializeResult:
     fail_on_invalid_run_config(context)
     config, chosen = resolve_settings(context, config)
+    if evaluator.api_profile() == "v2":
+        return heldout_on_v2(config, chosen, specter_triplets, evaluator, entity_store.namespace)
     ds = datastore.client()
     repo_id = ensure_repo(ds, entity_store.namespace, config.dataset_name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,6 +138,29 @@ def heldout_eval_dataset(
         "repo_url": link(datastore.url(), f"/v1/hf/api/datasets/{repo_id}/revision/main"),
         **settings_metadata(chosen),
         "uploaded": upload["uploaded"],
+        **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
+    }
+    return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
+
+
+def heldout_on_v2(config: HeldoutConfig, chosen, splits: TripletSplits, evaluator: EvaluatorResource,
+                  workspace: str) -> MaterializeResult:
+    """`heldout_eval_dataset` on the v2 profile: the same BEIR files in a fileset of the v2 platform."""
+    files = FilesClient(evaluator.http())
+    files.ensure_workspace(workspace)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = testing_split_to_beir(splits.testing, Path(tmp))
+        manifest = {name: file_sha256(Path(tmp) / name) for name in beir_files("test")}
+        uploaded = upload_beir_fileset(files, workspace, config.dataset_name, Path(tmp))
+    version = stable_hash(manifest)[:16]
+    value = HeldoutDataset(repo_id=f"{workspace}/{config.dataset_name}",
+                           files_url=fileset_url(workspace, config.dataset_name), data_version=version)
+    metadata = {
+        "repo_id": value.repo_id,
+        "files_url": value.files_url,
+        "repo_url": link(evaluator.url(), files.files_path(workspace, config.dataset_name)),
+        **settings_metadata(chosen),
+        "uploaded": uploaded,
         **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
     }
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
@@ -156,9 +187,13 @@ def run_evaluation(
 
     The identity (model, tasks, metrics, top_k, held-out data version, code version) is the job's idempotency key:
     the same identity is evaluated once, a second materialization reattaches to the completed job."""
-    ev = evaluator.client()
     uses_local = evaluator.uses_local_platform
     tasks = evaluation_tasks(config, uses_local, heldout)
+    timeout_s = config.timeout_s or backend_defaults(uses_local).evaluation_timeout_s
+    if evaluator.api_profile() == "v2":
+        return run_evaluation_v2(context, config, label, nim, tasks, heldout.data_version, evaluator,
+                                 entity_store.namespace, timeout_s)
+    ev = evaluator.client()
     task_bodies: dict[str, Any] = {}
     for name, url in tasks.items():
         task_bodies.update(beir_task(url, config.metrics, name))
@@ -188,7 +223,7 @@ def run_evaluation(
         submit=submit,
         fetch=ev.get_job,
         cancel=ev.cancel_job,
-        timeout_s=config.timeout_s or backend_defaults(uses_local).evaluation_timeout_s,
+        timeout_s=timeout_s,
         interval_s=config.poll_interval_s,
         describe=lambda d: "status={} progress={} {}".format(
             job_status(d),

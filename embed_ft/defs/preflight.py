@@ -26,6 +26,7 @@ fails no run, so the one red mark is this check, and the one log line says what 
 """
 
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -47,6 +48,7 @@ from ..data.errors import SourceError
 from ..data.public_beir import FILLABLE, FillState, download_line, fill_state
 from ..data.specter import load_specter_source, resolve_hub_revision
 from ..nemo.errors import NemoError
+from ..nemo.v2.files import FilesClient
 from ..platform.launcher import status as platform_status
 from ..platform.settings import PlatformSettings
 from ..resources import DataStoreResource, EvaluatorResource
@@ -141,6 +143,13 @@ def task_problems(
     for url in urls:
         what = f"task {url}"
         name = task_name(url)
+        if evaluator.api_profile() == "v2":
+            problems += v2_task_problems(url, name, evaluator)
+            continue
+        if url.startswith("fileset://"):
+            problems.append(Problem(what, "fileset:// tasks are NeMo Platform v2 filesets",
+                                    "set EMBED_FT_NEMO_API=v2 and NEMO_EVALUATOR_URL, or choose another --task"))
+            continue
         if url.startswith("file://"):
             if beir_root is None:  # a cluster's evaluator: its BEIR root is not ours to list
                 continue
@@ -165,6 +174,27 @@ def task_problems(
                 what, f"no dataset repo {repo_id} in the Data Store", "upload the BEIR set there first, or drop the task"
             ))
     return problems
+
+
+def v2_task_problems(url: str, name: str, evaluator: EvaluatorResource) -> list[Problem]:
+    """A v2 task is a fileset that exists, or a local BEIR set (``file://``) that can be uploaded."""
+    what = f"task {url}"
+    if url.startswith("fileset://"):
+        workspace, fileset = url.removeprefix("fileset://").strip("/").split("/")
+        try:
+            found = FilesClient(evaluator.http()).get_fileset(workspace, fileset) is not None
+        except NemoError as exc:
+            return [Problem(what, f"the v2 server cannot be asked: {exc}", "check NEMO_EVALUATOR_URL and its token")]
+        return [] if found else [Problem(what, f"no fileset {workspace}/{fileset} on the v2 server",
+                                         "upload the BEIR set there first, or drop the task")]
+    root = os.environ.get("EMBED_FT_BEIR_ROOT")
+    if url.startswith("file://") and not (root and (Path(root) / name / "corpus.jsonl").is_file()):
+        return [Problem(what, f"on the v2 profile {url} is uploaded from EMBED_FT_BEIR_ROOT/{name}, which has no "
+                        "corpus.jsonl", "set EMBED_FT_BEIR_ROOT to the folder holding it, or choose another --task")]
+    if url.startswith("hf://"):
+        return [Problem(what, "the v2 profile evaluates filesets, not Data Store repos",
+                        "use fileset://WORKSPACE/NAME or file://NAME/")]
+    return []
 
 
 def preflight_problems(job_def, run_config: Mapping[str, Any], resources: Mapping[str, Any]) -> list[Problem]:

@@ -62,8 +62,8 @@ def flat_metrics(raw: bytes, wanted: list[str]) -> dict[str, float]:
 
 
 def per_query_scores(raw: bytes, wanted: list[str]) -> dict[str, dict[str, float]]:
-    """``{metric: {query_id: score}}`` from the ``row-scores`` result (JSON Lines)."""
-    scores: dict[str, dict[str, float]] = {m: {} for m in wanted}
+    """``{query_id: {metric: score}}`` from the ``row-scores`` result (JSON Lines), as v1 results carry them."""
+    scores: dict[str, dict[str, float]] = {}
     for number, line in enumerate(raw.decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -76,6 +76,6 @@ def per_query_scores(raw: bytes, wanted: list[str]) -> dict[str, dict[str, float
         for values in groups.values():
             for entry in values or []:
                 name = entry.get("name") if isinstance(entry, dict) else None
-                if name in scores and isinstance(entry.get("value"), (int, float)):
-                    scores[name][query_id] = float(entry["value"])
-    return {m: s for m, s in scores.items() if s and m not in NOT_METRICS}
+                if name in wanted and name not in NOT_METRICS and isinstance(entry.get("value"), (int, float)):
+                    scores.setdefault(query_id, {})[name] = float(entry["value"])
+    return scores

@@ -81,6 +81,10 @@ class FilesClient:
                 raise
 
     # Files.
+    def files_path(self, workspace: str, name: str) -> str:
+        """The route listing a fileset's files (for links)."""
+        return self._fileset_path(workspace, name, "files")
+
     def list_files(self, workspace: str, name: str) -> dict[str, int]:
         """``{path: size}`` of every file in the fileset."""
         body = self.http.get(self._fileset_path(workspace, name, "files"), call="list files")
