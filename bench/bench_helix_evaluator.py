@@ -13,12 +13,14 @@ each (upload and job separately for Helix). One run on a shared machine: times a
     python bench/bench_helix_evaluator.py [--data DIR] [--k 1,3,5,10,100] [--out FILE.json]
 """
 
+# ruff: noqa: E402  (the repository goes on sys.path before its imports)
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -74,8 +76,11 @@ def ours(base_url: str, nim_url: str, served: str, task: str, metrics: list[str]
     if job_status(done) != COMPLETED:
         raise SystemExit(f"our evaluation job ended {job_status(done)}: {done.get('status_details')}")
     results = client.get_results(job["id"])
-    return {"seconds": seconds, "metrics": client.parse_metrics(results)[task],
-            "per_query": v1_per_query(results).get(task, {})}
+    return {
+        "seconds": seconds,
+        "metrics": client.parse_metrics(results)[task],
+        "per_query": v1_per_query(results).get(task, {}),
+    }
 
 
 def helix_eval(helix_url: str, nim_url: str, served: str, data: Path, metrics: list[str], top_k: int) -> dict:
@@ -96,12 +101,17 @@ def helix_eval(helix_url: str, nim_url: str, served: str, data: Path, metrics: l
     seconds = time.monotonic() - started
     if job_status(done) != COMPLETED:
         raise SystemExit(f"retrieve-eval ended {job_status(done)}: {done.get('error_details')}")
-    return {"seconds": seconds, "upload_s": upload_s,
-            "metrics": flat_metrics(jobs.download_result(job["id"], FLAT_METRICS_RESULT), metrics),
-            "per_query": per_query_scores(jobs.download_result(job["id"], ROW_SCORES_RESULT), metrics)}
+    return {
+        "seconds": seconds,
+        "upload_s": upload_s,
+        "metrics": flat_metrics(jobs.download_result(job["id"], FLAT_METRICS_RESULT), metrics),
+        "per_query": per_query_scores(jobs.download_result(job["id"], ROW_SCORES_RESULT), metrics),
+    }
 
 
 def main() -> None:
+    # A SIGTERM (timeout, kill) unwinds the context managers, so Helix and the platform are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--k", default="1,3,5,10,100")
@@ -112,10 +122,13 @@ def main() -> None:
     data = args.data.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-helix-") as tmp:
         tmp_path = Path(tmp)
-        with running_helix(tmp_path / "helix") as helix, \
-                running_platform(tmp_path, beir_root=data.parent) as (base_url, _settings):
+        with (
+            running_helix(tmp_path / "helix") as helix,
+            running_platform(tmp_path, beir_root=data.parent) as (base_url, _settings),
+        ):
             DeploymentClient(ServiceHTTP(base_url, "deployment")).create_deployment(
-                "baseline", "bench", MODEL, {"image_name": "local", "image_tag": "1", "gpu": 1})
+                "baseline", "bench", MODEL, {"image_name": "local", "image_tag": "1", "gpu": 1}
+            )
             nim_url = f"{base_url}/nim"
             NimClient(ServiceHTTP(nim_url, "nim")).wait_for_model(MODEL, timeout_s=300, interval_s=0.5)
             ours_run = ours(base_url, nim_url, MODEL, data.name, metrics, max(ks))
@@ -129,20 +142,34 @@ def main() -> None:
         diffs[m] = b - a
         print(f"| {m} | {a:.6f} | {b:.6f} | {b - a:+.2e} |")
     shared = set(ours_run["per_query"]) & set(helix_run["per_query"])
-    differing = sorted(q for q in shared if abs(ours_run["per_query"][q].get("ndcg_cut_10", 0.0)
-                                                - helix_run["per_query"][q].get("ndcg_cut_10", 0.0)) > 1e-6)
+    differing = sorted(
+        q
+        for q in shared
+        if abs(ours_run["per_query"][q].get("ndcg_cut_10", 0.0) - helix_run["per_query"][q].get("ndcg_cut_10", 0.0))
+        > 1e-6
+    )
     summary = {
-        "bench": "helix_retrieve_eval_vs_ours", "date": dt.date.today().isoformat(), "dataset": data.name,
-        "helix": "nemo-helix 0.8.1", "k": ks, "ours_s": round(ours_run["seconds"], 1),
-        "helix_job_s": round(helix_run["seconds"], 1), "helix_upload_s": round(helix_run["upload_s"], 1),
-        "max_abs_metric_diff": max(abs(d) for d in diffs.values()), "queries_ours": len(ours_run["per_query"]),
-        "queries_helix": len(helix_run["per_query"]), "queries_ndcg10_differ": len(differing),
-        "differing_queries": differing[:20], "ours": ours_run["metrics"], "helix_metrics": helix_run["metrics"],
+        "bench": "helix_retrieve_eval_vs_ours",
+        "date": dt.date.today().isoformat(),
+        "dataset": data.name,
+        "helix": "nemo-helix 0.8.1",
+        "k": ks,
+        "ours_s": round(ours_run["seconds"], 1),
+        "helix_job_s": round(helix_run["seconds"], 1),
+        "helix_upload_s": round(helix_run["upload_s"], 1),
+        "max_abs_metric_diff": max(abs(d) for d in diffs.values()),
+        "queries_ours": len(ours_run["per_query"]),
+        "queries_helix": len(helix_run["per_query"]),
+        "queries_ndcg10_differ": len(differing),
+        "differing_queries": differing[:20],
+        "ours": ours_run["metrics"],
+        "helix_metrics": helix_run["metrics"],
     }
     print(json.dumps(summary))
     if args.out:
-        args.out.write_text(json.dumps({**summary, "per_query_ours": ours_run["per_query"],
-                                        "per_query_helix": helix_run["per_query"]}))
+        args.out.write_text(
+            json.dumps({**summary, "per_query_ours": ours_run["per_query"], "per_query_helix": helix_run["per_query"]})
+        )
 
 
 if __name__ == "__main__":

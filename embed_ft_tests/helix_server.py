@@ -151,13 +151,29 @@ def running_helix(home: Path) -> Iterator[Helix]:
     config.write_text(platform_config(home, url))
     log = home / "helix.log"
     command = [
-        str(venv / "bin" / "nemo"), "services", "run", "--config", str(config), "--host", "127.0.0.1",
-        "--port", str(port), "--services", SERVICES, "--controllers", CONTROLLERS,
+        str(venv / "bin" / "nemo"),
+        "services",
+        "run",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--services",
+        SERVICES,
+        "--controllers",
+        CONTROLLERS,
     ]
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            command, cwd=home, env=helix_environment(venv, home), stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            command,
+            cwd=home,
+            env=helix_environment(venv, home),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     helix = Helix(url=url, pid=process.pid, home=home, log=log)
     try:

@@ -46,8 +46,11 @@ CORPUS = [
     {"_id": "d3", "title": "Markets", "text": "The stock market fell sharply after the interest rate decision."},
     {"_id": "d4", "title": "Bread", "text": "Knead the dough, let it rise, and bake the bread in a hot oven."},
 ]
-QUERIES = [{"_id": "q1", "text": "what do cats do all day"}, {"_id": "q2", "text": "space launch of a satellite"},
-           {"_id": "q3", "text": "how to bake bread"}]
+QUERIES = [
+    {"_id": "q1", "text": "what do cats do all day"},
+    {"_id": "q2", "text": "space launch of a satellite"},
+    {"_id": "q3", "text": "how to bake bread"},
+]
 QRELS = [("q1", "d1"), ("q2", "d2"), ("q3", "d4")]
 
 
@@ -59,7 +62,9 @@ def write_beir(folder: Path) -> dict[str, Path]:
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
     (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUERIES))
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS))
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS)
+    )
     return {name: folder / name for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")}
 
 
@@ -155,8 +160,9 @@ def test_gateway_embeddings_and_retrieve_eval_reattach(helix, local_nim, tmp_pat
 
     jobs = retrieve_eval_jobs(h, WORKSPACE)
     key = "0f" * 32
-    request = retrieve_eval_request(fileset_ref(WORKSPACE, "tiny-beir"), f"{gateway}/v1", BASE_MODEL,
-                                    ["recall_5", "ndcg_cut_10"], top_k=10)
+    request = retrieve_eval_request(
+        fileset_ref(WORKSPACE, "tiny-beir"), f"{gateway}/v1", BASE_MODEL, ["recall_5", "ndcg_cut_10"], top_k=10
+    )
     assert jobs.find(key) is None
     job = jobs.create(request, key)
     assert job["id"] == job_name("embed-ft-eval", key)
@@ -174,8 +180,10 @@ def test_gateway_embeddings_and_retrieve_eval_reattach(helix, local_nim, tmp_pat
     assert abs(mean - metrics["ndcg_cut_10"]) < 1e-9
     # A completed job is found again; a job under our name with someone else's key is refused, not reused.
     assert jobs.find(key)["status"] == COMPLETED
-    foreign: dict[str, Any] = request.body() | {"name": job_name("embed-ft-eval", "ab" * 32),
-                                                 "custom_fields": {IDEMPOTENCY_FIELD: "someone-else"}}
+    foreign: dict[str, Any] = request.body() | {
+        "name": job_name("embed-ft-eval", "ab" * 32),
+        "custom_fields": {IDEMPOTENCY_FIELD: "someone-else"},
+    }
     h.post(jobs.path, json=foreign)
     with pytest.raises(Conflict, match="belongs to idempotency key"):
         jobs.find("ab" * 32)
@@ -191,15 +199,17 @@ def test_failed_job_explains_itself_and_cancel_stops_one(helix, local_nim, tmp_p
     files.ensure_fileset(WORKSPACE, "tiny-beir", purpose="dataset")
     files.upload_files(WORKSPACE, "tiny-beir", write_beir(tmp_path / "beir"))
     jobs = retrieve_eval_jobs(h, WORKSPACE)
-    bad = retrieve_eval_request(fileset_ref(WORKSPACE, "tiny-beir"), f"{local_nim}/v1", "no-such/model",
-                                ["recall_5"], top_k=5)
+    bad = retrieve_eval_request(
+        fileset_ref(WORKSPACE, "tiny-beir"), f"{local_nim}/v1", "no-such/model", ["recall_5"], top_k=5
+    )
     failed = jobs.create(bad, "1e" * 32)
     done = poll(lambda: jobs.get(failed["id"]), is_terminal, timeout_s=300, interval_s=1.0, what="failing job")
     assert job_status(done) == "failed"  # Helix says "error"
     assert failure_text(done) != "no detail reported"
 
-    slow = retrieve_eval_request(fileset_ref(WORKSPACE, "tiny-beir"), f"{local_nim}/v1", BASE_MODEL,
-                                 ["recall_5"], top_k=5)
+    slow = retrieve_eval_request(
+        fileset_ref(WORKSPACE, "tiny-beir"), f"{local_nim}/v1", BASE_MODEL, ["recall_5"], top_k=5
+    )
     running = jobs.create(slow, "2e" * 32)
     jobs.cancel(running["id"])
     ended = poll(lambda: jobs.get(running["id"]), is_terminal, timeout_s=300, interval_s=1.0, what="cancelled job")

@@ -78,13 +78,17 @@ def task_fileset(files: FilesClient, workspace: str, task_url: str) -> str:
         name = task_url.removeprefix("file://").strip("/")
         root = os.environ.get("EMBED_FT_BEIR_ROOT")
         if not root or not (Path(root) / name).is_dir():
-            raise Failure(f"task {task_url}: on the v2 profile a file:// task is uploaded from EMBED_FT_BEIR_ROOT/{name}"
-                          f", which does not exist (EMBED_FT_BEIR_ROOT={root!r}); or name a fileset://ws/name task")
+            raise Failure(
+                f"task {task_url}: on the v2 profile a file:// task is uploaded from EMBED_FT_BEIR_ROOT/{name}"
+                f", which does not exist (EMBED_FT_BEIR_ROOT={root!r}); or name a fileset://ws/name task"
+            )
         fileset = (BEIR_FILESET_PREFIX + name.lower())[:63]
         upload_beir_fileset(files, workspace, fileset, Path(root) / name)
         return fileset_ref(workspace, fileset)
-    raise Failure(f"task {task_url}: the v2 profile evaluates filesets (fileset://workspace/name) or local BEIR sets "
-                  "(file://NAME/), not Data Store repos (hf://)")
+    raise Failure(
+        f"task {task_url}: the v2 profile evaluates filesets (fileset://workspace/name) or local BEIR sets "
+        "(file://NAME/), not Data Store repos (hf://)"
+    )
 
 
 def register_nim(evaluator: EvaluatorResource, workspace: str, nim: Deployment) -> str:
@@ -95,17 +99,29 @@ def register_nim(evaluator: EvaluatorResource, workspace: str, nim: Deployment) 
     models = ModelsClient(http)
     provider = provider_name(nim.deployment)
     models.ensure_provider(workspace, provider, nim.nim_url, description=f"embed-ft NIM {nim.deployment}")
-    models.ensure_model(workspace, CreateModelEntityRequest(
-        name=provider, description=f"{nim.model} served as {nim.served_name}",
-        model_providers=[fileset_ref(workspace, provider)],
-    ))
+    models.ensure_model(
+        workspace,
+        CreateModelEntityRequest(
+            name=provider,
+            description=f"{nim.model} served as {nim.served_name}",
+            model_providers=[fileset_ref(workspace, provider)],
+        ),
+    )
     models.wait_for_provider(workspace, provider)
     return gateway_provider_url(evaluator.url(), workspace, provider)
 
 
-def run_evaluation_v2(context, config, label: str, nim: Deployment, tasks: dict[str, str], heldout_version: str,
-                      evaluator: EvaluatorResource, workspace: str, timeout_s: float,
-                      ) -> tuple[EvaluationResult, dict[str, Any], dict[str, Any]]:
+def run_evaluation_v2(
+    context,
+    config,
+    label: str,
+    nim: Deployment,
+    tasks: dict[str, str],
+    heldout_version: str,
+    evaluator: EvaluatorResource,
+    workspace: str,
+    timeout_s: float,
+) -> tuple[EvaluationResult, dict[str, Any], dict[str, Any]]:
     """`evaluation.run_evaluation` on v2: one retrieve-eval job per task, through the inference gateway."""
     http = evaluator.http()
     files = FilesClient(http)
@@ -113,8 +129,12 @@ def run_evaluation_v2(context, config, label: str, nim: Deployment, tasks: dict[
     gateway = register_nim(evaluator, workspace, nim)
     jobs = retrieve_eval_jobs(http, workspace)
     identity = {
-        "model": nim.model, "tasks": tasks, "metrics": list(config.metrics), "top_k": config.top_k,
-        "heldout_data_version": heldout_version, "code_version": "v2-1",
+        "model": nim.model,
+        "tasks": tasks,
+        "metrics": list(config.metrics),
+        "top_k": config.top_k,
+        "heldout_data_version": heldout_version,
+        "code_version": "v2-1",
     }
     metrics: dict[str, dict[str, float]] = {}
     per_query: dict[str, dict[str, dict[str, float]]] = {}
@@ -122,8 +142,14 @@ def run_evaluation_v2(context, config, label: str, nim: Deployment, tasks: dict[
     started = time.monotonic()
     for task, url in tasks.items():
         dataset = task_fileset(files, workspace, url)
-        request = retrieve_eval_request(dataset, f"{gateway}/v1", nim.served_name, list(config.metrics), config.top_k,
-                                        description=f"embed-ft {label} evaluation of {nim.model} on {task}")
+        request = retrieve_eval_request(
+            dataset,
+            f"{gateway}/v1",
+            nim.served_name,
+            list(config.metrics),
+            config.top_k,
+            description=f"embed-ft {label} evaluation of {nim.model} on {task}",
+        )
         key = stable_hash(request.spec.model_dump(mode="json"), nim.model, heldout_version, identity["code_version"])
 
         def submit(request=request, key=key, task=task) -> dict:
@@ -132,19 +158,29 @@ def run_evaluation_v2(context, config, label: str, nim: Deployment, tasks: dict[
             return job
 
         name, doc = run_remote_job(
-            context, what=f"{label} retrieve-eval job ({task})", key=key, find=jobs.find, submit=submit,
-            fetch=jobs.get, cancel=jobs.cancel, timeout_s=timeout_s, interval_s=config.poll_interval_s,
+            context,
+            what=f"{label} retrieve-eval job ({task})",
+            key=key,
+            find=jobs.find,
+            submit=submit,
+            fetch=jobs.get,
+            cancel=jobs.cancel,
+            timeout_s=timeout_s,
+            interval_s=config.poll_interval_s,
             describe=lambda d: f"status={job_status(d)} {(d.get('status_details') or {}).get('message') or ''}",
         )
         if job_status(doc) != COMPLETED:
-            raise Failure(f"Evaluation job {name} of {nim.model} on {task} ended {job_status(doc)}: {failure_text(doc)}")
+            raise Failure(
+                f"Evaluation job {name} of {nim.model} on {task} ended {job_status(doc)}: {failure_text(doc)}"
+            )
         metrics[task] = flat_metrics(jobs.download_result(name, FLAT_METRICS_RESULT), list(config.metrics))
         per_query[task] = per_query_scores(jobs.download_result(name, ROW_SCORES_RESULT), list(config.metrics))
         names.append(name)
     queries = {task: len(scores) for task, scores in per_query.items()}
     job_id = ",".join(names)
-    value = EvaluationResult(model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query,
-                             queries=queries)
+    value = EvaluationResult(
+        model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries
+    )
     jobs_url = f"{evaluator.url()}{jobs.path}"
     metadata: dict[str, Any] = {
         "job_id": job_id,

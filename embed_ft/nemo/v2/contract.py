@@ -23,8 +23,10 @@ _NAME = re.compile(NAME_PATTERN)  # look-arounds: Python's re, not pydantic-core
 
 def _check_name(value: str) -> str:
     if len(value) > NAME_MAX or not _NAME.match(value):
-        raise ValueError(f"{value!r} is not a v2 name: 2-63 characters, starting with a lower-case letter, then "
-                         "lower-case letters, digits and - @ . + _ (no '--', not ending with '-')")
+        raise ValueError(
+            f"{value!r} is not a v2 name: 2-63 characters, starting with a lower-case letter, then "
+            "lower-case letters, digits and - @ . + _ (no '--', not ending with '-')"
+        )
     return value
 
 

@@ -30,8 +30,9 @@ def cutoffs(metrics: list[str], top_k: int) -> list[int]:
     return sorted(ks | {top_k})
 
 
-def retrieve_eval_request(dataset: str, embeddings_url: str, model: str, metrics: list[str], top_k: int,
-                          description: str | None = None) -> RetrieveEvalJobRequest:
+def retrieve_eval_request(
+    dataset: str, embeddings_url: str, model: str, metrics: list[str], top_k: int, description: str | None = None
+) -> RetrieveEvalJobRequest:
     """One retrieve-eval job: BEIR fileset ``dataset`` (``workspace/name``), embeddings from ``embeddings_url``
     (an OpenAI-compatible ``/v1`` base, e.g. the inference gateway's provider route) for ``model``; raw texts (no
     query/passage prefixes: the models we train take none); first-stage search deep enough for every cutoff."""

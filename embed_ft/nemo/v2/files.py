@@ -66,8 +66,9 @@ class FilesClient:
     ) -> Fileset:
         body = CreateFilesetRequest(name=name, description=description, purpose=purpose).body()
         doc = create_or_fetch(
-            lambda: self.http.post(workspace_path(FILES, segment(workspace), "filesets"), json=body,
-                                   call="create fileset"),
+            lambda: self.http.post(
+                workspace_path(FILES, segment(workspace), "filesets"), json=body, call="create fileset"
+            ),
             lambda: self.http.get_or_none(self._fileset_path(workspace, name), call="get fileset"),
             f"fileset {workspace}/{name}",
         )
@@ -112,8 +113,9 @@ class FilesClient:
         return self.list_files(workspace, name)
 
     def download(self, workspace: str, name: str, path: str, dest: Path) -> Path:
-        response = self.http.request("GET", self._file_path(workspace, name, path), call=f"download {path}",
-                                     timeout=UPLOAD_TIMEOUT)
+        response = self.http.request(
+            "GET", self._file_path(workspace, name, path), call=f"download {path}", timeout=UPLOAD_TIMEOUT
+        )
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(response.content)

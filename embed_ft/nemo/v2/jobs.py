@@ -60,8 +60,9 @@ def failure_text(doc: dict[str, Any]) -> str:
 class JobCollection:
     """One kind of v2 job (``retrieve-eval``, ``automodel``) in one workspace."""
 
-    def __init__(self, http: ServiceHTTP, service: str, collection: str, workspace: str, prefix: str,
-                 request_type: type[Request]) -> None:
+    def __init__(
+        self, http: ServiceHTTP, service: str, collection: str, workspace: str, prefix: str, request_type: type[Request]
+    ) -> None:
         self.http = http
         self.what = f"{collection.split('/')[0]} job"
         self.path = workspace_path(service, segment(workspace), collection)
@@ -90,8 +91,12 @@ class JobCollection:
                 return newest
             owner = (doc.get("custom_fields") or {}).get(IDEMPOTENCY_FIELD)
             if owner != key:
-                raise Conflict(self.http.service, f"find {self.what}", 409,
-                               f"job {doc['id']} exists but belongs to idempotency key {owner!r}, not {key!r}")
+                raise Conflict(
+                    self.http.service,
+                    f"find {self.what}",
+                    409,
+                    f"job {doc['id']} exists but belongs to idempotency key {owner!r}, not {key!r}",
+                )
             newest = (attempt, doc)
         raise NemoResponseError(f"{MAX_ATTEMPTS} attempts of the {self.what} for key {key[:12]} exist: giving up")
 
@@ -132,7 +137,8 @@ class JobCollection:
 
     def download_result(self, name: str, result: str) -> bytes:
         response = self.http.request(
-            "GET", f"{self.path}/{segment(name)}/results/{segment(result)}/download",
+            "GET",
+            f"{self.path}/{segment(name)}/results/{segment(result)}/download",
             call=f"download {self.what} result {result}",
         )
         return response.content

@@ -67,7 +67,9 @@ class ModelsClient:
         doc = self.http.get_or_none(self._path(workspace, "providers", name), call="get provider")
         return ModelProvider.model_validate(doc) if doc is not None else None
 
-    def ensure_provider(self, workspace: str, name: str, host_url: str, description: str | None = None) -> ModelProvider:
+    def ensure_provider(
+        self, workspace: str, name: str, host_url: str, description: str | None = None
+    ) -> ModelProvider:
         """The provider ``name`` pointing at ``host_url``; an existing one pointing elsewhere is updated (PUT)."""
         request = CreateModelProviderRequest(name=name, host_url=host_url, description=description)
         doc = create_or_fetch(
@@ -85,8 +87,9 @@ class ModelsClient:
 
     def provider_ready(self, workspace: str, name: str) -> bool:
         try:
-            self.http.get(workspace_path(GATEWAY, segment(workspace), "provider", segment(name), "ready"),
-                          call="provider ready")
+            self.http.get(
+                workspace_path(GATEWAY, segment(workspace), "provider", segment(name), "ready"), call="provider ready"
+            )
         except NemoAPIError as exc:
             if exc.status in (404, 503):
                 return False
@@ -96,16 +99,24 @@ class ModelsClient:
     def wait_for_provider(self, workspace: str, name: str, timeout_s: float = 60.0, interval_s: float = 0.5) -> None:
         """Wait until the gateway routes to the provider: it learns new providers asynchronously (a request right
         after the create answers 404 "Model provider not found")."""
-        poll(lambda: self.provider_ready(workspace, name), bool, timeout_s=timeout_s, interval_s=interval_s,
-             what=f"the inference gateway to route provider {workspace}/{name}", max_interval_s=2.0)
+        poll(
+            lambda: self.provider_ready(workspace, name),
+            bool,
+            timeout_s=timeout_s,
+            interval_s=interval_s,
+            what=f"the inference gateway to route provider {workspace}/{name}",
+            max_interval_s=2.0,
+        )
 
     # Deployments (upper-case statuses; `nemo/status.py` reads them).
     def ensure_deployment_config(self, workspace: str, request: CreateDeploymentConfigRequest) -> CreateResult:
         return create_or_fetch(
-            lambda: self.http.post(self._path(workspace, "deployment-configs"), json=request.body(),
-                                   call="create deployment config"),
-            lambda: self.http.get_or_none(self._path(workspace, "deployment-configs", request.name),
-                                          call="get deployment config"),
+            lambda: self.http.post(
+                self._path(workspace, "deployment-configs"), json=request.body(), call="create deployment config"
+            ),
+            lambda: self.http.get_or_none(
+                self._path(workspace, "deployment-configs", request.name), call="get deployment config"
+            ),
             f"deployment config {workspace}/{request.name}",
         )
 
@@ -115,8 +126,7 @@ class ModelsClient:
 
     def ensure_deployment(self, workspace: str, request: CreateDeploymentRequest) -> CreateResult:
         return create_or_fetch(
-            lambda: self.http.post(self._path(workspace, "deployments"), json=request.body(),
-                                   call="create deployment"),
+            lambda: self.http.post(self._path(workspace, "deployments"), json=request.body(), call="create deployment"),
             lambda: self.http.get_or_none(self._path(workspace, "deployments", request.name), call="get deployment"),
             f"deployment {workspace}/{request.name}",
         )

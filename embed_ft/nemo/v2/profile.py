@@ -31,8 +31,10 @@ def probe(base_url: str, timeout: tuple[float, float] = (3.0, 10.0)) -> Profile:
             log.info("NeMo API at %s: %s (GET %s answered %d)", base, profile, path, response.status_code)
             return profile  # type: ignore[return-value]
         answers[profile] = str(response.status_code)
-    raise ValueError(f"{base} speaks neither NeMo API: GET {ENTITIES}/workspaces -> {answers.get('v2')}, "
-                     f"GET /v1/namespaces -> {answers.get('v1')}; set EMBED_FT_NEMO_API=v1 or v2")
+    raise ValueError(
+        f"{base} speaks neither NeMo API: GET {ENTITIES}/workspaces -> {answers.get('v2')}, "
+        f"GET /v1/namespaces -> {answers.get('v1')}; set EMBED_FT_NEMO_API=v1 or v2"
+    )
 
 
 def resolve(setting: str, base_url: str | None) -> Profile:
