@@ -42,6 +42,7 @@ def linked_minilm(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # two start-ups of the same home and a model load: ~45 s on 2 shared cores
 def test_deleting_a_model_a_deployment_serves_is_409_and_its_weights_stay(tmp_path):
     """F3: ``DELETE /v1/models/{ns}/{name}`` answered 200 while a deployment served it; the next start-up's
     clean-up removed its weights and the deployment failed. Now 409 naming the deployment; after a restart the
