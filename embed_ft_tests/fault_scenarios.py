@@ -40,7 +40,7 @@ harness.headers["x-embed-ft-fault-exempt"] = "1"
 
 
 class FaultControl:
-    """Client of a platform's ``/_faults`` API (the platform must run with ``enable_faults=True``)."""
+    """Client of a platform's ``/_faults`` API (the platform must run with ``embed_ft_tests/faults.py`` mounted)."""
 
     def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
@@ -309,10 +309,12 @@ def _serve(args: argparse.Namespace) -> None:
 
     from embed_ft.platform.app import create_app
     from embed_ft.platform.settings import PlatformSettings
+    from embed_ft_tests.faults import install as install_faults
 
-    settings = PlatformSettings(home=Path(args.home), port=args.port, host="127.0.0.1", enable_faults=True,
+    settings = PlatformSettings(home=Path(args.home), port=args.port, host="127.0.0.1",
                                 beir_root=Path(args.beir_root) if args.beir_root else None)
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
+    app = create_app(settings, extensions=[install_faults])
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 def _materialize(args: argparse.Namespace) -> int:

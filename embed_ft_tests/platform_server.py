@@ -22,17 +22,22 @@ import uvicorn
 from embed_ft.platform.app import create_app
 from embed_ft.platform.settings import PlatformSettings
 
+from .faults import install as install_faults
+
 STARTUP_TIMEOUT_S = 60.0
 SHUTDOWN_TIMEOUT_S = 30.0
 
 
 @contextmanager
-def running_platform(tmp_path: Path, **settings_overrides) -> Iterator[tuple[str, PlatformSettings]]:
+def running_platform(
+    tmp_path: Path, enable_faults: bool = False, **settings_overrides
+) -> Iterator[tuple[str, PlatformSettings]]:
     """Start the real app on 127.0.0.1:<free port>; yield ``(base_url, settings)``; stop it on exit.
 
     ``settings_overrides`` go to ``PlatformSettings`` (e.g. ``token=...``, ``max_upload_bytes=...``,
     ``beir_root=...``, ``home=...``); the home defaults to ``tmp_path / "platform-home"`` so a second
     ``running_platform(tmp_path)`` on the same ``tmp_path`` reopens the same state (restart tests).
+    ``enable_faults`` mounts the test-only fault injection (``embed_ft_tests/faults.py``).
     """
     settings_overrides.setdefault("home", Path(tmp_path) / "platform-home")
     settings_overrides["host"] = "127.0.0.1"
@@ -41,7 +46,7 @@ def running_platform(tmp_path: Path, **settings_overrides) -> Iterator[tuple[str
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     settings = PlatformSettings(port=port, **settings_overrides)
-    app = create_app(settings)
+    app = create_app(settings, extensions=[install_faults] if enable_faults else [])
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     errors: list[BaseException] = []

@@ -24,11 +24,11 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from embed_ft.platform.app import UNAUTHENTICATED_PATHS, create_app
 from embed_ft.platform.cli import platform_group
-from embed_ft.platform.fault_jobs import JobFaults
-from embed_ft.platform.faults import FaultInjector, control_router
 from embed_ft.platform.launcher import RemoteBindRefused, check_bind_allowed
 from embed_ft.platform.paths import InvalidPathError, safe_join, validate_name, validate_repo_path
 from embed_ft.platform.settings import DEFAULT_HOST, PlatformSettings
+from embed_ft_tests.fault_jobs import JobFaults
+from embed_ft_tests.faults import FaultInjector, control_router, install as install_faults
 from embed_ft_tests.platform_server import hub_online, running_platform  # noqa: F401  (fixture)
 
 from .fault_scenarios import (
@@ -301,7 +301,7 @@ def _concrete(path: str) -> str:
 
 def test_every_route_of_every_router_requires_the_token(tmp_path):
     """All routes of the app (OpenAPI ones and the test-only fault API) answer 401 without the right token."""
-    app = create_app(PlatformSettings(home=tmp_path / "routes-home", token=SECRET_TOKEN, enable_faults=True))
+    app = create_app(PlatformSettings(home=tmp_path / "routes-home", token=SECRET_TOKEN), extensions=[install_faults])
     routes = [(method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations]
     # The fault-injection API is not in the OpenAPI document (include_in_schema=False): list it from its router.
     fault_router = control_router(FaultInjector(), JobFaults(FaultInjector().record))

@@ -1,7 +1,7 @@
 """Reliability: the real lineage against the real platform with injected faults loses and duplicates nothing.
 
 Each test drives Dagster materializations of the lineage against a local platform whose fault layer
-(``embed_ft.platform.faults``) fails, resets or delays requests, fails jobs mid-run, or whose process is killed,
+(``embed_ft_tests/faults.py``) fails, resets or delays requests, fails jobs mid-run, or whose process is killed,
 then asserts on the platform's state. Every test prints a tally line (faults injected, runs completed,
 duplicates, orphans, lost artifacts).
 """

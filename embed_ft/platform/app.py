@@ -11,33 +11,36 @@ The lifespan builds the ``PlatformContext`` (every service) and closes it; route
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from . import faults
 from .api import customizer, datastore, deployment, entities, evaluator, nim
 from .api.body import RequestBodyGuard
 from .api.errors import HANDLED, domain_error_handler
-from .context import build_context
+from .context import PlatformContext, build_context
 from .settings import NIM_PATH_PREFIX, PlatformSettings
 
 HEALTH_PATHS = ("/health", "/v1/health/ready", "/v1/health/live")
 UNAUTHENTICATED_PATHS = {*HEALTH_PATHS, *(f"{NIM_PATH_PREFIX}{path}" for path in HEALTH_PATHS[1:])}
 ROUTERS = (datastore.router, entities.router, customizer.router, deployment.router, evaluator.router)
+# Changes the app once it is built (the tests' fault injection, embed_ft_tests/faults.py, is the one user); what it
+# returns, if anything, is called with the context when the platform starts.
+AppExtension = Callable[[FastAPI], Callable[[PlatformContext], None] | None]
 
 
-def create_app(settings: PlatformSettings | None = None) -> FastAPI:
+def create_app(settings: PlatformSettings | None = None, extensions: Sequence[AppExtension] = ()) -> FastAPI:
     settings = settings or PlatformSettings()
-    job_faults = None
+    on_start: list[Callable[[PlatformContext], None]] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ctx = build_context(settings)
         app.state.ctx = ctx
-        if job_faults is not None:
-            job_faults.attach(ctx)
+        for started in on_start:
+            started(ctx)
         try:
             yield
         finally:
@@ -71,6 +74,7 @@ def create_app(settings: PlatformSettings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(nim.router, prefix=NIM_PATH_PREFIX)  # NIM_URL
     app.add_api_route("/v1/embeddings", nim.create_embeddings, methods=["POST"])  # the root alias (see above)
-    if settings.enable_faults:  # test-only: never enabled from the environment or the command line
-        job_faults = faults.install(app)
+    for extend in extensions:
+        if (started := extend(app)) is not None:
+            on_start.append(started)
     return app

@@ -13,9 +13,17 @@ from pathlib import Path
 
 import click
 
-from .launcher import RemoteBindRefused, status as platform_status, stop as stop_platform
-from .server import HomeInUse, serve_forever
+from .launcher import (
+    LOCAL_INSTALL_HINT,
+    RemoteBindRefused,
+    local_platform_installed,
+    status as platform_status,
+    stop as stop_platform,
+)
 from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings, service_urls
+
+if local_platform_installed():  # the core install (no `local` extra) has no FastAPI/uvicorn: `serve` says so
+    from .server import HomeInUse, serve_forever
 
 HOME_HELP = "platform home (default $EMBED_FT_HOME or ./.embed_ft/platform)"
 
@@ -42,6 +50,9 @@ def platform_group() -> None:
 def serve(host: str, port: int, home: Path | None, beir_root: Path | None, token: str | None,
           max_upload_bytes: int | None, client_timeout: float | None, allow_remote: bool, log_level: str) -> None:
     """Serve the platform in the foreground until SIGTERM/Ctrl-C."""
+    if not local_platform_installed():
+        click.echo(f"error: {LOCAL_INSTALL_HINT}", err=True)
+        raise SystemExit(2)
     settings = _settings(host=host, port=port, home=home, beir_root=beir_root, token=token,
                          max_upload_bytes=max_upload_bytes, client_read_timeout_s=client_timeout)
     try:

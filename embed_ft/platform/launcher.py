@@ -10,6 +10,7 @@ The token never goes on a command line (other users can read those): the child g
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -36,6 +37,12 @@ TOKEN_ENV = "EMBED_FT_PLATFORM_TOKEN"
 DEFAULT_START_TIMEOUT_S = 180.0
 DEFAULT_STOP_GRACE_S = 15.0
 HEALTH_TIMEOUT_S = 3.0
+# What the platform process imports that only `embed-ft[local]` installs.
+LOCAL_PLATFORM_MODULES = ("fastapi", "uvicorn", "torch", "sentence_transformers")
+LOCAL_INSTALL_HINT = (
+    "the local platform is not installed: pip install 'embed-ft[local]' (torch's CPU build first, README "
+    "'Installing'), or point NDS_URL, NEMO_URL and NIM_URL at a NeMo cluster"
+)
 
 # Popen objects of platforms this process started, so that we reap them (no zombies, no ResourceWarning).
 _children: dict[int, subprocess.Popen] = {}
@@ -236,7 +243,14 @@ def ensure_running(
         return _start(settings, allow_remote, timeout_s)
 
 
+def local_platform_installed() -> bool:
+    """Whether this environment can run the local platform (the `local` extra), without importing anything."""
+    return all(importlib.util.find_spec(name) is not None for name in LOCAL_PLATFORM_MODULES)
+
+
 def _start(settings: PlatformSettings, allow_remote: bool, timeout_s: float) -> str:
+    if not local_platform_installed():
+        raise PlatformLaunchError(LOCAL_INSTALL_HINT)
     settings.ensure_dirs()
     port = settings.port if settings.port and _port_free(settings.host, settings.port) else 0
     command = [

@@ -50,8 +50,6 @@ class PlatformSettings:
     # Data Store and cache folders and the bundled model): trusted by the operator, never named by a request.
     # $EMBED_FT_MODEL_ROOTS, os.pathsep-separated, when not given.
     model_roots: tuple[Path, ...] | None = None
-    # Set by tests only: enables the fault-injection routes/middleware.
-    enable_faults: bool = False
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()

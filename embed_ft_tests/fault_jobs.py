@@ -18,10 +18,9 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from embed_ft.nemo.status import TERMINAL_JOB_STATUSES
-
-from .context import PlatformContext
-from .services.errors import ConflictError, NotFoundError
-from .services.jobs import JobAborted, JobCancelled, JobRunner
+from embed_ft.platform.context import PlatformContext
+from embed_ft.platform.services.errors import ConflictError, NotFoundError
+from embed_ft.platform.services.jobs import JobAborted, JobCancelled, JobRunner
 
 log = logging.getLogger("embed_ft.platform.faults")
 

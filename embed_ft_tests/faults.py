@@ -1,7 +1,7 @@
-"""Fault injection for reliability tests: off by default, installed only when ``settings.enable_faults`` is True.
+"""Fault injection for reliability tests: a test-only extension of the local platform's app.
 
-There is deliberately no environment variable and no command-line flag that turns this on: only code that builds
-``PlatformSettings(enable_faults=True)`` itself (the tests, ``bench/bench_faults.py``) gets it. When it is on, the
+It lives in the test package, so no installed platform carries it: a test mounts it with
+``create_app(settings, extensions=[install])`` (``running_platform(..., enable_faults=True)`` does). Mounted, the
 app answers a small control API under ``/_faults`` and an outermost ASGI layer applies the armed rules:
 
     POST   /_faults/rules            arm a rule (body: ``FaultRuleIn``), answers the rule with its id
@@ -37,13 +37,15 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from embed_ft.platform.context import PlatformContext
+from embed_ft.platform.store import utc_now
+
 from .fault_jobs import MAX_DELAY_S, JobFailIn, JobFaults
-from .store import utc_now
 
 log = logging.getLogger("embed_ft.platform.faults")
 
@@ -321,12 +323,13 @@ def control_router(injector: FaultInjector, job_faults: JobFaults) -> APIRouter:
     return router
 
 
-def install(app: Any) -> JobFaults:
-    """Mount the control API and wrap the whole middleware stack (token check included) in the fault layer.
+def install(app: Any) -> Callable[[PlatformContext], None]:
+    """The app extension (``create_app(settings, extensions=[install])``): mount the control API and wrap the whole
+    middleware stack (token check included) in the fault layer.
 
     The fault layer sits outside everything so that a reset reaches uvicorn's transport and a rule also fires
-    on requests the token check refuses. The control routes themselves still require the token. The returned
-    ``JobFaults`` is attached to the platform's job runners once the app has started (``JobFaults.attach``).
+    on requests the token check refuses. The control routes themselves still require the token. What it returns
+    attaches the job faults to the platform's job runners once the app has started (``JobFaults.attach``).
     """
     injector = FaultInjector()
     job_faults = JobFaults(injector.record)
@@ -335,4 +338,4 @@ def install(app: Any) -> JobFaults:
     app.build_middleware_stack = lambda: FaultMiddleware(build(), injector)
     app.state.faults = injector
     log.warning("fault injection is ENABLED on this platform (tests only)")
-    return job_faults
+    return job_faults.attach

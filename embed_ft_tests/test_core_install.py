@@ -1,0 +1,59 @@
+"""The core install (`pip install embed-ft`, no `local` extra) is what a NeMo cluster user runs: the clients,
+resources, assets and CLI, without torch, sentence-transformers, peft or FastAPI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# What only `embed-ft[local]` installs (directly or through its dependencies).
+# (uvicorn and starlette are in the core: dagster-webserver serves with them.)
+LOCAL_ONLY = ("torch", "sentence_transformers", "peft", "fastapi", "transformers", "onnxruntime", "pytrec_eval")
+# A cluster configuration with loopback placeholders: loading the definitions contacts none of them.
+CLUSTER_ENV = {"NDS_URL": "http://127.0.0.1:9", "NEMO_URL": "http://127.0.0.1:9", "NIM_URL": "http://127.0.0.1:9/nim"}
+
+
+def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, **kwargs)
+
+
+@pytest.mark.slow
+def test_core_install_loads_the_definitions_without_torch(tmp_path):
+    """A fresh venv gets the checkout without extras (pinned by constraints.txt; uv installs it, from its cache on
+    a second run): nothing of the local platform is importable, the code location loads and `dg check defs`
+    passes against a cluster configuration, and `embed-ft platform serve` says what to install."""
+    venv = tmp_path / "core-venv"
+    assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
+    python, bin_dir = venv / "bin" / "python", venv / "bin"
+    uv = Path(sys.executable).with_name("uv")  # the test extra's; pip takes minutes for the same install
+    installed = _run([str(uv), "pip", "install", "--quiet", "--python", str(python),
+                      "-c", str(REPO / "constraints.txt"), str(REPO)])
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+
+    probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m)))"
+    present = _run([str(python), "-c", probe, *LOCAL_ONLY], cwd=tmp_path)
+    assert present.returncode == 0, present.stderr
+    assert present.stdout.split() == []
+
+    env = {**os.environ, **CLUSTER_ENV, "DAGSTER_HOME": str(tmp_path), "NO_COLOR": "1", "VIRTUAL_ENV": str(venv),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("PYTHONPATH", None)  # the installed package, not the checkout
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    loaded = _run([str(python), "-c", "import sys, embed_ft.definitions as d; d.defs.get_repository_def(); "
+                   "print(sorted(m for m in ('torch', 'fastapi', 'sentence_transformers') if m in sys.modules))"],
+                  cwd=tmp_path, env=env)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"
+
+    checked = _run([str(bin_dir / "dg"), "check", "defs", "--use-active-venv"], cwd=REPO, env=env)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+
+    serve = _run([str(bin_dir / "embed-ft"), "platform", "serve"], cwd=tmp_path, env=env)
+    assert serve.returncode == 2
+    assert "pip install 'embed-ft[local]'" in serve.stderr
