@@ -12,9 +12,9 @@ from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from embed_ft.definitions import lineage_assets
 from embed_ft.defs.leaderboard import leaderboard_rows
-from embed_ft.history import latest_reports
 from embed_ft.defs.significance import TOO_FEW
 from embed_ft.defs.teardown import teardown_deployments_job
+from embed_ft.history import latest_reports
 from embed_ft.resources import resources_for_url
 
 from .lineage_fixtures import materialize_experiment, tiny_lineage_run_config, write_beir_set, write_specter_jsonl
