@@ -2,7 +2,8 @@
 
 The full Dagster lineage runs on the local platform: the data stage turns SciFact's **train** split (queries +
 corpus + train qrels) into triplets (positive = the judged document, negatives mined with the base model by the
-`mined_triplets` asset: sentence-transformers' mine_hard_negatives, its Launchpad settings), the Customizer fine-tunes all-MiniLM-L6-v2 on them, and the Evaluator scores
+`mined_triplets` asset: sentence-transformers' mine_hard_negatives, its Launchpad settings), the Customizer
+fine-tunes all-MiniLM-L6-v2 on them, and the Evaluator scores
 baseline and fine-tuned NIMs on SciFact's **test** queries (disjoint from the train queries) and on an
 out-of-domain task. Never tune on test queries: every knob here is chosen before looking at test figures.
 

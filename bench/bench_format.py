@@ -9,7 +9,8 @@ words, ~80 characters, ~5 rows per query paper on average. Data generation is no
 - tutorial_loop: the tutorial's method from the same Arrow table: rows to Python (`to_pylist`, cheaper than
   iterating a `datasets.Dataset`), seeded shuffle, slicing into splits, then a Python loop calling `json.dumps` per
   row and writing lines. No cleaning, no leak-free split. Its loop alone is reported too (`loop_only_wall_s`).
-Peak RSS covers the timed section (input data included, shown as "input"). Each method runs `--repeat` times (alternating); medians are reported. Prints a table, then ONE JSON line.
+Peak RSS covers the timed section (input data included, shown as "input"). Each method runs `--repeat` times
+(alternating); medians are reported. Prints a table, then ONE JSON line.
 """
 
 from __future__ import annotations
@@ -159,7 +160,8 @@ def main() -> None:
     for r in results.values():
         r["rows_per_s"] = r["rows_written"] / r["wall_s"]
     print(f"median of {args.repeat} run(s) per method, each in a fresh process")
-    print(f"{'method':<15}{'rows':>10}{'wall s':>9}{'CPU s':>8}{'rows/s':>12}{'peak RSS MiB':>14}{'input MiB':>14}{'MiB out':>9}")
+    header = f"{'method':<15}{'rows':>10}{'wall s':>9}{'CPU s':>8}{'rows/s':>12}"
+    print(header + f"{'peak RSS MiB':>14}{'input MiB':>14}{'MiB out':>9}")
     for method, r in results.items():
         print(f"{method:<15}{r['rows_written']:>10,.0f}{r['wall_s']:>9.2f}{r['cpu_s']:>8.2f}{r['rows_per_s']:>12,.0f}"
               f"{r['peak_rss_mib']:>14.0f}{r['rss_before_mib']:>14.0f}{r['bytes'] / 2**20:>9.1f}")

@@ -1,4 +1,5 @@
-"""Choose and measure a better default fine-tuning recipe for SciFact (issue 15, items 1-3), with sentence-transformers alone.
+"""Choose and measure a better default fine-tuning recipe for SciFact (issue 15, items 1-3), with
+sentence-transformers alone.
 
 Reads as numbered steps, like sentence-transformers' training examples:
 

@@ -3,7 +3,9 @@ training settings (loss, epochs, learning rate, batch, training max_seq_length, 
 the recipe chosen on validation queries (the ``scifact`` preset's settings, ``embed_ft/presets.py``)."""
 
 # "mine" = keyword arguments of mine_hard_negatives, "train" = loss and trainer settings.
-OLD = {  # the product's recipe until 2026-11-27: 1 negative = the top-ranked unjudged document, MNRL, 3 epochs, lr 2e-5, seq 256
+# The product's recipe until 2026-11-27: 1 negative = the top-ranked unjudged document, MNRL, 3 epochs, lr 2e-5,
+# seq 256.
+OLD = {
     "mine": {"range_min": 0, "range_max": None, "num_negatives": 1, "sampling_strategy": "top"},
     "train": {"loss": "mnrl", "epochs": 3, "lr": 2e-5, "batch": 32, "seq": 256, "warmup": 0.0},
 }

@@ -125,7 +125,8 @@ def write_beir_subset(source: Path, root: Path, name: str, queries: int = 30, ex
 
 
 def platform_env(base_url: str, dagster_home: Path) -> dict[str, str]:
-    """Environment of a child process whose resources all point at ``base_url`` and whose instance is ``dagster_home``."""
+    """Environment of a child process whose resources all point at ``base_url`` and whose instance is
+    ``dagster_home``."""
     from embed_ft.platform.settings import service_urls
 
     env = dict(os.environ)

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def homes(tmp_path, monkeypatch):
-    """Empty DAGSTER_HOME and EMBED_FT_HOME of this test only (the CLI sets DAGSTER_HOME itself; monkeypatch undoes it)."""
+    """Empty DAGSTER_HOME and EMBED_FT_HOME of this test only (the CLI sets DAGSTER_HOME itself; monkeypatch
+    undoes it)."""
     dagster_home = tmp_path / "dagster_home"
     write_dagster_yaml(dagster_home)
     platform_home = tmp_path / "platform_home"

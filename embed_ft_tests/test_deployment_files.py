@@ -113,7 +113,8 @@ def test_the_image_runs_the_code_location_as_the_chart_starts_it_as_a_non_root_u
     image, deployment = dockerfile(), user_deployment()
     module = PYPROJECT["tool"]["dagster"]["module_name"]
     assert deployment["codeServerArgs"] == ["-m", module]
-    # deployment-user.yaml of the chart: args: ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", port, *codeServerArgs]
+    # deployment-user.yaml of the chart:
+    #   args: ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", port, *codeServerArgs]
     assert image["cmd"] == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(deployment["port"]),
                             *deployment["codeServerArgs"]]
     assert image["expose"] == [deployment["port"]]
@@ -135,7 +136,7 @@ def test_both_image_variants_are_built_from_the_declared_extras():
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {"dagster-postgres", "dagster-k8s"} <= {re.split(r"[<>=!~ ]", d)[0] for d in extras["prod"]}
     assert 'cluster) pip install ".[prod]"' in text  # no torch: the NeMo cluster trains, serves and evaluates
-    assert re.search(r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$TORCH_INDEX" && pip install "\.\[prod,local\]"', text)
+    assert re.search(r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url ' r'"\$TORCH_INDEX" && pip install "\.\[prod,local\]"', text)
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
     assert ignored[ignored.index("*") + 1:ignored.index("*") + 4] == ["!pyproject.toml", "!README.md", "!embed_ft/"]
 

@@ -139,7 +139,7 @@ def test_a_secret_echoed_by_the_server_is_redacted_from_errors_and_logs(fake_nem
         1,
         status=400,
         body=lambda req: {
-            "detail": f"rejected headers authorization={req.headers['authorization']} key={req.headers['wandb-api-key']}"
+            "detail": f"rejected headers authorization={req.headers['authorization']} " f"key={req.headers['wandb-api-key']}"
         },
     )
     caplog.set_level(logging.DEBUG, logger="embed_ft.nemo")
@@ -165,7 +165,7 @@ def test_secret_extra_headers_are_registered_for_redaction(fake_nemo):
 def test_redact_masks_registered_values_and_secret_shapes():
     register_secret("reg-secret-value-1")
     text = redact(
-        'x reg-secret-value-1 Authorization: Bearer abc.def {"api_key": "nvapi-123", "api_key": ""} hf_AbCdEf123456 max_tokens=5'
+        'x reg-secret-value-1 Authorization: Bearer abc.def ' '{"api_key": "nvapi-123", "api_key": ""} hf_AbCdEf123456 max_tokens=5'
     )
     assert "reg-secret-value-1" not in text
     assert "abc.def" not in text

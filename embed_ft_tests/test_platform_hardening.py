@@ -274,7 +274,8 @@ def test_02_lone_surrogates_in_entities_are_refused_naming_the_field(platform):
         ("/v1/datasets", '{"name": "s2", "namespace": "%s", "description": "%s", "files_url": "hf://datasets/%s/s2"}'
          % (NS, SURROGATE, NS), "description", f"/v1/datasets/{NS}/s2"),
         ("/v1/deployment/model-deployments",
-         '{"name": "s3", "namespace": "%s", "config": {"model": "%s", "nim_deployment": {"disable_lora_support": true}}}'
+         '{"name": "s3", "namespace": "%s", '
+         '"config": {"model": "%s", "nim_deployment": {"disable_lora_support": true}}}'
          % (NS, SURROGATE), "model", f"/v1/deployment/model-deployments/{NS}/s3"),
     ]
     for route, text, field, get_path in cases:

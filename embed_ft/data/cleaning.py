@@ -1,7 +1,8 @@
 """Cleaning SPECTER-like triplets: any accepted layout -> (query, positive, negatives), bad rows dropped and counted.
 
 Pure Python (Arrow + numpy), no Dagster. Accepted layouts (column names of the source):
-- ``set``: a list ``[query, positive, negative, ...]`` (``embedding-data/SPECTER``); fewer than 3 items is a wrong arity;
+- ``set``: a list ``[query, positive, negative, ...]`` (``embedding-data/SPECTER``); fewer than 3 items is a wrong
+  arity;
 - ``anchor``/``positive``/``negative`` (``sentence-transformers/specter``);
 - ``query``/``positive``/``negatives`` (this package's normalised layout, e.g. triplets mined from a BEIR set),
   also ``pos_doc``/``neg_doc`` (the NeMo layout). A negatives column holds one string or a list of strings.

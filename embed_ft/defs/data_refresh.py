@@ -79,7 +79,8 @@ def watched_source(instance) -> SpecterSourceConfig:
 
 
 def describe_source(watched: SpecterSourceConfig) -> dict:
-    """(kind, data version, Hub sha) of ``watched`` as observation metadata and data version; SourceError if unreadable."""
+    """(kind, data version, Hub sha) of ``watched`` as observation metadata and data version; SourceError if
+    unreadable."""
     kind, version, sha = source_version(watched)
     how = "Hub revision sha" if kind == "hub" else "content hash"
     metadata = {"source": watched.source, "source_kind": kind, "version_is": how, "revision": sha or "(content hash)"}
@@ -94,7 +95,7 @@ with warnings.catch_warnings():
         name=SOURCE_ASSET,
         group_name="data",
         tags=CPU_TAGS,
-        description="The SPECTER source (Hugging Face dataset or local file/folder) as it is now: its data version is the "
+        description="The SPECTER source (Hugging Face dataset or local " "file/folder) as it is now: its data version is the "
         "Hub revision sha or the content hash, so a change shows here and makes specter_raw stale.",
     )
     def specter_source(context) -> ObserveResult:

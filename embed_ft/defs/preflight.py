@@ -159,7 +159,7 @@ def task_problems(
             elif state is None and not (beir_root / name / "corpus.jsonl").is_file():
                 problems.append(Problem(
                     what, f"no BEIR set {name!r} in the local evaluator's BEIR root {beir_root}",
-                    f"copy the BEIR folder to {beir_root / name} (or set EMBED_FT_BEIR_ROOT to the folder holding it), "
+                    f"copy the BEIR folder to {beir_root / name} (or " "set EMBED_FT_BEIR_ROOT to the folder holding it), "
                     "or choose another --task",
                 ))
             continue

@@ -106,7 +106,7 @@ def deploy_and_wait(
         timeout_s=timeout_s,
         interval_s=config.poll_interval_s,
         describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
-        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise timeout_s and materialize again "
+        timeout_hint="it holds a GPU: run teardown_deployments_job to " "remove it, or raise timeout_s and materialize again "
         "(the new run waits on the same deployment).",
     )
     if not is_ready(doc):

@@ -92,7 +92,7 @@ def ensure_repo(ds_client, namespace: str, name: str) -> str:
     kinds={"nemo", "huggingface"},
     owners=OWNERS,
     tags=CPU_TAGS,
-    description="The training and validation splits uploaded to the NeMo Data Store and registered in the Entity Store.",
+    description="The training and validation splits uploaded to the " "NeMo Data Store and registered in the Entity Store.",
 )
 @backend_errors_as_failures
 def training_dataset(
@@ -345,7 +345,7 @@ def fine_tuned_model(
     final = job_status(status)
     if final != COMPLETED:
         raise Failure(
-            f"Customization job {job_id} ended {final}: {failure_detail(status) or 'no detail reported by the Customizer'}",
+            f"Customization job {job_id} ended {final}: " f"{failure_detail(status) or 'no detail reported by the Customizer'}",
             metadata={"job_id": job_id, "status": final},
             allow_retries=False,  # a retry would train again from scratch: the job's own error is the answer
         )

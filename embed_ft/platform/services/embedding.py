@@ -47,7 +47,8 @@ def default_device() -> str:
 
 def load_model(path: Path | str, device: str | None = None) -> "SentenceTransformer":
     """Load a sentence-transformers folder once per (path, device, inference backend); keeps the last few models
-    in memory. The transformer runs on torch or ONNX Runtime (``inference_backend.py``, env EMBED_FT_INFERENCE_BACKEND)."""
+    in memory. The transformer runs on torch or ONNX Runtime (``inference_backend.py``, env
+    EMBED_FT_INFERENCE_BACKEND)."""
     from sentence_transformers import SentenceTransformer  # lazy: heavy
 
     device = device or default_device()

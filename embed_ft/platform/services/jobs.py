@@ -5,7 +5,8 @@ the queued jobs one at a time through the service's ``execute(job_id)``, cancel 
 (status, status_details, status_logs: every status change of a job goes through ``set_status``), restart recovery
 (jobs a dead process left active are marked failed) and progress hooks.
 
-Progress hooks are how fault injection (the tests' ``embed_ft_tests/faults.py``) fails or stalls a running job: a service calls
+Progress hooks are how fault injection (the tests' ``embed_ft_tests/faults.py``) fails or stalls a running job: a
+service calls
 ``check_progress(job_id)`` at each progress point, and a hook may raise ``JobAborted(detail)`` (the service fails
 the job with that detail) or block.
 """

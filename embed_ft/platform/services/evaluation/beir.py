@@ -78,7 +78,8 @@ def parse_beir(
     location: str,
     qrels_label: str = qrels_file(),
 ) -> BeirDataset:
-    """Parse the three BEIR files (``embed_ft.formats.beir``) into what retrieval needs. Errors name the file and line."""
+    """Parse the three BEIR files (``embed_ft.formats.beir``) into what retrieval needs. Errors name the file and
+    line."""
     try:
         files = parse_beir_files(corpus_bytes, queries_bytes, qrels_bytes, qrels_name=qrels_label)
     except BeirFormatError as exc:

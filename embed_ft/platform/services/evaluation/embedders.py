@@ -86,7 +86,7 @@ class Embedder:
             raise EmbeddingEndpointError(f"embeddings from {where} have 0 dimensions")
         if previous is not None and previous.shape[1] != vectors.shape[1]:
             raise EmbeddingEndpointError(
-                f"embeddings from {where} changed dimension from {previous.shape[1]} to {vectors.shape[1]} between batches"
+                f"embeddings from {where} changed dimension from " f"{previous.shape[1]} to {vectors.shape[1]} between batches"
             )
         if not np.isfinite(vectors).all():
             bad = int((~np.isfinite(vectors)).any(axis=1).sum())
@@ -219,7 +219,7 @@ class EndpointEmbedder(Embedder):
         dims = {v.shape[0] for v in vectors}
         if len(dims) != 1:
             raise EmbeddingEndpointError(
-                f"embeddings endpoint {self.describe()} returned vectors of different dimensions {sorted(dims)} in one batch"
+                f"embeddings endpoint {self.describe()} returned vectors " f"of different dimensions {sorted(dims)} in one batch"
             )
         return np.stack(vectors)
 

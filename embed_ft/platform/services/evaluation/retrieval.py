@@ -51,7 +51,8 @@ class SearchSettings:
 
     @classmethod
     def from_env(cls) -> "SearchSettings":
-        """``EMBED_FT_EVAL_SEARCH`` (auto|exact|approximate), ``EMBED_FT_EVAL_APPROX_MIN_DOCS``, ``EMBED_FT_EVAL_NPROBE``."""
+        """``EMBED_FT_EVAL_SEARCH`` (auto|exact|approximate), ``EMBED_FT_EVAL_APPROX_MIN_DOCS``,
+        ``EMBED_FT_EVAL_NPROBE``."""
         defaults = cls()
         return cls(
             mode=os.environ.get(SEARCH_ENV) or defaults.mode,
