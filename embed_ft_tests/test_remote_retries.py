@@ -4,11 +4,19 @@ remote job (found by its idempotency key) instead of submitting another; permane
 from __future__ import annotations
 
 import pytest
-from dagster import AssetKey, DagsterInstance, Failure, RetryPolicy, asset, materialize
+from dagster import (
+    AssetKey,
+    DagsterExecutionInterruptedError,
+    DagsterInstance,
+    Failure,
+    RetryPolicy,
+    asset,
+    materialize,
+)
 
 from embed_ft.definitions import defs
 from embed_ft.defs.common import backend_errors_as_failures
-from embed_ft.defs.remote_jobs import REMOTE_JOB_RETRY_POLICY
+from embed_ft.defs.remote_jobs import REMOTE_JOB_RETRY_POLICY, TERMINATED, not_retried_when_terminated
 from embed_ft.nemo.errors import NemoConnectionError, NotFound, ServerError
 
 from .fault_scenarios import (
@@ -83,6 +91,37 @@ def test_a_failed_remote_job_is_not_retried():
     result = materialize([remote_thing], instance=DagsterInstance.ephemeral(), raise_on_error=False)
     assert not result.success
     assert calls == [1]
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, DagsterExecutionInterruptedError])
+def test_a_terminated_run_is_not_retried(interrupt):
+    """Dagster retries an interrupted step under a retry policy; a remote-job step, whose job the interruption just
+    cancelled, fails for good instead (a retry would submit the job again)."""
+    calls = []
+
+    @asset(retry_policy=RetryPolicy(max_retries=2))
+    @backend_errors_as_failures
+    @not_retried_when_terminated
+    def remote_thing() -> None:
+        calls.append(1)
+        raise interrupt()
+
+    result = materialize([remote_thing], instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    assert calls == [1]
+    assert step_events(result, "STEP_UP_FOR_RETRY", "remote_thing") == []
+    failure = step_events(result, "STEP_FAILURE", "remote_thing")[0]
+    assert TERMINATED in failure.event_specific_data.error.to_string()
+
+
+def test_every_remote_job_asset_stops_for_good_when_terminated():
+    for name in REMOTE_JOB_ASSETS:
+        compute = defs.resolve_assets_def(AssetKey(name)).op.compute_fn.decorated_fn
+        chain = []
+        while compute is not None:
+            chain.append(compute.__code__.co_qualname)
+            compute = getattr(compute, "__wrapped__", None)
+        assert any(q.startswith("not_retried_when_terminated") for q in chain), (name, chain)
 
 
 @pytest.mark.slow

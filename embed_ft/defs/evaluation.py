@@ -29,7 +29,7 @@ from .common import (
 )
 from .evaluation_v2 import fileset_url, run_evaluation_v2, upload_beir_fileset
 from .experiments import EXPERIMENTS
-from .remote_jobs import REMOTE_JOB_RETRY_POLICY, run_remote_job
+from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
 from .settings import resolve_settings, settings_metadata
 from .significance import per_query_scores, query_counts
 from .training import ensure_repo, file_sha256, upload_if_changed
@@ -278,6 +278,7 @@ def run_evaluation(
     "set, held-out data, code version) and shared by every experiment's report. Its data version is that identity.",
 )
 @backend_errors_as_failures
+@not_retried_when_terminated
 def baseline_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,
@@ -311,6 +312,7 @@ def baseline_evaluation(
     "experiment takes the baseline evaluation's).",
 )
 @backend_errors_as_failures
+@not_retried_when_terminated
 def fine_tuned_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,

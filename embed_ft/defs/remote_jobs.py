@@ -7,6 +7,7 @@ GPU job keeps running orphaned.
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
@@ -23,6 +24,24 @@ from ..nemo.status import COMPLETED, is_active, is_terminal, job_status
 # 4xx fail at once (`Failure(allow_retries=False)`). Waits of about 10 s, then 20 s, so a restarting service is back.
 REMOTE_JOB_RETRY_POLICY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 TIMEOUT_HINT = "raise timeout_s in the run config and materialize again: the new run reattaches to it."
+TERMINATED = "Run terminated: the step stopped (its remote job, if it had one, was cancelled) and is not retried."
+
+
+def not_retried_when_terminated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For an asset under `REMOTE_JOB_RETRY_POLICY`: a terminated run (SIGTERM, Ctrl-C) fails the step for good.
+
+    Dagster retries an interrupted step under a retry policy (meant for preempted workers); here the interruption is
+    the user's, the remote job was just cancelled (`remote_wait`, `run_remote_job`), and a retry would submit it
+    again. So the interruption becomes a `Failure` that bypasses the policy."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+            raise Failure(TERMINATED, allow_retries=False) from None
+
+    return wrapper
 
 
 def progress_logger(

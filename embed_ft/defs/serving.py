@@ -13,7 +13,13 @@ from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from .backend import GPU_STAGE_CONDITION, backend_defaults
 from .common import GPU_TAGS, OWNERS, backend_errors_as_failures, fail_on_invalid_run_config, link
 from .experiments import EXPERIMENTS
-from .remote_jobs import REMOTE_JOB_RETRY_POLICY, progress_logger, remote_wait, wait_for_remote
+from .remote_jobs import (
+    REMOTE_JOB_RETRY_POLICY,
+    not_retried_when_terminated,
+    progress_logger,
+    remote_wait,
+    wait_for_remote,
+)
 from .settings import resolve_settings, settings_metadata
 from .values import Deployment, FineTunedModel
 
@@ -168,6 +174,7 @@ def _result(info: Deployment, deployment: DeploymentResource, chosen: dict[str, 
     "the gateway, smoke-tested. teardown_deployments_job deletes it and records an observation saying so.",
 )
 @backend_errors_as_failures
+@not_retried_when_terminated
 def fine_tuned_nim(
     context: AssetExecutionContext,
     config: DeployConfig,
@@ -197,6 +204,7 @@ def fine_tuned_nim(
     "that the baseline is measured, not quoted. Its data version is the base model: a new base model redeploys it.",
 )
 @backend_errors_as_failures
+@not_retried_when_terminated
 def baseline_nim(
     context: AssetExecutionContext,
     config: BaselineDeployConfig,

@@ -28,7 +28,7 @@ from .common import (
     validate_name,
 )
 from .experiments import EXPERIMENTS
-from .remote_jobs import REMOTE_JOB_RETRY_POLICY, run_remote_job
+from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
 from .settings import resolve_settings, settings_metadata
 from .values import FineTunedModel, TripletSplits, UploadedDataset
 
@@ -306,6 +306,7 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
     "dataset, with the experiment's hyperparameters; reattaches to an identical job instead of resubmitting.",
 )
 @backend_errors_as_failures
+@not_retried_when_terminated
 def fine_tuned_model(
     context: AssetExecutionContext,
     config: FineTuneConfig,
