@@ -2,8 +2,8 @@
 platform's start-up; it serves the rest, lists every kind, and names what it set aside.
 
 Hypothesis draws the damage: rows of every stored kind that cannot be read back (truncated JSON, JSON that is not
-an object, nesting ~1,000 deep, bytes that are not UTF-8, SQLite values that are not text) and damaged record
-files (a repo's ``repo.json`` or head manifest truncated, emptied or
+an object, nesting ~1,000 deep, bytes that are not UTF-8, SQLite values that are not text), objects whose fields
+have the wrong types (served or set aside, never a 500), and damaged record files (a repo's ``repo.json`` or head manifest truncated, emptied or
 replaced, and the home's own ``platform.json``, ``set_aside.json`` and ``serve.lock``). Each example copies a
 template home built once by the real platform, damages it, and starts the real platform on it (loopback HTTP).
 """
@@ -82,6 +82,20 @@ unreadable_data = st.one_of(
     st.binary(min_size=1, max_size=30).map(lambda raw: b"\xff" + raw),  # not UTF-8
     st.integers(-(2**63), 2**63 - 1),  # an SQLite integer, not text
 )
+odd_ids = ids.map(lambda s: f"odd-{s}")  # never the id of an unreadable row
+wrong_types = st.fixed_dictionaries(
+    {
+        "name": st.just("odd"),  # the identifying fields are whole; the others have the wrong types
+        "namespace": st.just(NS),
+        "id": st.just("odd"),
+        "status": st.one_of(st.sampled_from(["running", "pending", "ready"]), st.lists(st.integers(), max_size=2)),
+        "status_details": st.one_of(st.text(max_size=5), st.integers(), st.none(), st.lists(st.none(), max_size=2)),
+        "artifact": st.one_of(st.text(max_size=5), st.integers(), st.lists(st.none(), max_size=2)),
+        "artifact_path": st.one_of(st.integers(), st.none()),
+        "config_snapshot": st.one_of(st.integers(), st.text(max_size=5), st.none()),
+        "hyperparameters": st.one_of(st.integers(), st.lists(st.none(), max_size=2), st.none()),
+    }
+).map(json.dumps)
 record_damage = st.sampled_from(["truncate", "empty", "list", "garbage", "no-head-commit"])
 home_file_damage = st.sampled_from(["platform.json", "set_aside.json", "serve.lock"])
 
@@ -96,13 +110,16 @@ def damage(draw):
             unique_by=lambda row: (row[0], row[1]),
         )
     )
+    odd = draw(
+        st.lists(st.tuples(st.sampled_from(KINDS), odd_ids, wrong_types), max_size=4, unique_by=lambda r: (r[0], r[1]))
+    )
     repos = draw(
         st.dictionaries(
             st.sampled_from(REPOS), st.tuples(st.sampled_from(["repo.json", "manifest"]), record_damage), max_size=2
         )
     )
     files = draw(st.lists(home_file_damage, unique=True, max_size=3))
-    return rows, repos, files
+    return rows, odd, repos, files
 
 
 # ------------------------------------------------------------------------------------------------- the home
@@ -161,9 +178,9 @@ def damage_record(path: Path, how: str) -> None:
         path.write_text(json.dumps({"f.txt": {"oid": 5}}))
 
 
-def apply(home: Path, rows, repos, files) -> None:
+def apply(home: Path, rows, odd, repos, files) -> None:
     with sqlite3.connect(home / "state.sqlite3") as db:
-        for kind, id_, data in rows:
+        for kind, id_, data in [*rows, *odd]:
             db.execute(
                 "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)", (kind, id_, NS, id_, data, STAMP, STAMP)
             )
@@ -181,16 +198,16 @@ def apply(home: Path, rows, repos, files) -> None:
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=damage())
 def test_start_up_serves_the_rest_and_names_what_it_set_aside(template_home, tmp_path_factory, case):
-    rows, repos, files = case
+    rows, odd, repos, files = case
     tmp = tmp_path_factory.mktemp("fuzz")
     home = tmp / "platform-home"
     shutil.copytree(template_home, home)
-    apply(home, rows, repos, files)
+    apply(home, rows, odd, repos, files)
     with running_platform(tmp) as (base_url, _):
         for route in LIST_ROUTES:
             answer = requests.get(f"{base_url}{route}", params={"page_size": 1000}, timeout=TIMEOUT)
             assert answer.status_code == 200, f"GET {route}: {answer.status_code} {answer.text[:300]}"
-        assert NS in [n["id"] for n in requests.get(f"{base_url}/v1/namespaces", timeout=TIMEOUT).json()["data"]]
+        assert NS in [n.get("id") for n in requests.get(f"{base_url}/v1/namespaces", timeout=TIMEOUT).json()["data"]]
         for name in REPOS:
             info = requests.get(f"{base_url}/v1/hf/api/datasets/{NS}/{name}", timeout=TIMEOUT)
             expected = 409 if name in repos else 200

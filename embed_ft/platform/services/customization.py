@@ -39,10 +39,11 @@ WORKER_LOG = "training-worker"
 def job_document(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored job in the answer's shape (the SDK's ``CustomizationJob``): ``status_details`` carry ``created_at`` and
     ``updated_at``; ``config_snapshot`` its ``base_model``, ``precision`` and the ``training_option`` the job uses."""
-    snapshot = dict(doc.get("config_snapshot") or {})
-    target = snapshot["target"] if isinstance(snapshot.get("target"), dict) else {}
-    hp = doc.get("hyperparameters") or {}
-    options = [o for o in snapshot.get("training_options") or [] if isinstance(o, dict)]
+    snapshot = dict(_object(doc.get("config_snapshot")))  # a stored field of the wrong type reads as empty
+    target = _object(snapshot.get("target"))
+    hp = _object(doc.get("hyperparameters"))
+    stored_options = snapshot.get("training_options")
+    options = [o for o in stored_options if isinstance(o, dict)] if isinstance(stored_options, list) else []
     chosen = next((o for o in options if (o.get("training_type"), o.get("finetuning_type"))
                    == (hp.get("training_type"), hp.get("finetuning_type"))), options[0] if options else None)
     if target.get("base_model"):
@@ -55,8 +56,12 @@ def job_document(doc: dict[str, Any]) -> dict[str, Any]:
     if snapshot.get("max_seq_length") is None and hp.get("max_seq_length"):
         snapshot["max_seq_length"] = hp["max_seq_length"]
     details = {"created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
-               **(doc.get("status_details") or {})}
+               **_object(doc.get("status_details"))}
     return {**doc, "config_snapshot": snapshot, "status_details": details}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _check_versioned_name(name: str, job_id: str, field: str) -> None:
