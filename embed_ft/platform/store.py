@@ -30,8 +30,6 @@ _BASE62 = string.digits + string.ascii_letters
 log = logging.getLogger("embed_ft.platform.store")
 # Rows that may hold what older versions stored unchecked (NaN, Infinity, 1e999, lone-surrogate escapes).
 _SUSPECT_ROW = re.compile(r"NaN|Infinity|\\u[dD][89a-fA-F]|[eE][+]?[0-9]{3}")
-# Stored documents nest at most this deep (the API's own documents nest 3-4 levels); a deeper row is set aside.
-MAX_STORED_DEPTH = 64
 QUARANTINE_TABLE = "quarantined"
 
 
@@ -41,20 +39,6 @@ class AlreadyExists(Exception):
 
 class UnreadableRow(ValueError):
     """A stored row that cannot be read back as a document; the message says why."""
-
-
-def _too_deep(value: Any, limit: int = MAX_STORED_DEPTH) -> bool:
-    """Whether ``value`` nests arrays/objects deeper than ``limit`` (walked without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth >= limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def decode_document(data: Any) -> dict[str, Any]:
@@ -74,8 +58,8 @@ def decode_document(data: Any) -> dict[str, Any]:
         raise UnreadableRow(f"the row is not JSON ({exc}; {len(data)} characters, truncated?)") from None
     if not isinstance(doc, dict):
         raise UnreadableRow(f"the row is a JSON {type(doc).__name__}, not an object")
-    if _too_deep(doc):
-        raise UnreadableRow(f"the JSON nests deeper than {MAX_STORED_DEPTH} levels")
+    if strict_json.depth_problem(doc) is not None:  # what the API refuses to store: deeper than its limit
+        raise UnreadableRow(f"the JSON nests deeper than {strict_json.MAX_DEPTH} levels")
     return doc
 
 
