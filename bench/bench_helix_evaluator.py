@@ -10,7 +10,11 @@ evaluator equals BEIR to 0.0 on this set and model (BENCHMARKS.md item 1, `bench
 Reports every metric side by side, the largest difference, the queries whose nDCG@10 differs, and the wall time of
 each (upload and job separately for Helix). One run on a shared machine: times are indicative.
 
-    python bench/bench_helix_evaluator.py [--data DIR] [--k 1,3,5,10,100] [--out FILE.json]
+    python bench/bench_helix_evaluator.py [--data DIR] [--k 1,3,5,10,100] [--max-docs N] [--out FILE.json]
+
+``--max-docs N`` evaluates a smaller corpus on the same queries (every judged document of the test queries plus the
+first N others, in corpus order) when there is no time for the whole one: the two evaluators still see the same
+set, but its figures are not BEIR's published ones.
 """
 
 # ruff: noqa: E402  (the repository goes on sys.path before its imports)
@@ -109,6 +113,24 @@ def helix_eval(helix_url: str, nim_url: str, served: str, data: Path, metrics: l
     }
 
 
+def reduced_copy(data: Path, max_docs: int, dest: Path) -> Path:
+    """``data`` with its corpus cut to the judged documents plus the first ``max_docs`` others (same queries)."""
+    folder = dest / data.name
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    qrels = (data / "qrels" / "test.tsv").read_text()
+    judged = {line.split("\t")[1] for line in qrels.splitlines()[1:] if line.strip()}
+    kept, others = [], 0
+    for line in (data / "corpus.jsonl").read_text().splitlines():
+        doc_id = str(json.loads(line)["_id"])
+        if doc_id in judged or others < max_docs:
+            others += doc_id not in judged
+            kept.append(line)
+    (folder / "corpus.jsonl").write_text("\n".join(kept) + "\n")
+    (folder / "queries.jsonl").write_text((data / "queries.jsonl").read_text())
+    (folder / "qrels" / "test.tsv").write_text(qrels)
+    return folder
+
+
 def main() -> None:
     # A SIGTERM (timeout, kill) unwinds the context managers, so Helix and the platform are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -116,12 +138,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--k", default="1,3,5,10,100")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--max-docs", type=int, default=0, help="0: the whole corpus")
     args = parser.parse_args()
     ks = [int(k) for k in args.k.split(",")]
     metrics = metric_names(ks)
     data = args.data.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-helix-") as tmp:
         tmp_path = Path(tmp)
+        if args.max_docs:
+            data = reduced_copy(data, args.max_docs, tmp_path / "data")
         with (
             running_helix(tmp_path / "helix") as helix,
             running_platform(tmp_path, beir_root=data.parent) as (base_url, _settings),
@@ -153,6 +178,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "dataset": data.name,
         "helix": "nemo-helix 0.8.1",
+        "max_docs": args.max_docs,
         "k": ks,
         "ours_s": round(ours_run["seconds"], 1),
         "helix_job_s": round(helix_run["seconds"], 1),
