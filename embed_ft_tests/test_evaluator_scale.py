@@ -104,6 +104,7 @@ def scifact_test_subset(scifact: Path, out: Path, n_queries: int = 15, n_docs: i
     return out
 
 
+@pytest.mark.slow  # an ONNX export and two evaluations of a SciFact subset: 183 s on the shared machine
 def test_onnx_backend_matches_torch_within_1e4(tmp_path, monkeypatch, shared_data):
     pytest.importorskip("onnxruntime")
     from sentence_transformers import SentenceTransformer
