@@ -22,20 +22,25 @@ from dagster import DagsterInstance
 
 from .console import RunConsole, error_text
 from .definitions import defs
-from .defs.experiments import prepare_experiment_run, validate_experiment_name
+from .defs.experiment_spec import spec_history, stored_spec
+from .defs.experiments import experiment_names, prepare_experiment_run, validate_experiment_name
 from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
 from .defs.preflight import Problem, initialized, preflight_problems
 from .defs.report_metadata import results_lines
 from .foreground import run_foreground
 from .history import REPORT_ASSET, history_line, latest_reports, latest_table, report_history
-from .homes import Homes, apply_default_homes, fill_preset_data, preset_data_dir
+from .homes import Homes, apply_default_homes, fill_preset_data
 from .nemo.errors import NemoError
 from .nemo.http import ServiceHTTP
 from .platform.cli import platform_group
 from .platform.launcher import ensure_running, status as platform_status
 from .platform.settings import PlatformSettings
-from .presets import DEFAULT_PRESET, PRESETS
+from .profiles import BackendProfile, get_profile, profile_for_backend
 from .resources import DEFAULT_NAMESPACE, resources_from_env
+from .run_options import add_spec_options, changes_from_params
+from .spec.changes import SpecError, apply_changes, differences, flat, spec_version
+from .spec.experiment import ExperimentSpec
+from .spec.presets import DEFAULT_PRESET, PRESETS, preset_spec
 
 LINEAGE_JOB = "full_lineage_job"
 QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
@@ -47,53 +52,9 @@ def ensure_dagster_home() -> Path:
     return apply_default_homes().dagster_home
 
 
-def lineage_run_config(
-    *,
-    source: Optional[str] = None,
-    revision: Optional[str] = None,
-    sample_size: Optional[int] = None,
-    validation_size: Optional[float] = None,
-    test_size: Optional[int] = None,
-    seed: Optional[int] = None,
-    experiment: Optional[str] = "default",  # None: a partitioned job takes it from the partition key
-    tasks: Optional[list[str]] = None,
-    include_heldout: bool = True,
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    learning_rate: Optional[float] = None,
-    max_steps: Optional[int] = None,
-    warmup_steps: Optional[int] = None,
-    max_seq_length: Optional[int] = None,
-    poll_interval_s: Optional[float] = None,
-) -> dict[str, Any]:
-    """Run config of full_lineage_job from run options; unset options keep the Config defaults."""
-
-    def pick(**kw: Any) -> dict[str, Any]:
-        return {k: v for k, v in kw.items() if v is not None}
-
-    ops: dict[str, Any] = {
-        "specter_raw": pick(source=source, revision=revision),
-        "specter_triplets": pick(sample_size=sample_size, validation_size=validation_size, test_size=test_size, seed=seed),
-        "fine_tuned_model": pick(
-            experiment=experiment, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-            max_steps=max_steps, warmup_steps=warmup_steps, max_seq_length=max_seq_length,
-            poll_interval_s=poll_interval_s,
-        ),
-        "fine_tuned_nim": pick(experiment=experiment, poll_interval_s=poll_interval_s),
-        "baseline_nim": pick(experiment=experiment, poll_interval_s=poll_interval_s),
-    }
-    # Dagster's config schema wants a list; click's `multiple=True` gives a tuple.
-    evaluation = pick(tasks=list(tasks) if tasks else None, include_heldout=include_heldout, poll_interval_s=poll_interval_s)
-    ops["baseline_evaluation"] = dict(evaluation)
-    ops["fine_tuned_evaluation"] = dict(evaluation)
-    return {"ops": {name: {"config": cfg} for name, cfg in ops.items() if cfg}}
-
-
-def run_options(preset: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The preset's settings, overridden by every option given on the command line."""
-    chosen = PRESETS[preset].options(str(preset_data_dir()))
-    given = {key: value for key, value in options.items() if value is not None and value != ()}
-    return {**chosen, **given}
+def build_run_spec(preset: str, changes: dict[str, Any], profile: BackendProfile) -> ExperimentSpec:
+    """Exactly the spec a run uses: the preset's on ``profile``, with the options given; SpecError names a field."""
+    return apply_changes(preset_spec(preset, profile), changes)
 
 
 @contextlib.contextmanager
@@ -148,20 +109,33 @@ def still_running_lines() -> list[str]:
     return ["still running (holding resources):", *lines]
 
 
-def _header(out: TextIO, preset: str, options: dict[str, Any], homes: Homes) -> None:
+def _header(out: TextIO, preset: str, spec: Optional[ExperimentSpec], experiment: str, homes: Homes) -> None:
     chosen = PRESETS[preset]
     out.write(f"embed-ft run --preset {preset}: {chosen.summary}\n")
-    tasks = ", ".join(options.get("tasks") or ["the backend's default"])
-    out.write(f"  trains on {options.get('source')}, evaluates on {tasks}; expect {chosen.expect}\n")
+    if spec is not None:
+        tasks = ", ".join(spec.evaluation.tasks)
+        out.write(f"  trains on {spec.data.source}, evaluates on {tasks}; expect {chosen.expect}\n")
+        changed = from_preset(spec)
+        out.write(f"  experiment {experiment}, spec {spec_version(spec)} ({spec.profile} profile): "
+                  + (f"differs from preset {preset} in {_fields(changed)}" if changed else f"exactly preset {preset}")
+                  + "\n")
     out.write(f"  {homes.lines()[0]}\n")
     out.flush()
 
 
+def from_preset(spec: ExperimentSpec) -> dict[str, Any]:
+    """The fields of ``spec`` that differ from the preset it started from (none without a known preset)."""
+    if spec.preset not in PRESETS:
+        return {}
+    return differences(spec, preset_spec(spec.preset, get_profile(spec.profile)))
+
+
+def _fields(values: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={json.dumps(value)}" for name, value in values.items())
+
+
 def _launch(job, run_config: dict, experiment: str, instance: DagsterInstance, run_id: str, verbose: bool):
-    partition_key = None
-    if job.partitions_def is not None:  # experiments are partitions (defs/experiments.py)
-        run_config = prepare_experiment_run(instance, experiment, run_config)
-        partition_key = experiment
+    partition_key = experiment  # experiments are partitions (defs/experiments.py)
     if not verbose:
         run_config = {**run_config, **SILENT_LOGGERS}
     return job.execute_in_process(
@@ -177,53 +151,47 @@ def main() -> None:
 
 @main.command()
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="Named settings (see the README); every option below overrides the preset's value.")
-@click.option("--source", help="Training source: HF dataset id, local file/folder (SPECTER layout) or BEIR folder.")
-@click.option("--revision", help="Hub revision of the source.")
-@click.option("--sample-size", type=int, help="Rows sampled for train+validation.")
-@click.option("--validation-size", type=float, help="Validation size (fraction < 1, or row count).")
-@click.option("--test-size", type=int, help="Held-out test rows (taken before the train/validation split).")
-@click.option("--seed", type=int)
-@click.option("--experiment", default="default", show_default=True)
-@click.option("--task", "tasks", multiple=True, help="BEIR task files_url (repeatable), e.g. file://scifact/.")
-@click.option("--no-heldout", is_flag=True, help="Skip the held-out in-domain task.")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--learning-rate", type=float)
-@click.option("--max-steps", type=int)
-@click.option("--warmup-steps", type=int, help="Learning-rate warm-up steps (then linear decay).")
-@click.option("--max-seq-length", type=int)
-@click.option("--poll-interval", "poll_interval_s", type=float, help="Seconds between remote status polls.")
-@click.option("--dry-run", is_flag=True, help="Check config, source and tasks, print the run config, launch nothing.")
+              help="The spec to start from (see the README); each option below changes one of its fields.")
+@click.option("--experiment", default="default", show_default=True,
+              help="The experiment (partition) whose spec this run stores and uses.")
+@add_spec_options
+@click.option("--dry-run", is_flag=True, help="Check the spec, source and tasks, print the spec, launch nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Dagster's event log and full tracebacks.")
-def run(preset: str, experiment: str, no_heldout: bool, dry_run: bool, verbose: bool, **options: Any) -> None:
-    """Check, then materialize the whole lineage headless and print the results."""
+def run(preset: str, experiment: str, dry_run: bool, verbose: bool, **options: Any) -> None:
+    """Check, then materialize the whole lineage headless with exactly the preset's spec plus the options given."""
     out = sys.stdout  # captured before `quiet` redirects it
     homes = apply_default_homes()
-    settings = run_options(preset, options)
+    changes = changes_from_params(options)
     job = defs.resolve_job_def(LINEAGE_JOB)
-    partitioned = job.partitions_def is not None
-    run_config = lineage_run_config(
-        **settings, experiment=None if partitioned else experiment, include_heldout=not no_heldout
-    )
-    _header(out, preset, settings, homes)
-    data_line, data_problem = fill_preset_data(settings.get("source"), download=not dry_run)
-    out.write(f"  {data_line}\n" if data_line else "")
+    resources = initialized(resources_from_env())
+    problems: list[Problem] = []
+    spec: Optional[ExperimentSpec] = None
     try:
         validate_experiment_name(experiment)
-        problems = preflight_problems(job, run_config, initialized(resources_from_env()))
+        spec = build_run_spec(preset, changes, profile_for_backend(resources["customizer"].uses_local_platform))
+    except SpecError as exc:
+        problems = [Problem("config", str(exc), "correct that option (embed-ft run --help)")]
     except ValueError as exc:
         problems = [Problem("config", f"--experiment: {exc}", "choose another experiment name")]
-    if data_problem:
-        problems.insert(0, Problem(f"source {settings.get('source')}", data_problem, "see the line above"))
-    if problems:
+    _header(out, preset, spec, experiment, homes)
+    if spec is not None:
+        source = spec.data.resolved().source
+        data_line, data_problem = fill_preset_data(source, download=not dry_run)
+        out.write(f"  {data_line}\n" if data_line else "")
+        problems = preflight_problems(job, spec, resources)
+        if data_problem:
+            problems.insert(0, Problem(f"source {source}", data_problem, "see the line above"))
+    if problems or spec is None:
         out.write(f"preflight: {len(problems)} problem(s); nothing was created or started:\n")
         out.write("".join(f"  {problem.line()}\n" for problem in problems))
         out.write("\n".join(still_running_lines()) + "\n")
         raise SystemExit(2)
     if dry_run:
-        out.write("preflight passed; run config (nothing launched, --dry-run):\n" + json.dumps(run_config) + "\n")
+        out.write("preflight passed; the run's spec (nothing launched, --dry-run):\n")
+        out.write(json.dumps(spec.model_dump(mode="json")) + "\n")
         return
+    with DagsterInstance.get() as instance:
+        run_config = prepare_experiment_run(instance, experiment, preset, changes)
     run_id = str(uuid.uuid4())  # known before launch, so the console can listen to this run's events
     log_path = homes.dagster_home / "last_run.log"
     started = time.monotonic()
@@ -279,6 +247,55 @@ def report(history: bool, metric: str, leaderboard: bool) -> None:
         click.echo(f"\nhistory of {metric} (baseline -> fine-tuned), oldest first:")
         click.echo("\n".join(history_line(entry, metric) for entry in entries))
     click.echo(f"\nhistory lives in {homes.dagster_home}")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def experiments(ctx: click.Context) -> None:
+    """List the experiments with their spec (version, preset, profile, what differs from the preset)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    homes = apply_default_homes()
+    with DagsterInstance.get() as instance:
+        rows = [(name, stored_spec(instance, name)) for name in experiment_names(instance)]
+    if not rows:
+        click.echo(f"no experiments yet in {homes.dagster_home}; create one with: embed-ft run --experiment NAME")
+        return
+    for name, found in rows:
+        if found is None:
+            click.echo(f"{name}: no spec stored yet")
+            continue
+        spec = found.spec
+        changed = from_preset(spec)
+        click.echo(f"{name}: spec {found.version}, preset {spec.preset or '-'}, profile {spec.profile}"
+                   + (f"; differs from the preset in {_fields(changed)}" if changed else ""))
+
+
+@experiments.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="The stored spec as one JSON document.")
+def experiments_show(name: str, as_json: bool) -> None:
+    """Print experiment NAME's stored spec, field by field (* = differs from its preset), and its versions."""
+    apply_default_homes()
+    with DagsterInstance.get() as instance:
+        found = stored_spec(instance, name)
+        history = spec_history(instance, name)
+    if found is None:
+        raise click.ClickException(f"experiment {name!r} has no stored spec; create it with: "
+                                   f"embed-ft run --experiment {name}")
+    spec = found.spec
+    if as_json:
+        click.echo(json.dumps(spec.model_dump(mode="json"), indent=1))
+        return
+    changed = from_preset(spec)
+    click.echo(f"experiment {name}: spec {found.version}, preset {spec.preset or '-'}, profile {spec.profile}")
+    for field, value in flat(spec).items():
+        click.echo(f"  {'*' if field in changed else ' '} {field} = {json.dumps(value)}")
+    click.echo(f"versions ({len(history)}), oldest first:")
+    for row in history:
+        moved = row.get("changed_from_previous") or {}
+        click.echo(f"  {row.get('spec_version')}  run {row['run_id'][:8]}  preset {row.get('preset') or '-'}  "
+                   f"changed: {_fields(moved) if moved else 'nothing'}")
 
 
 @main.command()

@@ -10,10 +10,22 @@ from dagster import (
     define_asset_job,
 )
 
-from .defs import data, data_refresh, evaluation, leaderboard, preflight, report, serving, teardown, training
+from .defs import (
+    data,
+    data_refresh,
+    evaluation,
+    experiment_spec,
+    leaderboard,
+    preflight,
+    report,
+    serving,
+    teardown,
+    training,
+)
 from .resources import resources_from_env
 
 lineage_assets = [
+    experiment_spec.experiment_spec,
     preflight.preflight,
     *data.data_assets,
     training.training_dataset,
@@ -31,13 +43,14 @@ lineage_checks = [*data.data_checks, *teardown.teardown_checks]
 full_lineage_job = define_asset_job(
     "full_lineage_job",
     selection=AssetSelection.assets(*lineage_assets),
-    description="Materialize the whole lineage for one experiment (partition): SPECTER data -> upload -> fine-tune "
+    description="Materialize the whole lineage for one experiment (partition): its spec -> data -> upload -> fine-tune "
     "-> deploy -> evaluate -> report -> leaderboard. The shared baseline reattaches to its completed jobs.",
 )
 
 experiment_job = define_asset_job(
     "experiment_job",
     selection=AssetSelection.assets(
+        experiment_spec.experiment_spec,
         training.fine_tuned_model,
         serving.fine_tuned_nim,
         evaluation.fine_tuned_evaluation,
@@ -53,7 +66,7 @@ gpu_stages_automation = AutomationConditionSensorDefinition(
     target=AssetSelection.groups("training", "serving", "evaluation"),
     default_status=DefaultSensorStatus.STOPPED,
     description="Rebuilds fine-tune, deploy and evaluate (per experiment) when their inputs change, with each "
-    "experiment's stored settings. Stopped by default (GPU cost): start it in Automation -> gpu_stages_automation.",
+    "experiment's stored spec. Stopped by default (GPU cost): start it in Automation -> gpu_stages_automation.",
 )
 
 defs = Definitions(

@@ -16,10 +16,18 @@ from typing import Optional
 
 from .data.errors import SourceError
 from .data.public_beir import FillState, download_line, fill_beir_folder, fill_state
+from .spec.experiment import PRESET_DATA_ENV, SHARED_DATA_ENV
+from .state_layout import (
+    BEIR_DIR,
+    BEIR_ROOT_ENV,
+    DAGSTER_HOME_ENV,
+    DATA_ROOT_ENV,
+    FOLDERS,
+    PLATFORM_HOME_ENV,
+    STATE_DIR,
+)
 
 PROJECT_NAME = "embed-ft"
-STATE_DIR = ".embed_ft"
-SHARED_DATA_ENV = "EMBED_FT_SHARED_DATA"
 PUBLIC_DATA_DIR = "public-data"
 # One slot per pool: one job at a time per GPU service, so concurrent runs cannot oversubscribe it.
 DAGSTER_YAML = "concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n"
@@ -87,33 +95,31 @@ class Homes:
 def apply_default_homes(start: Optional[Path] = None) -> Homes:
     """Set the unset state variables to the project's folders (see the module docstring) and return them all.
 
-    Also points ``EMBED_FT_BEIR_ROOT``, when unset, at ``<shared data>/beir`` when that folder exists (as ``./dev``
-    does), else at ``<public data>/beir`` (where the Hub's sets are laid out), and writes DAGSTER_HOME's
-    ``dagster.yaml`` on first use.
+    Also sets ``EMBED_FT_PRESET_DATA`` (what ``{shared}`` in a spec's ``data.source`` stands for) to
+    `preset_data_dir`, points ``EMBED_FT_BEIR_ROOT``, when unset, at ``<shared data>/beir`` when that folder exists
+    (as ``./dev`` does), else at ``<public data>/beir`` (where the Hub's sets are laid out), and writes
+    DAGSTER_HOME's ``dagster.yaml`` on first use.
     """
     root = state_root(start)
-    defaults = {
-        "DAGSTER_HOME": root / "dagster_home",
-        "EMBED_FT_HOME": root / "platform",
-        "EMBED_FT_DATA_ROOT": root / "data",
-    }
-    for name, path in defaults.items():
+    for name, folder in FOLDERS.items():
         if not os.environ.get(name):
-            os.environ[name] = str(path)
-    data_beir = preset_data_dir(start) / "beir"
+            os.environ[name] = str(root / folder)
+    data_dir = preset_data_dir(start)
+    os.environ[PRESET_DATA_ENV] = str(data_dir)  # always this checkout's: a stale value must not leak in
+    data_beir = data_dir / BEIR_DIR
     public = data_beir.parent == public_data_dir(start)
-    if not os.environ.get("EMBED_FT_BEIR_ROOT") and (data_beir.is_dir() or public):
-        os.environ["EMBED_FT_BEIR_ROOT"] = str(data_beir.resolve())
-    dagster_home = Path(os.environ["DAGSTER_HOME"]).expanduser().resolve()
+    if not os.environ.get(BEIR_ROOT_ENV) and (data_beir.is_dir() or public):
+        os.environ[BEIR_ROOT_ENV] = str(data_beir.resolve())
+    dagster_home = Path(os.environ[DAGSTER_HOME_ENV]).expanduser().resolve()
     dagster_home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    os.environ[DAGSTER_HOME_ENV] = str(dagster_home)
     if not (dagster_home / "dagster.yaml").exists():
         (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
-    beir = os.environ.get("EMBED_FT_BEIR_ROOT")
+    beir = os.environ.get(BEIR_ROOT_ENV)
     return Homes(
         dagster_home=dagster_home,
-        platform_home=Path(os.environ["EMBED_FT_HOME"]).expanduser().resolve(),
-        data_root=Path(os.environ["EMBED_FT_DATA_ROOT"]).expanduser().resolve(),
+        platform_home=Path(os.environ[PLATFORM_HOME_ENV]).expanduser().resolve(),
+        data_root=Path(os.environ[DATA_ROOT_ENV]).expanduser().resolve(),
         beir_root=Path(beir).expanduser().resolve() if beir else None,
     )
 

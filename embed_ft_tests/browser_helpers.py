@@ -40,6 +40,7 @@ WEBSERVER_STARTUP_TIMEOUT_S = 120.0
 WEBSERVER_STOP_TIMEOUT_S = 20.0
 
 LINEAGE_ASSETS = [
+    "experiment_spec",
     "preflight",
     "specter_source",
     "specter_raw",

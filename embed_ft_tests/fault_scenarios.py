@@ -24,13 +24,16 @@ from typing import Any, Iterable
 
 import requests
 
+from embed_ft.profiles import LOCAL
+
 REPO_ROOT = Path(__file__).absolute().parents[1]
-LOCAL_TARGET = "sentence-transformers/all-minilm-l6-v2@v1"
-LOCAL_BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+LOCAL_TARGET = LOCAL.target
+LOCAL_BASE_MODEL = LOCAL.base_model
 TRAINING_ASSETS = ["specter_raw", "mined_triplets", "specter_triplets", "training_dataset", "fine_tuned_model"]
 BASELINE_ASSETS = ["specter_raw", "mined_triplets", "specter_triplets", "heldout_eval_dataset", "baseline_nim", "baseline_evaluation"]
 WAIT_S = 240.0
-EXPERIMENT_KEY = "_experiment"  # not Dagster config: the experiment (partition) of the run, see materialize_assets
+EXPERIMENT_KEY = "_experiment"  # the experiment (partition) of the run, see materialize_assets
+DATA_ROOT_KEY = "_data_root"
 # The harness's own requests (watching the platform) are never faulted and never use up a rule.
 harness = requests.Session()
 harness.headers["x-embed-ft-fault-exempt"] = "1"
@@ -117,26 +120,22 @@ def wait_for_job_status(base_url: str, kind: str, statuses: Iterable[str], token
 def run_config(source: Path, data_root: Path, experiment: str = "faults", max_steps: int = 3,
                poll_s: float = 0.3, deploy_timeout_s: float | None = None, eval_tasks: Iterable[str] = ("file://tinybeir/",),
                select: Iterable[str] | None = None) -> dict:
-    """Run config of the lineage with explicit local-platform values (target, base model, tasks), tiny and fast.
+    """The spec changes of the lineage with explicit local-platform values (target, base model, tasks), tiny and
+    fast, on the smoke preset; ``select`` is accepted for the callers' readability (the spec is whole).
 
     ``experiment`` is the partition key of the experiment assets: kept under `EXPERIMENT_KEY`, which
-    `materialize_assets` takes out of the config and passes as the run's partition."""
-    fast = {"poll_interval_s": poll_s}
-    deploy = {**fast, **({"timeout_s": deploy_timeout_s} if deploy_timeout_s else {})}
-    evaluation = {"tasks": list(eval_tasks), **fast}
-    ops = {
-        "specter_raw": {"config": {"source": str(source), "storage_root": str(data_root)}},
-        "specter_triplets": {"config": {"test_size": 8, "validation_size": 0.15, "seed": 7, "storage_root": str(data_root)}},
-        "fine_tuned_model": {"config": {"target": LOCAL_TARGET, "max_steps": max_steps,
-                                        "batch_size": 8, "learning_rate": 5e-5, "max_seq_length": 64, **fast}},
-        "fine_tuned_nim": {"config": deploy},
-        "baseline_nim": {"config": {**deploy, "base_model": LOCAL_BASE_MODEL}},
-        "baseline_evaluation": {"config": evaluation},
-        "fine_tuned_evaluation": {"config": evaluation},
+    `materialize_assets` takes out and passes as the run's partition; ``data_root`` becomes EMBED_FT_DATA_ROOT."""
+    changes = {
+        "data.source": str(source),
+        "split.test_size": 8, "split.validation_size": 0.15, "split.seed": 7,
+        "training.target": LOCAL_TARGET, "training.max_steps": max_steps, "training.batch_size": 8,
+        "training.learning_rate": 5e-5, "training.max_seq_length": 64,
+        "serving.base_model": LOCAL_BASE_MODEL,
+        "evaluation.tasks": list(eval_tasks),
+        "remote.poll_interval_s": poll_s,
+        **({"remote.deployment_timeout_s": deploy_timeout_s} if deploy_timeout_s else {}),
     }
-    if select is not None:
-        ops = {name: cfg for name, cfg in ops.items() if name in set(select)}
-    return {"ops": ops, EXPERIMENT_KEY: experiment}
+    return {"changes": changes, EXPERIMENT_KEY: experiment, DATA_ROOT_KEY: str(data_root)}
 
 
 def make_resources(base_url: str, token: str | None = None, read_timeout_s: float = 60.0,
@@ -163,18 +162,33 @@ def make_resources(base_url: str, token: str | None = None, read_timeout_s: floa
 
 
 def materialize_assets(names: list[str], resources: dict, config: dict, instance, raise_on_error: bool = False):
+    """Store the experiment's spec (the smoke preset with ``config["changes"]``), then materialize ``names`` with it."""
     from dagster import AssetKey, materialize
 
     from embed_ft.definitions import lineage_assets
-    from embed_ft.defs.experiments import EXPERIMENTS, add_experiment
+    from embed_ft.defs.experiment_spec import EXPERIMENT_TAG, experiment_spec
+    from embed_ft.defs.experiments import EXPERIMENTS, prepare_experiment_run
 
-    config = dict(config)
-    experiment = config.pop(EXPERIMENT_KEY, None) or "faults"
-    partitioned = any(a.partitions_def == EXPERIMENTS for a in lineage_assets if set(a.keys) & {AssetKey(n) for n in names})
-    if partitioned:
-        add_experiment(instance, experiment)
-    return materialize(lineage_assets, selection=names, resources=resources, run_config=config,
-                       instance=instance, raise_on_error=raise_on_error, partition_key=experiment if partitioned else None)
+    experiment = config.get(EXPERIMENT_KEY) or "faults"
+    saved = os.environ.get("EMBED_FT_DATA_ROOT")
+    if config.get(DATA_ROOT_KEY):
+        os.environ["EMBED_FT_DATA_ROOT"] = config[DATA_ROOT_KEY]
+    try:
+        spec_config = prepare_experiment_run(instance, experiment, "smoke", config["changes"])
+        stored = materialize([experiment_spec], resources={"customizer": resources["customizer"]},
+                             run_config=spec_config, instance=instance, partition_key=experiment,
+                             raise_on_error=raise_on_error)
+        if not stored.success:
+            return stored
+        partitioned = any(a.partitions_def == EXPERIMENTS for a in lineage_assets if set(a.keys) & {AssetKey(n) for n in names})
+        return materialize(lineage_assets, selection=names, resources=resources, instance=instance,
+                           raise_on_error=raise_on_error, partition_key=experiment if partitioned else None,
+                           tags={EXPERIMENT_TAG: experiment})
+    finally:
+        if saved is None:
+            os.environ.pop("EMBED_FT_DATA_ROOT", None)
+        else:
+            os.environ["EMBED_FT_DATA_ROOT"] = saved
 
 
 def failure_text(result) -> str:

@@ -56,34 +56,30 @@ def write_beir_set(root: Path, name: str = "tinybeir") -> Path:
 
 
 def tiny_lineage_run_config(source: str, beir_task: str, max_steps: int = 3) -> dict:
-    """Run config of the whole lineage on tiny data: few rows, ``max_steps`` training steps, fast polling.
+    """The spec changes of a whole lineage on tiny data: few rows, ``max_steps`` training steps, fast polling.
 
-    The experiment is not in the config: it is the partition key of the run (`materialize_experiment`)."""
-    fast = {"poll_interval_s": 0.5}
-    evaluation = {"tasks": [beir_task], **fast}
+    They apply to the smoke preset (`materialize_experiment`); the experiment is the run's partition key."""
     return {
-        "ops": {
-            "specter_raw": {"config": {"source": source}},
-            "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15, "seed": 7}},
-            "fine_tuned_model": {
-                "config": {"max_steps": max_steps, "batch_size": 8, "learning_rate": 5e-5, **fast}
-            },
-            "fine_tuned_nim": {"config": fast},
-            "baseline_nim": {"config": fast},
-            "baseline_evaluation": {"config": evaluation},
-            "fine_tuned_evaluation": {"config": evaluation},
-        }
+        "data.source": source,
+        "split.sample_size": 40, "split.test_size": 8, "split.validation_size": 0.15, "split.seed": 7,
+        "training.max_steps": max_steps, "training.batch_size": 8, "training.learning_rate": 5e-5,
+        "remote.poll_interval_s": 0.5,
+        "evaluation.tasks": [beir_task],
     }
 
 
-def materialize_experiment(instance, resources: dict, run_config: dict, experiment: str, selection=None, **kwargs):
-    """Register ``experiment`` and materialize the lineage (or ``selection``) for it, checks included."""
+def materialize_experiment(instance, resources: dict, changes: dict, experiment: str, selection=None,
+                           preset: str | None = "smoke", **kwargs):
+    """Register ``experiment`` and materialize the lineage (or ``selection``) for it, checks included: the run's
+    first step stores the spec (``preset`` + ``changes``; no preset: the stored spec + ``changes``)."""
     from dagster import materialize
 
     from embed_ft.definitions import defs, lineage_assets
     from embed_ft.defs.experiments import prepare_experiment_run
 
-    run_config = prepare_experiment_run(instance, experiment, run_config)
+    run_config = prepare_experiment_run(instance, experiment, preset, changes)
+    if selection is not None and "experiment_spec" not in [str(s) for s in selection]:
+        selection = ["experiment_spec", *selection]
     return materialize(
         [*lineage_assets, *(defs.asset_checks or [])],
         resources=resources,
@@ -93,3 +89,40 @@ def materialize_experiment(instance, resources: dict, run_config: dict, experime
         selection=selection,
         **kwargs,
     )
+
+
+def store_spec(instance, experiment: str, changes: dict, preset: str | None = "tutorial", raise_on_error: bool = True):
+    """Store ``experiment``'s spec (``preset`` + ``changes``, on the local profile) as a run of `experiment_spec`
+    alone, the way the Launchpad does; the result of that run."""
+    from dagster import materialize
+
+    from embed_ft.defs.experiment_spec import experiment_spec
+    from embed_ft.defs.experiments import prepare_experiment_run
+    from embed_ft.resources import CustomizerResource
+
+    run_config = prepare_experiment_run(instance, experiment, preset, changes)
+    return materialize([experiment_spec], resources={"customizer": CustomizerResource()}, run_config=run_config,
+                       instance=instance, partition_key=experiment, raise_on_error=raise_on_error)
+
+
+def materialize_with_spec(assets: list, instance, changes: dict, data_root=None, experiment: str = "data-test",
+                          preset: str | None = "tutorial", **kwargs):
+    """Store ``experiment``'s spec, then materialize ``assets`` (unpartitioned) with it (run tag
+    ``embed_ft/experiment``), with EMBED_FT_DATA_ROOT at ``data_root`` when given."""
+    import os
+
+    from dagster import materialize
+
+    from embed_ft.defs.experiment_spec import EXPERIMENT_TAG
+
+    store_spec(instance, experiment, changes, preset=preset)
+    saved = os.environ.get("EMBED_FT_DATA_ROOT")
+    if data_root is not None:
+        os.environ["EMBED_FT_DATA_ROOT"] = str(data_root)
+    try:
+        return materialize(assets, instance=instance, tags={EXPERIMENT_TAG: experiment}, **kwargs)
+    finally:
+        if saved is None:
+            os.environ.pop("EMBED_FT_DATA_ROOT", None)
+        else:
+            os.environ["EMBED_FT_DATA_ROOT"] = saved

@@ -11,14 +11,14 @@ from pydantic import ValidationError
 
 from embed_ft.data.beir import load_beir
 from embed_ft.data.specter import SourceError, build_triplet_splits, load_specter_source
-from embed_ft.defs.evaluation import EvaluationConfig
-from embed_ft.defs.serving import DeployConfig
 from embed_ft.defs.teardown import TeardownConfig
-from embed_ft.defs.training import FineTuneConfig, TrainingDatasetConfig
 from embed_ft.nemo.errors import NemoAPIError, NemoResponseError
 from embed_ft.nemo.evaluator import EvaluatorClient
 from embed_ft.nemo.http import ServiceHTTP
 from embed_ft.nemo.nim import NimClient
+from embed_ft.profiles import LOCAL
+from embed_ft.spec.changes import SpecError, apply_changes
+from embed_ft.spec.presets import preset_spec
 
 from .fault_scenarios import FaultControl, harness
 from .lineage_fixtures import write_beir_set
@@ -80,30 +80,42 @@ def test_missing_specter_source_names_it(tmp_path):
 # ---------------------------------------------------------------------------------------- Launchpad config
 
 
-CONFIG_CASES = [
-    (FineTuneConfig, {"epochs": -1}, "epochs must be >= 1"),
-    (FineTuneConfig, {"epochs": 0}, "epochs must be >= 1"),
-    (FineTuneConfig, {"batch_size": 0}, "batch_size must be >= 1"),
-    (FineTuneConfig, {"learning_rate": 5.0}, "learning_rate must be in (0, 1)"),
-    (FineTuneConfig, {"finetuning_type": "qlora"}, "finetuning_type"),
-    (FineTuneConfig, {"poll_interval_s": 0}, "poll_interval_s must be > 0"),
-    (TeardownConfig, {"experiments": [""]}, "experiments[] must be 1-63 characters"),
-    (TeardownConfig, {"experiments": ["../escape"]}, "experiments[] must be 1-63 characters"),
-    (TrainingDatasetConfig, {"dataset_name": "Has Spaces"}, "dataset_name must be"),
-    (EvaluationConfig, {"tasks": ["scidocs"]}, "unknown evaluation task 'scidocs'"),
-    (EvaluationConfig, {"tasks": []}, "tasks must name at least one BEIR task"),
-    (EvaluationConfig, {"tasks": ["file://heldout/"]}, "reserved for the held-out split"),
-    (EvaluationConfig, {"metrics": ["accuracy"]}, "unknown metric(s) ['accuracy']"),
-    (EvaluationConfig, {"top_k": 0}, "top_k must be >= 1"),
-    (DeployConfig, {"gpu": -1}, "gpu must be >= 0"),
+SPEC_CASES = [
+    ({"training.epochs": -1}, "training.epochs: Input should be greater than or equal to 1"),
+    ({"training.epochs": 0}, "training.epochs: Input should be greater than or equal to 1"),
+    ({"training.batch_size": 0}, "training.batch_size: Input should be greater than or equal to 1"),
+    ({"training.learning_rate": 5.0}, "training.learning_rate: Input should be less than 1"),
+    ({"training.finetuning_type": "qlora"}, "training.finetuning_type: Input should be 'all_weights', 'lora'"),
+    ({"remote.poll_interval_s": 0}, "remote.poll_interval_s: Input should be greater than or equal to 0.05"),
+    ({"data.dataset_name": "Has Spaces"}, "data.dataset_name: String should match pattern"),
+    ({"evaluation.tasks": ["scidocs"]}, "evaluation.tasks: unknown evaluation task 'scidocs'"),
+    ({"evaluation.tasks": []}, "evaluation.tasks: Tuple should have at least 1 item"),
+    ({"evaluation.tasks": ["file://heldout/"]}, "reserved for the held-out split"),
+    ({"evaluation.metrics": ["accuracy"]}, "unknown metric(s) ['accuracy']"),
+    ({"evaluation.top_k": 0}, "evaluation.top_k: Input should be greater than or equal to 1"),
+    ({"serving.gpu": -1}, "serving.gpu: Input should be greater than or equal to 0"),
+    ({"training.lr": 1e-3}, "training.lr: no such field"),
 ]
 
 
-@pytest.mark.parametrize("config_class, values, expected", CONFIG_CASES,
-                         ids=[f"{c.__name__}-{next(iter(v))}={next(iter(v.values()))!r}" for c, v, _ in CONFIG_CASES])
-def test_invalid_launchpad_config(config_class, values, expected):
+@pytest.mark.parametrize("changes, expected", SPEC_CASES,
+                         ids=[f"{next(iter(c))}={next(iter(c.values()))!r}" for c, _ in SPEC_CASES])
+def test_invalid_spec_change(changes, expected):
+    with pytest.raises(SpecError) as error:
+        apply_changes(preset_spec("scifact", LOCAL), changes)
+    assert expected in str(error.value)
+
+
+TEARDOWN_CASES = [
+    ({"experiments": [""]}, "experiments[] must be 1-63 characters"),
+    ({"experiments": ["../escape"]}, "experiments[] must be 1-63 characters"),
+]
+
+
+@pytest.mark.parametrize("values, expected", TEARDOWN_CASES, ids=["empty", "escape"])
+def test_invalid_launchpad_config(values, expected):
     with pytest.raises(ValidationError) as error:
-        config_class(**values)
+        TeardownConfig(**values)
     assert expected in str(error.value)
 
 

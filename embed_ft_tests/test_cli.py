@@ -25,7 +25,7 @@ from embed_ft.platform.settings import service_urls
 from embed_ft.resources import resources_for_url
 
 from .browser_helpers import write_dagster_yaml
-from .lineage_fixtures import write_specter_jsonl
+from .lineage_fixtures import materialize_with_spec, write_specter_jsonl
 from .platform_server import running_platform
 from .report_fixtures import materialize_reports
 
@@ -211,17 +211,10 @@ def test_unreachable_backend_fails_the_first_remote_asset_with_url_and_reason(tm
     monkeypatch.setenv("EMBED_FT_DATA_ROOT", str(tmp_path / "data"))
     source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
     base_url = closed_loopback_url()
-    result = materialize(
-        [specter_raw, mined_triplets, specter_triplets, training_dataset],
-        resources=resources_for_url(base_url),
-        run_config={
-            "ops": {
-                "specter_raw": {"config": {"source": str(source)}},
-                "specter_triplets": {"config": {"sample_size": 40, "test_size": 8, "validation_size": 0.15}},
-            }
-        },
-        instance=DagsterInstance.ephemeral(),
-        raise_on_error=False,
+    result = materialize_with_spec(
+        [specter_raw, mined_triplets, specter_triplets, training_dataset], DagsterInstance.ephemeral(),
+        {"data.source": str(source), "split.sample_size": 40, "split.test_size": 8, "split.validation_size": 0.15},
+        resources=resources_for_url(base_url), raise_on_error=False,
     )
     assert not result.success
     # The local stages ran; the first asset that needs the backend is the one that failed.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +28,7 @@ from dagster import (
 
 from embed_ft.data.specter import local_data_version
 from embed_ft.defs import data as data_defs
-from embed_ft.defs.data import PINNED_REVISION_TAG, SpecterSourceConfig
+from embed_ft.defs.data import PINNED_REVISION_TAG
 from embed_ft.defs.data_refresh import (
     SOURCE_ENV,
     build_specter_source_sensor,
@@ -34,7 +36,11 @@ from embed_ft.defs.data_refresh import (
     specter_source,
     specter_source_sensor,
 )
+from embed_ft.defs.experiment_spec import EXPERIMENT_TAG
 from embed_ft.defs.values import TripletSplits
+from embed_ft.spec.experiment import DataSpec
+
+from .lineage_fixtures import store_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPECTER_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "specter-sample"
@@ -68,22 +74,37 @@ def write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def run_config(source: str, root: Path, **split) -> dict:
-    return {
-        "ops": {
-            "specter_raw": {"config": {"source": source, "storage_root": str(root)}},
-            "specter_triplets": {"config": {"storage_root": str(root), **(split or SMALL_SPLIT)}},
-        }
-    }
+DATA_EXPERIMENT = "data-test"
+
+
+def spec_changes(source: str, split: dict) -> dict:
+    return {"data.source": source, **{f"split.{key}": value for key, value in split.items()}}
+
+
+@contextlib.contextmanager
+def data_root_env(root: Path):
+    saved = os.environ.get("EMBED_FT_DATA_ROOT")
+    os.environ["EMBED_FT_DATA_ROOT"] = str(root)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("EMBED_FT_DATA_ROOT", None)
+        else:
+            os.environ["EMBED_FT_DATA_ROOT"] = saved
 
 
 def materialize_data(source: str, root: Path, instance=None, raise_on_error: bool = True, **split):
-    return materialize(
-        [*data_defs.data_assets, *data_defs.data_checks],
-        run_config=run_config(source, root, **split),
-        instance=instance,
-        raise_on_error=raise_on_error,
-    )
+    """Store a spec (the tutorial preset's defaults, this source and split) and build the data assets with it."""
+    instance = instance or DagsterInstance.ephemeral()
+    store_spec(instance, DATA_EXPERIMENT, spec_changes(source, split or SMALL_SPLIT))
+    with data_root_env(root):
+        return materialize(
+            [*data_defs.data_assets, *data_defs.data_checks],
+            instance=instance,
+            tags={EXPERIMENT_TAG: DATA_EXPERIMENT},
+            raise_on_error=raise_on_error,
+        )
 
 
 def assert_materialized(result, root: Path) -> TripletSplits:
@@ -154,15 +175,11 @@ def test_materialize_local_folder_counts_drops(tmp_path):
 
 def test_materialize_real_specter_sample_with_defaults(tmp_path, shared_data):
     # Default sizes (68,400 + 1,000) are clamped to the 316 rows / 10 queries: every split still gets rows.
-    result = materialize(
-        [*data_defs.data_assets, *data_defs.data_checks],
-        run_config={
-            "ops": {
-                "specter_raw": {"config": {"source": str(shared_data / "specter-sample"), "storage_root": str(tmp_path)}},
-                "specter_triplets": {"config": {"storage_root": str(tmp_path)}},
-            }
-        },
-    )
+    instance = DagsterInstance.ephemeral()
+    store_spec(instance, DATA_EXPERIMENT, {"data.source": str(shared_data / "specter-sample")})
+    with data_root_env(tmp_path):
+        result = materialize([*data_defs.data_assets, *data_defs.data_checks], instance=instance,
+                             tags={EXPERIMENT_TAG: DATA_EXPERIMENT})
     value = assert_materialized(result, tmp_path)
     assert sum(value.rows.values()) <= 316
     notes = result.asset_materializations_for_node("specter_triplets")[0].metadata["notes"].value
@@ -271,8 +288,9 @@ def tick(sensor, instance, cursor):
 def test_sensor_requests_one_run_per_source_change(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBED_FT_DATA_ROOT", str(tmp_path / "root"))
     source = write(tmp_path / "src" / "a.jsonl", records())
-    sensor = build_specter_source_sensor(SpecterSourceConfig(source=str(source)), name="test_source_sensor")
+    sensor = build_specter_source_sensor(DataSpec(source=str(source)), name="test_source_sensor")
     with DagsterInstance.ephemeral() as instance:
+        store_spec(instance, "default", spec_changes(str(source), SMALL_SPLIT))
         requests = []
         cursor = None
         for change in [None, None, "append", None, None, "rewrite", None]:
@@ -284,23 +302,24 @@ def test_sensor_requests_one_run_per_source_change(tmp_path, monkeypatch):
             outcome, cursor = tick(sensor, instance, cursor)
             requests.append(isinstance(outcome, RunRequest))
             if isinstance(outcome, RunRequest):
-                assert outcome.run_config["ops"]["specter_raw"]["config"]["source"] == str(source)
+                assert outcome.tags[EXPERIMENT_TAG] == "default"  # the run uses that experiment's stored spec
+                assert not outcome.run_config
                 last_request = outcome
             else:
                 assert isinstance(outcome, SkipReason)
                 assert "unchanged" in outcome.skip_message
         assert requests == [True, False, True, False, False, True, False]
 
-        # The requested run config drives the refresh job: only the data assets, with the watched source.
+        # The requested run drives the refresh job: only the data assets, with the experiment's stored spec.
         defs = Definitions(assets=data_defs.data_assets, asset_checks=data_defs.data_checks, jobs=[data_refresh_job])
         run = defs.resolve_job_def("data_refresh_job").execute_in_process(
-            run_config=last_request.run_config, instance=instance
+            run_config=last_request.run_config, tags=last_request.tags, instance=instance
         )
         assert run.success
         assert run.output_for_node("specter_triplets").rows["testing"] > 0
 
         # A sensor started afresh (no cursor) takes the latest materialization as its baseline: nothing to do.
-        fresh = build_specter_source_sensor(SpecterSourceConfig(source=str(source)), name="fresh_sensor")
+        fresh = build_specter_source_sensor(DataSpec(source=str(source)), name="fresh_sensor")
         outcome, _ = tick(fresh, instance, None)
         assert isinstance(outcome, SkipReason)
 
@@ -309,7 +328,7 @@ def test_sensor_skips_when_the_hub_is_unreachable(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    sensor = build_specter_source_sensor(SpecterSourceConfig(source="embedding-data/SPECTER"), name="hub_sensor")
+    sensor = build_specter_source_sensor(DataSpec(source="embedding-data/SPECTER"), name="hub_sensor")
     with DagsterInstance.ephemeral() as instance:
         outcome, cursor = tick(sensor, instance, None)
     assert isinstance(outcome, SkipReason)
@@ -372,7 +391,7 @@ def test_unknown_hub_dataset_id_fails_clearly(tmp_path, fake_hub):
 
 
 def test_sensor_follows_hub_revisions_and_pins_them(fake_hub):
-    sensor = build_specter_source_sensor(SpecterSourceConfig(source="owner/specter"), name="hub_revision_sensor")
+    sensor = build_specter_source_sensor(DataSpec(source="owner/specter"), name="hub_revision_sensor")
     with DagsterInstance.ephemeral() as instance:
         outcomes = []
         cursor = None
@@ -384,14 +403,16 @@ def test_sensor_follows_hub_revisions_and_pins_them(fake_hub):
     # The run builds exactly the sha seen, pinned by a tag: the stored `revision` setting is left alone.
     assert outcomes[0].tags[PINNED_REVISION_TAG] == "1" * 40
     assert outcomes[2].tags[PINNED_REVISION_TAG] == "2" * 40
-    assert "revision" not in outcomes[0].run_config["ops"]["specter_raw"]["config"]
+    assert not outcomes[0].run_config  # no settings: the experiment's stored spec
     assert cursor == "2" * 40
 
 
 def test_sensor_launched_refresh_keeps_the_split_the_user_chose(tmp_path, monkeypatch):
     """Issue 14, item 9: a user materializes the data with a 5-row held-out split; the source changes; the run the
-    sensor requests carries no split settings, yet it rebuilds with the stored ones (not the 1,000-row default)."""
+    sensor requests carries no settings, yet it rebuilds with the experiment's stored spec (not the 1,000-row
+    default)."""
     monkeypatch.delenv(SOURCE_ENV, raising=False)
+    monkeypatch.setenv("EMBED_FT_DATA_ROOT", str(tmp_path / "root"))
     root = tmp_path / "root"
     source = write(tmp_path / "src" / "a.jsonl", records(n_queries=20))
     chosen = {"sample_size": 30, "validation_size": 4, "test_size": 5, "seed": 3}
@@ -403,7 +424,8 @@ def test_sensor_launched_refresh_keeps_the_split_the_user_chose(tmp_path, monkey
         first = materialize_data(str(source), root, instance=instance, **chosen)
         assert first.output_for_node("specter_triplets").rows["testing"] == 5
         stored = instance.get_latest_materialization_event(AssetKey("specter_triplets")).asset_materialization
-        assert stored.metadata["settings"].value == {**chosen, "storage_root": str(root)}
+        assert {k: stored.metadata["settings"].value[k] for k in chosen} == chosen
+        assert stored.metadata["experiment"].value == DATA_EXPERIMENT
 
         # The production sensor (no fixed source) watches what specter_raw was last built from: unchanged, no run.
         outcome, cursor = tick(defs.resolve_sensor_def("specter_source_sensor"), instance, None)
@@ -411,8 +433,8 @@ def test_sensor_launched_refresh_keeps_the_split_the_user_chose(tmp_path, monkey
         write(source, records(n_queries=24))
         request, cursor = tick(defs.resolve_sensor_def("specter_source_sensor"), instance, cursor)
         assert isinstance(request, RunRequest)
-        assert "specter_triplets" not in request.run_config["ops"]
-        assert request.run_config["ops"]["specter_raw"]["config"]["source"] == str(source)
+        assert not request.run_config
+        assert request.tags[EXPERIMENT_TAG] == DATA_EXPERIMENT
 
         refresh = defs.resolve_job_def("data_refresh_job").execute_in_process(
             run_config=request.run_config, tags=request.tags, instance=instance
@@ -422,7 +444,7 @@ def test_sensor_launched_refresh_keeps_the_split_the_user_chose(tmp_path, monkey
         assert rebuilt.rows["testing"] == 5
         assert rebuilt.rows["validation"] == 4
         assert rebuilt.data_version != first.output_for_node("specter_triplets").data_version
-        assert rebuilt.root == (root / "triplets").resolve()  # the stored storage_root too
+        assert rebuilt.root == (root / "triplets").resolve()
 
 
 def test_source_asset_observes_the_content_hash_of_a_local_source(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 
 from embed_ft.data.beir import load_beir, testing_split_to_beir
 from embed_ft.data.cleaning import clean_triplets
@@ -19,6 +19,8 @@ from embed_ft.data.specter import build_triplet_splits
 from embed_ft.data.splitting import SplitOptions
 from embed_ft.defs import data as data_defs, mining as mining_defs
 from embed_ft.formats.beir import document_text, is_beir_folder
+
+from .lineage_fixtures import materialize_with_spec
 
 TOPICS = {
     "protein folding": ["amino acid chains fold", "tertiary structure prediction", "chaperone proteins assist folding"],
@@ -228,19 +230,9 @@ def test_scifact_mining_with_default_settings(tmp_path, shared_data, minilm):
 
 def materialize_data(instance, root: Path, source: Path, mining: dict) -> dict:
     """specter_raw -> mined_triplets -> specter_triplets; the metadata of each asset by name."""
-    result = materialize(
-        [*data_defs.data_assets, *data_defs.data_checks],
-        instance=instance,
-        run_config={
-            "ops": {
-                "specter_raw": {"config": {"source": str(source), "storage_root": str(root)}},
-                "mined_triplets": {"config": mining},
-                "specter_triplets": {
-                    "config": {"storage_root": str(root), "sample_size": 6, "validation_size": 2, "test_size": 2}
-                },
-            }
-        },
-    )
+    changes = {"data.source": str(source), "split.sample_size": 6, "split.validation_size": 2, "split.test_size": 2,
+               **{f"mining.{key}": value for key, value in mining.items()}}
+    result = materialize_with_spec([*data_defs.data_assets, *data_defs.data_checks], instance, changes, root)
     assert result.success
     return {
         name: {k: v.value for k, v in result.asset_materializations_for_node(name)[0].metadata.items()}

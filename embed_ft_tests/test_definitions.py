@@ -21,13 +21,14 @@ from embed_ft.definitions import defs
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_DEPS = {
-    "preflight": set(),
+    "experiment_spec": set(),
+    "preflight": {"experiment_spec"},
     "specter_source": set(),
     "specter_raw": {"specter_source", "preflight"},
     "mined_triplets": {"specter_raw"},
     "specter_triplets": {"mined_triplets"},
     "training_dataset": {"specter_triplets"},
-    "fine_tuned_model": {"training_dataset"},
+    "fine_tuned_model": {"training_dataset", "experiment_spec"},
     "fine_tuned_nim": {"fine_tuned_model"},
     "baseline_nim": {"preflight"},
     "heldout_eval_dataset": {"specter_triplets"},
@@ -37,6 +38,7 @@ EXPECTED_DEPS = {
     "experiment_leaderboard": {"evaluation_report"},
 }
 EXPECTED_GROUPS = {
+    "experiment_spec": "experiment",
     "preflight": "preflight",
     "specter_source": "data",
     "specter_raw": "data",
@@ -52,7 +54,9 @@ EXPECTED_GROUPS = {
     "evaluation_report": "evaluation",
     "experiment_leaderboard": "evaluation",
 }
-EXPERIMENT_PARTITIONED = {"fine_tuned_model", "fine_tuned_nim", "fine_tuned_evaluation", "evaluation_report"}
+EXPERIMENT_PARTITIONED = {
+    "experiment_spec", "fine_tuned_model", "fine_tuned_nim", "fine_tuned_evaluation", "evaluation_report"
+}
 GPU_STAGES = {"fine_tuned_model", "fine_tuned_nim", "baseline_nim", "baseline_evaluation", "fine_tuned_evaluation"}
 
 

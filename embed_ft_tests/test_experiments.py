@@ -113,12 +113,14 @@ def test_experiment_names_are_validated_and_registered_once():
         assert add_experiment(instance, "lr-2e-5") is False
         with pytest.raises(ValueError, match="experiment must be 1-63 characters"):
             add_experiment(instance, "Not A Name")
-        config = prepare_experiment_run(
-            instance, "epochs-3", {"ops": {"fine_tuned_model": {"config": {"experiment": "epochs-3", "epochs": 3}}}}
-        )
-        assert config == {"ops": {"fine_tuned_model": {"config": {"epochs": 3}}}}
-        with pytest.raises(ValueError, match="experiment 'other'"):
-            prepare_experiment_run(instance, "other", {"ops": {"baseline_nim": {"config": {"experiment": "x"}}}})
+        config = prepare_experiment_run(instance, "epochs-3", "smoke", {"training.epochs": 3})
+        # The run config names the preset and the changed fields; the run's first step stores the spec.
+        assert config == {"ops": {"experiment_spec": {"config": {"preset": "smoke", "changes": {"training.epochs": 3}}}}}
+        assert prepare_experiment_run(instance, "epochs-3", None, {}) == {
+            "ops": {"experiment_spec": {"config": {"changes": {}}}}
+        }
+        with pytest.raises(ValueError, match="experiment must be 1-63 characters"):
+            prepare_experiment_run(instance, "Not A Name", "smoke", {})
         assert experiment_names(instance) == ["lr-2e-5", "epochs-3"]
 
 

@@ -357,7 +357,7 @@ def test_no_secret_is_written_anywhere(tmp_path, hub_online, monkeypatch, capfd,
         texts = []
         # Training with a W&B integration; its job fails mid-run (failure paths are where secrets leak).
         config = run_config(source, data_root, experiment="secrets", select=TRAINING_ASSETS)
-        config["ops"]["fine_tuned_model"]["config"]["wandb_project"] = "embed-ft-secrets"
+        config["changes"]["training.wandb_project"] = "embed-ft-secrets"
         faults.fail_job("customization", "worker died (injected)")
         training = materialize_assets(TRAINING_ASSETS, resources, config, instance)
         assert not training.success

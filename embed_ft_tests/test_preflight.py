@@ -1,4 +1,5 @@
-"""Preflight: config, source and tasks are checked before anything is created, from the CLI and inside Dagster runs.
+"""Preflight: the spec's profile, source and tasks are checked before anything is created, from the CLI and inside
+Dagster runs (the spec's own fields were validated when it was built: `test_spec.py`, and here through the CLI).
 
 The platform is real (127.0.0.1); after a failed preflight its lists of namespaces, repos, datasets, deployments,
 customization and evaluation jobs are asked, and must be empty.
@@ -16,8 +17,12 @@ import requests
 from dagster import AssetKey, DagsterInstance, materialize
 
 from embed_ft.definitions import defs, lineage_assets
+from embed_ft.defs.experiments import prepare_experiment_run
 from embed_ft.defs.preflight import PREFLIGHT_CHECK, preflight_problems
+from embed_ft.profiles import LOCAL, NEMO_V1
 from embed_ft.resources import resources_for_url, resources_from_env
+from embed_ft.spec.changes import SpecError, apply_changes
+from embed_ft.spec.presets import preset_spec
 
 from .lineage_fixtures import tiny_lineage_run_config, write_beir_set, write_specter_jsonl
 from .platform_server import running_platform
@@ -36,12 +41,13 @@ def job():
     return defs.resolve_job_def("full_lineage_job")
 
 
-def config(source: str, task: str = "file://tinybeir/", **fine_tune) -> dict:
-    run_config = tiny_lineage_run_config(source, task)
-    for op in ("fine_tuned_model", "fine_tuned_nim", "baseline_nim"):
-        run_config["ops"][op]["config"].pop("experiment", None)  # experiments are partitions now
-    run_config["ops"]["fine_tuned_model"]["config"].update(fine_tune)
-    return run_config
+def changes(source: str, task: str = "file://tinybeir/", **training) -> dict:
+    return {**tiny_lineage_run_config(source, task), **{f"training.{k}": v for k, v in training.items()}}
+
+
+def config(source: str, task: str = "file://tinybeir/", profile=LOCAL, **training):
+    """The spec a run of the tiny lineage would use (the smoke preset with the tiny changes)."""
+    return apply_changes(preset_spec("smoke", profile), changes(source, task, **training))
 
 
 def embedded(monkeypatch, tmp_path, beir_root):
@@ -76,19 +82,26 @@ def test_a_good_run_passes(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "fine_tune, task, expected",
     [
-        ({"epochs": -1}, "file://tinybeir/", "fine_tuned_model.epochs: Value error, epochs must be >= 1, got -1"),
-        ({"warmup_steps": -2}, "file://tinybeir/", "fine_tuned_model.warmup_steps: Value error, warmup_steps must be >= 0, got -2"),
-        ({}, "scidocs", "unknown evaluation task 'scidocs'"),
-        ({"epochs": "three"}, "file://tinybeir/", 'Invalid scalar at path root:ops:fine_tuned_model:config:epochs'),
+        ({"epochs": -1}, "file://tinybeir/", "training.epochs: Input should be greater than or equal to 1"),
+        ({"warmup_steps": -2}, "file://tinybeir/", "training.warmup_steps: Input should be greater than or equal to 0"),
+        ({}, "scidocs", "evaluation.tasks: unknown evaluation task 'scidocs'"),
+        ({"epochs": "three"}, "file://tinybeir/", "training.epochs: Input should be a valid integer"),
     ],
 )
-def test_bad_config_is_one_problem_per_field(tmp_path, monkeypatch, fine_tune, task, expected):
+def test_a_bad_field_is_refused_once_with_its_name(tmp_path, fine_tune, task, expected):
+    """Validated once, when the spec is built (the CLI turns it into one `config` problem: test_cli.py)."""
+    with pytest.raises(SpecError) as refused:
+        config(str(tmp_path / "triplets.jsonl"), task, **fine_tune)
+    assert expected in str(refused.value)
+
+
+def test_a_spec_made_for_another_backend_is_one_problem(tmp_path, monkeypatch):
     source = write_specter_jsonl(tmp_path / "src" / "triplets.jsonl")
-    resources = embedded(monkeypatch, tmp_path, tmp_path)
-    problems = preflight_problems(job(), config(str(source), task, **fine_tune), resources)
-    assert [p.what for p in problems] in (["config"], ["config", "config"])  # baseline and fine-tuned evaluation
-    assert expected in problems[0].why
-    assert problems[0].fix
+    resources = embedded(monkeypatch, tmp_path, write_beir_set(tmp_path / "beir").parent)
+    problems = preflight_problems(job(), config(str(source), profile=NEMO_V1), resources)
+    assert [p.what for p in problems] == ["profile"]
+    assert "'nemo' backend profile" in problems[0].why
+    assert "'local' backend" in problems[0].why
 
 
 def test_missing_source_and_unreachable_hub(tmp_path, monkeypatch):
@@ -132,15 +145,14 @@ def test_a_dagster_run_with_a_missing_source_stops_at_preflight_and_creates_noth
     """As launched from the UI: one failed check at the start, every other step skipped, no asset marked failed."""
     partitions = job().partitions_def
     with running_platform(tmp_path) as (base_url, _settings), DagsterInstance.ephemeral() as instance:
-        if partitions is not None:
-            instance.add_dynamic_partitions(partitions.name, ["default"])
+        assert partitions is not None
+        run_config = prepare_experiment_run(instance, "default", "smoke", changes(str(tmp_path / "nowhere.jsonl")))
         result = materialize(
             [*lineage_assets, *(defs.asset_checks or [])], resources=resources_for_url(base_url),
-            run_config=config(str(tmp_path / "nowhere.jsonl")), instance=instance, raise_on_error=False,
-            partition_key="default" if partitions is not None else None,
+            run_config=run_config, instance=instance, raise_on_error=False, partition_key="default",
         )
         started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
-        assert started == ["preflight"]
+        assert started == ["experiment_spec", "preflight"]  # the spec is stored, then checked
         failures = [e for e in result.all_events if e.is_step_failure]
         assert failures == []  # Dagster marks assets planned in a failed run "Failed"; this run did not fail
         checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]

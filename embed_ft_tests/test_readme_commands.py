@@ -1,8 +1,9 @@
 """The README's commands and every `embed-ft run` option, through the real entry point.
 
 - every command in the README's bash blocks parses with the real click app; `run` commands pass preflight with
-  `--dry-run` (their run config validated against the job's config schema); the cheap ones run for real;
-- every `run` option lands in the run config where the job expects it (`--task` repeatable: a list);
+  `--dry-run` (their spec validated); the cheap ones run for real;
+- `run`'s options are the spec's fields, each lands in its field (`--task` repeatable: a list), and the README's
+  option table is the one generated from the spec;
 - the README's first command, scaled down (a tiny SciFact-shaped BEIR set, 2 training steps), runs the whole lineage
   on the embedded platform and prints step lines, the results table and what is still running.
 """
@@ -24,6 +25,8 @@ from click.testing import CliRunner
 from embed_ft.cli import main, run
 from embed_ft.platform.launcher import stop as stop_platform
 from embed_ft.platform.settings import PlatformSettings
+from embed_ft.run_options import markdown_table, spec_options
+from embed_ft.spec.changes import leaf_fields
 
 from .lineage_fixtures import TOPICS, write_beir_set, write_specter_jsonl
 
@@ -99,42 +102,64 @@ def test_every_readme_command_parses_and_the_cheap_ones_run(cli_env, shared_data
                 continue
             result = invoke(*args, "--dry-run")
             assert result.exit_code == 0, result.output
-            run_config = json.loads(result.output.splitlines()[-1])
-            assert run_config["ops"]["baseline_evaluation"]["config"]["tasks"] == ["file://scifact/"]
+            spec = json.loads(result.output.splitlines()[-1])
+            assert spec["evaluation"]["tasks"] == ["file://scifact/"]
         elif tuple(args) in CHEAP:
             result = CliRunner().invoke(main, args)
             assert result.exit_code in (0, 1), (args, result.output)  # report with no history, platform down: 1
             assert "Traceback" not in result.output
 
 
-def test_every_run_option_reaches_the_run_config(cli_env, tmp_path):
+def test_run_options_are_the_spec_fields_and_each_reaches_its_field(cli_env, tmp_path):
+    options = {f"--{option.name}": option for option in spec_options()}
+    own = {"--preset", "--experiment", "--dry-run", "--verbose"}
+    assert {p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in run.params} == own | set(options)
+    assert len(options) == len([f for f in leaf_fields() if f not in ("profile", "preset")])
     source = write_specter_jsonl(tmp_path / "src" / "triplets.jsonl")
     beir_root = write_beir_set(tmp_path / "beir").parent
     write_beir_set(beir_root, "second")
     os.environ["EMBED_FT_BEIR_ROOT"] = str(beir_root)  # restored by cli_env's monkeypatch.delenv
-    given = {
-        "--preset": "smoke", "--source": str(source), "--revision": "main", "--sample-size": "40",
-        "--validation-size": "0.15", "--test-size": "8", "--seed": "7", "--experiment": "opts",
-        "--task": "file://tinybeir/", "--epochs": "2", "--batch-size": "8", "--learning-rate": "5e-05",
+    given = {  # one option of each kind: value, optional set to none, choice, nested, seconds, repeatable, flag
+        "--source": str(source), "--revision": "main", "--sample-size": "none", "--validation-size": "0.15",
+        "--test-size": "8", "--seed": "7", "--epochs": "2", "--batch-size": "8", "--learning-rate": "5e-05",
         "--max-steps": "3", "--warmup-steps": "1", "--max-seq-length": "64", "--poll-interval": "0.5",
+        "--finetuning-type": "lora", "--lora-alpha": "32", "--mining-range-max": "40", "--training-seed": "3",
     }
-    flags = ["--no-heldout", "--dry-run"]
-    tested = {p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in run.params} - {"--verbose"}
-    assert tested == set(given) | set(flags)  # a new option needs a line here
-    args = [x for pair in given.items() for x in pair] + ["--task", "file://second/"] + flags
-    result = invoke("run", *args)
+    args = [x for pair in given.items() for x in pair]
+    args += ["--task", "file://tinybeir/", "--task", "file://second/", "--no-heldout", "--experiment", "opts"]
+    result = invoke("run", "--preset", "smoke", *args, "--dry-run")
     assert result.exit_code == 0, result.output
-    ops = json.loads(result.output.splitlines()[-1])["ops"]
-    assert ops["specter_raw"]["config"] == {"source": str(source), "revision": "main"}
-    assert ops["specter_triplets"]["config"] == {"sample_size": 40, "validation_size": 0.15, "test_size": 8, "seed": 7}
-    assert ops["fine_tuned_model"]["config"] == {
-        "epochs": 2, "batch_size": 8, "learning_rate": 5e-05, "max_steps": 3, "warmup_steps": 1, "max_seq_length": 64,
-        "poll_interval_s": 0.5,
+    spec = json.loads(result.output.splitlines()[-1])
+    assert spec["data"]["source"] == str(source)
+    assert spec["data"]["revision"] == "main"
+    assert spec["split"] == {**spec["split"], "sample_size": None, "validation_size": 0.15, "test_size": 8, "seed": 7}
+    assert spec["training"] == {
+        **spec["training"], "epochs": 2, "batch_size": 8, "learning_rate": 5e-05, "max_steps": 3, "warmup_steps": 1,
+        "max_seq_length": 64, "finetuning_type": "lora", "seed": 3,
     }
-    for op in ("baseline_evaluation", "fine_tuned_evaluation"):
-        assert ops[op]["config"] == {
-            "tasks": ["file://tinybeir/", "file://second/"], "include_heldout": False, "poll_interval_s": 0.5,
-        }
+    assert spec["training"]["lora"]["alpha"] == 32
+    assert spec["mining"]["range_max"] == 40
+    assert spec["remote"]["poll_interval_s"] == 0.5
+    assert spec["evaluation"]["tasks"] == ["file://tinybeir/", "file://second/"]
+    assert spec["evaluation"]["include_heldout"] is False
+    assert options["--learning-rate"].field == "training.learning_rate"
+
+
+def test_help_shows_each_option_with_its_defaults_and_unit():
+    text = " ".join(invoke("run", "--help").output.split())
+    assert "[training.learning_rate; default: 2e-05 (local), 5e-06 (nemo); scifact: 8e-05]" in text
+    assert "[remote.training_timeout_s; default: 7200.0 (local), 14400.0 (nemo)] [unit: s]" in text
+    assert "--max-steps INTEGER|NONE" in text
+    assert "smoke: 3] [unit: steps]" in text
+
+
+def test_the_readme_option_table_is_the_generated_one():
+    text = README.read_text("utf-8")
+    start, end = text.index("<!-- run-options:start -->"), text.index("<!-- run-options:end -->")
+    assert text[start:end].split("-->", 1)[1].strip() == markdown_table(), (
+        "README's option table differs from the spec's; paste the output of "
+        "`python -c 'from embed_ft.run_options import markdown_table; print(markdown_table())'`"
+    )
 
 
 def test_version():

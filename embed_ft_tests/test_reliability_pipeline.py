@@ -269,7 +269,7 @@ def test_evaluation_and_deployment_faults(tmp_path, hub_online, capsys):
         # Terminating the run while the evaluation runs cancels it (a new key: another top_k).
         faults.stall_evaluations(True)
         term_config = run_config(source, data_root, experiment="evalfaults", select=BASELINE_ASSETS)
-        term_config["ops"]["baseline_evaluation"]["config"]["top_k"] = 5
+        term_config["changes"]["evaluation.top_k"] = 5
         args = {"base_url": url, "assets": BASELINE_ASSETS, "run_config": term_config,
                 "dagster_home": str(tmp_path / "dagster_home_term")}
         Path(args["dagster_home"]).mkdir()

@@ -810,19 +810,21 @@ def _wait_eval_http(base_url: str, job_id: str) -> dict:
 def test_launchpad_finetuning_types_are_the_sdk_s():
     """Issue 12, mismatch 4 in our Launchpad config: ``p_tuning`` is refused; the SDK's three types are accepted and
     the asset's request bodies type-check against the SDK."""
-    from embed_ft.defs.training import FineTuneConfig, LoraConfig, customization_bodies
+    from embed_ft.defs.training import customization_bodies
     from embed_ft.defs.values import UploadedDataset
+    from embed_ft.profiles import LOCAL
+    from embed_ft.spec.changes import SpecError, apply_changes
+    from embed_ft.spec.presets import preset_spec
 
-    with pytest.raises(Exception, match="finetuning_type"):
-        FineTuneConfig(finetuning_type="p_tuning")
+    spec = preset_spec("scifact", LOCAL)
+    with pytest.raises(SpecError, match="finetuning_type"):
+        apply_changes(spec, {"training.finetuning_type": "p_tuning"})
     dataset = UploadedDataset(namespace="embed-sft-ns", name="embed-sft-data", repo_id="embed-sft-ns/embed-sft-data",
                               files_url="hf://datasets/embed-sft-ns/embed-sft-data", commit=None, data_version="v")
-    lora = LoraConfig(adapter_dim=LORA["adapter_dim"], alpha=LORA["alpha"], adapter_dropout=LORA["adapter_dropout"],
-                      target_modules=LORA["target_modules"])
+    lora = {f"training.lora.{key}": LORA[key] for key in ("adapter_dim", "alpha", "adapter_dropout", "target_modules")}
     for finetuning_type in ("all_weights", "lora", "lora_merged"):
-        config = FineTuneConfig(finetuning_type=finetuning_type, lora=lora)
-        bodies = customization_bodies(config, experiment="default", namespace="embed-sft-ns", dataset=dataset,
-                                      uses_local=True)
+        config = apply_changes(spec, {"training.finetuning_type": finetuning_type, **lora}).training
+        bodies = customization_bodies(config, experiment="default", namespace="embed-sft-ns", dataset=dataset)
         assert check_body(cust_config_params.ConfigCreateParams, bodies["config"]) == []
         assert check_body(cust_job_params.JobCreateParams, {**bodies["job"], "name": "x"}) == []
         assert bodies["job"]["hyperparameters"]["finetuning_type"] == finetuning_type

@@ -3,6 +3,9 @@ named specs, changes validated once with the field named, versions that follow t
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from embed_ft.profiles import LOCAL, NEMO_V1, PROFILES, get_profile
@@ -92,3 +95,20 @@ def test_profiles_are_found_by_name():
     assert get_profile("local") is LOCAL
     with pytest.raises(ValueError, match="unknown backend profile 'v9'"):
         get_profile("v9")
+
+
+def test_each_backend_default_is_written_once():
+    """The profile table is the one place a backend default is written (issue 21: the learning rate was in six)."""
+    package = Path(__file__).resolve().parents[1] / "embed_ft"
+    sources = {path: path.read_text("utf-8") for path in package.rglob("*.py")}
+    for profile in PROFILES.values():
+        spellings = [profile.target, profile.base_model, profile.nim_image, f'"{profile.nim_tag}"']
+        spellings += [f"{profile.learning_rate:.0e}".replace("e-0", "e-"), f"{profile.learning_rate:.0e}"]
+        assert any(spelling in sources[package / "profiles.py"] for spelling in spellings[-2:])
+        for spelling in spellings:
+            found = sorted(str(path.relative_to(package)) for path, text in sources.items() if spelling in text)
+            assert found in ([], ["profiles.py"]), (spelling, found)
+    for pattern in (r"batch_size\W+256\b", r"batch_size\W+32\b", r"max_seq_length\W+2048\b", r"\b4 \* 3600\b"):
+        found = sorted(str(p.relative_to(package)) for p, text in sources.items() if re.search(pattern, text))
+        # The scifact preset chooses batch 32 on every backend (a preset's change, not a default restated).
+        assert [f for f in found if f != "spec/presets.py"] in ([], ["profiles.py"]), (pattern, found)

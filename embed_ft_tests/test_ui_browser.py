@@ -47,7 +47,7 @@ def readme_mode() -> bool:
 
 
 def lineage_runs(tmp_path: Path) -> tuple[str, dict[str, dict]]:
-    """(BEIR task name, run config per experiment) and the data they read, written under tmp_path."""
+    """(BEIR task name, spec changes per experiment) and the data they read, written under tmp_path."""
     beir_root = tmp_path / "beir"
     if readme_mode():
         write_beir_subset(SHARED_DATA / "beir" / "scifact", beir_root, "scifact-mini")
@@ -55,7 +55,7 @@ def lineage_runs(tmp_path: Path) -> tuple[str, dict[str, dict]]:
         configs = {}
         for experiment, steps in zip(EXPERIMENTS, (3, 20), strict=True):
             config = tiny_lineage_run_config(str(source), "file://scifact-mini/", max_steps=steps)
-            config["ops"]["specter_triplets"]["config"].update(sample_size=200, test_size=30)
+            config.update({"split.sample_size": 200, "split.test_size": 30})
             configs[experiment] = config
         return "scifact-mini", configs
     write_beir_set(beir_root)

@@ -1,4 +1,4 @@
-"""Helpers shared by the asset modules: backend errors as failures, idempotency keys, run-config checks, tables."""
+"""Helpers shared by the asset modules: backend errors as failures, idempotency keys, names, tables."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import hashlib
 import json
 import math
 import re
-import typing
 from typing import Any, Callable
 
-from dagster import Config, Failure, MetadataValue
-from pydantic import ValidationError
+from dagster import Failure, MetadataValue
 
 from ..nemo.errors import NemoConnectionError, NemoError, ServerError
 
@@ -55,37 +53,6 @@ def stable_hash(*parts: Any) -> str:
     """sha256 of a canonical JSON rendering: the same inputs give the same key on every machine."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def invalid_run_config(job_def, run_config: dict) -> list[str]:
-    """Every problem the pydantic validators of this run's op configs find, as `op.field: message`.
-
-    Dagster checks the config schema at launch but runs a Config class's validators only when its step starts,
-    i.e. after earlier assets have already called the backend; this runs them all up front.
-    """
-    problems = []
-    for op_name, entry in (run_config.get("ops") or {}).items():
-        if not job_def.graph.has_node_named(op_name):
-            continue
-        compute_fn = getattr(job_def.graph.node_named(op_name).definition, "compute_fn", None)
-        config_type = typing.get_type_hints(getattr(compute_fn, "decorated_fn", None) or (lambda: None)).get("config")
-        if not (isinstance(config_type, type) and issubclass(config_type, Config)):
-            continue
-        try:
-            config_type(**((entry or {}).get("config") or {}))
-        except ValidationError as exc:
-            for err in exc.errors():
-                problems.append(f"{op_name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
-    return problems
-
-
-def fail_on_invalid_run_config(context) -> None:
-    """Called first by each asset that talks to the backend: a bad Launchpad config stops the run before any call."""
-    problems = invalid_run_config(context.job_def, context.run.run_config)
-    if problems:
-        raise Failure(
-            "Invalid run config, nothing was sent to the backend: " + "; ".join(problems), allow_retries=False
-        )
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

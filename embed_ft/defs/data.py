@@ -9,7 +9,8 @@
 - `data_refresh.py` holds the job that rebuilds these two assets and the sensor that launches it when the source
   changes.
 
-Storage root: `storage_root` in either config, else env `EMBED_FT_DATA_ROOT`, else `./.embed_ft/data`.
+Settings: the `data` and `split` sections of the run's experiment spec (`experiment_spec.py`). Storage root: env
+`EMBED_FT_DATA_ROOT`, else `./.embed_ft/data`.
 """
 
 import os
@@ -21,7 +22,6 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetExecutionContext,
-    Config,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -31,14 +31,11 @@ from dagster import (
     asset,
     asset_check,
 )
-from pydantic import Field, field_validator
 
 from ..data.beir import beir_files_of, snapshot_beir_split
-from ..data.cleaning import DEFAULT_MAX_TEXT_CHARS
 from ..data.errors import SourceError
 from ..data.public_beir import FILLABLE, download_line, fill_beir_folder, fill_state
 from ..data.specter import (
-    DEFAULT_HUB_DATASET,
     build_triplet_splits,
     content_hash,
     is_local_source,
@@ -49,18 +46,16 @@ from ..data.specter import (
     write_parquet,
 )
 from ..data.split_checks import crossing_queries, schema_problems
-from ..data.splitting import SplitOptions
 from ..formats.beir import document_text, is_beir_folder
+from ..spec.experiment import DataSpec
+from ..state_layout import DATA_ROOT_ENV, fallback
 from .common import CPU_TAGS, OWNERS, markdown_table, stable_hash
+from .experiment_spec import run_spec, used_spec_metadata
 from .mining import mined_triplets
-from .settings import resolve_settings, settings_metadata
 from .values import MinedTriplets, RawSnapshot, TripletSplits
 
-DATA_ROOT_ENV = "EMBED_FT_DATA_ROOT"
-DEFAULT_DATA_ROOT = "./.embed_ft/data"
 SPECTER_RAW_CODE_VERSION = "1"
 SPECTER_TRIPLETS_CODE_VERSION = "1"
-SOURCE_KINDS = ("auto", "hub", "local", "beir")
 SOURCE_ASSET = "specter_source"
 # Set by specter_source_sensor: the Hub sha it saw, so the run builds exactly that revision without the pin
 # becoming the stored `revision` setting (which would freeze every later check of the source).
@@ -74,62 +69,15 @@ TRIPLETS_SCHEMA = TableSchema(
 )
 
 
-def data_root(override: Optional[str] = None) -> Path:
+def data_root() -> Path:
     # Absolute, so the paths handed downstream stay valid whatever the consumer's working directory.
-    return Path(override or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser().resolve()
-
-
-class SpecterSourceConfig(Config):
-    source: str = Field(
-        default=DEFAULT_HUB_DATASET,
-        description="Hugging Face dataset id, or a local file/folder (JSONL, JSON, Parquet, CSV) in the `set` or "
-        "anchor/positive/negative layout, or a local BEIR folder (corpus.jsonl, queries.jsonl, qrels/).",
-    )
-    revision: Optional[str] = Field(default=None, description="Hub revision (branch, tag or sha); None = default branch.")
-    split: str = Field(default="train", description="Dataset split; for a BEIR folder the qrels split to snapshot.")
-    subset: Optional[str] = Field(
-        default=None, description="Hub dataset configuration, e.g. 'triplet' for sentence-transformers/specter."
-    )
-    source_kind: str = Field(
-        default="auto",
-        description="auto (an existing path is local, a BEIR-layout folder is beir, anything else a Hub id), "
-        "hub, local or beir.",
-    )
-    storage_root: Optional[str] = Field(default=None, description=f"Overrides ${DATA_ROOT_ENV} (default {DEFAULT_DATA_ROOT}).")
-
-    @field_validator("source_kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        if value not in SOURCE_KINDS:
-            raise ValueError(f"source_kind must be one of {', '.join(SOURCE_KINDS)}; got {value!r}")
-        return value
-
-
-class TripletSplitConfig(Config):
-    sample_size: Optional[int] = Field(
-        default=68_400, description="Training + validation rows (test rows come on top); None = all rows."
-    )
-    sample_fraction: Optional[float] = Field(default=None, description="Instead of sample_size: fraction of clean rows.")
-    validation_size: float = Field(default=0.05, description="< 1: fraction of the sample; >= 1: number of rows.")
-    test_size: int = Field(default=1_000, description="Held-out test rows, taken before the train/validation split.")
-    seed: int = 42
-    max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, description="Longer texts drop the row (too_long).")
-    storage_root: Optional[str] = Field(default=None, description=f"Overrides ${DATA_ROOT_ENV} (default {DEFAULT_DATA_ROOT}).")
-
-    def split_options(self) -> SplitOptions:
-        return SplitOptions(
-            sample_size=self.sample_size,
-            sample_fraction=self.sample_fraction,
-            validation_size=self.validation_size,
-            test_size=self.test_size,
-            seed=self.seed,
-        )
+    return fallback(DATA_ROOT_ENV)
 
 
 # ------------------------------------------------------------------------------------------------ source identity
 
 
-def resolve_source_kind(config: SpecterSourceConfig) -> str:
+def resolve_source_kind(config: DataSpec) -> str:
     """hub, local or beir; an explicit kind must fit the source."""
     path = Path(config.source).expanduser()
     kind = config.source_kind
@@ -144,13 +92,13 @@ def resolve_source_kind(config: SpecterSourceConfig) -> str:
     return kind
 
 
-def _beir_version(config: SpecterSourceConfig) -> str:
+def _beir_version(config: DataSpec) -> str:
     # The split's files only: how negatives are mined is `mined_triplets`' business (its own data version).
     folder = Path(config.source).expanduser()
     return "beir:" + stable_hash(content_hash(beir_files_of(folder, config.split), root=folder), config.split)[:32]
 
 
-def source_version(config: SpecterSourceConfig) -> tuple[str, str, Optional[str]]:
+def source_version(config: DataSpec) -> tuple[str, str, Optional[str]]:
     """(kind, data version, Hub revision sha) of the configured source without loading it; `SourceError` if unknown."""
     kind = resolve_source_kind(config)
     if kind == "hub":
@@ -186,7 +134,7 @@ def arrow_column_schema(table: pa.Table) -> TableSchema:
 
 
 @asset(
-    deps=[SOURCE_ASSET, "preflight"],  # defs/preflight.py: checked before anything starts
+    deps=[SOURCE_ASSET, "preflight"],  # defs/preflight.py: checked before anything starts (after the spec)
     group_name="data",
     code_version=SPECTER_RAW_CODE_VERSION,
     kinds={"huggingface", "parquet"},
@@ -195,12 +143,13 @@ def arrow_column_schema(table: pa.Table) -> TableSchema:
     description="The SPECTER-like source as a local Parquet snapshot (Hub dataset pinned to a commit, a local "
     "file/folder), or a copy of a BEIR split's files (mined_triplets mines its negatives).",
 )
-def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> MaterializeResult:
-    config, chosen = resolve_settings(context, config)
+def specter_raw(context: AssetExecutionContext) -> MaterializeResult:
+    used = run_spec(context)
     pinned = context.run.tags.get(PINNED_REVISION_TAG)
-    load_revision = pinned or config.revision
-    root = data_root(config.storage_root)
+    load_revision = pinned or used.spec.data.revision
+    root = data_root()
     try:
+        config = used.spec.data.resolved()
         if config.source_kind in ("auto", "beir") and fill_state(config.source) in FILLABLE:
             context.log.info(f"{config.source} is not here: {download_line(config.source)}")
             fill_beir_folder(config.source)  # from the Hub cache, or downloaded once into it
@@ -219,7 +168,7 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
             table, version, revision, layout, files = (
                 loaded.table, loaded.data_version, loaded.revision, loaded.layout, len(loaded.files)
             )
-    except SourceError as exc:
+    except (SourceError, ValueError) as exc:
         raise Failure(description=f"specter_raw: {exc}", allow_retries=False) from exc
     # A BEIR snapshot is the copied folder (`table` only previews its judged pairs); other sources one Parquet file.
     path = root / "raw" / "specter_raw_beir" if kind == "beir" else write_parquet(table, root / "raw" / "specter_raw.parquet")
@@ -235,7 +184,7 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
         "layout": layout,
         "dagster/row_count": table.num_rows,
         "dagster/column_schema": arrow_column_schema(table),
-        **settings_metadata(chosen),
+        **used_spec_metadata(used, "data"),
         "snapshot_path": MetadataValue.path(str(path)),
         "preview": MetadataValue.md(_preview(table)),
     }
@@ -252,13 +201,12 @@ def specter_raw(context: AssetExecutionContext, config: SpecterSourceConfig) -> 
     tags=CPU_TAGS,
     description="Cleaned, leak-free training/validation/testing splits in the NeMo embedding JSONL format.",
 )
-def specter_triplets(
-    context: AssetExecutionContext, config: TripletSplitConfig, mined_triplets: MinedTriplets
-) -> MaterializeResult:
-    config, chosen = resolve_settings(context, config)
-    root = data_root(config.storage_root) / "triplets"
+def specter_triplets(context: AssetExecutionContext, mined_triplets: MinedTriplets) -> MaterializeResult:
+    used = run_spec(context)
+    config = used.spec.split
+    root = data_root() / "triplets"
     try:
-        options = config.split_options()
+        options = config.options()
         options.validate()
         table = read_parquet(mined_triplets.path)
         summary = build_triplet_splits(
@@ -288,7 +236,7 @@ def specter_triplets(
     metadata = {
         "dagster/row_count": sum(summary.rows.values()),
         "dagster/column_schema": TRIPLETS_SCHEMA,
-        **settings_metadata(chosen),
+        **used_spec_metadata(used, "split"),
         **{f"rows/{name}": n for name, n in summary.rows.items()},
         **{f"requested/{name}": n for name, n in summary.requested.items()},
         **{f"dropped/{reason}": n for reason, n in summary.dropped.items()},
@@ -359,8 +307,6 @@ data_checks = [specter_triplets_schema, specter_triplets_non_empty, specter_trip
 __all__ = [
     "PINNED_REVISION_TAG",
     "SOURCE_ASSET",
-    "SpecterSourceConfig",
-    "TripletSplitConfig",
     "data_assets",
     "data_checks",
     "source_version",

@@ -5,12 +5,12 @@
   as a new observation and `specter_raw` turns stale. Observe it from its asset page ("Observe sources").
 - `specter_source_sensor` checks the same version every 5 minutes (when started: it is **stopped by default**);
   on a change it records the observation and requests `data_refresh_job` (only the data assets, never a GPU stage)
-  once. The run gets no split settings of its own: the data assets reuse the settings stored with their latest
-  materialization (`settings.py`), so a refresh keeps the user's split.
+  once. The run carries no settings: it names (run tag `embed_ft/experiment`) the experiment whose spec built the
+  data last, and the data assets run with that experiment's stored spec, so a refresh keeps the user's split.
 
-The watched source: env `EMBED_FT_SPECTER_SOURCE` (+ `EMBED_FT_SPECTER_REVISION`) when set, else the source the
-latest `specter_raw` materialization was built from, else `embedding-data/SPECTER` on the Hub.
-`build_specter_source_sensor(SpecterSourceConfig(...))` builds a sensor for one fixed source.
+The watched source: env `EMBED_FT_SPECTER_SOURCE` (+ `EMBED_FT_SPECTER_REVISION`) when set, else the `data` section
+of the spec the latest `specter_raw` materialization was built with, else `embedding-data/SPECTER` on the Hub.
+`build_specter_source_sensor(DataSpec(...))` builds a sensor for one fixed source.
 """
 
 import os
@@ -35,18 +35,12 @@ from dagster import (
 )
 
 from ..data.errors import SourceError
-from ..data.specter import DEFAULT_HUB_DATASET
+from ..spec.experiment import DataSpec
 from .common import CPU_TAGS
-from .data import (
-    PINNED_REVISION_TAG,
-    SOURCE_ASSET,
-    SpecterSourceConfig,
-    source_version,
-    specter_raw,
-    specter_triplets,
-)
+from .data import PINNED_REVISION_TAG, SOURCE_ASSET, source_version, specter_raw, specter_triplets
+from .experiment_spec import EXPERIMENT_TAG, stored_spec
+from .experiments import DEFAULT_EXPERIMENT
 from .mining import mined_triplets
-from .settings import recorded_settings
 
 SOURCE_ENV = "EMBED_FT_SPECTER_SOURCE"
 REVISION_ENV = "EMBED_FT_SPECTER_REVISION"
@@ -60,7 +54,6 @@ data_refresh_job = define_asset_job(
 
 
 DATA_VERSION_TAG = "dagster/data_version"
-SOURCE_FIELDS = ("source", "revision", "split", "subset", "source_kind")
 
 
 def latest_materialized_version(instance, asset_key: AssetKey = AssetKey("specter_raw")) -> Optional[str]:
@@ -70,15 +63,24 @@ def latest_materialized_version(instance, asset_key: AssetKey = AssetKey("specte
     return (event.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
 
 
-def watched_source(instance) -> SpecterSourceConfig:
-    """The source to watch: the env's, else the one `specter_raw` was last built from, else the Hub default."""
+def data_experiment(instance) -> str:
+    """The experiment whose spec built `specter_raw` last (`experiment` in its metadata); else the default one."""
+    event = instance.get_latest_materialization_event(AssetKey("specter_raw"))
+    metadata = (event.asset_materialization.metadata or {}) if event and event.asset_materialization else {}
+    value = getattr(metadata.get("experiment"), "value", None)
+    return value if isinstance(value, str) else DEFAULT_EXPERIMENT
+
+
+def watched_source(instance) -> DataSpec:
+    """The source to watch: the env's, else the data section of the spec that built `specter_raw` last, else the
+    Hub default."""
     if os.environ.get(SOURCE_ENV):
-        return SpecterSourceConfig(source=os.environ[SOURCE_ENV], revision=os.environ.get(REVISION_ENV) or None)
-    stored = recorded_settings(instance, "specter_raw")
-    return SpecterSourceConfig(**{k: v for k, v in stored.items() if k in SOURCE_FIELDS and v is not None} or {"source": DEFAULT_HUB_DATASET})
+        return DataSpec(source=os.environ[SOURCE_ENV], revision=os.environ.get(REVISION_ENV) or None)
+    found = stored_spec(instance, data_experiment(instance))
+    return found.spec.data.resolved() if found else DataSpec()
 
 
-def describe_source(watched: SpecterSourceConfig) -> dict:
+def describe_source(watched: DataSpec) -> dict:
     """(kind, data version, Hub sha) of ``watched`` as observation metadata and data version; SourceError if
     unreadable."""
     kind, version, sha = source_version(watched)
@@ -104,7 +106,7 @@ with warnings.catch_warnings():
 
 
 def build_specter_source_sensor(
-    source: Optional[SpecterSourceConfig] = None,
+    source: Optional[DataSpec] = None,
     name: str = "specter_source_sensor",
     minimum_interval_seconds: int = 300,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
@@ -127,7 +129,8 @@ def build_specter_source_sensor(
             f"Watches the SPECTER source (env {SOURCE_ENV}, else the source specter_raw was last built from)"
         )
         + " — a Hub dataset by its revision sha, a local file or folder by its content hash — and rebuilds the data "
-        "assets once per change, with their stored split settings. Stopped by default: start it in Automation.",
+        "assets once per change, with the stored spec of the experiment that built them. Stopped by default: start "
+        "it in Automation.",
     )
     def _sensor(context: SensorEvaluationContext):
         watched = source or watched_source(context.instance)
@@ -140,17 +143,16 @@ def build_specter_source_sensor(
         context.update_cursor(version)
         if version == previous:
             return SkipReason(f"source {watched.source!r} unchanged (data version {version})")
-        tags = {"embed_ft/source": watched.source[:200], "embed_ft/source_version": version}
+        tags = {"embed_ft/source": watched.source[:200], "embed_ft/source_version": version,
+                EXPERIMENT_TAG: data_experiment(context.instance)}
         if seen["sha"]:
             tags[PINNED_REVISION_TAG] = seen["sha"]  # build exactly the revision that triggered the run
-        # Only the source is given; everything else (revision choice, split sizes, mining) comes from the stored
-        # settings of the data assets.
-        run_source = {k: v for k, v in watched.model_dump(exclude_none=True).items() if k in SOURCE_FIELDS}
+        # No settings are given: the data assets run with the stored spec of the experiment the tag names.
         observation = AssetObservation(
             asset_key=SOURCE_ASSET, metadata=seen["metadata"], tags={DATA_VERSION_TAG: version}
         )
         return SensorResult(
-            run_requests=[RunRequest(run_config={"ops": {"specter_raw": {"config": run_source}}}, tags=tags)],
+            run_requests=[RunRequest(tags=tags)],
             asset_events=[observation],
         )
 

@@ -2,14 +2,12 @@
 experiment's NIM (per partition). `report.py` compares them."""
 
 
-import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
-from pydantic import Field, field_validator
+from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from ..data.beir import testing_split_to_beir
 from ..formats.beir import beir_files
@@ -17,88 +15,18 @@ from ..nemo.evaluator import JOBS as EVALUATION_JOBS, beir_task, retriever_confi
 from ..nemo.status import COMPLETED, job_status
 from ..nemo.v2.files import FilesClient
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
-from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import (
-    CPU_TAGS,
-    GPU_TAGS,
-    OWNERS,
-    backend_errors_as_failures,
-    fail_on_invalid_run_config,
-    link,
-    stable_hash,
-)
+from ..spec.experiment import HELDOUT_TASK, EvaluationSpec, ExperimentSpec, task_name
+from .backend import GPU_STAGE_CONDITION
+from .common import CPU_TAGS, GPU_TAGS, OWNERS, backend_errors_as_failures, link, stable_hash
 from .evaluation_v2 import fileset_url, run_evaluation_v2, upload_beir_fileset
+from .experiment_spec import StoredSpec, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
-from .settings import resolve_settings, settings_metadata
 from .significance import per_query_scores, query_counts
 from .training import ensure_repo, file_sha256, upload_if_changed
 from .values import Deployment, EvaluationResult, HeldoutDataset, TripletSplits
 
 EVALUATION_CODE_VERSION = "2"
-HELDOUT_TASK = "heldout"
-DEFAULT_METRICS = ["recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10"]
-TASK_URL = re.compile(
-    r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?"
-    r"|fileset://[a-z][a-z0-9@.+_-]+/(?P<fileset>[a-z][a-z0-9@.+_-]+)/?)$"
-)
-METRIC_NAME = re.compile(r"^(recall_\d+|ndcg_cut_\d+|map_cut_\d+|P_\d+|ndcg|map|recip_rank)$")
-
-
-def task_name(files_url: str) -> str:
-    match = TASK_URL.match(files_url)
-    if not match:
-        raise ValueError(
-            f"unknown evaluation task {files_url!r}: expected file://NAME/ (a BEIR set on the evaluator), "
-            "hf://datasets/NAMESPACE/NAME (a BEIR-layout repo in the Data Store) or fileset://WORKSPACE/NAME (v2)"
-        )
-    return match.group("file") or match.group("hf") or match.group("fileset")
-
-
-class EvaluationConfig(Config):
-    tasks: Optional[list[str]] = Field(
-        default=None,
-        description="BEIR tasks as files_url (file://scidocs/, hf://datasets/ns/name); empty: file://scidocs/ on "
-        "NeMo, file://scifact/ locally.",
-    )
-    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), description="trec_eval metric names.")
-    top_k: int = Field(default=10, description="Documents retrieved per query.")
-    include_heldout: bool = Field(default=True, description="Also evaluate the held-out testing split (in-domain).")
-    timeout_s: Optional[float] = Field(default=None, description="Give up waiting after this long.")
-    poll_interval_s: float = Field(default=10.0, description="Seconds between status polls.")
-
-    @field_validator("tasks")
-    @classmethod
-    def _tasks(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is None:
-            return v
-        if not v:
-            raise ValueError("tasks must name at least one BEIR task, or be left empty for the backend default")
-        names = [task_name(t) for t in v]
-        if HELDOUT_TASK in names:
-            raise ValueError(f"tasks: the name {HELDOUT_TASK!r} is reserved for the held-out split")
-        if len(set(names)) != len(names):
-            raise ValueError(f"tasks: two tasks have the same name: {names}")
-        return v
-
-    @field_validator("metrics")
-    @classmethod
-    def _metrics(cls, v: list[str]) -> list[str]:
-        bad = [m for m in v if not METRIC_NAME.match(m)]
-        if bad or not v:
-            raise ValueError(f"metrics: unknown metric(s) {bad or v}; use recall_K, ndcg_cut_K, map, recip_rank")
-        return v
-
-    @field_validator("top_k")
-    @classmethod
-    def _top_k(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"top_k must be >= 1, got {v}")
-        return v
-
-
-class HeldoutConfig(Config):
-    dataset_name: str = Field(default="embed-sft-heldout-beir", description="Data Store repo of the held-out BEIR set.")
 
 
 @asset(
@@ -114,18 +42,16 @@ class HeldoutConfig(Config):
 @backend_errors_as_failures
 def heldout_eval_dataset(
     context: AssetExecutionContext,
-    config: HeldoutConfig,
     specter_triplets: TripletSplits,
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
     evaluator: EvaluatorResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config)
+    used = run_spec(context)
     if evaluator.api_profile() == "v2":
-        return heldout_on_v2(config, chosen, specter_triplets, evaluator, entity_store.namespace)
+        return heldout_on_v2(used, specter_triplets, evaluator, entity_store.namespace)
     ds = datastore.client()
-    repo_id = ensure_repo(ds, entity_store.namespace, config.dataset_name)
+    repo_id = ensure_repo(ds, entity_store.namespace, used.spec.evaluation.heldout_dataset_name)
     with tempfile.TemporaryDirectory() as tmp:
         counts = testing_split_to_beir(specter_triplets.testing, Path(tmp))
         files = {name: Path(tmp) / name for name in beir_files("test")}
@@ -136,39 +62,38 @@ def heldout_eval_dataset(
         "repo_id": repo_id,
         "files_url": value.files_url,
         "repo_url": link(datastore.url(), f"/v1/hf/api/datasets/{repo_id}/revision/main"),
-        **settings_metadata(chosen),
+        **used_spec_metadata(used, "evaluation"),
         "uploaded": upload["uploaded"],
         **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
     }
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
-def heldout_on_v2(config: HeldoutConfig, chosen, splits: TripletSplits, evaluator: EvaluatorResource,
+def heldout_on_v2(used: StoredSpec, splits: TripletSplits, evaluator: EvaluatorResource,
                   workspace: str) -> MaterializeResult:
     """`heldout_eval_dataset` on the v2 profile: the same BEIR files in a fileset of the v2 platform."""
+    name = used.spec.evaluation.heldout_dataset_name
     files = FilesClient(evaluator.http())
     files.ensure_workspace(workspace)
     with tempfile.TemporaryDirectory() as tmp:
         counts = testing_split_to_beir(splits.testing, Path(tmp))
-        manifest = {name: file_sha256(Path(tmp) / name) for name in beir_files("test")}
-        uploaded = upload_beir_fileset(files, workspace, config.dataset_name, Path(tmp))
+        manifest = {file: file_sha256(Path(tmp) / file) for file in beir_files("test")}
+        uploaded = upload_beir_fileset(files, workspace, name, Path(tmp))
     version = stable_hash(manifest)[:16]
-    value = HeldoutDataset(repo_id=f"{workspace}/{config.dataset_name}",
-                           files_url=fileset_url(workspace, config.dataset_name), data_version=version)
+    value = HeldoutDataset(repo_id=f"{workspace}/{name}", files_url=fileset_url(workspace, name), data_version=version)
     metadata = {
         "repo_id": value.repo_id,
         "files_url": value.files_url,
-        "repo_url": link(evaluator.url(), files.files_path(workspace, config.dataset_name)),
-        **settings_metadata(chosen),
+        "repo_url": link(evaluator.url(), files.files_path(workspace, name)),
+        **used_spec_metadata(used, "evaluation"),
         "uploaded": uploaded,
         **{f"count/{k}": float(v) for k, v in dict(counts).items() if isinstance(v, (int, float))},
     }
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
-def evaluation_tasks(config: EvaluationConfig, uses_local: bool, heldout: Optional[HeldoutDataset]) -> dict[str, str]:
-    urls = list(config.tasks or backend_defaults(uses_local).eval_tasks)
-    tasks = {task_name(url): url for url in urls}
+def evaluation_tasks(config: EvaluationSpec, heldout: Optional[HeldoutDataset]) -> dict[str, str]:
+    tasks = {task_name(url): url for url in config.tasks}
     if config.include_heldout and heldout is not None:
         tasks[HELDOUT_TASK] = heldout.files_url
     return tasks
@@ -176,7 +101,7 @@ def evaluation_tasks(config: EvaluationConfig, uses_local: bool, heldout: Option
 
 def run_evaluation(
     context,
-    config: EvaluationConfig,
+    spec: ExperimentSpec,
     label: str,
     nim: Deployment,
     heldout: HeldoutDataset,
@@ -187,11 +112,11 @@ def run_evaluation(
 
     The identity (model, tasks, metrics, top_k, held-out data version, code version) is the job's idempotency key:
     the same identity is evaluated once, a second materialization reattaches to the completed job."""
-    uses_local = evaluator.uses_local_platform
-    tasks = evaluation_tasks(config, uses_local, heldout)
-    timeout_s = config.timeout_s or backend_defaults(uses_local).evaluation_timeout_s
+    config = spec.evaluation
+    tasks = evaluation_tasks(config, heldout)
+    timeout_s = spec.remote.evaluation_timeout_s
     if evaluator.api_profile() == "v2":
-        return run_evaluation_v2(context, config, label, nim, tasks, heldout.data_version, evaluator,
+        return run_evaluation_v2(context, spec, label, nim, tasks, heldout.data_version, evaluator,
                                  entity_store.namespace, timeout_s)
     ev = evaluator.client()
     task_bodies: dict[str, Any] = {}
@@ -224,7 +149,7 @@ def run_evaluation(
         fetch=ev.get_job,
         cancel=ev.cancel_job,
         timeout_s=timeout_s,
-        interval_s=config.poll_interval_s,
+        interval_s=spec.remote.poll_interval_s,
         describe=lambda d: "status={} progress={} {}".format(
             job_status(d),
             (d.get("status_details") or {}).get("progress"),
@@ -281,19 +206,17 @@ def run_evaluation(
 @not_retried_when_terminated
 def baseline_evaluation(
     context: AssetExecutionContext,
-    config: EvaluationConfig,
     baseline_nim: Deployment,
     heldout_eval_dataset: HeldoutDataset,
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config)
+    used = run_spec(context)
     value, metadata, identity = run_evaluation(
-        context, config, "baseline", baseline_nim, heldout_eval_dataset, evaluator, entity_store
+        context, used.spec, "baseline", baseline_nim, heldout_eval_dataset, evaluator, entity_store
     )
     version = stable_hash(identity)[:16]
-    metadata.update(settings_metadata(chosen))
+    metadata.update(used_spec_metadata(used, "evaluation"))
     metadata["baseline_identity"] = MetadataValue.json({**identity, "data_version": version})
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
@@ -308,24 +231,21 @@ def baseline_evaluation(
     tags=GPU_TAGS,
     pool="nemo_evaluator",
     retry_policy=REMOTE_JOB_RETRY_POLICY,
-    description="One experiment's NIM evaluated on the same tasks as the baseline (without settings of its own, an "
-    "experiment takes the baseline evaluation's).",
+    description="One experiment's NIM evaluated on its spec's tasks (the baseline evaluation of the same run uses "
+    "the same spec).",
 )
 @backend_errors_as_failures
 @not_retried_when_terminated
 def fine_tuned_evaluation(
     context: AssetExecutionContext,
-    config: EvaluationConfig,
     fine_tuned_nim: Deployment,
     heldout_eval_dataset: HeldoutDataset,
     evaluator: EvaluatorResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config, fallbacks=[("baseline_evaluation", None)])
+    used = run_spec(context)
     value, metadata, _ = run_evaluation(
-        context, config, "fine-tuned", fine_tuned_nim, heldout_eval_dataset, evaluator, entity_store
+        context, used.spec, "fine-tuned", fine_tuned_nim, heldout_eval_dataset, evaluator, entity_store
     )
-    metadata.update(settings_metadata(chosen))
-    metadata["experiment"] = context.partition_key
+    metadata.update(used_spec_metadata(used, "evaluation"))
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(stable_hash(value.metrics)[:16]))

@@ -27,6 +27,7 @@ from ..nemo.v2.files import FilesClient, fileset_ref
 from ..nemo.v2.jobs import failure_text, retrieve_eval_jobs
 from ..nemo.v2.models import ModelsClient, gateway_provider_url
 from ..resources import EvaluatorResource
+from ..spec.experiment import ExperimentSpec
 from .common import link, stable_hash
 from .remote_jobs import run_remote_job
 from .values import Deployment, EvaluationResult
@@ -113,7 +114,7 @@ def register_nim(evaluator: EvaluatorResource, workspace: str, nim: Deployment) 
 
 def run_evaluation_v2(
     context,
-    config,
+    spec: ExperimentSpec,
     label: str,
     nim: Deployment,
     tasks: dict[str, str],
@@ -123,6 +124,7 @@ def run_evaluation_v2(
     timeout_s: float,
 ) -> tuple[EvaluationResult, dict[str, Any], dict[str, Any]]:
     """`evaluation.run_evaluation` on v2: one retrieve-eval job per task, through the inference gateway."""
+    config = spec.evaluation
     http = evaluator.http()
     files = FilesClient(http)
     files.ensure_workspace(workspace)
@@ -166,7 +168,7 @@ def run_evaluation_v2(
             fetch=jobs.get,
             cancel=jobs.cancel,
             timeout_s=timeout_s,
-            interval_s=config.poll_interval_s,
+            interval_s=spec.remote.poll_interval_s,
             describe=lambda d: f"status={job_status(d)} {(d.get('status_details') or {}).get('message') or ''}",
         )
         if job_status(doc) != COMPLETED:

@@ -2,12 +2,12 @@
 
 `fine_tuned_model`, `fine_tuned_nim`, `fine_tuned_evaluation` and `evaluation_report` are partitioned by
 `EXPERIMENTS`; the data assets and the baseline (`baseline_nim`, `baseline_evaluation`) are not, so that every
-experiment's report reuses one baseline evaluation. An experiment's settings are stored with its partition's
-materializations (see `settings.py`).
+experiment's report reuses one baseline evaluation. An experiment's settings are its spec, stored as the
+`experiment_spec` partition's materializations (see `experiment_spec.py`).
 
 For the command line (`embed-ft run --experiment NAME`)::
 
-    run_config = prepare_experiment_run(instance, name, run_config)  # validates, registers the partition
+    run_config = prepare_experiment_run(instance, name, "smoke", {"training.max_steps": 5})  # registers it
     defs.resolve_job_def("full_lineage_job").execute_in_process(
         run_config=run_config, instance=instance, partition_key=name, raise_on_error=False
     )
@@ -15,8 +15,7 @@ For the command line (`embed-ft run --experiment NAME`)::
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
@@ -25,8 +24,7 @@ from .common import validate_name
 EXPERIMENTS_PARTITIONS_NAME = "experiments"
 EXPERIMENTS = DynamicPartitionsDefinition(name=EXPERIMENTS_PARTITIONS_NAME)
 DEFAULT_EXPERIMENT = "default"
-# Ops whose config once carried an `experiment` field; the partition key replaced it.
-LEGACY_EXPERIMENT_OPS = ("fine_tuned_model", "fine_tuned_nim", "baseline_nim")
+SPEC_OP = "experiment_spec"  # the asset that stores each experiment's spec (experiment_spec.py)
 
 
 def validate_experiment_name(name: str) -> str:
@@ -48,21 +46,19 @@ def add_experiment(instance: DagsterInstance, name: str) -> bool:
     return True
 
 
-def prepare_experiment_run(instance: DagsterInstance, experiment: str, run_config: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``experiment``, register it as a partition and return the run config to launch with
-    ``partition_key=experiment``.
+def spec_run_config(preset: Optional[str], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config that stores an experiment's spec: a preset (None: the stored spec) and the changed fields."""
+    config: dict[str, Any] = {"changes": dict(changes)}
+    if preset is not None:
+        config["preset"] = preset
+    return {"ops": {SPEC_OP: {"config": config}}}
 
-    The settings in ``run_config`` become the experiment's stored settings when the run materializes its assets, so
-    later sensor- or automation-launched runs of this experiment reuse them. An ``experiment`` entry left in an op's
-    config by older callers is removed (the partition key names the experiment now); a different value is an error.
-    """
-    validate_experiment_name(experiment)
-    prepared = copy.deepcopy(run_config)
-    for op_name in LEGACY_EXPERIMENT_OPS:
-        op_config = ((prepared.get("ops") or {}).get(op_name) or {}).get("config")
-        if isinstance(op_config, dict) and "experiment" in op_config:
-            given = op_config.pop("experiment")
-            if given != experiment:
-                raise ValueError(f"{op_name}.experiment is {given!r} but the run is for experiment {experiment!r}")
+
+def prepare_experiment_run(
+    instance: DagsterInstance, experiment: str, preset: Optional[str], changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate ``experiment``, register it as a partition and return the run config to launch with
+    ``partition_key=experiment``: the run's first step stores the spec (``preset`` + ``changes``), every other step
+    reads it (`experiment_spec.py`)."""
     add_experiment(instance, experiment)
-    return prepared
+    return spec_run_config(preset, changes)

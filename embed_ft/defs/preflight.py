@@ -1,10 +1,11 @@
 """Preflight: everything a run needs, checked before anything is created anywhere (namespace, upload, deployment, job).
 
-`preflight_problems(job_def, run_config, resources)` is a plain function returning typed `Problem`s (what, why, fix):
-the CLI calls it before launching a run, and the `preflight` asset calls it at the start of runs launched from the
-UI. Checks, in order (a later check needs the earlier ones to pass):
+`preflight_problems(job_def, spec, resources)` is a plain function returning typed `Problem`s (what, why, fix):
+the CLI calls it with the spec it built before launching a run, and the `preflight` asset calls it with the run's
+stored spec (`experiment_spec.py`) at the start of runs launched from the UI. The spec itself was validated when it
+was built (`spec/changes.py`). Checks, in order (a later check needs the earlier ones to pass):
 
-1. config: the run config against the job's config schema, then every op Config's own validators;
+1. profile: the spec was made for the backend the resources point at (the local platform, or a NeMo cluster);
 2. source (when the run holds `specter_raw`): a local path exists and loads, a BEIR folder has the split's files,
    a Hub id resolves (so the Hub is reachable);
 3. tasks (when the run holds an evaluation): `file://NAME/` is a BEIR set in the embedded platform's BEIR root;
@@ -36,11 +37,10 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    DagsterInvalidConfigError,
+    Failure,
     MetadataValue,
     Output,
     asset,
-    validate_run_config,
 )
 
 from ..data.beir import load_beir
@@ -51,18 +51,18 @@ from ..nemo.errors import NemoError
 from ..nemo.v2.files import FilesClient
 from ..platform.launcher import status as platform_status
 from ..platform.settings import PlatformSettings
-from ..resources import DataStoreResource, EvaluatorResource
+from ..resources import CustomizerResource, DataStoreResource, EvaluatorResource
+from ..spec.experiment import DataSpec, ExperimentSpec, task_name
 from .backend import backend_defaults
-from .common import invalid_run_config
-from .data import SpecterSourceConfig, resolve_source_kind
-from .evaluation import EvaluationConfig, task_name
+from .data import resolve_source_kind
+from .experiment_spec import SPEC_ASSET, run_spec
 
 PREFLIGHT = "preflight"
 PREFLIGHT_CHECK = "preflight_passed"
 EVALUATION_OPS = ("baseline_evaluation", "fine_tuned_evaluation")
 SOURCE_FIX = (
     "give a local SPECTER-layout file or folder, a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), or a reachable "
-    "Hub dataset id (`embed-ft run --source ...`, or ops.specter_raw.config.source in the Launchpad)"
+    "Hub dataset id (`embed-ft run --source ...`, or the change data.source of experiment_spec in the Launchpad)"
 )
 
 
@@ -76,20 +76,14 @@ class Problem:
         return f"{self.what}: {self.why} -> fix: {self.fix}"
 
 
-def _op_config(run_config: Mapping[str, Any], op_name: str) -> dict:
-    return dict((((run_config.get("ops") or {}).get(op_name) or {}).get("config")) or {})
-
-
-def config_problems(job_def, run_config: Mapping[str, Any]) -> list[Problem]:
-    """The schema Dagster checks at launch, then the Config validators Dagster runs only when a step starts."""
-    try:
-        validate_run_config(job_def, dict(run_config))
-    except DagsterInvalidConfigError as exc:
-        return [Problem("config", err.message, "correct or remove that field") for err in exc.errors]
-    return [
-        Problem("config", problem, "correct that option (embed-ft run --help) or Launchpad field")
-        for problem in invalid_run_config(job_def, dict(run_config))
-    ]
+def profile_problems(spec: ExperimentSpec, uses_local_platform: bool) -> list[Problem]:
+    """The spec's profile is the one of the backend that trains (the Customizer's)."""
+    backend = backend_defaults(uses_local_platform).name
+    if spec.profile == backend:
+        return []
+    return [Problem("profile", f"the spec was made for the {spec.profile!r} backend profile, but the resources point "
+                    f"at a {backend!r} backend", "start from a preset again (embed-ft run --preset NAME), which "
+                    "takes the backend's profile")]
 
 
 def _unavailable(what: str, folder: str) -> Problem:
@@ -100,10 +94,14 @@ def _unavailable(what: str, folder: str) -> Problem:
     )
 
 
-def source_problems(config: SpecterSourceConfig) -> list[Problem]:
+def source_problems(data: DataSpec) -> list[Problem]:
     """The source exists and loads (a BEIR folder: its files for the split; a Hub id: the Hub knows its revision).
     A missing BEIR folder of a set the Hub publishes is fine when the Hub cache holds it or the Hub is reachable:
     `specter_raw` fills it (`data/public_beir.py`)."""
+    try:
+        config = data.resolved()
+    except ValueError as exc:
+        return [Problem(f"source {data.source}", str(exc), SOURCE_FIX)]
     what = f"source {config.source}"
     state = fill_state(config.source) if config.source_kind in ("auto", "beir") else None
     if state is FillState.UNAVAILABLE:
@@ -120,7 +118,7 @@ def source_problems(config: SpecterSourceConfig) -> list[Problem]:
             load_specter_source(config.source, split=config.split)
         else:
             resolve_hub_revision(config.source, config.revision)
-    except SourceError as exc:
+    except (SourceError, ValueError) as exc:
         return [Problem(what, str(exc).split(". To use a local copy")[0], SOURCE_FIX)]
     return []
 
@@ -197,24 +195,18 @@ def v2_task_problems(url: str, name: str, evaluator: EvaluatorResource) -> list[
     return []
 
 
-def preflight_problems(job_def, run_config: Mapping[str, Any], resources: Mapping[str, Any]) -> list[Problem]:
-    """Every reason this run cannot work, before it creates anything (see the module docstring)."""
-    problems = config_problems(job_def, run_config)
-    if problems:
-        return problems
-    graph = job_def.graph
-    if graph.has_node_named("specter_raw"):
-        problems += source_problems(SpecterSourceConfig(**_op_config(run_config, "specter_raw")))
-    if problems:
-        return problems
+def preflight_problems(job_def, spec: ExperimentSpec, resources: Mapping[str, Any]) -> list[Problem]:
+    """Every reason this run of ``spec`` cannot work, before it creates anything (see the module docstring)."""
     evaluator: EvaluatorResource = resources["evaluator"]
-    urls: list[str] = []
-    for op_name in EVALUATION_OPS:
-        if graph.has_node_named(op_name):
-            config = EvaluationConfig(**_op_config(run_config, op_name))
-            tasks = config.tasks or list(backend_defaults(evaluator.uses_local_platform).eval_tasks)
-            urls += [url for url in tasks if url not in urls]
-    return task_problems(urls, evaluator, resources["datastore"])
+    problems = profile_problems(spec, resources["customizer"].uses_local_platform)
+    graph = job_def.graph
+    if not problems and graph.has_node_named("specter_raw"):
+        problems += source_problems(spec.data)
+    if problems:
+        return problems
+    if not any(graph.has_node_named(name) for name in EVALUATION_OPS):
+        return []
+    return task_problems(list(spec.evaluation.tasks), evaluator, resources["datastore"])
 
 
 def initialized(resources: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,26 +218,35 @@ def initialized(resources: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @asset(
+    deps=[SPEC_ASSET],  # the spec is stored first; preflight checks it
     group_name="preflight",
     kinds={"python"},
     output_required=False,
-    check_specs=[AssetCheckSpec(PREFLIGHT_CHECK, asset=PREFLIGHT, description="Config, source and tasks are usable.")],
+    check_specs=[AssetCheckSpec(PREFLIGHT_CHECK, asset=PREFLIGHT, description="The spec's profile, source and tasks are usable.")],
     description="Checks the run's config, source and evaluation tasks before anything is created; when one fails, "
     "every downstream step is skipped (nothing uploaded, deployed or trained) and the check says what to fix.",
 )
-def preflight(context: AssetExecutionContext, datastore: DataStoreResource, evaluator: EvaluatorResource):
-    problems = preflight_problems(
-        context.job_def, context.run_config, {"datastore": datastore, "evaluator": evaluator}
-    )
+def preflight(
+    context: AssetExecutionContext,
+    datastore: DataStoreResource,
+    evaluator: EvaluatorResource,
+    customizer: CustomizerResource,
+):
+    try:
+        used = run_spec(context)
+        resources = {"datastore": datastore, "evaluator": evaluator, "customizer": customizer}
+        problems = preflight_problems(context.job_def, used.spec, resources)
+    except Failure as exc:
+        problems = [Problem("spec", exc.description or str(exc), "store a spec for the experiment first")]
     lines = [p.line() for p in problems]
     if problems:
         context.log.error("Preflight failed, nothing was started: " + " | ".join(lines))
     else:
-        yield Output(None, metadata={"checked": "config, source, tasks"})
+        yield Output(None, metadata={"checked": "profile, source, tasks"})
     yield AssetCheckResult(
         check_name=PREFLIGHT_CHECK,
         passed=not problems,
         severity=AssetCheckSeverity.ERROR,
-        description=" | ".join(lines) if problems else "config, source and tasks are usable",
+        description=" | ".join(lines) if problems else "profile, source and tasks are usable",
         metadata={"problems": MetadataValue.md("\n".join(f"- {line}" for line in lines) or "none")},
     )

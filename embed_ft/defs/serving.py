@@ -2,16 +2,17 @@
 serves them. `teardown.py` deletes them again."""
 
 import time
-from typing import Any, Optional
+from typing import Any
 
-from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, asset
-from pydantic import Field, field_validator
+from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, asset
 
-from ..nemo.deployment import DEPLOYMENTS, EMBEDQA_IMAGE, EMBEDQA_TAG, nim_deployment_body
+from ..nemo.deployment import DEPLOYMENTS, nim_deployment_body
 from ..nemo.status import deployed_model, deployment_status, is_failed, is_ready
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
-from .backend import GPU_STAGE_CONDITION, backend_defaults
-from .common import GPU_TAGS, OWNERS, backend_errors_as_failures, fail_on_invalid_run_config, link
+from ..spec.experiment import ExperimentSpec
+from .backend import GPU_STAGE_CONDITION
+from .common import GPU_TAGS, OWNERS, backend_errors_as_failures, link
+from .experiment_spec import StoredSpec, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
 from .remote_jobs import (
     REMOTE_JOB_RETRY_POLICY,
@@ -20,7 +21,6 @@ from .remote_jobs import (
     remote_wait,
     wait_for_remote,
 )
-from .settings import resolve_settings, settings_metadata
 from .values import Deployment, FineTunedModel
 
 NIM_CODE_VERSION = "2"
@@ -37,32 +37,9 @@ def deployment_link(deployment: DeploymentResource, full_name: str):
     return link(deployment.url(), f"{DEPLOYMENTS}/{full_name}")
 
 
-class DeployConfig(Config):
-    image_name: str = Field(default=EMBEDQA_IMAGE, description="NIM image.")
-    image_tag: str = Field(default=EMBEDQA_TAG, description="NIM image tag.")
-    gpu: int = Field(default=1, description="GPUs per NIM.")
-    timeout_s: Optional[float] = Field(default=None, description="Fail if not ready and listed by then.")
-    poll_interval_s: float = Field(default=5.0, description="Seconds between readiness polls.")
-
-    @field_validator("gpu")
-    @classmethod
-    def _gpu(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"gpu must be >= 0, got {v}")
-        return v
-
-
-class BaselineDeployConfig(DeployConfig):
-    base_model: Optional[str] = Field(
-        default=None,
-        description="Base model to measure; empty: nvidia/llama-3.2-nv-embedqa-1b-v2 on NeMo, "
-        "sentence-transformers/all-MiniLM-L6-v2 locally.",
-    )
-
-
 def deploy_and_wait(
     context,
-    config: DeployConfig,
+    spec: ExperimentSpec,
     deployment: DeploymentResource,
     nim: NimResource,
     namespace: str,
@@ -72,8 +49,7 @@ def deploy_and_wait(
     """Deploy ``model`` as ``namespace/name`` (replacing a deployment of another model), wait for ready and for
     the NIM gateway to list it, then send one smoke embedding."""
     dm, nim_client = deployment.client(), nim.client()
-    defaults = backend_defaults(deployment.uses_local_platform)
-    timeout_s = config.timeout_s or defaults.deployment_timeout_s
+    timeout_s, interval_s = spec.remote.deployment_timeout_s, spec.remote.poll_interval_s
     served_name = model.split("@", 1)[0]
 
     def current() -> dict:
@@ -93,11 +69,11 @@ def deploy_and_wait(
             is_done=lambda doc: deployment_status(doc) == GONE,
             status_of=deployment_status,
             timeout_s=timeout_s,
-            interval_s=config.poll_interval_s,
+            interval_s=interval_s,
         )
         existing = None
     if existing is None:
-        nim_deployment = nim_deployment_body(config.image_name, config.image_tag, config.gpu)
+        nim_deployment = nim_deployment_body(spec.serving.nim_image, spec.serving.nim_tag, spec.serving.gpu)
         dm.create_deployment(name, namespace, model, nim_deployment)
         context.log.info(f"Requested deployment {namespace}/{name} of {model}")
 
@@ -110,10 +86,10 @@ def deploy_and_wait(
         status_of=deployment_status,
         # no cancel: a half-started NIM is torn down by the teardown job, not by a terminated run
         timeout_s=timeout_s,
-        interval_s=config.poll_interval_s,
+        interval_s=interval_s,
         describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
-        timeout_hint="it holds a GPU: run teardown_deployments_job to " "remove it, or raise timeout_s and materialize again "
-        "(the new run waits on the same deployment).",
+        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise "
+        "remote.deployment_timeout_s and materialize again (the new run waits on the same deployment).",
     )
     if not is_ready(doc):
         description = (doc.get("status_details") or {}).get("description") or "no description"
@@ -128,9 +104,9 @@ def deploy_and_wait(
         nim_client.wait_for_model(
             served_name,
             timeout_s=remaining,
-            interval_s=config.poll_interval_s,
+            interval_s=interval_s,
             on_update=progress_logger(context, what, lambda ids: "listed" if served_name in ids else "waiting"),
-            max_interval_s=4 * config.poll_interval_s,
+            max_interval_s=4 * interval_s,
         )
     ready_after = time.monotonic() - started
     vectors = nim_client.embed(["embed-ft smoke test"], served_name, input_type="query")
@@ -144,7 +120,7 @@ def deploy_and_wait(
     )
 
 
-def _result(info: Deployment, deployment: DeploymentResource, chosen: dict[str, Any], **extra: Any) -> MaterializeResult:
+def _result(info: Deployment, deployment: DeploymentResource, used: StoredSpec, **extra: Any) -> MaterializeResult:
     metadata = {
         "deployment": info.deployment,
         "deployment_url": deployment_link(deployment, info.deployment),
@@ -155,7 +131,7 @@ def _result(info: Deployment, deployment: DeploymentResource, chosen: dict[str, 
         "dimension": float(info.dimension),
         "ready_after_s": float(info.ready_after_s),
         **extra,
-        **settings_metadata(chosen),
+        **used_spec_metadata(used, "serving"),
     }
     return MaterializeResult(value=info, metadata=metadata, data_version=DataVersion(info.model))
 
@@ -177,17 +153,15 @@ def _result(info: Deployment, deployment: DeploymentResource, chosen: dict[str, 
 @not_retried_when_terminated
 def fine_tuned_nim(
     context: AssetExecutionContext,
-    config: DeployConfig,
     fine_tuned_model: FineTunedModel,
     deployment: DeploymentResource,
     nim: NimResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config)
+    used = run_spec(context)
     name = fine_tuned_deployment(context.partition_key)
-    info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model)
-    return _result(info, deployment, chosen, experiment=context.partition_key)
+    info = deploy_and_wait(context, used.spec, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model)
+    return _result(info, deployment, used)
 
 
 @asset(
@@ -207,13 +181,11 @@ def fine_tuned_nim(
 @not_retried_when_terminated
 def baseline_nim(
     context: AssetExecutionContext,
-    config: BaselineDeployConfig,
     deployment: DeploymentResource,
     nim: NimResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config)
-    model = config.base_model or backend_defaults(deployment.uses_local_platform).base_model
-    info = deploy_and_wait(context, config, deployment, nim, entity_store.namespace, BASELINE_DEPLOYMENT, model)
-    return _result(info, deployment, chosen)
+    used = run_spec(context)
+    model = used.spec.serving.base_model
+    info = deploy_and_wait(context, used.spec, deployment, nim, entity_store.namespace, BASELINE_DEPLOYMENT, model)
+    return _result(info, deployment, used)

@@ -6,44 +6,34 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
-from pydantic import Field, field_validator
+from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
-from ..nemo.customizer import FINETUNING_TYPES, failure_detail, lora_parameters, sft_config_body, sft_job_body
+from ..nemo.customizer import failure_detail, lora_parameters, sft_config_body, sft_job_body
 from ..nemo.status import COMPLETED, job_status
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
-from .backend import GPU_STAGE_CONDITION, backend_defaults
+from ..spec.changes import spec_version
+from ..spec.experiment import TrainingSpec
+from .backend import GPU_STAGE_CONDITION
 from .charts import loss_curve_png, markdown_image
 from .common import (
     CPU_TAGS,
     GPU_TAGS,
     OWNERS,
     backend_errors_as_failures,
-    fail_on_invalid_run_config,
     link,
     markdown_table,
     stable_hash,
-    validate_name,
 )
+from .experiment_spec import SPEC_ASSET, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
-from .settings import resolve_settings, settings_metadata
 from .values import FineTunedModel, TripletSplits, UploadedDataset
 
 TRAINING_DATASET_CODE_VERSION = "1"
-FINE_TUNED_MODEL_CODE_VERSION = "2"
+FINE_TUNED_MODEL_CODE_VERSION = "3"
 MANIFEST_PATH = "embed_ft_manifest.json"
-
-
-class TrainingDatasetConfig(Config):
-    dataset_name: str = Field(default="embed-sft-data", description="Data Store repo / Entity Store dataset name.")
-
-    @field_validator("dataset_name")
-    @classmethod
-    def _dataset_name(cls, v: str) -> str:
-        return validate_name("dataset_name", v)
 
 
 def file_sha256(path: Path) -> str:
@@ -97,13 +87,12 @@ def ensure_repo(ds_client, namespace: str, name: str) -> str:
 @backend_errors_as_failures
 def training_dataset(
     context: AssetExecutionContext,
-    config: TrainingDatasetConfig,
     specter_triplets: TripletSplits,
     datastore: DataStoreResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config)
+    used = run_spec(context)
+    config = used.spec.data
     ns = entity_store.namespace
     es, ds = entity_store.client(), datastore.client()
     es.ensure_namespace(ns)
@@ -127,7 +116,7 @@ def training_dataset(
         "files_url": files_url,
         "repo_url": link(datastore.url(), f"/v1/hf/api/datasets/{repo_id}/revision/main"),
         "entity_url": link(entity_store.url(), f"/v1/datasets/{ns}/{config.dataset_name}"),
-        **settings_metadata(chosen),
+        **used_spec_metadata(used, "data"),
         "commit_id": str(upload["commit"] or ""),
         "uploaded": upload["uploaded"],
         **{f"size_bytes/{p.split('/')[0]}": float(m["size"]) for p, m in upload["manifest"].items()},
@@ -137,112 +126,18 @@ def training_dataset(
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
-class LoraConfig(Config):
-    """``hyperparameters.lora`` of a ``lora``/``lora_merged`` job (the SDK's LoraParameters)."""
-
-    adapter_dim: int = Field(default=8, description="Adapter rank (a power of 2).")
-    alpha: int = Field(default=16, description="LoRA scaling factor (often a multiple of adapter_dim).")
-    adapter_dropout: Optional[float] = Field(default=None, description="Dropout in the adapter; empty: the backend's.")
-    target_modules: Optional[list[str]] = Field(
-        default=None, description="Layers to adapt (NeMo: linear_qkv, linear_proj, linear_fc1, linear_fc2); empty: "
-        "the backend's default (locally: the attention query and value projections).")
-
-    @field_validator("adapter_dim", "alpha")
-    @classmethod
-    def _lora_positive(cls, v: int, info) -> int:
-        if v < 1:
-            raise ValueError(f"lora.{info.field_name} must be >= 1, got {v}")
-        return v
-
-    @field_validator("adapter_dropout")
-    @classmethod
-    def _lora_dropout(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not 0 <= v < 1:
-            raise ValueError(f"lora.adapter_dropout must be in [0, 1), got {v}")
-        return v
-
-
-class FineTuneConfig(Config):
-    target: Optional[str] = Field(
-        default=None,
-        description="Customization target `namespace/name@version`; empty: the backend's default "
-        "(nvidia/llama-3.2-nv-embedqa-1b@v2 on NeMo, the packaged all-MiniLM-L6-v2 locally).",
-    )
-    output_model_name: Optional[str] = Field(
-        default=None, description="Output model name (without namespace); empty: `<experiment>-embed-sft`, "
-        "the experiment being the partition key."
-    )
-    training_type: str = "sft"
-    finetuning_type: str = Field(default="all_weights", description="all_weights, lora or lora_merged.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA parameters (lora and lora_merged only).")
-    epochs: int = Field(default=1, description="Training epochs (tutorial: 1).")
-    batch_size: Optional[int] = Field(default=None, description="Empty: 256 on NeMo (tutorial), 32 locally.")
-    learning_rate: Optional[float] = Field(default=None, description="Empty: 5e-6 on NeMo (tutorial), 2e-5 locally.")
-    max_steps: Optional[int] = None
-    warmup_steps: Optional[int] = Field(default=None, description="Learning-rate warm-up steps, then linear decay.")
-    seed: Optional[int] = None
-    max_seq_length: Optional[int] = Field(default=None, description="Empty: 2048 on NeMo, 256 locally.")
-    num_hard_negatives: Optional[int] = Field(default=None, description="dataset_parameters.num_hard_negatives.")
-    wandb_project: Optional[str] = Field(default=None, description="W&B project (needs WANDB_API_KEY).")
-    timeout_s: Optional[float] = Field(default=None, description="Give up waiting after this long (job keeps running).")
-    poll_interval_s: float = Field(default=10.0, description="Seconds between status polls.")
-
-    @field_validator("epochs")
-    @classmethod
-    def _epochs(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError(f"epochs must be >= 1, got {v}")
-        return v
-
-    @field_validator("batch_size", "max_steps", "max_seq_length")
-    @classmethod
-    def _positive(cls, v: Optional[int], info) -> Optional[int]:
-        if v is not None and v < 1:
-            raise ValueError(f"{info.field_name} must be >= 1, got {v}")
-        return v
-
-    @field_validator("warmup_steps")
-    @classmethod
-    def _non_negative(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {v}")
-        return v
-
-    @field_validator("learning_rate")
-    @classmethod
-    def _lr(cls, v: Optional[float]) -> Optional[float]:
-        if v is not None and not (0 < v < 1):
-            raise ValueError(f"learning_rate must be in (0, 1), got {v}")
-        return v
-
-    @field_validator("finetuning_type")
-    @classmethod
-    def _ft_type(cls, v: str) -> str:
-        if v not in FINETUNING_TYPES:
-            raise ValueError(f"finetuning_type must be all_weights, lora or lora_merged, got {v!r}")
-        return v
-
-    @field_validator("poll_interval_s")
-    @classmethod
-    def _poll(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError(f"poll_interval_s must be > 0, got {v}")
-        return v
-
-
 def customization_bodies(
-    config: FineTuneConfig, experiment: str, namespace: str, dataset: UploadedDataset, uses_local: bool
+    config: TrainingSpec, experiment: str, namespace: str, dataset: UploadedDataset
 ) -> dict[str, Any]:
-    """The Customizer config and job bodies (docs/NEMO_CONTRACT.md, section 5) with this run's values."""
-    defaults = backend_defaults(uses_local)
-    target = config.target or defaults.target
+    """The Customizer config and job bodies (docs/NEMO_CONTRACT.md, section 5) with the spec's values."""
+    target = config.target
     config_body = sft_config_body(
         "",
         namespace,
         target,
         finetuning_type=config.finetuning_type,
         training_type=config.training_type,
-        max_seq_length=config.max_seq_length or defaults.max_seq_length,
+        max_seq_length=config.max_seq_length,
     )
     # The config name carries a hash of its body: a changed config is a new versioned config, never an edit.
     config_body["name"] = f"embed-ft-{stable_hash({**config_body, 'name': ''})[:10]}@v1"
@@ -255,15 +150,15 @@ def customization_bodies(
         dataset.name,
         f"{namespace}/{output_model_name}",
         epochs=config.epochs,
-        batch_size=config.batch_size or defaults.batch_size,
-        learning_rate=config.learning_rate or defaults.learning_rate,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
         training_type=config.training_type,
         finetuning_type=config.finetuning_type,
         extra_hyperparameters=extra,
         dataset_parameters={"num_hard_negatives": config.num_hard_negatives} if config.num_hard_negatives is not None else None,
         integrations=[{"type": "wandb", "wandb": {"project": config.wandb_project}}] if config.wandb_project else None,
         lora=lora_parameters(config.lora.adapter_dim, config.lora.alpha, config.lora.adapter_dropout,
-                             config.lora.target_modules),
+                             list(config.lora.target_modules) if config.lora.target_modules else None),
     )
     del job_body["name"]
     return {"config": config_body, "job": job_body, "target": target}
@@ -293,6 +188,7 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
 
 
 @asset(
+    deps=[SPEC_ASSET],
     automation_condition=GPU_STAGE_CONDITION,
     group_name="training",
     code_version=FINE_TUNED_MODEL_CODE_VERSION,
@@ -309,19 +205,18 @@ def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
 @not_retried_when_terminated
 def fine_tuned_model(
     context: AssetExecutionContext,
-    config: FineTuneConfig,
     training_dataset: UploadedDataset,
     customizer: CustomizerResource,
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
-    fail_on_invalid_run_config(context)
-    config, chosen = resolve_settings(context, config)
+    used = run_spec(context)
+    config, remote = used.spec.training, used.spec.remote
     experiment = context.partition_key
     cz = customizer.client()
-    uses_local = customizer.uses_local_platform
-    defaults = backend_defaults(uses_local)
-    bodies = customization_bodies(config, experiment, entity_store.namespace, training_dataset, uses_local)
-    key = stable_hash(training_dataset.data_version, bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION)
+    bodies = customization_bodies(config, experiment, entity_store.namespace, training_dataset)
+    # The training section's version is part of the key: a changed training field is a new job, never a reattach.
+    key = stable_hash(training_dataset.data_version, bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION,
+                      spec_version(used.spec, "training"))
     job_body = {"name": f"{experiment}-embed-sft-{key[:12]}", **bodies["job"]}
 
     def submit() -> dict:
@@ -339,8 +234,8 @@ def fine_tuned_model(
         submit=submit,
         fetch=lambda job_id: {**cz.get_status(job_id), "id": job_id},
         cancel=cz.cancel_job,
-        timeout_s=config.timeout_s or defaults.training_timeout_s,
-        interval_s=config.poll_interval_s,
+        timeout_s=remote.training_timeout_s,
+        interval_s=remote.poll_interval_s,
         describe=describe_training,
     )
     final = job_status(status)
@@ -360,7 +255,7 @@ def fine_tuned_model(
         experiment=experiment,
     )
     metadata = model_metadata(context, value, status, job_body, training_dataset, customizer.url(), entity_store.url())
-    metadata.update(settings_metadata(chosen))
+    metadata.update(used_spec_metadata(used, "training"))
     metadata["wait_s"] = float(time.monotonic() - started)
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))
 

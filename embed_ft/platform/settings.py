@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..state_layout import BEIR_DIR, BEIR_ROOT_ENV, PLATFORM_HOME_ENV, fallback
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 # The NIM routes (``/v1/embeddings``, the served-model ``/v1/models``) live under this path prefix, so that NIM_URL
@@ -20,7 +22,7 @@ def service_urls(base_url: str) -> dict[str, str]:
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("EMBED_FT_HOME") or Path.cwd() / ".embed_ft" / "platform").resolve()
+    return fallback(PLATFORM_HOME_ENV)
 
 
 @dataclass
@@ -54,8 +56,8 @@ class PlatformSettings:
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
         if self.beir_root is None:
-            env_root = os.environ.get("EMBED_FT_BEIR_ROOT")
-            self.beir_root = Path(env_root) if env_root else self.home / "beir"
+            env_root = os.environ.get(BEIR_ROOT_ENV)
+            self.beir_root = Path(env_root) if env_root else self.home / BEIR_DIR
         self.beir_root = Path(self.beir_root).resolve()
         if self.model_roots is None:
             env_roots = os.environ.get("EMBED_FT_MODEL_ROOTS", "")

@@ -33,7 +33,7 @@ def error_lines(exc: ValidationError, prefix: str = "") -> list[str]:
 
 
 def flat(model: BaseModel, prefix: str = "") -> dict[str, Any]:
-    """``{"training.learning_rate": 2e-05, ...}``: every leaf field, JSON values (tuples as lists)."""
+    """``{"training.learning_rate": 0.0001, ...}``: every leaf field, JSON values (tuples as lists)."""
     values: dict[str, Any] = {}
     for name in type(model).model_fields:
         value = getattr(model, name)

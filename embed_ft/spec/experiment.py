@@ -16,6 +16,7 @@ A spec is data: `spec_version` is a hash of its settings (not of the preset name
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal, Optional
 
@@ -26,12 +27,17 @@ from ..data.mining import SAMPLING_STRATEGIES, MiningSettings
 from ..data.specter import DEFAULT_HUB_DATASET
 from ..data.splitting import SplitOptions
 from ..nemo.customizer import FINETUNING_TYPES
+from ..nemo.evaluator import DEFAULT_METRICS
 from ..profiles import BackendProfile
 
 SHARED_TOKEN = "{shared}"  # in data.source: the shared data folder (see DataSpec.source)
+SHARED_DATA_ENV = "EMBED_FT_SHARED_DATA"  # the shared data folder, when a person points at one
+PRESET_DATA_ENV = "EMBED_FT_PRESET_DATA"  # what {shared} stands for: set by embed-ft (homes.py) on every command
 HELDOUT_TASK = "heldout"
-DEFAULT_METRICS = ("recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10")
-TASK_URL = re.compile(r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?)$")
+TASK_URL = re.compile(
+    r"^(file://(?P<file>[A-Za-z0-9._-]+)/?|hf://datasets/[A-Za-z0-9._-]+/(?P<hf>[A-Za-z0-9._-]+)/?"
+    r"|fileset://[a-z][a-z0-9@.+_-]+/(?P<fileset>[a-z][a-z0-9@.+_-]+)/?)$"
+)
 METRIC_NAME = re.compile(r"^(recall_\d+|ndcg_cut_\d+|map_cut_\d+|P_\d+|ndcg|map|recip_rank)$")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 DAY_S = 7 * 24 * 3600.0
@@ -47,10 +53,10 @@ def task_name(files_url: str) -> str:
     match = TASK_URL.match(files_url)
     if not match:
         raise ValueError(
-            f"unknown evaluation task {files_url!r}: expected file://NAME/ (a BEIR set on the evaluator) "
-            "or hf://datasets/NAMESPACE/NAME (a BEIR-layout repo in the Data Store)"
+            f"unknown evaluation task {files_url!r}: expected file://NAME/ (a BEIR set on the evaluator), "
+            "hf://datasets/NAMESPACE/NAME (a BEIR-layout repo in the Data Store) or fileset://WORKSPACE/NAME (v2)"
         )
-    return match.group("file") or match.group("hf")
+    return match.group("file") or match.group("hf") or match.group("fileset")
 
 
 class Section(BaseModel):
@@ -62,12 +68,7 @@ class DataSpec(Section):
         default=DEFAULT_HUB_DATASET, min_length=1, max_length=4096,
         description="Training source: a Hugging Face dataset id, a local file/folder (SPECTER layout) or a BEIR "
         f"folder; `{SHARED_TOKEN}/NAME` is NAME in the shared data folder ($EMBED_FT_SHARED_DATA, else "
-        "../shared/data beside the checkout).",
-    )
-    public_source: Optional[str] = Field(
-        default=None, max_length=512,
-        description="Where the same data is public (a Hugging Face dataset id), for a machine without the shared "
-        "data folder.",
+        "../shared/data beside the checkout; without one, BEIR SciFact is fetched from the Hub).",
     )
     revision: Optional[str] = Field(default=None, max_length=256, description="Hub revision (branch, tag or sha) of "
                                     "the source; empty: the default branch.")
@@ -80,6 +81,19 @@ class DataSpec(Section):
     dataset_name: str = Field(default="embed-sft-data", pattern=NAME_PATTERN,
                               description="Data Store repo and Entity Store dataset of the uploaded splits.")
 
+    def resolved(self) -> "DataSpec":
+        """This section with ``source`` as a place to read: `{shared}/NAME` becomes NAME in the preset data folder
+        ($EMBED_FT_PRESET_DATA, which `embed-ft` sets: the shared data folder when there is one, else the folder
+        filled from the Hugging Face Hub; else $EMBED_FT_SHARED_DATA)."""
+        if not self.source.startswith(SHARED_TOKEN):
+            return self
+        folder = os.environ.get(PRESET_DATA_ENV) or os.environ.get(SHARED_DATA_ENV)
+        if not folder:
+            raise ValueError(f"data.source {self.source!r} is in the shared data folder, but neither "
+                             f"{PRESET_DATA_ENV} nor {SHARED_DATA_ENV} is set: set {SHARED_DATA_ENV} to the folder "
+                             "holding the shared data")
+        return self.model_copy(update={"source": folder.rstrip("/") + self.source[len(SHARED_TOKEN):]})
+
 
 class MiningSpec(Section):
     """Hard-negative mining of a BEIR source (ignored for sources whose rows carry their negatives)."""
@@ -90,8 +104,9 @@ class MiningSpec(Section):
                            description="Skip the model's top candidates (likely unjudged positives).")
     range_max: Optional[int] = Field(default=MiningSettings.range_max, ge=1, le=100_000, json_schema_extra=unit("rank"),
                                      description="Sample negatives from ranks [range_min, range_max).")
-    relative_margin: Optional[float] = Field(default=MiningSettings.relative_margin, ge=0, le=1,
-                                             description="Drop candidates scoring above positive - |positive| x margin.")
+    relative_margin: Optional[float] = Field(
+        default=MiningSettings.relative_margin, ge=0, le=1,
+        description="Drop candidates scoring above positive - |positive| x margin.")
     absolute_margin: Optional[float] = Field(default=MiningSettings.absolute_margin, ge=0, le=2,
                                              description="Drop candidates scoring above positive - margin.")
     max_score: Optional[float] = Field(default=MiningSettings.max_score, ge=-1, le=1,
@@ -105,8 +120,9 @@ class MiningSpec(Section):
     max_seq_length: Optional[int] = Field(default=MiningSettings.max_seq_length, ge=1, le=8192,
                                           json_schema_extra=unit("tokens"),
                                           description="Truncate texts when mining; empty: the model's own.")
-    use_faiss: Optional[bool] = Field(default=MiningSettings.use_faiss,
-                                      description="Search candidates with faiss; empty: from faiss_min_corpus documents.")
+    use_faiss: Optional[bool] = Field(
+        default=MiningSettings.use_faiss, description="Search candidates with faiss; empty: from faiss_min_corpus "
+        "documents.")
     faiss_min_corpus: int = Field(default=MiningSettings.faiss_min_corpus, ge=1, json_schema_extra=unit("documents"),
                                   description="Corpus size from which faiss is used (use_faiss empty).")
     seed: int = Field(default=MiningSettings.seed, ge=0, le=2**32 - 1, description="Seed of the random sampling.")
@@ -194,7 +210,8 @@ class ServingSpec(Section):
 
 class EvaluationSpec(Section):
     tasks: tuple[str, ...] = Field(min_length=1, max_length=32,
-                                   description="BEIR tasks as files_url: file://NAME/ or hf://datasets/NS/NAME.")
+                                   description="BEIR tasks as files_url: file://NAME/, hf://datasets/NS/NAME or "
+                                   "fileset://WORKSPACE/NAME (v2).")
     metrics: tuple[str, ...] = Field(default=DEFAULT_METRICS, min_length=1, max_length=32,
                                      description="trec_eval metric names (recall_K, ndcg_cut_K, map, recip_rank).")
     top_k: int = Field(default=10, ge=1, le=1000, json_schema_extra=unit("documents"),

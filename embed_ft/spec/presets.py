@@ -57,7 +57,8 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="tutorial",
             summary="NVIDIA's tutorial: SPECTER from the Hub -> BEIR SciDocs, the backend's defaults",
-            expect="needs the Hugging Face Hub and SciDocs on the " "evaluator; hours on CPU, about an hour on a GPU cluster",
+            expect="needs the Hugging Face Hub and SciDocs on the evaluator; hours on CPU, about an hour on a GPU "
+            "cluster",
             changes={"data.source": "embedding-data/SPECTER", "evaluation.tasks": ["file://scidocs/"]},
         ),
         Preset(
