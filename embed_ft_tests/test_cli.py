@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance
 
 from embed_ft.cli import main
 from embed_ft.defs.data import specter_raw, specter_triplets

@@ -13,7 +13,6 @@ Settings: the `data` and `split` sections of the run's experiment spec (`experim
 `EMBED_FT_DATA_ROOT`, else `./.embed_ft/data`.
 """
 
-import os
 from pathlib import Path
 from typing import Optional
 
