@@ -90,7 +90,7 @@ def test_every_readme_command_parses_and_the_cheap_ones_run(cli_env, shared_data
     for words in readme_commands():
         args = words[1:]
         if words[0] == "./dev":
-            assert args[0] in ("run", "test", "install"), words
+            assert args[0] in ("run", "test", "install", "lint"), words
             if args[0] != "run":
                 continue
         ctx = parse(args)
