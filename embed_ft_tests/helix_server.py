@@ -117,25 +117,25 @@ def _healthy(url: str) -> bool:
     return body.get("status") == "healthy" and not services.get("not_ready") and controllers.get("healthy") is True
 
 
-def stop_helix(pid: int) -> None:
-    """SIGINT (its Ctrl-C) then SIGTERM to the server's process group (it and the job subprocesses it started),
-    SIGKILL if it lingers."""
-    for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S / 2), (signal.SIGTERM, STOP_TIMEOUT_S / 2)):
+def stop_helix(process: subprocess.Popen) -> None:
+    """SIGINT (its Ctrl-C; it shuts down in about a second), then SIGTERM, then SIGKILL, each to the server's process
+    group (it and the job subprocesses it started). Waits on the process itself: a group check would also count
+    the exited-but-unreaped server as alive."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            os.killpg(process.pid, sig)
         except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
+            break
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S / 2)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # job subprocesses left in the group
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @contextmanager
@@ -186,5 +186,4 @@ def running_helix(home: Path) -> Iterator[Helix]:
             time.sleep(0.5)
         yield helix
     finally:
-        stop_helix(process.pid)
-        process.wait(timeout=STOP_TIMEOUT_S)
+        stop_helix(process)
