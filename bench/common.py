@@ -20,7 +20,8 @@ from typing import Any, Iterator
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real data lives next to the repository (never copied into it): <repo>/../shared/data
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-SCIFACT_DIR = SHARED_DATA / "beir" / "scifact"
+# EMBED_FT_BENCH_SCIFACT: a copy elsewhere (bench/gpu_check.sh on a machine without ../shared).
+SCIFACT_DIR = Path(os.environ.get("EMBED_FT_BENCH_SCIFACT") or SHARED_DATA / "beir" / "scifact")
 
 if str(REPO_ROOT) not in sys.path:  # run as `python bench/x.py` from a source checkout
     sys.path.insert(0, str(REPO_ROOT))

@@ -133,9 +133,9 @@ def test_onnx_backend_matches_torch_within_1e4(tmp_path, monkeypatch, shared_dat
 
 def test_backend_setting(monkeypatch):
     monkeypatch.delenv(inference_backend.BACKEND_ENV, raising=False)
-    assert inference_backend.requested_backend() == "torch"
-    monkeypatch.setenv(inference_backend.BACKEND_ENV, "AUTO")
     assert inference_backend.requested_backend() == "auto"
+    monkeypatch.setenv(inference_backend.BACKEND_ENV, "TORCH")
+    assert inference_backend.requested_backend() == "torch"
     monkeypatch.setenv(inference_backend.BACKEND_ENV, "tensorrt")
-    with pytest.raises(inference_backend.InferenceBackendError, match="must be one of torch, onnx, auto"):
+    with pytest.raises(inference_backend.InferenceBackendError, match="must be one of auto, torch, onnx, torch-bf16"):
         inference_backend.requested_backend()

@@ -9,6 +9,7 @@ The token comes from ``--token`` or, better (command lines are visible to other 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -20,6 +21,8 @@ from .launcher import (
     status as platform_status,
     stop as stop_platform,
 )
+from .services.inference_backend import RUNTIME_ENV
+from .services.runtime_choice import runtime_status
 from .settings import DEFAULT_HOST, DEFAULT_PORT, PlatformSettings, service_urls
 
 if local_platform_installed():  # the core install (no `local` extra) has no FastAPI/uvicorn: `serve` says so
@@ -89,7 +92,24 @@ def describe_status(state: dict) -> list[str]:
     if state.get("set_aside"):
         lines += ["the last start-up set aside what it could not read (and served the rest):",
                   *(f"  {line}" for line in state["set_aside"])]
-    return lines + [f"home: {state['home']}", f"log: {state['log_file']}"]
+    return lines + [f"home: {state['home']}", f"log: {state['log_file']}",
+                    *describe_runtime(state.get("inference_runtime"))]
+
+
+def describe_runtime(runtime: dict | None) -> list[str]:
+    """The inference runtime setting, and which runtime each calibrated model runs on and why."""
+    if not runtime:
+        return []
+    if runtime.get("error"):
+        return [f"inference runtime: {runtime['error']}"]
+    lines = [f"inference runtime: {runtime['setting']} ({RUNTIME_ENV}; torch = BEIR-exact, torch-bf16 = opt-in)"]
+    for calibration in runtime["calibrations"]:
+        flags = ", ".join(calibration["machine"].get("cpu_flags") or []) or "none"
+        lines.append(f"  {calibration['architecture']} models on {calibration['machine'].get('cpu')} (flags {flags}), "
+                     f"calibrated {calibration['calibrated_at']}: auto -> {calibration['summary']}")
+    if not runtime["calibrations"]:
+        lines.append("  no calibration yet: auto measures the runtimes when a model is first deployed")
+    return lines
 
 
 @platform_group.command()
@@ -97,7 +117,9 @@ def describe_status(state: dict) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON (for scripts)")
 def status(home: Path | None, as_json: bool) -> None:
     """Show whether the platform of this home is up, and where. Exit code 0 when up, 1 when down."""
-    state = platform_status(_settings(home=home))
+    settings = _settings(home=home)
+    state = platform_status(settings)
+    state["inference_runtime"] = runtime_status(settings.runtimes_dir, os.environ.get(RUNTIME_ENV))
     if state.get("url"):
         state["urls"] = service_urls(state["url"])  # NDS_URL, NEMO_URL, NIM_URL (the NIM routes under /nim)
     if as_json:

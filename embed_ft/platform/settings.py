@@ -101,6 +101,11 @@ class PlatformSettings:
         """Where a customization target's weights may be: the home's stores and the operator's ``model_roots``."""
         return (self.models_dir, self.repos_dir, self.cache_dir, *(self.model_roots or ()))
 
+    @property
+    def runtimes_dir(self) -> Path:
+        """The `auto` inference runtime's calibrations (services/runtime_calibration.py)."""
+        return self.cache_dir / "runtimes"
+
     def ensure_dirs(self) -> None:
         """Create the home and its folders, private to this user (0700; an older home is made so too)."""
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from . import embedding
 from .entities import MODEL_KIND
 from .errors import ConflictError, InvalidInputError, NotFoundError, checked_name
 from .model_weights import ModelNotFound, resolve_model_path, split_model_ref, unversioned
+from .runtime_choice import RuntimeCalibrations, machine_calibrations_dir
 from .serving import ServedModel, ServingRegistry
 
 log = logging.getLogger("embed_ft.platform.deployment")
@@ -190,7 +191,8 @@ class DeploymentService:
         served_name = unversioned(model_ref)
         try:
             path = resolve_model_path(self.store, model_ref)
-            model = embedding.load_model(path)
+            model = embedding.load_model(path, calibrations=RuntimeCalibrations(self.settings.runtimes_dir,
+                                                                                 machine_calibrations_dir()))
         except Exception as exc:  # unknown model, broken weights, out of memory: the deployment says which
             log.warning("deployment %s failed: %s", key, exc)
             self._set_status(key, deployment_id, FAILED, f"model {model_ref} cannot be deployed: {exc}",
@@ -200,10 +202,12 @@ class DeploymentService:
             doc = self.store.get(DEPLOYMENT_KIND, key)
             if doc is None or doc.get("id") != deployment_id:
                 return  # deleted while loading: serve nothing
-            self.serving.add(ServedModel(served_name, model_ref, path, deployment_id, model))
+            runtime = embedding.runtime_choice(model)
+            self.serving.add(ServedModel(served_name, model_ref, path, deployment_id, model, runtime))
+            on = f" by {runtime.summary()}" if runtime is not None else ""
             self.store.update(DEPLOYMENT_KIND, key, {
                 "status_details": {"status": READY,
-                                   "description": f"{model_ref} is served as {served_name!r} on /v1/embeddings"},
+                                   "description": f"{model_ref} is served as {served_name!r} on /v1/embeddings{on}"},
                 "deployed": True,
             })
 

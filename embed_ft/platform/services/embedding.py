@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import MalformedRequestError
-from .inference_backend import apply_backend, requested_backend
+from .inference_backend import requested_backend
+from .runtime_calibration import resolve_runtime
+from .runtime_choice import RuntimeCalibrations, RuntimeChoice, machine_calibrations_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -35,6 +37,8 @@ class ModelInputError(MalformedRequestError):
 _MODEL_CACHE_SIZE = 4
 _model_cache: "OrderedDict[tuple[str, str, str], SentenceTransformer]" = OrderedDict()
 _model_cache_lock = threading.Lock()
+# Which runtime computes each cached model, and why (by id of the model).
+_runtime_choices: dict[int, RuntimeChoice] = {}
 # Fast tokenizers are not safe for concurrent use ("Already borrowed"): one encode at a time per model.
 _encode_locks: dict[int, threading.Lock] = {}
 
@@ -45,10 +49,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path: Path | str, device: str | None = None) -> "SentenceTransformer":
-    """Load a sentence-transformers folder once per (path, device, inference backend); keeps the last few models
-    in memory. The transformer runs on torch or ONNX Runtime (``inference_backend.py``, env
-    EMBED_FT_INFERENCE_BACKEND)."""
+def load_model(path: Path | str, device: str | None = None,
+               calibrations: RuntimeCalibrations | None = None) -> "SentenceTransformer":
+    """Load a sentence-transformers folder once per (path, device, runtime setting); keeps the last few models in
+    memory. The runtime setting (``EMBED_FT_INFERENCE_BACKEND``, default ``auto``) picks what computes the
+    transformer (``inference_backend.py``); ``auto`` calibrates once and caches the choice in ``calibrations``
+    (the platform home's). ``runtime_choice(model)`` says which runtime runs and why."""
     from sentence_transformers import SentenceTransformer  # lazy: heavy
 
     device = device or default_device()
@@ -57,16 +63,27 @@ def load_model(path: Path | str, device: str | None = None) -> "SentenceTransfor
         if key in _model_cache:
             _model_cache.move_to_end(key)
             return _model_cache[key]
-    model = SentenceTransformer(key[0], device=device, local_files_only=True)
-    model.eval()
-    model = apply_backend(model, key[0], device, key[2])
+
+    def fresh() -> "SentenceTransformer":
+        return SentenceTransformer(key[0], device=device, local_files_only=True).eval()
+
+    calibrations = calibrations or RuntimeCalibrations(None, machine_calibrations_dir())
+    model, choice = resolve_runtime(key[2], Path(key[0]), device, fresh, calibrations)
     with _model_cache_lock:
         model = _model_cache.setdefault(key, model)
         _encode_locks.setdefault(id(model), threading.Lock())
+        _runtime_choices.setdefault(id(model), choice)
         while len(_model_cache) > _MODEL_CACHE_SIZE:
             _, evicted = _model_cache.popitem(last=False)
             _encode_locks.pop(id(evicted), None)
+            _runtime_choices.pop(id(evicted), None)
     return model
+
+
+def runtime_choice(model: "SentenceTransformer") -> RuntimeChoice | None:
+    """The runtime computing a model loaded by ``load_model``, and why (None for a model loaded elsewhere)."""
+    with _model_cache_lock:
+        return _runtime_choices.get(id(model))
 
 
 def unload_model(path: Path | str) -> None:
@@ -74,7 +91,9 @@ def unload_model(path: Path | str) -> None:
     resolved = str(Path(path).resolve())
     with _model_cache_lock:
         for key in [k for k in _model_cache if k[0] == resolved]:
-            _encode_locks.pop(id(_model_cache.pop(key)), None)
+            model = _model_cache.pop(key)
+            _encode_locks.pop(id(model), None)
+            _runtime_choices.pop(id(model), None)
     release_memory()
 
 

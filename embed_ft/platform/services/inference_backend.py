@@ -1,10 +1,17 @@
-"""Which runtime computes a served model's transformer: PyTorch, or ONNX Runtime on a CPU.
+"""Which runtime computes a served model's transformer: the one definition of the runtime names and the default.
 
-``EMBED_FT_INFERENCE_BACKEND``: ``torch`` (the default: exact fidelity with sentence-transformers/BEIR), ``onnx``
-(ONNX Runtime; an error if it is not installed or the model cannot be exported) or ``auto`` (ONNX Runtime on a CPU
-when ``onnxruntime`` is installed and the model exports, else torch; CUDA always stays on torch). torch is the
-default because on the machines measured so far (Intel Xeon with AVX-512/AMX, torch 2.13) ONNX Runtime's fp32
-kernels were slower than torch's (BENCHMARKS.md, "Inference backends"); ``auto`` is for CPUs where they are not.
+``EMBED_FT_INFERENCE_BACKEND`` (``RUNTIME_ENV``) is one of ``runtime_names()``:
+
+- ``auto`` (``DEFAULT_RUNTIME``): the fastest fp32 runtime of this machine whose embeddings equal torch fp32's
+  within 1e-5, chosen by a calibration once per machine, model and runtime versions and cached in the platform home
+  (``runtime_calibration.py``); torch wherever nothing beats it (CUDA: torch only).
+- ``torch``: PyTorch fp32, BEIR's own computation (bit-identical rankings); one setting away for BEIR-exact runs.
+- ``onnx``: ONNX Runtime fp32 on a CPU (an error if the model cannot be exported).
+- ``torch-bf16``: opt-in, torch under bf16 autocast where the hardware has native bf16; faster, not exact: its
+  deviation from torch fp32, measured on the machine, is shown beside it.
+
+Runtimes are ``Runtime`` objects in one registry (``register_runtime``): a runtime the project adopts (OpenVINO,
+say) is one more class, and calibration tries every registered fp32 runtime.
 
 The ONNX graph is exported locally from the model's own weights (``torch.onnx.export`` of its Hugging Face
 transformer, then ONNX Runtime's BERT fusions) into ``<cache>/<weights fingerprint>/model.onnx``
@@ -20,6 +27,7 @@ they are.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import threading
@@ -33,29 +41,140 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("embed_ft.platform.inference")
 
-BACKEND_ENV = "EMBED_FT_INFERENCE_BACKEND"
+RUNTIME_ENV = "EMBED_FT_INFERENCE_BACKEND"
+BACKEND_ENV = RUNTIME_ENV  # the name earlier code and docs use
 ONNX_CACHE_ENV = "EMBED_FT_ONNX_CACHE"
-BACKENDS = ("torch", "onnx", "auto")
-DEFAULT_BACKEND = "torch"
+AUTO = "auto"
+DEFAULT_RUNTIME = AUTO
+DEFAULT_BACKEND = DEFAULT_RUNTIME
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
 _export_lock = threading.Lock()
 
 
 class InferenceBackendError(RuntimeError):
-    """``onnx`` was asked for and cannot be had (not installed, or the model does not export)."""
+    """A runtime was asked for and cannot be had (unknown name, not installed, or the model does not export)."""
+
+
+class Runtime:
+    """One way to compute a model's transformer. ``exact``: fp32, expected to equal torch fp32 within 1e-5 (only
+    those are candidates of ``auto``)."""
+
+    name = "torch"
+    exact = True
+
+    def available(self, device: str) -> bool:
+        return True
+
+    def version(self) -> str:
+        return _version("torch")
+
+    def apply(self, model: "SentenceTransformer", path: Path, device: str) -> "SentenceTransformer":
+        return model
+
+
+class OnnxRuntime(Runtime):
+    name = "onnx"
+
+    def available(self, device: str) -> bool:
+        return device == "cpu" and onnx_available()
+
+    def version(self) -> str:
+        return f"onnxruntime {_version('onnxruntime')}"
+
+    def apply(self, model: "SentenceTransformer", path: Path, device: str) -> "SentenceTransformer":
+        if not onnx_available():
+            raise InferenceBackendError("runtime 'onnx' needs onnx and onnxruntime: pip install onnx onnxruntime")
+        try:
+            transformer: Any = model[0].model
+            model[0].model = _onnx_module(transformer.config, export_onnx(model, path))
+        except Exception as exc:  # noqa: BLE001  (the caller says why the runtime cannot run this model)
+            raise InferenceBackendError(f"cannot run {path} on ONNX Runtime: {type(exc).__name__}: {exc}") from exc
+        return model
+
+
+class TorchBf16Runtime(Runtime):
+    """torch under bf16 autocast (matrix products in bf16, outputs back in fp32): opt-in, never chosen by auto."""
+
+    name = "torch-bf16"
+    exact = False
+
+    def available(self, device: str) -> bool:
+        return native_bf16(device)
+
+    def version(self) -> str:
+        return f"torch {_version('torch')} bf16"
+
+    def apply(self, model: "SentenceTransformer", path: Path, device: str) -> "SentenceTransformer":
+        model[0].model = _bf16_module(model[0].model, device)
+        return model
+
+
+_runtimes: dict[str, Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def register_runtime(runtime: Runtime) -> None:
+    """Add (or replace) a runtime by its name; ``auto`` calibrates every registered exact runtime."""
+    if runtime.name == AUTO:
+        raise ValueError("'auto' is the setting that chooses a runtime, not a runtime")
+    with _runtimes_lock:
+        _runtimes[runtime.name] = runtime
+
+
+def unregister_runtime(name: str) -> None:
+    with _runtimes_lock:
+        if name not in ("torch", "onnx", "torch-bf16"):
+            _runtimes.pop(name, None)
+
+
+def runtimes() -> dict[str, Runtime]:
+    with _runtimes_lock:
+        return dict(_runtimes)
+
+
+def runtime_names() -> tuple[str, ...]:
+    """Every value the runtime setting takes: ``auto`` first, then the registered runtimes."""
+    return (AUTO, *runtimes())
+
+
+for _builtin in (Runtime(), OnnxRuntime(), TorchBf16Runtime()):
+    register_runtime(_builtin)
+
+
+def checked_runtime(value: str | None) -> str:
+    """A runtime setting, lower-cased and checked (``auto`` when empty)."""
+    name = (value or DEFAULT_RUNTIME).strip().lower()
+    if name not in runtime_names():
+        raise InferenceBackendError(f"{RUNTIME_ENV} must be one of {', '.join(runtime_names())}, got {name!r}")
+    return name
 
 
 def requested_backend() -> str:
-    value = (os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND).strip().lower()
-    if value not in BACKENDS:
-        raise InferenceBackendError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {value!r}")
-    return value
+    """The runtime setting of this process (``EMBED_FT_INFERENCE_BACKEND``, default ``auto``)."""
+    return checked_runtime(os.environ.get(RUNTIME_ENV))
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def native_bf16(device: str) -> bool:
+    """bf16 computed natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16/AMX (oneDNN's check)."""
+    import torch  # lazy: heavy
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    mkldnn: Any = torch.backends.mkldnn  # untyped in torch's stubs
+    return bool(mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def onnx_available() -> bool:
     try:
-        import onnx  # noqa: F401  (lazy: optional dependency, extra [onnx])
+        import onnx  # noqa: F401  (lazy: heavy)
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
@@ -67,28 +186,20 @@ def onnx_cache_root() -> Path:
 
 
 def backend_of(model: "SentenceTransformer") -> str:
-    """``onnx`` when the model's transformer runs on ONNX Runtime, else ``torch``."""
-    return "onnx" if getattr(model[0].model, "is_onnx", False) else "torch"
+    """The runtime computing ``model``'s transformer (``torch`` unless a runtime replaced it)."""
+    return str(getattr(model[0].model, "runtime_name", "torch"))
 
 
-def apply_backend(model: "SentenceTransformer", path: str | Path, device: str, backend: str | None = None) -> "SentenceTransformer":
-    """Move ``model``'s transformer onto the chosen runtime (in place) and return the model."""
-    backend = backend or requested_backend()
-    if backend not in BACKENDS:
-        raise InferenceBackendError(f"inference backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "torch" or (backend == "auto" and (device != "cpu" or not onnx_available())):
-        return model
-    if backend == "onnx" and not onnx_available():
-        raise InferenceBackendError("inference backend 'onnx' needs onnx and onnxruntime: pip install 'embed-ft[onnx]'")
-    try:
-        onnx_path = export_onnx(model, Path(path))
-        transformer: Any = model[0]  # sentence-transformers' Transformer module (typed as a plain Module)
-        transformer.model = _onnx_module(transformer.model.config, onnx_path)
-    except Exception as exc:  # noqa: BLE001  (auto falls back to torch; onnx says why it cannot)
-        if backend == "onnx":
-            raise InferenceBackendError(f"cannot run {path} on ONNX Runtime: {type(exc).__name__}: {exc}") from exc
-        log.warning("model %s stays on torch: ONNX export failed (%s: %s)", path, type(exc).__name__, exc)
-    return model
+def apply_backend(model: "SentenceTransformer", path: str | Path, device: str, backend: str) -> "SentenceTransformer":
+    """Move ``model``'s transformer onto the runtime named ``backend`` (in place) and return the model. ``auto`` is
+    resolved to a runtime first (``runtime_calibration.resolve_runtime``)."""
+    name = checked_runtime(backend)
+    runtime = runtimes().get(name)
+    if runtime is None:
+        raise InferenceBackendError("'auto' is resolved by runtime_calibration.resolve_runtime before it is applied")
+    if not runtime.available(device):
+        raise InferenceBackendError(f"runtime {name!r} does not run on {device} here")
+    return runtime.apply(model, Path(path), device)
 
 
 def export_onnx(model: "SentenceTransformer", path: Path) -> Path:
@@ -99,19 +210,26 @@ def export_onnx(model: "SentenceTransformer", path: Path) -> Path:
     with _export_lock:
         if target.is_file():
             return target
-        first: Any = model[0]  # sentence-transformers' Transformer module (typed as a plain Module)
-        transformer = first.model
+        transformer: Any = model[0].model
         if type(transformer).__name__.startswith("Peft"):
             raise ValueError("adapter models are served by torch")
         target.parent.mkdir(parents=True, exist_ok=True)
         raw = target.with_name(f".raw-{os.getpid()}.onnx")
-        sample = first.tokenizer(["an example", "a second, longer example"], return_tensors="pt", padding=True)
+        tokenizer: Any = model[0].tokenizer
+        sample = tokenizer(["an example", "a second, longer example"], return_tensors="pt", padding=True)
         inputs = tuple(sample.get(name, torch.zeros_like(sample["input_ids"])) for name in ONNX_INPUTS)
         axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, "last_hidden_state")}
         with torch.no_grad():
-            torch.onnx.export(_export_wrapper(transformer).eval(), inputs, str(raw), input_names=list(ONNX_INPUTS),
-                              output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=OPSET,
-                              dynamo=False)
+            torch.onnx.export(
+                _export_wrapper(transformer).eval(),
+                inputs,
+                str(raw),
+                input_names=list(ONNX_INPUTS),
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
         fused = target.with_name(f".fused-{os.getpid()}.onnx")
         _fuse(raw, fused, transformer.config)
         raw.unlink(missing_ok=True)
@@ -123,8 +241,13 @@ def _fuse(source: Path, out: Path, config: Any) -> None:
     """ONNX Runtime's BERT graph fusions (SkipLayerNorm, BiasGelu, ...): fewer kernels, same math."""
     from onnxruntime.transformers import optimizer  # lazy: optional dependency
 
-    fused = optimizer.optimize_model(str(source), model_type="bert", num_heads=int(config.num_attention_heads),
-                                     hidden_size=int(config.hidden_size), opt_level=1)
+    fused = optimizer.optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+        opt_level=1,
+    )
     fused.save_model_to_file(str(out))
 
 
@@ -138,8 +261,9 @@ def _export_wrapper(transformer: Any) -> Any:
             self.transformer = transformer
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.transformer(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                                    return_dict=True).last_hidden_state
+            return self.transformer(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+            ).last_hidden_state
 
     return HiddenStates()
 
@@ -157,7 +281,7 @@ def _onnx_module(config: Any, onnx_path: Path) -> Any:
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     class OnnxTransformer(torch.nn.Module):
-        is_onnx = True
+        runtime_name = "onnx"
 
         def __init__(self) -> None:
             super().__init__()
@@ -165,13 +289,40 @@ def _onnx_module(config: Any, onnx_path: Path) -> Any:
             # sentence-transformers reads the device from the parameters: one empty CPU tensor says "cpu".
             self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
 
-        def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
-                    **_: Any) -> dict[str, Any]:
+        def forward(
+            self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None, **_: Any
+        ) -> dict[str, Any]:
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
-            feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy(),
-                     "token_type_ids": token_type_ids.cpu().numpy()}
+            feeds = {
+                "input_ids": input_ids.cpu().numpy(),
+                "attention_mask": attention_mask.cpu().numpy(),
+                "token_type_ids": token_type_ids.cpu().numpy(),
+            }
             (hidden,) = session.run(["last_hidden_state"], feeds)
             return {"last_hidden_state": torch.from_numpy(hidden)}
 
     return OnnxTransformer()
+
+
+def _bf16_module(transformer: Any, device: str) -> Any:
+    """The transformer under bf16 autocast; its hidden states come back as fp32 for pooling and normalization."""
+    import torch  # lazy: heavy
+
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+
+    class Bf16Transformer(torch.nn.Module):
+        runtime_name = "torch-bf16"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = transformer
+            self.config = transformer.config
+
+        def forward(self, **features: Any) -> dict[str, Any]:
+            features["return_dict"] = True
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                out = self.inner(**features)
+            return {"last_hidden_state": out.last_hidden_state.float()}
+
+    return Bf16Transformer()

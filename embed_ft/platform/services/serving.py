@@ -18,6 +18,7 @@ import numpy as np
 from . import embedding
 from .errors import ConflictError, DomainError, MalformedRequestError, NotFoundError, PayloadTooLargeError
 from .model_weights import unversioned
+from .runtime_choice import RuntimeChoice
 
 
 class ModelNotServed(NotFoundError):
@@ -50,6 +51,7 @@ class ServedModel:
     path: Path
     deployment_id: str
     model: Any  # SentenceTransformer
+    runtime: RuntimeChoice | None = None  # which inference runtime computes it, and why
     created: int = field(default_factory=lambda: int(time.time()))
 
 

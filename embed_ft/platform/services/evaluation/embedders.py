@@ -30,6 +30,8 @@ class Embedder:
     """Turns texts into float32 vectors, batch by batch. Subclasses implement ``embed_batch`` and ``identity``."""
 
     batch_size: int = DEFAULT_BATCH_SIZE
+    # Which inference runtime computes the vectors, and why (RuntimeChoice.metadata()); None where unknown (remote).
+    runtime: dict[str, Any] | None = None
 
     def identity(self) -> dict[str, Any]:
         """What distinguishes this embedder in a cache key (never a secret)."""
@@ -97,10 +99,12 @@ class Embedder:
 class CallableEmbedder(Embedder):
     """An embedder over a Python function ``fn(texts, input_type) -> array`` (in-process models, tests)."""
 
-    def __init__(self, fn: Callable[[list[str], str], Any], identity: dict[str, Any], batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, fn: Callable[[list[str], str], Any], identity: dict[str, Any], batch_size: int = DEFAULT_BATCH_SIZE,
+                 runtime: dict[str, Any] | None = None):
         self._fn = fn
         self._identity = dict(identity)
         self.batch_size = int(batch_size)
+        self.runtime = runtime
 
     def identity(self) -> dict[str, Any]:
         return dict(self._identity)

@@ -246,9 +246,11 @@ class EvaluationService:
             except (ModelNotServed, ModelInputError) as exc:
                 raise EmbeddingEndpointError(f"embeddings of model {model_id!r}: {exc}") from None
 
-        return CallableEmbedder(
-            embed_batch, identity={"kind": "platform", "model_id": model_id, "weights": model_fingerprint(entry.path)},
-        )
+        identity = {"kind": "platform", "model_id": model_id, "weights": model_fingerprint(entry.path)}
+        if entry.runtime is not None:  # vectors of another runtime differ by rounding: cached apart
+            identity["runtime"] = entry.runtime.runtime
+        return CallableEmbedder(embed_batch, identity=identity,
+                                runtime=entry.runtime.metadata() if entry.runtime is not None else None)
 
     def _evaluate(self, job_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         query_embedder, index_embedder = self._embedders(job_id, doc["target"])
@@ -295,6 +297,7 @@ class EvaluationService:
                 "status": "completed", "num_queries": outcome.num_queries, "num_docs": outcome.num_docs,
                 "top_k": outcome.top_k, "corpus_cache_hit": outcome.corpus_cache_hit, "search": outcome.search,
                 "timings_s": {k: round(v, 3) for k, v in outcome.timings_s.items()},
+                "runtime": {"query": query_embedder.runtime, "index": index_embedder.runtime},
             }
         result_id = new_id("evaluation_result")
         result = nemo_results(
