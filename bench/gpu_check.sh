@@ -54,7 +54,7 @@ step "install"
 if [ -n "$WHEELS" ]; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl
 elif [ "$MODE" = gpu ]; then
-  "$PYTHON" -m pip install -q -e ".[onnx]"
+  "$PYTHON" -m pip install -q -e ".[local]"
 fi
 # BEIR is bench-only and pins old libraries: installed without its dependencies, beside the project (not into it).
 "$PYTHON" -c "import beir" 2>/dev/null || PYTHONPATH="$SITE" "$PYTHON" -c "import beir" 2>/dev/null \
