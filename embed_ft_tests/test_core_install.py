@@ -23,7 +23,9 @@ BLOCKED_IMPORT = """
 import importlib.abc, importlib.util, sys
 blocked = set(sys.argv[1:])
 find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: None if name.split(".")[0] in blocked else find_spec(name, package)
+def find_unblocked(name, package=None):
+    return None if name.split(".")[0] in blocked else find_spec(name, package)
+importlib.util.find_spec = find_unblocked
 class Missing(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in blocked:
