@@ -104,6 +104,7 @@ def evaluation(model: str, ndcg: float, recall: float, queries: int = 40) -> Eva
     )
 
 
+@pytest.mark.slow  # 27 s on the shared machine (materializes report history)
 def test_report_prints_the_latest_table_with_each_tasks_test_and_the_metric_history(homes):
     dagster_home, _ = homes
     baseline = evaluation("base-model-1", 0.6, 0.7)
@@ -165,6 +166,7 @@ def cli_env(dagster_home: Path, platform_home: Path, base_url: str) -> dict[str,
     return env
 
 
+@pytest.mark.slow  # 21-47 s per case on the shared machine
 @pytest.mark.parametrize(
     "options, field",
     [

@@ -202,6 +202,7 @@ def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int
     return write_beir(out, corpus, [all_queries[q] for q in chosen], {"train": [r for rows in chosen.values() for r in rows]})
 
 
+@pytest.mark.slow  # mines a SciFact subset three times: 25-40 s on the shared machine
 def test_scifact_mining_with_default_settings(tmp_path, shared_data, minilm):
     """Real SciFact train queries and documents, the default settings: one negative sampled at random from the base
     model's ranks 3-30, no margin."""
