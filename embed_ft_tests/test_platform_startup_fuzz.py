@@ -4,8 +4,9 @@ platform's start-up; it serves the rest, lists every kind, and names what it set
 Hypothesis draws the damage: rows of every stored kind that cannot be read back (truncated JSON, JSON that is not
 an object, nesting ~1,000 deep, bytes that are not UTF-8, SQLite values that are not text), objects whose fields
 have the wrong types (served or set aside, never a 500), and damaged record files (a repo's ``repo.json`` or head
-manifest truncated, emptied or replaced, and the home's own ``platform.json``, ``set_aside.json`` and ``serve.lock``). Each example copies a
-template home built once by the real platform, damages it, and starts the real platform on it (loopback HTTP).
+manifest truncated, emptied or replaced, and the home's own ``platform.json``, ``set_aside.json`` and
+``serve.lock``). Each example copies a template home built once by the real platform, damages it, and starts the
+real platform on it (loopback HTTP).
 """
 
 from __future__ import annotations
