@@ -364,6 +364,7 @@ def test_04_05_bad_training_values_are_refused_before_anything_is_stored(job_pla
 DIVERGING = [{"weight_decay": 1e30}, {"learning_rate": 1e30}, {"learning_rate": 0.9, "adam_beta1": 0.0}]
 
 
+@pytest.mark.slow  # 62 s on the shared machine
 def test_06_job_whose_loss_becomes_nan_fails_and_registers_no_model(platform):
     """Item 6: a job whose loss becomes non-finite ends ``failed`` with "loss became NaN at step N", registers no
     model, and its GET/status answer 200 with ``null`` (never NaN) in the JSON."""
@@ -406,6 +407,7 @@ def test_06_job_whose_loss_becomes_nan_fails_and_registers_no_model(platform):
 # =========================================================================================== 7: one server per home
 
 
+@pytest.mark.slow  # 36 s on the shared machine
 def test_07_second_serve_on_the_same_home_exits_and_leaves_the_running_job_alone(tmp_path):
     """Item 7: ``embed-ft platform serve`` holds its home; a second one on the same home exits non-zero at once
     naming the first one's pid and URL; the first one's running job stays running and can still be cancelled."""
@@ -568,6 +570,7 @@ def test_09_embeddings_total_characters_are_capped(served):
     assert re.search(r"\d", text), text[:300]
 
 
+@pytest.mark.slow  # 37 s on the shared machine
 def test_09_health_answers_while_long_encodes_run(served):
     """Item 9: /health stays prompt (< 1 s) while encodes run: a huge request and several long ones at once;
     a client that disconnects does not leave its encode running (a 1-string request answers within 10 s)."""
@@ -642,6 +645,7 @@ def _staged_files(repo: Path) -> list[Path]:
     return [p for p in staging.rglob("*") if p.is_file()] if staging.is_dir() else []
 
 
+@pytest.mark.slow  # 28 s on the shared machine
 def test_10_kill_mid_commit_and_hand_made_leftovers_are_cleaned_at_start_up(tmp_path):
     """Item 10: after kill -9 mid-commit the staging folder is cleaned at the next start; a ``.building`` snapshot,
     a ``.partial`` model and a model folder with no entity (a kill during or just after model save) are cleaned
@@ -765,6 +769,7 @@ def _train(base_url: str, **hp: Any) -> str:
     return job["output_model"]
 
 
+@pytest.mark.slow  # 106 s on the shared machine
 def test_14_deployment_of_an_unversioned_name_pins_the_version_at_create(tmp_path):
     """Item 14: deploying ``tr/ft`` resolves and pins the newest version at create time; after a newer version
     exists and the platform restarts, the deployment serves the same weights and names the pinned version."""
