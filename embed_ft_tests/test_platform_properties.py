@@ -273,6 +273,7 @@ def routes_and_fields(platform):
     return [(route, field) for route in write_routes(spec) for field in fields_of(spec, route)]
 
 
+@pytest.mark.slow  # 33 s on the shared machine
 def test_random_poison_bodies_never_5xx_nor_break_a_list(platform, routes_and_fields):
     """Hypothesis: a random route, field and poison (alone, in a list, in an object; the poisons above, nesting of a
     random depth, random multibyte text) per example; no 5xx, and no

@@ -168,6 +168,7 @@ def cli(args: list[str], env: dict, cwd) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # 30 s on the shared machine
 def test_cli_with_a_missing_source_prints_few_lines_and_creates_nothing(tmp_path):
     env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "dagster_home"), EMBED_FT_HOME=str(tmp_path / "ph"))
     with running_platform(tmp_path) as (base_url, _settings):
