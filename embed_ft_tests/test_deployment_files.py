@@ -231,6 +231,7 @@ def test_the_helm_values_carry_the_instance_settings_of_deploy_dagster_yaml():
         assert daemon["runMonitoring"][camel] == monitoring[snake]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["postgresqlHost"]
+    assert values["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
     assert values["global"]["postgresqlSecretName"] == "dagster-postgresql-secret"
     assert values["generatePostgresqlPasswordSecret"] is False  # the password is never in the values
 
