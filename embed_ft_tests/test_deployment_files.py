@@ -6,7 +6,9 @@
   probe (`dagster api grpc-health-check`);
 - every environment variable the code reads is set by the Helm values (tokens from the Kubernetes Secret), or is
   listed below with the reason a cluster does not need it;
-- deploy/dagster.yaml is a valid Dagster instance config, and the Helm values carry the same limits.
+- deploy/dagster.yaml is a valid Dagster instance config, and the Helm values carry the same limits;
+- the single server's systemd units run the image's command on loopback and read one environment file that sets
+  every variable the instance config reads, and docs/DEPLOYMENT.md installs and starts every unit.
 
 The same instance config is run for real, on PostgreSQL, in test_deployment_postgres.py.
 """
@@ -113,7 +115,7 @@ def test_the_image_runs_the_code_location_as_the_chart_starts_it_as_a_non_root_u
     image, deployment = dockerfile(), user_deployment()
     module = PYPROJECT["tool"]["dagster"]["module_name"]
     assert deployment["codeServerArgs"] == ["-m", module]
-    # deployment-user.yaml of the chart:
+    # The chart's deployment-user.yaml:
     #   args: ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", port, *codeServerArgs]
     assert image["cmd"] == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(deployment["port"]),
                             *deployment["codeServerArgs"]]
@@ -136,7 +138,8 @@ def test_both_image_variants_are_built_from_the_declared_extras():
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {"dagster-postgres", "dagster-k8s"} <= {re.split(r"[<>=!~ ]", d)[0] for d in extras["prod"]}
     assert 'cluster) pip install ".[prod]"' in text  # no torch: the NeMo cluster trains, serves and evaluates
-    assert re.search(r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url ' r'"\$TORCH_INDEX" && pip install "\.\[prod,local\]"', text)
+    local = r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$TORCH_INDEX" && pip install "\.\[prod,local\]"'
+    assert re.search(local, text)  # CPU torch first, from its own index
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
     assert ignored[ignored.index("*") + 1:ignored.index("*") + 4] == ["!pyproject.toml", "!README.md", "!embed_ft/"]
 
@@ -225,7 +228,8 @@ def test_the_helm_values_carry_the_instance_settings_of_deploy_dagster_yaml():
     assert daemon["runCoordinator"]["type"] == instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
     monitoring = instance["run_monitoring"]
     assert daemon["runMonitoring"]["enabled"] is monitoring["enabled"] is True
-    for snake, camel in (("start_timeout_seconds", "startTimeoutSeconds"), ("cancel_timeout_seconds", "cancelTimeoutSeconds"),
+    for snake, camel in (("start_timeout_seconds", "startTimeoutSeconds"),
+                         ("cancel_timeout_seconds", "cancelTimeoutSeconds"),
                          ("poll_interval_seconds", "pollIntervalSeconds"),
                          ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds")):
         assert daemon["runMonitoring"][camel] == monitoring[snake]
@@ -259,3 +263,47 @@ def test_the_instance_config_is_valid_for_dagster_and_reads_the_connection_from_
     server = workspace["load_from"][0]["grpc_server"]
     assert server["location_name"] == PYPROJECT["tool"]["dagster"]["code_location_name"]
     assert (server["host"], server["port"]) == ("127.0.0.1", dockerfile()["expose"][0])
+
+
+# ------------------------------------------------------------------------------------------------ single server
+
+
+def systemd_unit(name: str) -> dict[str, str]:
+    """The [Service] section of deploy/systemd/NAME.service."""
+    section, parsed = "", {}
+    for line in (DEPLOY / "systemd" / f"{name}.service").read_text("utf-8").splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif section == "Service" and "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            parsed[key] = value
+    return parsed
+
+
+def test_the_systemd_units_run_the_image_command_and_read_one_environment():
+    code_server = shlex.split(systemd_unit("embed-ft-code-server")["ExecStart"])
+    image = dockerfile()["cmd"]
+    assert Path(code_server[0]).name == image[0]
+    expected = [*image[1:]]
+    expected[expected.index("-h") + 1] = "127.0.0.1"  # one machine: loopback only
+    assert code_server[1:] == expected
+    workspace = "/etc/embed-ft/workspace.yaml"
+    assert shlex.split(systemd_unit("embed-ft-webserver")["ExecStart"])[-2:] == ["-w", workspace]
+    assert shlex.split(systemd_unit("embed-ft-daemon")["ExecStart"])[1:] == ["run", "-w", workspace]
+    env_file = DEPLOY / "systemd" / "embed-ft.env"
+    variables = dict(line.split("=", 1) for line in env_file.read_text("utf-8").splitlines()
+                     if line and not line.startswith("#"))
+    instance_text = (DEPLOY / "dagster.yaml").read_text("utf-8")
+    read_by_the_instance = set(re.findall(r"env: (\w+)", instance_text))
+    assert read_by_the_instance == {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USERNAME",
+                                    "DAGSTER_PG_PASSWORD"}
+    assert read_by_the_instance <= set(variables)
+    units = sorted(p.stem for p in (DEPLOY / "systemd").glob("*.service"))
+    for unit in units:
+        assert systemd_unit(unit)["EnvironmentFile"] == "/etc/embed-ft/embed-ft.env"
+        assert systemd_unit(unit)["User"] == "embed-ft"
+    recipe = (REPO / "docs" / "DEPLOYMENT.md").read_text("utf-8")
+    assert "install -m 0600 embed-ft/deploy/systemd/embed-ft.env /etc/embed-ft/embed-ft.env" in recipe
+    started = re.search(r"systemctl enable --now (.+)", recipe)
+    assert started is not None
+    assert sorted(started.group(1).split()) == units

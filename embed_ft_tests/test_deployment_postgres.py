@@ -44,15 +44,18 @@ from .platform_server import running_platform
 from .postgres_server import PostgresServer, free_port, running_postgres
 from .test_deployment_files import DEPLOY, dockerfile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the module's first test also starts everything
 
 LOCATION = "embed_ft"
 REPOSITORY = "__repository__"
 CUSTOMIZER_POOL = "nemo_customizer"
 STATUS_PATH = r"/v1/customization/jobs/[^/]+/status"
-START_TIMEOUT_S = 180.0
-RUN_TIMEOUT_S = 420.0
+# Bounds, not expectations (on a quiet 2-core machine each wait is well under a minute): a shared, loaded machine
+# runs everything several times slower.
+START_TIMEOUT_S = 300.0
+RUN_TIMEOUT_S = 900.0
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 FAST = {"poll_interval_s": 0.5}
 
 
@@ -94,7 +97,7 @@ class Deployment:
             "DAGSTER_HOME": str(self.home), "EMBED_FT_DATA_ROOT": str(self.root / "data"),
             "EMBED_FT_HOME": str(self.root / "unused-platform-home"),
             "NDS_URL": self.platform_url, "NEMO_URL": self.platform_url, "NIM_URL": f"{self.platform_url}/nim",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         })
         return env
 
@@ -166,7 +169,8 @@ class Deployment:
     def location_loaded(self) -> bool:
         query = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
         entries = self.query(query)["workspaceOrError"]["locationEntries"]
-        return any(e["name"] == LOCATION and e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries)
+        loaded = {e["name"] for e in entries if e["locationOrLoadError"]["__typename"] == "RepositoryLocation"}
+        return LOCATION in loaded
 
     def graphql(self) -> DagsterGraphQLClient:
         return DagsterGraphQLClient("127.0.0.1", port_number=self.web_port)
@@ -232,7 +236,9 @@ def records(instance: DagsterInstance, run_id: str) -> list:
     return list(instance.get_records_for_run(run_id, limit=100_000).records)
 
 
-def first_storage_id(instance: DagsterInstance, run_id: str, event_type: DagsterEventType, step: str | None = None) -> int:
+def first_storage_id(
+    instance: DagsterInstance, run_id: str, event_type: DagsterEventType, step: str | None = None
+) -> int:
     found = [r.storage_id for r in records(instance, run_id)
              if r.event_log_entry.dagster_event_type == event_type
              and (step is None or r.event_log_entry.step_key == step)]
@@ -293,26 +299,28 @@ def test_two_experiments_side_by_side_the_pool_holds_the_second_training_through
         assert {instance.get_run_by_id(r).status for r in submitted.values()} <= {
             DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
 
-        def one_training_holds_the_pool():
+        def one_training_holds_the_pool_and_the_other_waits():
             pool = instance.event_log_storage.get_concurrency_info(CUSTOMIZER_POOL)
-            fired = sum(rule["fired"] for rule in faults.rules())
-            return pool.claimed_slots if len(pool.claimed_slots) == 1 and fired > 0 else None
+            fired = sum(rule["fired"] for rule in faults.rules())  # the holder polls its (gated) job
+            waiting = [s for s in pool.pending_steps if s.assigned_timestamp is None]
+            return pool if len(pool.claimed_slots) == 1 and len(waiting) == 1 and fired > 0 else None
 
-        (claim,) = wait_for(one_training_holds_the_pool, "one training to hold the customizer pool",
-                            timeout_s=RUN_TIMEOUT_S, interval_s=0.5)
-        first = claim.run_id
+        pool = wait_for(one_training_holds_the_pool_and_the_other_waits,
+                        "one training holding the customizer pool and the other waiting for it",
+                        timeout_s=RUN_TIMEOUT_S, interval_s=0.5)
+        first = pool.claimed_slots[0].run_id
         (second,) = [run_id for run_id in submitted.values() if run_id != first]
-        assert claim.step_key == "fine_tuned_model"
 
         def second_is_held() -> None:
             pool = instance.event_log_storage.get_concurrency_info(CUSTOMIZER_POOL)
             assert [(c.run_id, c.step_key) for c in pool.claimed_slots] == [(first, "fine_tuned_model")]
+            assert [(s.run_id, s.step_key) for s in pool.pending_steps if s.assigned_timestamp is None] == [
+                (second, "fine_tuned_model")]
             steps = {r.event_log_entry.step_key for r in records(instance, second)
                      if r.event_log_entry.dagster_event_type == DagsterEventType.STEP_START}
             assert "fine_tuned_model" not in steps
-            # Held by the pool, not by a run limit: 2 runs in progress of the 8 allowed.
-            assert instance.get_run_by_id(second).status in (
-                DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
+            # Both runs started (2 of the 8 allowed): only the pool holds the second training.
+            assert instance.get_run_by_id(second).status == DagsterRunStatus.STARTED
 
         second_is_held()
         # The daemon dies mid-run (SIGKILL: no clean shutdown) and comes back.
@@ -386,7 +394,8 @@ def test_the_history_is_read_back_from_postgres_after_everything_restarts(deploy
     report = deployment.cli("report", timeout=120)
     assert report.returncode == 0, report.stderr
     listed = [line for line in report.stdout.splitlines() if line.startswith("- ")]
-    assert [(line.split(" run ")[1].split(":")[0], line.split(" experiment ")[1].split()[0]) for line in listed] == before
+    read_back = [(line.split(" run ")[1].split(":")[0], line.split(" experiment ")[1].split()[0]) for line in listed]
+    assert read_back == before
     torn = deployment.cli("teardown", timeout=300)
     assert torn.returncode == 0, torn.stdout + torn.stderr
     assert "teardown done" in torn.stdout
