@@ -97,9 +97,23 @@ class PostgresServer:
         if drop:
             os.chown(pwfile, drop["user"], drop["group"])
         subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", DB_USER, f"--pwfile={pwfile}",
-             "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "--encoding=UTF8", "--locale=C"],
-            check=True, capture_output=True, text=True, timeout=120, **drop,
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                DB_USER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **drop,
         )
         pwfile.unlink()
 
@@ -109,10 +123,24 @@ class PostgresServer:
             self.port = free_port()
             with open(self.log_path, "a", encoding="utf-8") as log:  # the child keeps its own descriptor
                 self.process = subprocess.Popen(
-                    [str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                     "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-                     "-c", "fsync=off", "-c", "max_connections=200"],
-                    stdout=log, stderr=subprocess.STDOUT, **self._run_as(),
+                    [
+                        str(self.bindir / "postgres"),
+                        "-D",
+                        str(self.data_dir),
+                        "-p",
+                        str(self.port),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-c",
+                        f"unix_socket_directories={self.root}",
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "max_connections=200",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    **self._run_as(),
                 )
             if self._wait_ready():
                 return
@@ -146,8 +174,11 @@ class PostgresServer:
     def dagster_env(self) -> dict[str, str]:
         """The variables deploy/dagster.yaml reads."""
         return {
-            "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_DB": DB_NAME,
-            "DAGSTER_PG_USERNAME": DB_USER, "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_DB": DB_NAME,
+            "DAGSTER_PG_USERNAME": DB_USER,
+            "DAGSTER_PG_PASSWORD": self.password,
         }
 
     def stop(self) -> None:

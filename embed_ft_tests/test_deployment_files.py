@@ -52,10 +52,17 @@ NOT_FOR_A_CLUSTER = {
     "EMBED_FT_SPECTER_SOURCE": "optional: unset, the source sensor watches the source specter_raw was built from",
     "EMBED_FT_SPECTER_REVISION": "optional, with EMBED_FT_SPECTER_SOURCE",
     "DAGSTER_HOME": "set by the chart (dagsterHome) and the image",
+    "NEMO_EVALUATOR_URL": "optional: the Evaluator on its own (v2) server; unset, NEMO_URL's",
 }
-# Switches embed-ft sets for libraries itself (it writes them, or only passes them through).
-SET_BY_THE_CODE = {"HF_HUB_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE",
-                   "WANDB_DISABLED"}
+# Variables embed-ft sets itself: switches for libraries, and EMBED_FT_PRESET_DATA (homes.py, on every command).
+SET_BY_THE_CODE = {
+    "EMBED_FT_PRESET_DATA",
+    "HF_HUB_DISABLE_PROGRESS_BARS",
+    "HF_HUB_DISABLE_XET",
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "WANDB_DISABLED",
+}
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -117,8 +124,16 @@ def test_the_image_runs_the_code_location_as_the_chart_starts_it_as_a_non_root_u
     assert deployment["codeServerArgs"] == ["-m", module]
     # The chart's deployment-user.yaml:
     #   args: ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", port, *codeServerArgs]
-    assert image["cmd"] == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(deployment["port"]),
-                            *deployment["codeServerArgs"]]
+    assert image["cmd"] == [
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        str(deployment["port"]),
+        *deployment["codeServerArgs"],
+    ]
     assert image["expose"] == [deployment["port"]]
     uid, _, gid = image["user"].partition(":")
     assert int(uid) != 0
@@ -138,10 +153,13 @@ def test_both_image_variants_are_built_from_the_declared_extras():
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {"dagster-postgres", "dagster-k8s"} <= {re.split(r"[<>=!~ ]", d)[0] for d in extras["prod"]}
     assert 'cluster) pip install ".[prod]"' in text  # no torch: the NeMo cluster trains, serves and evaluates
-    local = r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$TORCH_INDEX" && pip install "\.\[prod,local\]"'
+    local = (
+        r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$TORCH_INDEX"'
+        r' && pip install "\.\[prod,local\]"'
+    )
     assert re.search(local, text)  # CPU torch first, from its own index
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
-    assert ignored[ignored.index("*") + 1:ignored.index("*") + 4] == ["!pyproject.toml", "!README.md", "!embed_ft/"]
+    assert ignored[ignored.index("*") + 1 : ignored.index("*") + 4] == ["!pyproject.toml", "!README.md", "!embed_ft/"]
 
 
 @pytest.mark.slow
@@ -158,8 +176,9 @@ def test_the_image_command_serves_the_code_location_outside_a_container(tmp_path
     for name in ("NDS_URL", "NEMO_URL", "NIM_URL"):
         env[name] = "http://127.0.0.1:9"  # a cluster's configuration: loading the definitions contacts nobody
     Path(env["DAGSTER_HOME"]).mkdir(parents=True)
-    server = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         client = DagsterGrpcClient(port=port, host="127.0.0.1")
         deadline = time.monotonic() + 120
@@ -198,12 +217,20 @@ def test_every_variable_the_code_reads_is_set_by_the_helm_values_or_needs_no_clu
         assert ref["key"] in secret["stringData"], f"{name}: no such key in the Secret"
     # Tokens only ever come from the Secret, never as a value in the values file.
     assert {n for n in plain if n.endswith(("_TOKEN", "_KEY"))} == set()
-    assert set(from_secret) == {"NDS_TOKEN", "NEMO_TOKEN", "NIM_TOKEN", "HF_TOKEN", "WANDB_API_KEY"}
+    assert set(from_secret) == {
+        "NDS_TOKEN",
+        "NEMO_TOKEN",
+        "NIM_TOKEN",
+        "HF_TOKEN",
+        "WANDB_API_KEY",
+        "NEMO_EVALUATOR_TOKEN",
+    }
 
     read = env_read_by_the_code()
     # The embedded platform is the local backend; a cluster deployment never runs it.
-    cluster_side = {name: modules for name, modules in read.items()
-                    if any(not m.startswith("embed_ft/platform/") for m in modules)}
+    cluster_side = {
+        name: modules for name, modules in read.items() if any(not m.startswith("embed_ft/platform/") for m in modules)
+    }
     unaccounted = sorted(set(cluster_side) - set(plain) - set(from_secret) - set(NOT_FOR_A_CLUSTER) - SET_BY_THE_CODE)
     assert unaccounted == [], f"read by the code but neither set by deploy/helm/values.yaml nor exempted: {unaccounted}"
     assert set(NOT_FOR_A_CLUSTER) <= set(read), "an exemption for a variable the code no longer reads"
@@ -228,10 +255,12 @@ def test_the_helm_values_carry_the_instance_settings_of_deploy_dagster_yaml():
     assert daemon["runCoordinator"]["type"] == instance["run_coordinator"]["class"] == "QueuedRunCoordinator"
     monitoring = instance["run_monitoring"]
     assert daemon["runMonitoring"]["enabled"] is monitoring["enabled"] is True
-    for snake, camel in (("start_timeout_seconds", "startTimeoutSeconds"),
-                         ("cancel_timeout_seconds", "cancelTimeoutSeconds"),
-                         ("poll_interval_seconds", "pollIntervalSeconds"),
-                         ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds")):
+    for snake, camel in (
+        ("start_timeout_seconds", "startTimeoutSeconds"),
+        ("cancel_timeout_seconds", "cancelTimeoutSeconds"),
+        ("poll_interval_seconds", "pollIntervalSeconds"),
+        ("free_slots_after_run_end_seconds", "freeSlotsAfterRunEndSeconds"),
+    ):
         assert daemon["runMonitoring"][camel] == monitoring[snake]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["postgresqlHost"]
@@ -241,8 +270,9 @@ def test_the_helm_values_carry_the_instance_settings_of_deploy_dagster_yaml():
 
 
 def test_the_pools_in_the_instance_config_are_the_pools_the_gpu_stages_declare():
-    declared = {node.pool for job in defs.resolve_all_job_defs() for node in job.graph.node_defs
-                if getattr(node, "pool", None)}
+    declared = {
+        node.pool for job in defs.resolve_all_job_defs() for node in job.graph.node_defs if getattr(node, "pool", None)
+    }
     assert declared == {"nemo_customizer", "nemo_deployment", "nemo_evaluator"}
     text = (DEPLOY / "dagster.yaml").read_text("utf-8")
     for pool in declared:
@@ -252,8 +282,13 @@ def test_the_pools_in_the_instance_config_are_the_pools_the_gpu_stages_declare()
 
 def test_the_instance_config_is_valid_for_dagster_and_reads_the_connection_from_the_environment(tmp_path, monkeypatch):
     (tmp_path / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text("utf-8"))
-    for name, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
-                        "DAGSTER_PG_USERNAME": "u", "DAGSTER_PG_PASSWORD": "p"}.items():
+    for name, value in {
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": "5432",
+        "DAGSTER_PG_DB": "dagster",
+        "DAGSTER_PG_USERNAME": "u",
+        "DAGSTER_PG_PASSWORD": "p",
+    }.items():
         monkeypatch.setenv(name, value)
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["storage"]["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
@@ -291,12 +326,18 @@ def test_the_systemd_units_run_the_image_command_and_read_one_environment():
     assert shlex.split(systemd_unit("embed-ft-webserver")["ExecStart"])[-2:] == ["-w", workspace]
     assert shlex.split(systemd_unit("embed-ft-daemon")["ExecStart"])[1:] == ["run", "-w", workspace]
     env_file = DEPLOY / "systemd" / "embed-ft.env"
-    variables = dict(line.split("=", 1) for line in env_file.read_text("utf-8").splitlines()
-                     if line and not line.startswith("#"))
+    variables = dict(
+        line.split("=", 1) for line in env_file.read_text("utf-8").splitlines() if line and not line.startswith("#")
+    )
     instance_text = (DEPLOY / "dagster.yaml").read_text("utf-8")
     read_by_the_instance = set(re.findall(r"env: (\w+)", instance_text))
-    assert read_by_the_instance == {"DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_DB", "DAGSTER_PG_USERNAME",
-                                    "DAGSTER_PG_PASSWORD"}
+    assert read_by_the_instance == {
+        "DAGSTER_PG_HOST",
+        "DAGSTER_PG_PORT",
+        "DAGSTER_PG_DB",
+        "DAGSTER_PG_USERNAME",
+        "DAGSTER_PG_PASSWORD",
+    }
     assert read_by_the_instance <= set(variables)
     units = sorted(p.stem for p in (DEPLOY / "systemd").glob("*.service"))
     for unit in units:

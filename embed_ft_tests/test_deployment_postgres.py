@@ -27,7 +27,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -35,8 +34,9 @@ import yaml
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_graphql import DagsterGraphQLClient
 
-from embed_ft.defs.experiments import add_experiment
+from embed_ft.defs.experiments import prepare_experiment_run
 from embed_ft.history import report_history
+from embed_ft.spec.presets import DEFAULT_PRESET
 
 from .fault_scenarios import FaultControl, jobs, wait_for
 from .lineage_fixtures import write_beir_set, write_specter_jsonl
@@ -56,21 +56,28 @@ START_TIMEOUT_S = 300.0
 RUN_TIMEOUT_S = 900.0
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-FAST = {"poll_interval_s": 0.5}
+# The spec changes of every run here (the same as the first lineage's command line): tiny data, one step.
+TINY = {
+    "split.sample_size": 40,
+    "split.test_size": 8,
+    "split.validation_size": 0.15,
+    "training.max_steps": 1,
+    "training.batch_size": 8,
+    "training.max_seq_length": 64,
+    "remote.poll_interval_s": 0.5,
+    "evaluation.tasks": ["file://tinybeir/"],
+}
 
 
-def experiment_run_config(learning_rate: float) -> dict[str, Any]:
-    """experiment_job on tiny data: one training step; its own learning rate makes it a distinct experiment.
+def experiment_run_config(instance: DagsterInstance, experiment: str, source: Path, learning_rate: float) -> dict:
+    """experiment_job on tiny data, as `embed-ft run` built the first lineage's spec: one training step; its own
+    learning rate makes it a distinct experiment. Registers the experiment (partition).
 
     Its steps run in the run's own process (`in_process`), which saves a Python start per step; pools bind either
     executor alike. The sensor's run below keeps the default (a process per step)."""
-    evaluation = {"tasks": ["file://tinybeir/"], **FAST}
-    return {"execution": {"config": {"in_process": {}}}, "ops": {
-        "fine_tuned_model": {"config": {"max_steps": 1, "batch_size": 8, "max_seq_length": 64,
-                                        "learning_rate": learning_rate, **FAST}},
-        "fine_tuned_nim": {"config": FAST},
-        "fine_tuned_evaluation": {"config": evaluation},
-    }}
+    changes = {**TINY, "data.source": str(source), "training.learning_rate": learning_rate}
+    run_config = prepare_experiment_run(instance, experiment, DEFAULT_PRESET, changes)
+    return {**run_config, "execution": {"config": {"in_process": {}}}}
 
 
 @dataclass
@@ -93,12 +100,17 @@ class Deployment:
         (the loopback platform's URLs, as on a cluster) and a shared data root."""
         env = dict(os.environ)
         env.update(self.postgres.dagster_env())
-        env.update({
-            "DAGSTER_HOME": str(self.home), "EMBED_FT_DATA_ROOT": str(self.root / "data"),
-            "EMBED_FT_HOME": str(self.root / "unused-platform-home"),
-            "NDS_URL": self.platform_url, "NEMO_URL": self.platform_url, "NIM_URL": f"{self.platform_url}/nim",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-        })
+        env.update(
+            {
+                "DAGSTER_HOME": str(self.home),
+                "EMBED_FT_DATA_ROOT": str(self.root / "data"),
+                "EMBED_FT_HOME": str(self.root / "unused-platform-home"),
+                "NDS_URL": self.platform_url,
+                "NEMO_URL": self.platform_url,
+                "NIM_URL": f"{self.platform_url}/nim",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+            }
+        )
         return env
 
     def instance(self) -> DagsterInstance:
@@ -109,8 +121,9 @@ class Deployment:
 
     def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (the child owns it; closed below)
-        self.processes[name] = subprocess.Popen(cmd, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        self.processes[name] = subprocess.Popen(
+            cmd, env=env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def log(self, name: str) -> str:
@@ -132,8 +145,19 @@ class Deployment:
 
     def start_webserver(self) -> None:
         self.web_port = free_port()
-        self._start("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.web_port),
-                                  "-w", str(self.root / "workspace.yaml")], self.env())
+        self._start(
+            "webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.web_port),
+                "-w",
+                str(self.root / "workspace.yaml"),
+            ],
+            self.env(),
+        )
 
     def start_daemon(self) -> None:
         self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.root / "workspace.yaml")], self.env())
@@ -167,7 +191,9 @@ class Deployment:
         wait_for(up, "the code server and the webserver", timeout_s=START_TIMEOUT_S, interval_s=1)
 
     def location_loaded(self) -> bool:
-        query = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
+        )
         entries = self.query(query)["workspaceOrError"]["locationEntries"]
         loaded = {e["name"] for e in entries if e["locationOrLoadError"]["__typename"] == "RepositoryLocation"}
         return LOCATION in loaded
@@ -176,8 +202,9 @@ class Deployment:
         return DagsterGraphQLClient("127.0.0.1", port_number=self.web_port)
 
     def query(self, text: str, variables: dict | None = None) -> dict:
-        answer = requests.post(f"http://127.0.0.1:{self.web_port}/graphql",
-                               json={"query": text, "variables": variables or {}}, timeout=60)
+        answer = requests.post(
+            f"http://127.0.0.1:{self.web_port}/graphql", json={"query": text, "variables": variables or {}}, timeout=60
+        )
         answer.raise_for_status()
         body = answer.json()
         assert "errors" not in body, body
@@ -190,8 +217,15 @@ class Deployment:
 
     def cli(self, *args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
         """`embed-ft ARGS` as a person runs it, against this instance."""
-        return subprocess.run([str(BIN / "embed-ft"), *args], env=self.env(), cwd=self.root, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        return subprocess.run(
+            [str(BIN / "embed-ft"), *args],
+            env=self.env(),
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -221,9 +255,27 @@ def deployment(tmp_path_factory) -> Iterator[Deployment]:
 def first_lineage(deployment: Deployment) -> subprocess.CompletedProcess:
     """The whole lineage once, through `embed-ft run` (not queued: the CLI executes in its own process)."""
     done = deployment.cli(
-        "run", "--source", str(deployment.source), "--task", "file://tinybeir/", "--experiment", "base",
-        "--sample-size", "40", "--test-size", "8", "--validation-size", "0.15", "--max-steps", "1",
-        "--batch-size", "8", "--max-seq-length", "64", "--poll-interval", "0.5",
+        "run",
+        "--source",
+        str(deployment.source),
+        "--task",
+        "file://tinybeir/",
+        "--experiment",
+        "base",
+        "--sample-size",
+        "40",
+        "--test-size",
+        "8",
+        "--validation-size",
+        "0.15",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-seq-length",
+        "64",
+        "--poll-interval",
+        "0.5",
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -239,9 +291,11 @@ def records(instance: DagsterInstance, run_id: str) -> list:
 def first_storage_id(
     instance: DagsterInstance, run_id: str, event_type: DagsterEventType, step: str | None = None
 ) -> int:
-    found = [r.storage_id for r in records(instance, run_id)
-             if r.event_log_entry.dagster_event_type == event_type
-             and (step is None or r.event_log_entry.step_key == step)]
+    found = [
+        r.storage_id
+        for r in records(instance, run_id)
+        if r.event_log_entry.dagster_event_type == event_type and (step is None or r.event_log_entry.step_key == step)
+    ]
     assert found, f"run {run_id} has no {event_type.value}{f' for {step}' if step else ''}"
     return min(found)
 
@@ -287,17 +341,25 @@ def test_two_experiments_side_by_side_the_pool_holds_the_second_training_through
     faults.arm("patch_json", STATUS_PATH, "GET", times=10_000, body={"status": "running"})
     client = deployment.graphql()
     with deployment.instance() as instance:
-        for experiment in ("exp-a", "exp-b"):
-            add_experiment(instance, experiment)
-        submitted = {
-            experiment: client.submit_job_execution(
-                "experiment_job", repository_location_name=LOCATION, repository_name=REPOSITORY,
-                run_config=experiment_run_config(learning_rate), tags={"dagster/partition": experiment},
-            )
+        configs = {
+            experiment: experiment_run_config(instance, experiment, deployment.source, learning_rate)
             for experiment, learning_rate in (("exp-a", 5e-5), ("exp-b", 1e-4))
         }
+        submitted = {
+            experiment: client.submit_job_execution(
+                "experiment_job",
+                repository_location_name=LOCATION,
+                repository_name=REPOSITORY,
+                run_config=run_config,
+                tags={"dagster/partition": experiment},
+            )
+            for experiment, run_config in configs.items()
+        }
         assert {instance.get_run_by_id(r).status for r in submitted.values()} <= {
-            DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
+            DagsterRunStatus.QUEUED,
+            DagsterRunStatus.STARTING,
+            DagsterRunStatus.STARTED,
+        }
 
         def one_training_holds_the_pool_and_the_other_waits():
             pool = instance.event_log_storage.get_concurrency_info(CUSTOMIZER_POOL)
@@ -305,9 +367,12 @@ def test_two_experiments_side_by_side_the_pool_holds_the_second_training_through
             waiting = [s for s in pool.pending_steps if s.assigned_timestamp is None]
             return pool if len(pool.claimed_slots) == 1 and len(waiting) == 1 and fired > 0 else None
 
-        pool = wait_for(one_training_holds_the_pool_and_the_other_waits,
-                        "one training holding the customizer pool and the other waiting for it",
-                        timeout_s=RUN_TIMEOUT_S, interval_s=0.5)
+        pool = wait_for(
+            one_training_holds_the_pool_and_the_other_waits,
+            "one training holding the customizer pool and the other waiting for it",
+            timeout_s=RUN_TIMEOUT_S,
+            interval_s=0.5,
+        )
         first = pool.claimed_slots[0].run_id
         (second,) = [run_id for run_id in submitted.values() if run_id != first]
 
@@ -315,9 +380,13 @@ def test_two_experiments_side_by_side_the_pool_holds_the_second_training_through
             pool = instance.event_log_storage.get_concurrency_info(CUSTOMIZER_POOL)
             assert [(c.run_id, c.step_key) for c in pool.claimed_slots] == [(first, "fine_tuned_model")]
             assert [(s.run_id, s.step_key) for s in pool.pending_steps if s.assigned_timestamp is None] == [
-                (second, "fine_tuned_model")]
-            steps = {r.event_log_entry.step_key for r in records(instance, second)
-                     if r.event_log_entry.dagster_event_type == DagsterEventType.STEP_START}
+                (second, "fine_tuned_model")
+            ]
+            steps = {
+                r.event_log_entry.step_key
+                for r in records(instance, second)
+                if r.event_log_entry.dagster_event_type == DagsterEventType.STEP_START
+            }
             assert "fine_tuned_model" not in steps
             # Both runs started (2 of the 8 allowed): only the pool holds the second training.
             assert instance.get_run_by_id(second).status == DagsterRunStatus.STARTED
@@ -327,8 +396,12 @@ def test_two_experiments_side_by_side_the_pool_holds_the_second_training_through
         killed_at = time.time()
         deployment.stop("daemon", signal.SIGKILL)
         deployment.start_daemon()
-        wait_for(lambda: deployment.daemon_heartbeat(instance, killed_at), "the restarted daemon's heartbeats",
-                 timeout_s=START_TIMEOUT_S, interval_s=1)
+        wait_for(
+            lambda: deployment.daemon_heartbeat(instance, killed_at),
+            "the restarted daemon's heartbeats",
+            timeout_s=START_TIMEOUT_S,
+            interval_s=1,
+        )
         second_is_held()
         assert instance.get_run_by_id(first).status == DagsterRunStatus.STARTED  # the run outlived the daemon
 
@@ -342,7 +415,8 @@ def test_two_experiments_side_by_side_the_pool_holds_the_second_training_through
         assert first_trained < second_training
         # ... while the first run was still going: side by side, not one after the other.
         assert first_storage_id(instance, second, DagsterEventType.RUN_START) < first_storage_id(
-            instance, first, DagsterEventType.RUN_SUCCESS)
+            instance, first, DagsterEventType.RUN_SUCCESS
+        )
         # Launched once each, through the queue, across the daemon restart; one customization job per experiment.
         for run_id in submitted.values():
             assert count_events(instance, run_id, DagsterEventType.RUN_ENQUEUED) == 1
@@ -361,13 +435,28 @@ def test_a_source_change_launches_one_refresh_through_the_sensor(deployment, fir
         built = instance.fetch_materializations(AssetKey("specter_raw"), limit=10).records
         assert len(built) == 1
         with deployment.source.open("a") as handle:  # a new row: the source's content hash changes
-            handle.write(json.dumps({"set": ["A new query on protein folding", "A cited paper on folding",
-                                             "An unrelated paper on alloys"]}) + "\n")
-        selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY,
-                    "sensorName": "specter_source_sensor"}
+            handle.write(
+                json.dumps(
+                    {
+                        "set": [
+                            "A new query on protein folding",
+                            "A cited paper on folding",
+                            "An unrelated paper on alloys",
+                        ]
+                    }
+                )
+                + "\n"
+            )
+        selector = {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "sensorName": "specter_source_sensor",
+        }
         started = deployment.query(
             "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename ... on Sensor {"
-            " sensorState { status } } } }", {"s": selector})
+            " sensorState { status } } } }",
+            {"s": selector},
+        )
         assert started["startSensor"]["sensorState"]["status"] == "RUNNING"
 
         def refresh_run():
