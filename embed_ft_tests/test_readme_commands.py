@@ -202,7 +202,7 @@ def test_the_first_readme_command_scaled_down_runs_the_whole_lineage(cli_env, tm
         assert f"start  {step}" in lines
         assert any(re.fullmatch(rf"done   {step} \(.+\)", line) for line in lines), step
     table = lines[lines.index("results (test queries never seen in training; heldout = train queries kept out):") + 1:]
-    assert table[0].split() == ["task", "metric", "baseline", "fine-tuned", "change"]
+    assert table[0].split()[:6] == ["task", "metric", "baseline", "fine-tuned", "change", "queries"]
     assert {row.split()[0] for row in table[1:13]} == {"heldout", "scifact", "tinybeir"}
     platform = [line for line in lines if line.startswith("  local platform http://127.0.0.1:")]
     assert len(platform) == 1
