@@ -49,6 +49,7 @@ def automation_run(instance, experiment: str) -> dict:
     return result.output_for_node("fine_tuned_model")
 
 
+@pytest.mark.slow  # nine Dagster runs and a CLI dry-run: about 30 s on a shared 2-core machine
 def test_presets_run_in_sequence_each_use_exactly_their_own_spec(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("EMBED_FT_HOME", str(tmp_path / "platform"))
