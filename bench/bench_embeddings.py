@@ -67,7 +67,9 @@ def http_embedder(base_url: str, encoding_format: str) -> Callable[[list[str]], 
     import requests
 
     session = requests.Session()
-    url = f"{base_url}/v1/embeddings"
+    from embed_ft.platform.settings import service_urls
+
+    url = f"{service_urls(base_url)['NIM_URL']}/v1/embeddings"  # the NIM routes live under /nim
 
     def embed(texts: list[str]):
         response = session.post(url, json={"model": MODEL, "input": texts, "encoding_format": encoding_format},

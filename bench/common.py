@@ -186,13 +186,14 @@ def nemo_clients(base_url: str) -> dict[str, Any]:
     from embed_ft.nemo.entity_store import EntityStoreClient
     from embed_ft.nemo.http import ServiceHTTP
     from embed_ft.nemo.nim import NimClient
+    from embed_ft.platform.settings import service_urls
 
     return {
         "datastore": DataStoreClient(base_url),
         "entities": EntityStoreClient(ServiceHTTP(base_url, "Entity Store")),
         "customizer": CustomizerClient(ServiceHTTP(base_url, "Customizer")),
         "deployment": DeploymentClient(ServiceHTTP(base_url, "Deployment")),
-        "nim": NimClient(ServiceHTTP(base_url, "NIM")),
+        "nim": NimClient(ServiceHTTP(service_urls(base_url)["NIM_URL"], "NIM")),  # NIM routes live under /nim
     }
 
 
