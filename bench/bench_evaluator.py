@@ -256,7 +256,8 @@ def compare_runs(ours: dict, beir: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a BEIR folder (corpus, queries, qrels/test.tsv)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="a BEIR folder (corpus, queries, qrels/test.tsv)")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="encode batch size; the platform's embeddings route encodes in batches of 32")
     parser.add_argument("--max-seq-length", type=int, default=0, help="0: the model's own (256 for MiniLM-L6-v2)")
