@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 from huggingface_hub import HfApi
 
@@ -56,6 +57,8 @@ def local_hub(tmp_path, hub_online, monkeypatch):
     with running_platform(tmp_path) as (base_url, _settings):
         endpoint = f"{base_url}/v1/hf"
         api = HfApi(endpoint=endpoint, token=False)
+        # The Data Store holds repos only in namespaces that exist (the Hub has its organisations already).
+        requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": "BeIR"}, timeout=30).raise_for_status()
         for repo_id, folder in (("BeIR/scifact", main_repo), ("BeIR/scifact-qrels", qrels_repo)):
             api.create_repo(repo_id, repo_type="dataset")
             api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(folder))

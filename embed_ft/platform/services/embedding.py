@@ -166,7 +166,10 @@ def _truncate_texts(model: "SentenceTransformer", texts: list[str], truncate: st
 
 def count_tokens(model: "SentenceTransformer", texts: list[str]) -> int:
     """Tokens the model actually reads (special tokens included, after truncation to max_seq_length)."""
-    ids = model.tokenizer(texts, truncation=True, max_length=max_seq_length(model))["input_ids"]
+    # Under the model's encode lock: a fast tokenizer is not thread-safe (concurrent calls that set truncation
+    # raise "Already borrowed"); Helix's concurrent embedding requests got 500s from this race.
+    with _encode_locks.setdefault(id(model), threading.Lock()):
+        ids = model.tokenizer(texts, truncation=True, max_length=max_seq_length(model))["input_ids"]
     return sum(len(x) for x in ids)
 
 
