@@ -49,13 +49,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
-    parser.add_argument("--negatives", type=int, default=None, help="hard negatives mined per training row (default: mined_triplets' default)")
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=None,
+        help="hard negatives mined per training row (default: mined_triplets' default)",
+    )
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--warmup-steps", type=int, default=0, help="learning-rate warm-up steps, then linear decay")
     parser.add_argument("--test-size", type=int, default=80, help="train queries held out (in-domain held-out task)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--finetuning-type", choices=("all_weights", "lora", "lora_merged"), default="all_weights",
-                        help="all_weights, or a PEFT LoRA adapter (lora: served on its base; lora_merged: merged)")
+    parser.add_argument(
+        "--finetuning-type",
+        choices=("all_weights", "lora", "lora_merged"),
+        default="all_weights",
+        help="all_weights, or a PEFT LoRA adapter (lora: served on its base; lora_merged: merged)",
+    )
     parser.add_argument("--lora-adapter-dim", type=int, default=8, help="LoRA rank (lora/lora_merged)")
     parser.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha (lora/lora_merged)")
     parser.add_argument("--home", help="platform home to reuse (default: a new temporary folder, kept afterwards)")
@@ -85,16 +94,24 @@ def main() -> None:
 
     poll = {"poll_interval_s": 2.0}
     # One experiment (partition) per fine-tuning type, so that runs of several types can share one home and baseline.
-    experiment = "scifact-adapt" if args.finetuning_type == "all_weights" else f"scifact-{args.finetuning_type.replace('_', '-')}"
+    experiment = (
+        "scifact-adapt"
+        if args.finetuning_type == "all_weights"
+        else f"scifact-{args.finetuning_type.replace('_', '-')}"
+    )
     evaluation = {"tasks": ["file://scifact/", "file://specter-ood/"], **poll}
     run_config = {
         "ops": {
-            "specter_raw": {
-                "config": {"source": str(scifact), "source_kind": "beir", "split": "train"}
-            },
+            "specter_raw": {"config": {"source": str(scifact), "source_kind": "beir", "split": "train"}},
             "mined_triplets": {"config": {} if args.negatives is None else {"num_negatives": args.negatives}},
             "specter_triplets": {
-                "config": {"sample_size": None, "sample_fraction": 1.0, "test_size": args.test_size, "validation_size": 0.05, "seed": args.seed}
+                "config": {
+                    "sample_size": None,
+                    "sample_fraction": 1.0,
+                    "test_size": args.test_size,
+                    "validation_size": 0.05,
+                    "seed": args.seed,
+                }
             },
             "fine_tuned_model": {
                 "config": {
@@ -147,7 +164,9 @@ def main() -> None:
 
     print(report.markdown)
     metrics = {
-        f"{r.task}/{r.metric}": {k: round(getattr(r, k), 5) for k in ("baseline", "fine_tuned", "delta", "relative_delta")}
+        f"{r.task}/{r.metric}": {
+            k: round(getattr(r, k), 5) for k in ("baseline", "fine_tuned", "delta", "relative_delta")
+        }
         for r in report.rows
     }
     figures = {

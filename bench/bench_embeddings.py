@@ -72,8 +72,9 @@ def http_embedder(base_url: str, encoding_format: str) -> Callable[[list[str]], 
     url = f"{service_urls(base_url)['NIM_URL']}/v1/embeddings"  # the NIM routes live under /nim
 
     def embed(texts: list[str]):
-        response = session.post(url, json={"model": MODEL, "input": texts, "encoding_format": encoding_format},
-                                timeout=TIMEOUT)
+        response = session.post(
+            url, json={"model": MODEL, "input": texts, "encoding_format": encoding_format}, timeout=TIMEOUT
+        )
         if response.status_code != 200:
             raise RuntimeError(f"POST /v1/embeddings answered {response.status_code}: {response.text[:300]}")
         data = sorted(response.json()["data"], key=lambda item: item["index"])
@@ -89,19 +90,28 @@ def direct_embedder(model: Any) -> Callable[[list[str]], Any]:
 
     def embed(texts: list[str]):
         # The call the endpoint makes (models.embed), minus HTTP and the NIM truncate/prompt handling.
-        return np.asarray(model.encode(texts, batch_size=ENCODE_BATCH_SIZE, convert_to_numpy=True,
-                                       normalize_embeddings=False, show_progress_bar=False), dtype=np.float32)
+        return np.asarray(
+            model.encode(
+                texts,
+                batch_size=ENCODE_BATCH_SIZE,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
+        )
 
     return embed
 
 
-def run_phase(modes: dict[str, Callable], texts: list[str], batch: int, max_requests: int, budget_s: float,
-              per_round: int) -> dict[str, dict[str, Any]]:
+def run_phase(
+    modes: dict[str, Callable], texts: list[str], batch: int, max_requests: int, budget_s: float, per_round: int
+) -> dict[str, dict[str, Any]]:
     """Round-robin over the modes; each sends ``per_round`` requests of ``batch`` texts per round."""
     latencies: dict[str, list[float]] = {name: [] for name in modes}
     for embed in modes.values():  # warm-up: first-call allocations, connection set-up
         for i in range(WARMUP_REQUESTS):
-            embed(texts[i * batch:(i + 1) * batch] or texts[:batch])
+            embed(texts[i * batch : (i + 1) * batch] or texts[:batch])
     started = time.monotonic()
     cursor = 0
     sent = 0
@@ -110,7 +120,7 @@ def run_phase(modes: dict[str, Callable], texts: list[str], batch: int, max_requ
         for _ in range(min(per_round, max_requests - sent)):
             if cursor + batch > len(texts):
                 cursor = 0
-            chunks.append(texts[cursor:cursor + batch])
+            chunks.append(texts[cursor : cursor + batch])
             cursor += batch
         for chunk in chunks:  # request by request, mode after mode: a burst of noise hits every mode alike
             for name, embed in modes.items():
@@ -140,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b64-requests", type=int, default=30, help="batch-64 requests per mode (at most)")
     parser.add_argument("--b1-budget-s", type=float, default=60.0, help="batch-1 phase time budget, all modes")
     parser.add_argument("--b64-budget-s", type=float, default=90.0, help="batch-64 phase time budget, all modes")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads of the server and of the direct side (0 = torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of the server and of the direct side (0 = torch's default)",
+    )
     args = parser.parse_args(argv)
     common.offline_hub()
     if args.threads:  # read by torch at import, here and in the platform process (inherits the environment)
@@ -167,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         # Same vectors both ways (a throughput figure of a wrong answer would be worthless).
         sample = texts[:64]
         reference = modes["direct"](sample)
-        max_abs_diff = {name: float(np.max(np.abs(modes[name](sample) - reference)))
-                        for name in ("http_float", "http_base64")}
+        max_abs_diff = {
+            name: float(np.max(np.abs(modes[name](sample) - reference))) for name in ("http_float", "http_base64")
+        }
         phases = {
             "batch_1": run_phase(modes, texts, 1, args.b1_requests, args.b1_budget_s, per_round=20),
             "batch_64": run_phase(modes, texts, 64, args.b64_requests, args.b64_budget_s, per_round=2),
@@ -201,9 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     for phase, results in phases.items():
         for name, r in results.items():
             over = overhead.get(f"{phase}_{name}", {})
-            print(f"{phase + ' ' + name:24}{r['requests']:>9}{r['requests_per_s']:>10}{r['texts_per_s']:>10}"
-                  f"{r['p50_ms']:>10}{over.get('throughput_ratio_http_over_direct', ''):>8}"
-                  f"{over.get('p50_ratio_http_over_direct', ''):>10}")
+            print(
+                f"{phase + ' ' + name:24}{r['requests']:>9}{r['requests_per_s']:>10}{r['texts_per_s']:>10}"
+                f"{r['p50_ms']:>10}{over.get('throughput_ratio_http_over_direct', ''):>8}"
+                f"{over.get('p50_ratio_http_over_direct', ''):>10}"
+            )
     common.print_json_line(figures)
     return 0
 

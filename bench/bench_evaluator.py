@@ -115,9 +115,15 @@ class Platform:
     def deploy(self, max_seq_length: int | None) -> tuple[int, str, float]:
         """Deploy the model; (max_seq_length, which runtime serves it and why, seconds to deploy incl. calibration)."""
         started = time.perf_counter()
-        self.call("POST", "/v1/deployment/model-deployments", json={
-            "name": "minilm-bench", "namespace": "bench",
-            "config": {"model": SERVED_MODEL, "nim_deployment": {"disable_lora_support": True}}})
+        self.call(
+            "POST",
+            "/v1/deployment/model-deployments",
+            json={
+                "name": "minilm-bench",
+                "namespace": "bench",
+                "config": {"model": SERVED_MODEL, "nim_deployment": {"disable_lora_support": True}},
+            },
+        )
         deadline = time.monotonic() + 300
         while True:
             doc = self.call("GET", "/v1/deployment/model-deployments/bench/minilm-bench")
@@ -139,14 +145,32 @@ class Platform:
         (self.settings.cache_dir / "embeddings").mkdir(parents=True, exist_ok=True)
 
     def evaluate(self, files_url: str, metric_names: list[str], top_k: int) -> tuple[float, dict, dict]:
-        endpoint = {"api_endpoint": {"url": f"{self.url}/v1/embeddings", "model_id": SERVED_MODEL, "api_key": "",
-                                     "format": "nim"}}
+        endpoint = {
+            "api_endpoint": {
+                "url": f"{self.url}/v1/embeddings",
+                "model_id": SERVED_MODEL,
+                "api_key": "",
+                "format": "nim",
+            }
+        }
         body = {
-            "config": {"type": "retriever", "namespace": "bench", "tasks": {"beir": {
-                "type": "beir", "dataset": {"files_url": files_url},
-                "metrics": {m: {"type": m} for m in metric_names}}}},
-            "target": {"type": "retriever", "retriever": {"pipeline": {
-                "query_embedding_model": endpoint, "index_embedding_model": endpoint, "top_k": top_k}}},
+            "config": {
+                "type": "retriever",
+                "namespace": "bench",
+                "tasks": {
+                    "beir": {
+                        "type": "beir",
+                        "dataset": {"files_url": files_url},
+                        "metrics": {m: {"type": m} for m in metric_names},
+                    }
+                },
+            },
+            "target": {
+                "type": "retriever",
+                "retriever": {
+                    "pipeline": {"query_embedding_model": endpoint, "index_embedding_model": endpoint, "top_k": top_k}
+                },
+            },
         }
         start = time.perf_counter()
         job = self.call("POST", "/v1/evaluation/jobs", json=body)
@@ -159,8 +183,10 @@ class Platform:
         if job["status"] != "completed":
             raise RuntimeError(f"evaluation job {job['status']}: {job['status_details']}")
         results = self.call("GET", f"/v1/evaluation/jobs/{job['id']}/results")
-        metrics = {name.removeprefix("retriever."): next(iter(v["scores"].values()))["value"]
-                   for name, v in results["tasks"]["beir"]["metrics"].items()}
+        metrics = {
+            name.removeprefix("retriever."): next(iter(v["scores"].values()))["value"]
+            for name, v in results["tasks"]["beir"]["metrics"].items()
+        }
         return elapsed, metrics, job
 
     def cached_run(self, dataset: evaluation.BeirDataset, metric_names: list[str], top_k: int) -> dict:
@@ -196,8 +222,9 @@ def subset(folder: Path, max_docs: int, max_queries: int, out_root: Path) -> Pat
             others += doc_id not in judged
             kept.append(line)
     (out / "corpus.jsonl").write_text("".join(kept), encoding="utf-8")
-    queries = [line for line in (folder / "queries.jsonl").open(encoding="utf-8")
-               if str(json.loads(line)["_id"]) in chosen_set]
+    queries = [
+        line for line in (folder / "queries.jsonl").open(encoding="utf-8") if str(json.loads(line)["_id"]) in chosen_set
+    ]
     (out / "queries.jsonl").write_text("".join(queries), encoding="utf-8")
     (out / "qrels" / "test.tsv").write_text("\n".join([header, *pairs]) + "\n", encoding="utf-8")
     return out
@@ -213,8 +240,10 @@ def run_beir(folder: Path, batch_size: int, max_seq_length: int, k_values: list[
     start = time.perf_counter()
     corpus, queries, qrels = GenericDataLoader(data_folder=str(folder)).load(split="test")
     retriever = EvaluateRetrieval(
-        DenseRetrievalExactSearch(model, batch_size=batch_size, show_progress_bar=False), k_values=k_values,
-        score_function="cos_sim")
+        DenseRetrievalExactSearch(model, batch_size=batch_size, show_progress_bar=False),
+        k_values=k_values,
+        score_function="cos_sim",
+    )
     results = retriever.retrieve(corpus, queries)
     ndcg, _map, recall, precision = retriever.evaluate(qrels, results, k_values)
     elapsed = time.perf_counter() - start
@@ -250,60 +279,85 @@ def compare_runs(ours: dict, beir: dict) -> dict:
             scores = [beir_docs.get(d, our_docs.get(d)) for d in swapped]
             if swapped and all(abs(s - cut) < 1e-6 for s in scores):
                 tie_only += 1
-    return {"queries_with_different_ranking": differing, "of_which_boundary_ties": tie_only,
-            "max_abs_score_diff": max_score_diff}
+    return {
+        "queries_with_different_ranking": differing,
+        "of_which_boundary_ties": tie_only,
+        "max_abs_score_diff": max_score_diff,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="a BEIR folder (corpus, queries, qrels/test.tsv)")
-    parser.add_argument("--batch-size", type=int, default=32,
-                        help="encode batch size; the platform's embeddings route encodes in batches of 32")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="a BEIR folder (corpus, queries, qrels/test.tsv)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="encode batch size; the platform's embeddings route encodes in batches of 32",
+    )
     parser.add_argument("--max-seq-length", type=int, default=0, help="0: the model's own (256 for MiniLM-L6-v2)")
     parser.add_argument("--k", default="1,3,5,10,100", help="k values (BEIR's k_values; our metric cut-offs)")
     parser.add_argument("--rounds", type=int, default=1, help="cold passes of each side, interleaved")
     parser.add_argument("--max-docs", type=int, default=0, help="judged documents plus this many others (0: all)")
     parser.add_argument("--max-queries", type=int, default=0, help="the first N judged test queries (0: all)")
-    parser.add_argument("--http", action="store_true",
-                        help="also time evaluation.py with EndpointEmbedder over HTTP (one more full corpus pass)")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="also time evaluation.py with EndpointEmbedder over HTTP (one more full corpus pass)",
+    )
     args = parser.parse_args()
     if args.batch_size != 32:
-        print("note: the platform encodes in batches of 32; other BEIR batch sizes change the padding, not the "
-              "maths, and may move embeddings by ~1e-7", file=sys.stderr)
+        print(
+            "note: the platform encodes in batches of 32; other BEIR batch sizes change the padding, not the "
+            "maths, and may move embeddings by ~1e-7",
+            file=sys.stderr,
+        )
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-evaluator-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    folder = (subset(args.data.resolve(), args.max_docs, args.max_queries, scratch / "beir")
-              if args.max_docs or args.max_queries else args.data.resolve())
+    folder = (
+        subset(args.data.resolve(), args.max_docs, args.max_queries, scratch / "beir")
+        if args.max_docs or args.max_queries
+        else args.data.resolve()
+    )
     k_values = [int(k) for k in args.k.split(",")]
     metric_names = [f"{m}_{k}" for m in BEIR_NAMES for k in k_values]
     top_k = max(k_values)
     dataset = evaluation.load_beir_folder(folder)
-    print(f"data {folder}: {dataset.num_docs} documents, {dataset.num_queries} test queries; "
-          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, torch threads {torch.get_num_threads()}")
+    print(
+        f"data {folder}: {dataset.num_docs} documents, {dataset.num_queries} test queries; "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}, torch threads {torch.get_num_threads()}"
+    )
 
     with Platform(scratch / "home", folder.parent) as plat:
         max_seq_length, runtime, deploy_s = plat.deploy(args.max_seq_length or None)
-        print(f"model {SERVED_MODEL} deployed in {deploy_s:.1f} s (runtime calibration included), max_seq_length "
-              f"{max_seq_length}, batch size {args.batch_size}; runtime: {runtime}")
+        print(
+            f"model {SERVED_MODEL} deployed in {deploy_s:.1f} s (runtime calibration included), max_seq_length "
+            f"{max_seq_length}, batch size {args.batch_size}; runtime: {runtime}"
+        )
 
         beir_times, cold_times, ratios, cpu = [], [], [], {"beir": [], "ours": []}
         for round_index in range(args.rounds):
-            for side in (("beir", "ours") if round_index % 2 == 0 else ("ours", "beir")):
+            for side in ("beir", "ours") if round_index % 2 == 0 else ("ours", "beir"):
                 cpu_before = cpu_seconds()
                 if side == "beir":
-                    beir_s, beir_reported, beir_results, qrels = run_beir(folder, args.batch_size, max_seq_length,
-                                                                          k_values)
+                    beir_s, beir_reported, beir_results, qrels = run_beir(
+                        folder, args.batch_size, max_seq_length, k_values
+                    )
                     beir_times.append(beir_s)
-                    print(f"round {round_index + 1}: BEIR EvaluateRetrieval + DenseRetrievalExactSearch: "
-                          f"{beir_s:.1f} s")
+                    print(
+                        f"round {round_index + 1}: BEIR EvaluateRetrieval + DenseRetrievalExactSearch: {beir_s:.1f} s"
+                    )
                 else:
                     plat.forget_embeddings()
                     cold_s, ours, job = plat.evaluate(f"file://{folder.name}/", metric_names, top_k)
                     cold_times.append(cold_s)
-                    print(f"round {round_index + 1}: platform evaluation job (cold cache): {cold_s:.1f} s  "
-                          f"{job['status_details']['task_status']}")
+                    print(
+                        f"round {round_index + 1}: platform evaluation job (cold cache): {cold_s:.1f} s  "
+                        f"{job['status_details']['task_status']}"
+                    )
                 cpu[side].append(cpu_seconds() - cpu_before)
                 print(f"round {round_index + 1}: {side} used {cpu[side][-1]:.1f} CPU-s")
             ratios.append(cold_times[-1] / beir_times[-1])
@@ -317,12 +371,15 @@ def main() -> None:
         if args.http:
             embedder = evaluation.EndpointEmbedder(f"{plat.url}/v1/embeddings", SERVED_MODEL)
             start = time.perf_counter()
-            http_outcome = evaluation.evaluate_retrieval(evaluation.load_beir_folder(folder), embedder, embedder,
-                                                         metric_names, top_k)
+            http_outcome = evaluation.evaluate_retrieval(
+                evaluation.load_beir_folder(folder), embedder, embedder, metric_names, top_k
+            )
             http_s = time.perf_counter() - start
             http_diff = max(abs(http_outcome.metrics[m] - ours[m]) for m in metric_names)
-            print(f"evaluation.py via EndpointEmbedder over HTTP (no cache): {http_s:.1f} s; "
-                  f"max |metric - job metric| = {http_diff:.2e}")
+            print(
+                f"evaluation.py via EndpointEmbedder over HTTP (no cache): {http_s:.1f} s; "
+                f"max |metric - job metric| = {http_diff:.2e}"
+            )
         our_run = plat.cached_run(dataset, metric_names, top_k)
 
     def beir_value(name: str, table: dict) -> float:
@@ -334,37 +391,63 @@ def main() -> None:
     rounded_equal = sum(round(ours[m], 5) == beir_value(m, beir_reported) for m in metric_names)
     runs = compare_runs(our_run, beir_results)
     warm_equal = max(abs(ours_warm[m] - ours[m]) for m in metric_names)
-    print(f"max |ours - BEIR reported (rounded to 5 dp)| = {max(diff_reported.values()):.2e}; "
-          f"ours rounded to 5 dp equal BEIR's for {rounded_equal}/{len(metric_names)} metrics")
-    print(f"max |ours - BEIR unrounded| = {max(diff_exact.values()):.2e} "
-          f"(worst: {max(diff_exact, key=diff_exact.get)}); rankings: {runs}")
-    print(f"wall-time ratio ours/BEIR = {statistics.median(ratios):.3f} (median of rounds "
-          f"{[round(r, 3) for r in ratios]}); warm-cache speedup = {cold_s / warm_s:.1f}x; "
-          f"warm metrics differ by {warm_equal:.1e}")
+    print(
+        f"max |ours - BEIR reported (rounded to 5 dp)| = {max(diff_reported.values()):.2e}; "
+        f"ours rounded to 5 dp equal BEIR's for {rounded_equal}/{len(metric_names)} metrics"
+    )
+    print(
+        f"max |ours - BEIR unrounded| = {max(diff_exact.values()):.2e} "
+        f"(worst: {max(diff_exact, key=diff_exact.get)}); rankings: {runs}"
+    )
+    print(
+        f"wall-time ratio ours/BEIR = {statistics.median(ratios):.3f} (median of rounds "
+        f"{[round(r, 3) for r in ratios]}); warm-cache speedup = {cold_s / warm_s:.1f}x; "
+        f"warm metrics differ by {warm_equal:.1e}"
+    )
     for name in ("ndcg_cut_10", "recall_10", "recall_5", "ndcg_cut_5"):
         if name in ours:
             print(f"  {name}: ours {ours[name]:.6f}  BEIR {beir_value(name, beir_reported):.5f}")
 
-    print(json.dumps({
-        "bench": "evaluator_vs_beir", "date": dt.date.today().isoformat(), "dataset": folder.name,
-        "num_docs": dataset.num_docs, "num_queries": dataset.num_queries, "model": SERVED_MODEL,
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "cpu": cpu_model(), "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size, "max_seq_length": max_seq_length,
-        "k_values": k_values, "runtime": runtime, "deploy_s": round(deploy_s, 1), "rounds": args.rounds,
-        "beir_s_rounds": [round(t, 2) for t in beir_times], "ours_cold_s_rounds": [round(t, 2) for t in cold_times],
-        "wall_time_ratio_rounds": [round(r, 4) for r in ratios],
-        "cpu_s_rounds": {side: [round(t, 1) for t in values] for side, values in cpu.items()},
-        "cpu_time_ratio": round(sum(cpu["ours"]) / sum(cpu["beir"]), 4),
-        "beir_s": round(beir_s, 2), "ours_job_cold_s": round(cold_s, 2),
-        "ours_job_warm_s": round(warm_s, 3), "ours_http_s": round(http_s, 2) if http_s else None,
-        "wall_time_ratio": round(statistics.median(ratios), 4),
-        "http_wall_time_ratio": round(http_s / beir_s, 4) if http_s else None,
-        "warm_cache_speedup": round(cold_s / warm_s, 1),
-        "max_abs_metric_diff_vs_beir_reported": max(diff_reported.values()),
-        "max_abs_metric_diff_vs_beir_unrounded": max(diff_exact.values()),
-        "metrics_equal_at_5dp": f"{rounded_equal}/{len(metric_names)}", **runs,
-        "ndcg_cut_10": ours.get("ndcg_cut_10"), "recall_10": ours.get("recall_10"),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "evaluator_vs_beir",
+                "date": dt.date.today().isoformat(),
+                "dataset": folder.name,
+                "num_docs": dataset.num_docs,
+                "num_queries": dataset.num_queries,
+                "model": SERVED_MODEL,
+                "device": "cuda" if torch.cuda.is_available() else "cpu",
+                "cpu": cpu_model(),
+                "cores": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "batch_size": args.batch_size,
+                "max_seq_length": max_seq_length,
+                "k_values": k_values,
+                "runtime": runtime,
+                "deploy_s": round(deploy_s, 1),
+                "rounds": args.rounds,
+                "beir_s_rounds": [round(t, 2) for t in beir_times],
+                "ours_cold_s_rounds": [round(t, 2) for t in cold_times],
+                "wall_time_ratio_rounds": [round(r, 4) for r in ratios],
+                "cpu_s_rounds": {side: [round(t, 1) for t in values] for side, values in cpu.items()},
+                "cpu_time_ratio": round(sum(cpu["ours"]) / sum(cpu["beir"]), 4),
+                "beir_s": round(beir_s, 2),
+                "ours_job_cold_s": round(cold_s, 2),
+                "ours_job_warm_s": round(warm_s, 3),
+                "ours_http_s": round(http_s, 2) if http_s else None,
+                "wall_time_ratio": round(statistics.median(ratios), 4),
+                "http_wall_time_ratio": round(http_s / beir_s, 4) if http_s else None,
+                "warm_cache_speedup": round(cold_s / warm_s, 1),
+                "max_abs_metric_diff_vs_beir_reported": max(diff_reported.values()),
+                "max_abs_metric_diff_vs_beir_unrounded": max(diff_exact.values()),
+                "metrics_equal_at_5dp": f"{rounded_equal}/{len(metric_names)}",
+                **runs,
+                "ndcg_cut_10": ours.get("ndcg_cut_10"),
+                "recall_10": ours.get("recall_10"),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -128,16 +128,27 @@ def child(spec: dict) -> dict:
     _, traced_peak = tracemalloc.get_traced_memory()
     top = {qid: sorted(hits, key=lambda d: -hits[d]) for qid, hits in run.items()}
     return {
-        "method": method, "load_s": t_load - t0, "search_s": t_search - t_load, "metrics_s": t_end - t_search,
-        "total_s": t_end - t0, "peak_rss_mib": (status_kib("VmHWM") - base_rss) / 1024,
-        "peak_anon_mib": (peak_anon[0] - base_anon) / 1024, "tracemalloc_peak_mib": traced_peak / 2**20,
-        "metrics": metrics, "top": top,
+        "method": method,
+        "load_s": t_load - t0,
+        "search_s": t_search - t_load,
+        "metrics_s": t_end - t_search,
+        "total_s": t_end - t0,
+        "peak_rss_mib": (status_kib("VmHWM") - base_rss) / 1024,
+        "peak_anon_mib": (peak_anon[0] - base_anon) / 1024,
+        "tracemalloc_peak_mib": traced_peak / 2**20,
+        "metrics": metrics,
+        "top": top,
     }
 
 
 def run_child(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                         cwd=REPO_ROOT, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"child {spec['method']} @ {spec['docs']} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -169,17 +180,30 @@ def main() -> None:
             runs = {m: run_child({**spec, "method": m, "nprobe": args.nprobe}) for m in args.methods.split(",")}
         for method, r in runs.items():
             row = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k not in ("top", "metrics")}
-            row.update(docs=n_docs, queries=args.queries, generate_s=round(generate_s, 2),
-                       ndcg_cut_10=round(r["metrics"]["ndcg_cut_10"], 5))
+            row.update(
+                docs=n_docs,
+                queries=args.queries,
+                generate_s=round(generate_s, 2),
+                ndcg_cut_10=round(r["metrics"]["ndcg_cut_10"], 5),
+            )
             if method != "exact" and "exact" in runs:
                 row["recall10_vs_exact"] = round(recall_at_10(r["top"], runs["exact"]["top"]), 4)
             results.append(row)
-            print(f"{n_docs:>9} {row['method']:<12} total {row['total_s']:8.2f}s  search {row['search_s']:8.2f}s  "
-                  f"peak RSS +{row['peak_rss_mib']:7.1f} MiB  anon +{row['peak_anon_mib']:7.1f} MiB  "
-                  f"nDCG@10 {row['ndcg_cut_10']:.4f}  recall@10 vs exact {row.get('recall10_vs_exact', '-')}",
-                  flush=True)
-    print_json_line({"bench": "evaluator_scale", "machine": machine_info(), "nprobe": args.nprobe, "runs": results,
-                     "command": " ".join(sys.argv)})
+            print(
+                f"{n_docs:>9} {row['method']:<12} total {row['total_s']:8.2f}s  search {row['search_s']:8.2f}s  "
+                f"peak RSS +{row['peak_rss_mib']:7.1f} MiB  anon +{row['peak_anon_mib']:7.1f} MiB  "
+                f"nDCG@10 {row['ndcg_cut_10']:.4f}  recall@10 vs exact {row.get('recall10_vs_exact', '-')}",
+                flush=True,
+            )
+    print_json_line(
+        {
+            "bench": "evaluator_scale",
+            "machine": machine_info(),
+            "nprobe": args.nprobe,
+            "runs": results,
+            "command": " ".join(sys.argv),
+        }
+    )
 
 
 if __name__ == "__main__":

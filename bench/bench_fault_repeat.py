@@ -92,8 +92,9 @@ def main(argv: list[str]) -> int:
         return 2
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="fault-repeat-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, dict] = {s: {"runs": 0, "failures": [], "seconds": [], **dict.fromkeys(TALLY_FIELDS, 0)}
-                               for s in scenarios}
+    report: dict[str, dict] = {
+        s: {"runs": 0, "failures": [], "seconds": [], **dict.fromkeys(TALLY_FIELDS, 0)} for s in scenarios
+    }
     print(f"{len(scenarios)} scenario(s) x {args.repeat} run(s); failed runs' output under {log_dir}", flush=True)
     stop = False
     for round_no in range(1, args.repeat + 1):  # round-robin: a leftover of one scenario hits the next one
@@ -129,8 +130,13 @@ def main(argv: list[str]) -> int:
         for failure in entry["failures"]:
             print(f"    run {failure['run']}: {failure['reason']}")
     summary = {
-        "bench": "fault_repeat", "machine": machine_info(), "repeat": args.repeat, "failures": total_failures,
-        "scenarios": {node.split("::")[-1]: {k: v for k, v in e.items() if k != "seconds"} for node, e in report.items()},
+        "bench": "fault_repeat",
+        "machine": machine_info(),
+        "repeat": args.repeat,
+        "failures": total_failures,
+        "scenarios": {
+            node.split("::")[-1]: {k: v for k, v in e.items() if k != "seconds"} for node, e in report.items()
+        },
     }
     print(json.dumps(summary, default=str))
     return 0 if total_failures == 0 else 1

@@ -20,8 +20,16 @@ FIELDS = ("faults injected", "runs completed", "runs failed as expected", "dupli
 
 
 def main(argv: list[str]) -> int:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-           str(REPO / "embed_ft_tests" / "test_reliability_pipeline.py"), *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(REPO / "embed_ft_tests" / "test_reliability_pipeline.py"),
+        *argv,
+    ]
     completed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     totals = dict.fromkeys(FIELDS, 0)
     for line in completed.stdout.splitlines():

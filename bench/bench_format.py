@@ -96,8 +96,14 @@ def run_pipeline(rows: int, out: Path) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     summary = build_triplet_splits(table, out, options=SplitOptions(sample_size=None), data_version="bench")
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"rows_written": sum(summary.rows.values()), "wall_s": wall, "cpu_s": cpu, "rss_before_mib": rss_before,
-            "peak_rss_mib": peak_rss_mib(), "bytes": sum(Path(p).stat().st_size for p in summary.paths.values())}
+    return {
+        "rows_written": sum(summary.rows.values()),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": peak_rss_mib(),
+        "bytes": sum(Path(p).stat().st_size for p in summary.paths.values()),
+    }
 
 
 def run_tutorial_loop(rows: int, out: Path) -> dict:
@@ -110,7 +116,11 @@ def run_tutorial_loop(rows: int, out: Path) -> dict:
     order = list(range(len(data)))
     random.Random(42).shuffle(order)
     test, validation = 1_000, int(0.05 * (len(order) - 1_000))
-    parts = {"testing": order[:test], "validation": order[test : test + validation], "training": order[test + validation :]}
+    parts = {
+        "testing": order[:test],
+        "validation": order[test : test + validation],
+        "training": order[test + validation :],
+    }
     sizes = {}
     for name, indices in parts.items():
         path = out / name / f"{name}.jsonl"
@@ -122,9 +132,15 @@ def run_tutorial_loop(rows: int, out: Path) -> dict:
         sizes[name] = len(indices)
     end = time.perf_counter()
     wall, cpu = end - start, time.process_time() - cpu_start
-    return {"rows_written": sum(sizes.values()), "wall_s": wall, "cpu_s": cpu, "loop_only_wall_s": end - loop_start,
-            "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib(),
-            "bytes": sum((out / n / f"{n}.jsonl").stat().st_size for n in sizes)}
+    return {
+        "rows_written": sum(sizes.values()),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "loop_only_wall_s": end - loop_start,
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": peak_rss_mib(),
+        "bytes": sum((out / n / f"{n}.jsonl").stat().st_size for n in sizes),
+    }
 
 
 METHODS = {"pipeline": run_pipeline, "tutorial_loop": run_tutorial_loop}
@@ -148,8 +164,19 @@ def main() -> None:
         for _ in range(args.repeat):
             for method in runs:  # alternate, so a burst of load on the shared machine hits both
                 child = subprocess.run(
-                    [sys.executable, __file__, "--method", method, "--rows", str(args.rows), "--out", str(base / method)],
-                    check=True, capture_output=True, text=True,
+                    [
+                        sys.executable,
+                        __file__,
+                        "--method",
+                        method,
+                        "--rows",
+                        str(args.rows),
+                        "--out",
+                        str(base / method),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 )
                 runs[method].append(json.loads(child.stdout.strip().splitlines()[-1]))
 
@@ -163,22 +190,35 @@ def main() -> None:
     header = f"{'method':<15}{'rows':>10}{'wall s':>9}{'CPU s':>8}{'rows/s':>12}"
     print(header + f"{'peak RSS MiB':>14}{'input MiB':>14}{'MiB out':>9}")
     for method, r in results.items():
-        print(f"{method:<15}{r['rows_written']:>10,.0f}{r['wall_s']:>9.2f}{r['cpu_s']:>8.2f}{r['rows_per_s']:>12,.0f}"
-              f"{r['peak_rss_mib']:>14.0f}{r['rss_before_mib']:>14.0f}{r['bytes'] / 2**20:>9.1f}")
+        print(
+            f"{method:<15}{r['rows_written']:>10,.0f}{r['wall_s']:>9.2f}{r['cpu_s']:>8.2f}{r['rows_per_s']:>12,.0f}"
+            f"{r['peak_rss_mib']:>14.0f}{r['rss_before_mib']:>14.0f}{r['bytes'] / 2**20:>9.1f}"
+        )
     speedup = results["pipeline"]["rows_per_s"] / results["tutorial_loop"]["rows_per_s"]
     cpu_speedup = results["tutorial_loop"]["cpu_s"] / results["pipeline"]["cpu_s"]
     loop_only_speedup = results["tutorial_loop"]["loop_only_wall_s"] / results["pipeline"]["wall_s"]
     load = os.getloadavg()[0]
-    print(f"speed-up: {speedup:.2f}x wall ({loop_only_speedup:.2f}x against the json.dumps loop alone, without "
-          f"getting rows out of Arrow), {cpu_speedup:.2f}x CPU seconds. Goal: <= 5 s for all rows, >= 3x the loop.")
+    print(
+        f"speed-up: {speedup:.2f}x wall ({loop_only_speedup:.2f}x against the json.dumps loop alone, without "
+        f"getting rows out of Arrow), {cpu_speedup:.2f}x CPU seconds. Goal: <= 5 s for all rows, >= 3x the loop."
+    )
     print(f"1-min load average {load:.1f} on {os.cpu_count()} CPUs: wall figures suffer when the machine is busy.")
-    print(json.dumps({
-        "benchmark": "bench_format", "rows": args.rows, "repeat": args.repeat, "cpu_count": os.cpu_count(),
-        "load_avg_1m": round(load, 2), "speedup": round(speedup, 2), "speedup_vs_loop_only": round(loop_only_speedup, 2),
-        "cpu_speedup": round(cpu_speedup, 2),
-        **{f"{m}_{k}": round(v, 3) for m, r in results.items() for k, v in r.items()},
-        **{f"{m}_wall_s_all": [round(r["wall_s"], 3) for r in runs[m]] for m in runs},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bench_format",
+                "rows": args.rows,
+                "repeat": args.repeat,
+                "cpu_count": os.cpu_count(),
+                "load_avg_1m": round(load, 2),
+                "speedup": round(speedup, 2),
+                "speedup_vs_loop_only": round(loop_only_speedup, 2),
+                "cpu_speedup": round(cpu_speedup, 2),
+                **{f"{m}_{k}": round(v, 3) for m, r in results.items() for k, v in r.items()},
+                **{f"{m}_wall_s_all": [round(r["wall_s"], 3) for r in runs[m]] for m in runs},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

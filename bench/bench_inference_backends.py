@@ -67,8 +67,11 @@ def load_subset(extra_docs: int):
         if did in judged or others < extra_docs:
             others += did not in judged
             corpus[did] = (doc.get("title", "") + " " + doc.get("text", "")).strip()
-    queries = {str(q["_id"]): q["text"] for q in map(json.loads, (SCIFACT / "queries.jsonl").open(encoding="utf-8"))
-               if str(q["_id"]) in qrels}
+    queries = {
+        str(q["_id"]): q["text"]
+        for q in map(json.loads, (SCIFACT / "queries.jsonl").open(encoding="utf-8"))
+        if str(q["_id"]) in qrels
+    }
     return corpus, queries, qrels
 
 
@@ -76,9 +79,15 @@ def openvino_module(config, onnx_path: Path, precision: str):
     """A torch module in the Hugging Face model's place whose forward OpenVINO computes (as the product's ONNX one)."""
     import openvino as ov  # bench only
 
-    compiled = ov.Core().compile_model(str(onnx_path), "CPU", {
-        "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-        "PERFORMANCE_HINT": "LATENCY"})
+    compiled = ov.Core().compile_model(
+        str(onnx_path),
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": precision,
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+        },
+    )
 
     class OpenVinoTransformer(torch.nn.Module):
         def __init__(self):
@@ -89,8 +98,13 @@ def openvino_module(config, onnx_path: Path, precision: str):
         def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, **_):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
-            out = compiled({"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy(),
-                            "token_type_ids": token_type_ids.numpy()})
+            out = compiled(
+                {
+                    "input_ids": input_ids.numpy(),
+                    "attention_mask": attention_mask.numpy(),
+                    "token_type_ids": token_type_ids.numpy(),
+                }
+            )
             return {"last_hidden_state": torch.from_numpy(np.asarray(out[0]))}
 
     return OpenVinoTransformer()
@@ -156,17 +170,27 @@ def gemm_check() -> dict:
         fp32_output = f"unavailable: {str(exc).splitlines()[0][:100]}"
     fp32_ms = min(timeit.repeat(lambda: x @ w.T, number=5, repeat=3)) / 5 * 1e3
     bf16_ms = min(timeit.repeat(lambda: xb @ wb.T, number=5, repeat=3)) / 5 * 1e3
-    return {"bench": "inference_backends_gemm_check", "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "bf16_gemm_fp32_output": fp32_output, "fp32_gemm_ms": round(fp32_ms, 1), "bf16_gemm_ms": round(bf16_ms, 1),
-            "three_bf16_over_fp32": round(3 * bf16_ms / fp32_ms, 3)}
+    return {
+        "bench": "inference_backends_gemm_check",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "bf16_gemm_fp32_output": fp32_output,
+        "fp32_gemm_ms": round(fp32_ms, 1),
+        "bf16_gemm_ms": round(bf16_ms, 1),
+        "three_bf16_over_fp32": round(3 * bf16_ms / fp32_ms, 3),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extra-docs", type=int, default=1100, help="unjudged documents added to the judged ones")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=["torch", "onnx", "openvino-f32", "openvino-bf16", "torch-bf16", "torch-compile"])
-    parser.add_argument("--gemm-check", action="store_true", help="only: can three bf16 GEMMs emulate an fp32 one here?")
+    parser.add_argument(
+        "--only", nargs="*", default=["torch", "onnx", "openvino-f32", "openvino-bf16", "torch-bf16", "torch-compile"]
+    )
+    parser.add_argument(
+        "--gemm-check", action="store_true", help="only: can three bf16 GEMMs emulate an fp32 one here?"
+    )
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     if args.gemm_check:
@@ -190,20 +214,29 @@ def main() -> None:
         scores[name], _ = compute_metrics(qrels, run, METRICS)
     reference = "torch" if "torch" in encoders else next(iter(encoders))
     base_time = statistics.median(times[reference])
-    meta = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "num_docs": len(docs),
-            "num_queries": len(query_texts), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_avg_end": round(os.getloadavg()[0], 2)}
+    meta = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "num_docs": len(docs),
+        "num_queries": len(query_texts),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_avg_end": round(os.getloadavg()[0], 2),
+    }
     rows = []
     for name in encoders:
         doc_ref, query_ref = embeddings[reference]
         row = {
-            "bench": "inference_backends", "backend": name, **meta,
-            "encode_s_median": round(statistics.median(times[name]), 2), "encode_s": [round(t, 2) for t in times[name]],
+            "bench": "inference_backends",
+            "backend": name,
+            **meta,
+            "encode_s_median": round(statistics.median(times[name]), 2),
+            "encode_s": [round(t, 2) for t in times[name]],
             "time_ratio_vs_torch": round(statistics.median(times[name]) / base_time, 3),
             **{m: round(scores[name][m], 6) for m in METRICS},
             "max_abs_metric_diff_vs_torch": float(max(abs(scores[name][m] - scores[reference][m]) for m in METRICS)),
-            "max_abs_embedding_diff_vs_torch": float(max(np.abs(embeddings[name][0] - doc_ref).max(),
-                                                         np.abs(embeddings[name][1] - query_ref).max())),
+            "max_abs_embedding_diff_vs_torch": float(
+                max(np.abs(embeddings[name][0] - doc_ref).max(), np.abs(embeddings[name][1] - query_ref).max())
+            ),
         }
         rows.append(row)
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -207,7 +207,8 @@ def train(train_dataset, settings: dict, max_steps: int = -1) -> tuple[object, d
             disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
             # bf16 where the product's training worker would use it (a GPU, or a CPU with AVX512-BF16/AMX)
-            bf16=settings.get("bf16", torch.cuda.is_available()) and bf16_supported("cuda" if torch.cuda.is_available() else "cpu"),
+            bf16=settings.get("bf16", torch.cuda.is_available())
+            and bf16_supported("cuda" if torch.cuda.is_available() else "cpu"),
             dataloader_num_workers=0,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
@@ -260,12 +261,21 @@ def retrieval_metrics(model, corpus: dict, queries: dict, qrels: dict, doc_emb: 
     top_s, top_i = torch.topk(scores, k=min(k + 1, len(doc_ids)), dim=1)
     run = {}
     for row, qid in enumerate(qids):
-        hits = {doc_ids[i]: float(s) for s, i in zip(top_s[row].tolist(), top_i[row].tolist(), strict=True) if doc_ids[i] != qid}
+        hits = {
+            doc_ids[i]: float(s)
+            for s, i in zip(top_s[row].tolist(), top_i[row].tolist(), strict=True)
+            if doc_ids[i] != qid
+        }
         run[qid] = dict(list(hits.items())[:k])
     measures = {"ndcg_cut.10", "recall.10", "recall.100"}
     per_query = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
     mean = lambda m: round(float(np.mean([v[m] for v in per_query.values()])), 5)  # noqa: E731
-    return {"ndcg@10": mean("ndcg_cut_10"), "recall@10": mean("recall_10"), "recall@100": mean("recall_100"), "n_queries": len(qids)}
+    return {
+        "ndcg@10": mean("ndcg_cut_10"),
+        "recall@10": mean("recall_10"),
+        "recall@100": mean("recall_100"),
+        "n_queries": len(qids),
+    }
 
 
 def evaluate(model, corpus, queries, qrels, cache_name: str | None = None) -> tuple[dict, float]:
@@ -329,8 +339,13 @@ def final(name: str, old_steps: int, reuse_new: bool = False) -> None:
     corpus, queries, train_qrels, test_qrels = load_scifact()
     all_q = sorted((q for q, d in train_qrels.items() if any(s > 0 for s in d.values())), key=int)
     base = load_model()
-    results: dict = {"bench": "recipe_final", "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    results: dict = {
+        "bench": "recipe_final",
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     base_test, _ = evaluate(base, corpus, queries, test_qrels, cache_name="base")
     results["base"] = {"test": base_test, "ood": ood_metrics(base)}
     append_jsonl(out, {"stage": "base", **results["base"]})
@@ -338,13 +353,21 @@ def final(name: str, old_steps: int, reuse_new: bool = False) -> None:
     for label, recipe_name, steps in (("new", name, -1), ("old", "old", old_steps)):
         recipe = RECIPES[recipe_name]
         if label == "new" and reuse_new:  # the chosen recipe's latest complete record of this file (same machine)
-            results[label] = [r for r in map(json.loads, out.open()) if r.get("stage") == "new" and r["name"] == name][-1]
+            results[label] = [r for r in map(json.loads, out.open()) if r.get("stage") == "new" and r["name"] == name][
+                -1
+            ]
             log(f"new: reusing the record of {results[label]['name']} trained at {results[label].get('date_utc')}")
             continue
         dataset, mining = mine(base, corpus, queries, train_qrels, all_q, recipe["mine"])
         model, timing = train(dataset, recipe["train"], max_steps=steps)
-        record = {"stage": label, "name": recipe_name, **recipe, "mining": mining, **timing,
-                  "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record = {
+            "stage": label,
+            "name": recipe_name,
+            **recipe,
+            "mining": mining,
+            **timing,
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         if steps <= 0:  # a complete training: score it
             record["test"], record["eval_s"] = evaluate(model, corpus, queries, test_qrels)
             record["ood"] = ood_metrics(model)
@@ -372,7 +395,9 @@ def final(name: str, old_steps: int, reuse_new: bool = False) -> None:
         "train_cpu_s_new": new["train_cpu_s"],
         "train_cpu_s_old_estimated": round(old["cpu_s_per_step"] * old_full_steps, 1),
     }
-    summary["time_ratio_new_over_old"] = round(new["train_wall_s"] / (summary["train_s_old"] or summary["train_s_old_estimated"]), 3)
+    summary["time_ratio_new_over_old"] = round(
+        new["train_wall_s"] / (summary["train_s_old"] or summary["train_s_old_estimated"]), 3
+    )
     summary["cpu_ratio_new_over_old"] = round(new["train_cpu_s"] / summary["train_cpu_s_old_estimated"], 3)
     append_jsonl(out, summary)
     print(json.dumps(summary))
@@ -389,7 +414,11 @@ def step_times(steps: int) -> None:
         for bf16 in (False, True, False, True):
             settings = {"loss": "mnrl", "epochs": 1, "lr": 3e-5, "batch": 32, "seq": seq, "bf16": bf16}
             _, timing = train(dataset, settings, max_steps=steps)
-            record = {"seq": seq, "bf16": timing["bf16"], **{k: timing[k] for k in ("steps", "s_per_step", "cpu_s_per_step")}}
+            record = {
+                "seq": seq,
+                "bf16": timing["bf16"],
+                **{k: timing[k] for k in ("steps", "s_per_step", "cpu_s_per_step")},
+            }
             append_jsonl(OUT / "recipe_steps.jsonl", record)
             print(json.dumps(record), flush=True)
 
@@ -402,8 +431,11 @@ def main() -> None:
     p_final = sub.add_parser("final", help="chosen and old recipe on all train queries, scored on test + OOD")
     p_final.add_argument("--recipe", default=CHOSEN, choices=sorted(RECIPES))
     p_final.add_argument("--old-steps", type=int, default=-1, help="train the old recipe only N steps (time per step)")
-    p_final.add_argument("--reuse-new", action="store_true",
-                         help="take the chosen recipe's last record from recipe_final.jsonl instead of training it again")
+    p_final.add_argument(
+        "--reuse-new",
+        action="store_true",
+        help="take the chosen recipe's last record from recipe_final.jsonl instead of training it again",
+    )
     p_steps = sub.add_parser("steps", help="seconds per training step: seq 128/256 x fp32/bf16, interleaved")
     p_steps.add_argument("--steps", type=int, default=4, help="steps per measurement (default 4)")
     args = parser.parse_args()

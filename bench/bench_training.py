@@ -120,11 +120,13 @@ def plain_worker(spec_path: Path) -> None:
     imported = time.perf_counter()
 
     rows = common.read_jsonl(Path(spec["train_file"]))
-    dataset = Dataset.from_dict({
-        "anchor": [r["query"] for r in rows],
-        "positive": [r["pos_doc"] for r in rows],
-        "negative_1": [r["neg_doc"][0] for r in rows],
-    })
+    dataset = Dataset.from_dict(
+        {
+            "anchor": [r["query"] for r in rows],
+            "positive": [r["pos_doc"] for r in rows],
+            "negative_1": [r["neg_doc"][0] for r in rows],
+        }
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(spec["model_path"], device=device, local_files_only=True)
     model.max_seq_length = spec["max_seq_length"]
@@ -150,28 +152,34 @@ def plain_worker(spec_path: Path) -> None:
         dataloader_num_workers=0,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset,
-                                         loss=MultipleNegativesRankingLoss(model))
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=MultipleNegativesRankingLoss(model)
+    )
     train_started = time.perf_counter()
     output = trainer.train()
     train_wall = time.perf_counter() - train_started
     model.save(str(Path(spec["output_dir"]) / "final"))
     finished = time.perf_counter()
     logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    Path(spec["result_file"]).write_text(json.dumps({
-        "device": device,
-        "threads": torch.get_num_threads(),
-        "import_s": imported - started,
-        "load_s": loaded - imported,
-        "train_wall_s": train_wall,
-        "train_runtime_s": float(output.metrics["train_runtime"]),
-        "save_s": finished - started - (train_started - started) - train_wall,
-        "in_process_s": finished - started,
-        "global_step": int(trainer.state.global_step),
-        "mean_train_loss": float(output.training_loss),
-        "last_logged_loss": float(logged[-1]) if logged else None,
-        "peak_rss_mib": common.peak_rss_mib(),
-    }), encoding="utf-8")
+    Path(spec["result_file"]).write_text(
+        json.dumps(
+            {
+                "device": device,
+                "threads": torch.get_num_threads(),
+                "import_s": imported - started,
+                "load_s": loaded - imported,
+                "train_wall_s": train_wall,
+                "train_runtime_s": float(output.metrics["train_runtime"]),
+                "save_s": finished - started - (train_started - started) - train_wall,
+                "in_process_s": finished - started,
+                "global_step": int(trainer.state.global_step),
+                "mean_train_loss": float(output.training_loss),
+                "last_logged_loss": float(logged[-1]) if logged else None,
+                "peak_rss_mib": common.peak_rss_mib(),
+            }
+        ),
+        encoding="utf-8",
+    )
 
 
 def run_plain(train_file: Path, work: Path, hp: dict[str, Any], threads: int) -> dict[str, Any]:
@@ -192,12 +200,18 @@ def run_plain(train_file: Path, work: Path, hp: dict[str, Any], threads: int) ->
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--plain-worker", str(spec_path)],
-                               env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    completed = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--plain-worker", str(spec_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=JOB_TIMEOUT_S,
+    )
     wall = time.perf_counter() - started
     if completed.returncode != 0:
-        raise RuntimeError(f"the plain training script failed (exit {completed.returncode}):\n"
-                           f"{completed.stderr[-3000:]}")
+        raise RuntimeError(
+            f"the plain training script failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}"
+        )
     result = json.loads(Path(spec["result_file"]).read_text(encoding="utf-8"))
     result["end_to_end_s"] = wall
     return result
@@ -226,16 +240,31 @@ def run_platform(train_file: Path, work: Path, hp: dict[str, Any], threads: int)
         clients["datastore"].upload_files(repo_id, {"training/training.jsonl": train_file}, "bench triplets")
         clients["entities"].ensure_namespace(NAMESPACE)
         clients["entities"].create_dataset(DATASET, NAMESPACE, files_url(repo_id), description="bench triplets")
-        clients["customizer"].create_config(sft_config_body(
-            "minilm-bench@v1", NAMESPACE, TARGET, micro_batch_size=hp["batch_size"],
-            training_precision="bf16", max_seq_length=hp["max_seq_length"]))
+        clients["customizer"].create_config(
+            sft_config_body(
+                "minilm-bench@v1",
+                NAMESPACE,
+                TARGET,
+                micro_batch_size=hp["batch_size"],
+                training_precision="bf16",
+                max_seq_length=hp["max_seq_length"],
+            )
+        )
         extra = {"max_seq_length": hp["max_seq_length"], "seed": hp["seed"], "log_every_n_steps": hp["logging_steps"]}
         if hp["max_steps"]:
             extra["max_steps"] = hp["max_steps"]
-        body = sft_job_body("bench-sft", f"{NAMESPACE}/minilm-bench@v1", NAMESPACE, DATASET,
-                            f"{NAMESPACE}/minilm-bench-out", epochs=1, batch_size=hp["batch_size"],
-                            learning_rate=hp["learning_rate"], extra_hyperparameters=extra,
-                            dataset_parameters={"num_hard_negatives": 1})
+        body = sft_job_body(
+            "bench-sft",
+            f"{NAMESPACE}/minilm-bench@v1",
+            NAMESPACE,
+            DATASET,
+            f"{NAMESPACE}/minilm-bench-out",
+            epochs=1,
+            batch_size=hp["batch_size"],
+            learning_rate=hp["learning_rate"],
+            extra_hyperparameters=extra,
+            dataset_parameters={"num_hard_negatives": 1},
+        )
         uploaded = time.perf_counter()
         # CPU the platform's own process (API server, job monitor; not the training worker) spends during the job.
         server_pid = common.platform_pid(work / "platform-home")
@@ -246,13 +275,20 @@ def run_platform(train_file: Path, work: Path, hp: dict[str, Any], threads: int)
         completed = time.perf_counter()
         server_cpu_after = common.process_cpu_seconds(server_pid) if server_pid else None
         if status["status"] != "completed":
-            raise RuntimeError(f"customization job {job_id} ended {status['status']}: "
-                               f"{(status.get('status_logs') or [{}])[-1]}")
+            raise RuntimeError(
+                f"customization job {job_id} ended {status['status']}: {(status.get('status_logs') or [{}])[-1]}"
+            )
         # Plain text: read with requests (the NeMo client parses JSON).
         logs = requests.get(f"{base_url}/v1/customization/jobs/{job_id}/container-logs", timeout=(5, 60)).text
     runtime = TRAIN_RUNTIME.search(logs)
-    final = next((FINAL_LOSS.search(e.get("detail") or "") for e in reversed(status.get("status_logs") or [])
-                  if FINAL_LOSS.search(e.get("detail") or "")), None)
+    final = next(
+        (
+            FINAL_LOSS.search(e.get("detail") or "")
+            for e in reversed(status.get("status_logs") or [])
+            if FINAL_LOSS.search(e.get("detail") or "")
+        ),
+        None,
+    )
     device = re.search(r"device: (\w+), torch threads: (\d+)", logs)
     return {
         "job_id": job_id,
@@ -261,8 +297,11 @@ def run_platform(train_file: Path, work: Path, hp: dict[str, Any], threads: int)
         "upload_and_register_s": uploaded - started,
         "job_elapsed_s": float(status["elapsed_time"]),
         "client_submit_to_completed_s": completed - submitted,
-        "server_cpu_s_during_job": (round(server_cpu_after - server_cpu_before, 3)
-                                    if None not in (server_cpu_before, server_cpu_after) else None),
+        "server_cpu_s_during_job": (
+            round(server_cpu_after - server_cpu_before, 3)
+            if None not in (server_cpu_before, server_cpu_after)
+            else None
+        ),
         "train_runtime_s": float(runtime.group(1)) if runtime else None,
         "global_step": int(status["steps_completed"]),
         "mean_train_loss": float(final.group(1)) if final else None,
@@ -279,8 +318,10 @@ def poll_job(customizer: Any, job_id: str) -> dict[str, Any]:
             return status
         if time.monotonic() > deadline:
             customizer.cancel_job(job_id)
-            raise TimeoutError(f"customization job {job_id} did not finish within {JOB_TIMEOUT_S:.0f} s "
-                               f"(last status {status['status']}, {status.get('percentage_done')}% done)")
+            raise TimeoutError(
+                f"customization job {job_id} did not finish within {JOB_TIMEOUT_S:.0f} s "
+                f"(last status {status['status']}, {status.get('percentage_done')}% done)"
+            )
         time.sleep(POLL_INTERVAL_S)
 
 
@@ -290,18 +331,25 @@ def poll_job(customizer: Any, job_id: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=0, help="triplets (0 = one per SciFact train pair, 919)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after N steps (0 = one epoch; default: one epoch on CUDA, "
-                             f"{CPU_DEFAULT_MAX_STEPS} steps on a CPU, where one step of 96 texts x 128 tokens "
-                             "takes seconds)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after N steps (0 = one epoch; default: one epoch on CUDA, "
+        f"{CPU_DEFAULT_MAX_STEPS} steps on a CPU, where one step of 96 texts x 128 tokens "
+        "takes seconds)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads on both sides (0 = what the platform's worker picks: every usable core)")
-    parser.add_argument("--platform-first", action="store_true",
-                        help="run the platform job before the plain script")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads on both sides (0 = what the platform's worker picks: every usable core)",
+    )
+    parser.add_argument("--platform-first", action="store_true", help="run the platform job before the plain script")
     parser.add_argument("--plain-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     common.offline_hub()
@@ -316,8 +364,14 @@ def main(argv: list[str] | None = None) -> int:
         args.max_steps = 0 if common.torch_device() == "cuda" else CPU_DEFAULT_MAX_STEPS
     rows = scifact_triplets(args.rows, args.seed)
     steps = planned_steps(len(rows), args.batch_size, args.max_steps)
-    hp = {"batch_size": args.batch_size, "learning_rate": args.learning_rate, "max_seq_length": args.max_seq_length,
-          "seed": args.seed, "max_steps": args.max_steps, "logging_steps": max(1, steps // 20)}
+    hp = {
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "max_seq_length": args.max_seq_length,
+        "seed": args.seed,
+        "max_steps": args.max_steps,
+        "logging_steps": max(1, steps // 20),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-training-") as folder:
         work = Path(folder)
         train_file = work / "data" / "training" / "training.jsonl"
@@ -369,11 +423,16 @@ def main(argv: list[str] | None = None) -> int:
             "platform_mean": platform["mean_train_loss"],
             "plain_last_logged": plain["last_logged_loss"],
             "platform_last_logged": platform["last_logged_loss"],
-            "abs_diff_mean": (round(abs(plain["mean_train_loss"] - platform["mean_train_loss"]), 6)
-                              if platform["mean_train_loss"] is not None else None),
+            "abs_diff_mean": (
+                round(abs(plain["mean_train_loss"] - platform["mean_train_loss"]), 6)
+                if platform["mean_train_loss"] is not None
+                else None
+            ),
             "abs_diff_last_logged": (
                 round(abs(plain["last_logged_loss"] - platform["last_logged_loss"]), 6)
-                if None not in (plain["last_logged_loss"], platform["last_logged_loss"]) else None),
+                if None not in (plain["last_logged_loss"], platform["last_logged_loss"])
+                else None
+            ),
         },
         "plain_peak_rss_mib": round(plain["peak_rss_mib"], 1),
     }
@@ -381,8 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':28}{'plain':>12}{'platform':>12}")
     print(f"{'train() runtime, s':28}{tc['plain_s']:>12}{tc['platform_s']:>12}")
     print(f"{'triplets/s (train compute)':28}{tc['plain_triplets_per_s']:>12}{tc['platform_triplets_per_s']:>12}")
-    print(f"{'end to end, s':28}{figures['end_to_end']['plain_subprocess_s']:>12}"
-          f"{figures['end_to_end']['platform_job_elapsed_s']:>12}")
+    print(
+        f"{'end to end, s':28}{figures['end_to_end']['plain_subprocess_s']:>12}"
+        f"{figures['end_to_end']['platform_job_elapsed_s']:>12}"
+    )
     print(f"{'mean train loss':28}{figures['loss']['plain_mean']:>12}{figures['loss']['platform_mean']:>12}")
     print(f"ratio platform/plain triplets/s: {tc['ratio_platform_over_plain']} (goal >= 0.95)")
     common.print_json_line(figures)

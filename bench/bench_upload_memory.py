@@ -61,11 +61,26 @@ def main(argv: list[str]) -> int:
     with temporary_home("bench-upload-") as home, platform_subprocess(home) as url:
         pid = platform_pid(home)
         requests.post(f"{url}/v1/datastore/namespaces", data={"namespace": "bench"}, timeout=60).raise_for_status()
-        requests.post(f"{url}/v1/hf/api/repos/create", json={"name": "big", "organization": "bench", "type": "dataset"},
-                      timeout=60).raise_for_status()
+        requests.post(
+            f"{url}/v1/hf/api/repos/create",
+            json={"name": "big", "organization": "bench", "type": "dataset"},
+            timeout=60,
+        ).raise_for_status()
         commit_url = f"{url}/v1/hf/api/datasets/bench/big/commit/main"
-        small = header("warm-up") + json.dumps({"key": "file", "value": {
-            "path": "small.txt", "content": base64.b64encode(b"small").decode(), "encoding": "base64"}}).encode() + b"\n"
+        small = (
+            header("warm-up")
+            + json.dumps(
+                {
+                    "key": "file",
+                    "value": {
+                        "path": "small.txt",
+                        "content": base64.b64encode(b"small").decode(),
+                        "encoding": "base64",
+                    },
+                }
+            ).encode()
+            + b"\n"
+        )
         requests.post(commit_url, data=small, headers=NDJSON, timeout=60).raise_for_status()
         baseline = rss_bytes(pid)
         peak = [baseline]

@@ -12,8 +12,17 @@ OLD = {
 RANKS_3_30 = {"range_min": 3, "range_max": 30, "num_negatives": 1, "sampling_strategy": "random"}
 
 
-def recipe(epochs: int = 2, lr: float = 3e-5, seq: int = 128, *, loss: str = "mnrl", negatives: int = 1,
-           bf16: bool | None = None, mine: dict | None = None, **train) -> dict:
+def recipe(
+    epochs: int = 2,
+    lr: float = 3e-5,
+    seq: int = 128,
+    *,
+    loss: str = "mnrl",
+    negatives: int = 1,
+    bf16: bool | None = None,
+    mine: dict | None = None,
+    **train,
+) -> dict:
     """One recipe: negatives from ranks 3-30 of the base model (unless `mine` says otherwise), batch 32."""
     settings = {"loss": loss, "epochs": epochs, "lr": lr, "batch": 32, "seq": seq, **train}
     if bf16 is not None:
@@ -29,8 +38,9 @@ RECIPES: dict[str, dict] = {
     "r330_seq192": recipe(seq=192),
     "r330_3neg_seq128": recipe(negatives=3),
     # NV-Retriever's TopK-PercPos (95%): top candidates at least 5% below the positive
-    "relmargin_top_seq128": recipe(mine={"range_min": 0, "range_max": 30, "num_negatives": 1,
-                                        "sampling_strategy": "top", "relative_margin": 0.05}),
+    "relmargin_top_seq128": recipe(
+        mine={"range_min": 0, "range_max": 30, "num_negatives": 1, "sampling_strategy": "top", "relative_margin": 0.05}
+    ),
     "gist_r330_seq128": recipe(loss="gist"),
     "cmnrl128_r330_seq128": recipe(3, 5e-5, loss="cmnrl", batch=128, mini_batch=32),
     "r330_seq128_lr5e5_1ep": recipe(1, 5e-5),

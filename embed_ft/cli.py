@@ -116,9 +116,11 @@ def _header(out: TextIO, preset: str, spec: Optional[ExperimentSpec], experiment
         tasks = ", ".join(spec.evaluation.tasks)
         out.write(f"  trains on {spec.data.source}, evaluates on {tasks}; expect {chosen.expect}\n")
         changed = from_preset(spec)
-        out.write(f"  experiment {experiment}, spec {spec_version(spec)} ({spec.profile} profile): "
-                  + (f"differs from preset {preset} in {_fields(changed)}" if changed else f"exactly preset {preset}")
-                  + "\n")
+        out.write(
+            f"  experiment {experiment}, spec {spec_version(spec)} ({spec.profile} profile): "
+            + (f"differs from preset {preset} in {_fields(changed)}" if changed else f"exactly preset {preset}")
+            + "\n"
+        )
     out.write(f"  {homes.lines()[0]}\n")
     out.flush()
 
@@ -150,10 +152,19 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="The spec to start from (see the README); each option below changes one of its fields.")
-@click.option("--experiment", default="default", show_default=True,
-              help="The experiment (partition) whose spec this run stores and uses.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=DEFAULT_PRESET,
+    show_default=True,
+    help="The spec to start from (see the README); each option below changes one of its fields.",
+)
+@click.option(
+    "--experiment",
+    default="default",
+    show_default=True,
+    help="The experiment (partition) whose spec this run stores and uses.",
+)
 @add_spec_options
 @click.option("--dry-run", is_flag=True, help="Check the spec, source and tasks, print the spec, launch nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Dagster's event log and full tracebacks.")
@@ -209,7 +220,11 @@ def run(preset: str, experiment: str, dry_run: bool, verbose: bool, **options: A
                 out.write(f"{event.step_key}: {event.step_failure_data.error.to_string()}\n")
     elif not result.success and not console.failures:
         failure = next((e for e in result.all_events if e.event_type_value == "RUN_FAILURE"), None)
-        reason = error_text(failure.event_specific_data.error) if failure and failure.event_specific_data.error else "see the log"
+        reason = (
+            error_text(failure.event_specific_data.error)
+            if failure and failure.event_specific_data.error
+            else "see the log"
+        )
         console.failure("run", reason, f"rerun with -v, or read {log_path}")
     if result.success:
         report = result.output_for_node(REPORT_ASSET)
@@ -223,7 +238,9 @@ def run(preset: str, experiment: str, dry_run: bool, verbose: bool, **options: A
 @main.command()
 @click.option("--history/--latest", default=True, help="Also print the metric history of every past report.")
 @click.option("--metric", default="ndcg_cut_10", show_default=True, help="Metric shown in the history.")
-@click.option("--experiments", "leaderboard", is_flag=True, help="Print the leaderboard: every experiment's latest report.")
+@click.option(
+    "--experiments", "leaderboard", is_flag=True, help="Print the leaderboard: every experiment's latest report."
+)
 def report(history: bool, metric: str, leaderboard: bool) -> None:
     """Print the latest evaluation report and the history of every report, from the Dagster instance."""
     homes = apply_default_homes()
@@ -267,8 +284,10 @@ def experiments(ctx: click.Context) -> None:
             continue
         spec = found.spec
         changed = from_preset(spec)
-        click.echo(f"{name}: spec {found.version}, preset {spec.preset or '-'}, profile {spec.profile}"
-                   + (f"; differs from the preset in {_fields(changed)}" if changed else ""))
+        click.echo(
+            f"{name}: spec {found.version}, preset {spec.preset or '-'}, profile {spec.profile}"
+            + (f"; differs from the preset in {_fields(changed)}" if changed else "")
+        )
 
 
 @experiments.command("show")
@@ -281,8 +300,9 @@ def experiments_show(name: str, as_json: bool) -> None:
         found = stored_spec(instance, name)
         history = spec_history(instance, name)
     if found is None:
-        raise click.ClickException(f"experiment {name!r} has no stored spec; create it with: "
-                                   f"embed-ft run --experiment {name}")
+        raise click.ClickException(
+            f"experiment {name!r} has no stored spec; create it with: embed-ft run --experiment {name}"
+        )
     spec = found.spec
     if as_json:
         click.echo(json.dumps(spec.model_dump(mode="json"), indent=1))
@@ -294,8 +314,10 @@ def experiments_show(name: str, as_json: bool) -> None:
     click.echo(f"versions ({len(history)}), oldest first:")
     for row in history:
         moved = row.get("changed_from_previous") or {}
-        click.echo(f"  {row.get('spec_version')}  run {row['run_id'][:8]}  preset {row.get('preset') or '-'}  "
-                   f"changed: {_fields(moved) if moved else 'nothing'}")
+        click.echo(
+            f"  {row.get('spec_version')}  run {row['run_id'][:8]}  preset {row.get('preset') or '-'}  "
+            f"changed: {_fields(moved) if moved else 'nothing'}"
+        )
 
 
 @main.command()
@@ -307,7 +329,9 @@ def teardown(experiments: tuple[str, ...]) -> None:
     ops = [node.name for node in job.graph.nodes]
     run_config = {"ops": {ops[0]: {"config": {"experiments": list(experiments)}}}} if experiments else {}
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(run_config={**run_config, **SILENT_LOGGERS}, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            run_config={**run_config, **SILENT_LOGGERS}, instance=instance, raise_on_error=False
+        )
     for event in result.all_events:
         if event.is_step_failure:
             click.echo(f"FAILED {event.step_key}: {error_text(event.step_failure_data.error)}", err=True)
@@ -328,7 +352,16 @@ def ui(port: int) -> None:
     in_checkout = (root / "pyproject.toml").is_file() and (root / "workspace.yaml").is_file()
     target = ["--target-path", str(root)] if in_checkout else ["-m", "embed_ft.definitions"]
     dg = Path(sys.executable).with_name("dg")
-    cmd = [str(dg) if dg.is_file() else "dg", "dev", *target, "--use-active-venv", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        str(dg) if dg.is_file() else "dg",
+        "dev",
+        *target,
+        "--use-active-venv",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = dict(os.environ)
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix  # the code server runs in this interpreter's environment

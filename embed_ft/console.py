@@ -69,7 +69,9 @@ def describe_progress(message: str, elapsed_s: float) -> Optional[str]:
             if match["per_epoch"] and match["per_epoch"] != "?":
                 per_epoch = int(match["per_epoch"])
                 epochs = max(1, round(total / per_epoch)) if total else "?"
-                parts.append(f"epoch {min(step // per_epoch + 1, epochs if isinstance(epochs, int) else 10**9)}/{epochs}")
+                parts.append(
+                    f"epoch {min(step // per_epoch + 1, epochs if isinstance(epochs, int) else 10**9)}/{epochs}"
+                )
         if match["loss"]:
             parts.append(f"loss {float(match['loss']):.3f}")
         if pct:
@@ -83,7 +85,9 @@ def describe_progress(message: str, elapsed_s: float) -> Optional[str]:
         return f"evaluation {detail}" + (f" ({float(match['pct']):.0f}%)" if match["pct"] not in (None, "None") else "")
     match = DEPLOYMENT.search(message)
     if match:
-        return f"deployment {match['name']}: {match['status']}" + (f" {match['detail'].strip()}" if match["detail"].strip() else "")
+        return f"deployment {match['name']}: {match['status']}" + (
+            f" {match['detail'].strip()}" if match["detail"].strip() else ""
+        )
     if message.startswith("NIM gateway listing"):
         return message
     return None
@@ -92,8 +96,14 @@ def describe_progress(message: str, elapsed_s: float) -> Optional[str]:
 class RunConsole:
     """Turns a run's Dagster events into the lines a person reads (see the module docstring)."""
 
-    def __init__(self, out: TextIO, *, tty: Optional[bool] = None, throttle_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        *,
+        tty: Optional[bool] = None,
+        throttle_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.out = out
         self.tty = out.isatty() if tty is None else tty
         self.throttle_s = throttle_s
@@ -172,7 +182,9 @@ class RunConsole:
             self.failure(step, reason, fix_for(reason), took)
 
     def failure(self, step: str, reason: str, fix: str, took: Optional[str] = None) -> None:
-        text = f"FAILED {step}" + (f" after {took}" if took else "") + f": {reason}" + (f" -> fix: {fix}" if fix else "")
+        text = (
+            f"FAILED {step}" + (f" after {took}" if took else "") + f": {reason}" + (f" -> fix: {fix}" if fix else "")
+        )
         self.failures.append(text)
         self.line(text)
 

@@ -140,8 +140,10 @@ class EvaluatorResource(NemoServiceResource):
     def api_profile(self) -> Profile:
         if self._profile is None:
             if not self.base_url and self.api.strip().lower() == "v2":
-                raise ValueError("EMBED_FT_NEMO_API=v2 needs the v2 server's URL in NEMO_EVALUATOR_URL (or NEMO_URL):"
-                                 " the embedded local platform speaks v1")
+                raise ValueError(
+                    "EMBED_FT_NEMO_API=v2 needs the v2 server's URL in NEMO_EVALUATOR_URL (or NEMO_URL):"
+                    " the embedded local platform speaks v1"
+                )
             self._profile = resolve(self.api, self.url() if self.base_url else None)
         return self._profile  # type: ignore[return-value]
 

@@ -80,8 +80,10 @@ def _leaves(model: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldIn
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(the type without Optional, whether None is allowed)."""
     args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)) \
-            and type(None) in args:
+    if (
+        typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union))
+        and type(None) in args
+    ):
         rest = [a for a in args if a is not type(None)]
         return rest[0], True
     return annotation, False
@@ -152,11 +154,18 @@ def add_spec_options(command: Callable) -> Callable:
     """Decorate a click command with one option per spec field (parameters named ``spec__section__field``)."""
     for option in reversed(spec_options()):
         if option.kind == "flag":
-            decl = click.option(f"--{option.name}/--no-{option.name}", option.param, default=None,
-                                help=help_text(option))
+            decl = click.option(
+                f"--{option.name}/--no-{option.name}", option.param, default=None, help=help_text(option)
+            )
         else:
-            decl = click.option(f"--{option.name}", option.param, type=_click_type(option), default=None,
-                                multiple=option.kind == "list", help=help_text(option))
+            decl = click.option(
+                f"--{option.name}",
+                option.param,
+                type=_click_type(option),
+                default=None,
+                multiple=option.kind == "list",
+                help=help_text(option),
+            )
         command = decl(command)
     return command
 

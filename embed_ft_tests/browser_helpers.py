@@ -88,7 +88,9 @@ def materialize_lineage(instance, base_url: str, run_config: dict, experiment: s
     result = materialize_experiment(instance, resources_for_url(base_url), run_config, experiment, raise_on_error=False)
     if not result.success:
         failures = [
-            f"{e.step_key}: {e.event_specific_data.error.message.strip()}" for e in result.all_events if e.is_step_failure
+            f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+            for e in result.all_events
+            if e.is_step_failure
         ]
         raise AssertionError(f"lineage materialization failed: {failures}")
     return result
@@ -151,9 +153,7 @@ def stop_process_group(proc: subprocess.Popen, timeout_s: float = WEBSERVER_STOP
 
 
 @contextmanager
-def running_webserver(
-    dagster_home: Path, env: dict[str, str], log_path: Optional[Path] = None
-) -> Iterator[str]:
+def running_webserver(dagster_home: Path, env: dict[str, str], log_path: Optional[Path] = None) -> Iterator[str]:
     """Start ``dagster-webserver -m embed_ft.definitions`` on 127.0.0.1:<free port>; yield its URL; stop it after.
 
     The child runs in its own session so that stopping it also stops the code server it starts.

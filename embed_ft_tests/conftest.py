@@ -31,8 +31,18 @@ def pytest_configure(config):
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster_home")
     os.environ["EMBED_FT_DATA_ROOT"] = str(scratch / "data")
     (scratch / "dagster_home").mkdir(parents=True, exist_ok=True)
-    for name in ("NDS_URL", "NEMO_URL", "NIM_URL", "NEMO_TOKEN", "NDS_TOKEN", "NIM_TOKEN", "WANDB_API_KEY",
-                 "NEMO_EVALUATOR_URL", "NEMO_EVALUATOR_TOKEN", "EMBED_FT_NEMO_API"):
+    for name in (
+        "NDS_URL",
+        "NEMO_URL",
+        "NIM_URL",
+        "NEMO_TOKEN",
+        "NDS_TOKEN",
+        "NIM_TOKEN",
+        "WANDB_API_KEY",
+        "NEMO_EVALUATOR_URL",
+        "NEMO_EVALUATOR_TOKEN",
+        "EMBED_FT_NEMO_API",
+    ):
         os.environ.pop(name, None)
 
 

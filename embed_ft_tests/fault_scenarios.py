@@ -30,7 +30,14 @@ REPO_ROOT = Path(__file__).absolute().parents[1]
 LOCAL_TARGET = LOCAL.target
 LOCAL_BASE_MODEL = LOCAL.base_model
 TRAINING_ASSETS = ["specter_raw", "mined_triplets", "specter_triplets", "training_dataset", "fine_tuned_model"]
-BASELINE_ASSETS = ["specter_raw", "mined_triplets", "specter_triplets", "heldout_eval_dataset", "baseline_nim", "baseline_evaluation"]
+BASELINE_ASSETS = [
+    "specter_raw",
+    "mined_triplets",
+    "specter_triplets",
+    "heldout_eval_dataset",
+    "baseline_nim",
+    "baseline_evaluation",
+]
 WAIT_S = 240.0
 EXPERIMENT_KEY = "_experiment"  # the experiment (partition) of the run, see materialize_assets
 DATA_ROOT_KEY = "_data_root"
@@ -50,7 +57,9 @@ class FaultControl:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _call(self, method: str, path: str, body: Any = None) -> dict:
-        response = harness.request(method, f"{self.base_url}/_faults{path}", json=body, headers=self.headers, timeout=30)
+        response = harness.request(
+            method, f"{self.base_url}/_faults{path}", json=body, headers=self.headers, timeout=30
+        )
         response.raise_for_status()
         return response.json()
 
@@ -101,8 +110,9 @@ def wait_for(predicate, what: str, timeout_s: float = WAIT_S, interval_s: float 
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def wait_for_job_status(base_url: str, kind: str, statuses: Iterable[str], token: str | None = None,
-                        timeout_s: float = WAIT_S) -> dict:
+def wait_for_job_status(
+    base_url: str, kind: str, statuses: Iterable[str], token: str | None = None, timeout_s: float = WAIT_S
+) -> dict:
     wanted = set(statuses)
 
     def find():
@@ -117,9 +127,16 @@ def wait_for_job_status(base_url: str, kind: str, statuses: Iterable[str], token
 # --------------------------------------------------------------------------------------------- lineage runs
 
 
-def run_config(source: Path, data_root: Path, experiment: str = "faults", max_steps: int = 3,
-               poll_s: float = 0.3, deploy_timeout_s: float | None = None, eval_tasks: Iterable[str] = ("file://tinybeir/",),
-               select: Iterable[str] | None = None) -> dict:
+def run_config(
+    source: Path,
+    data_root: Path,
+    experiment: str = "faults",
+    max_steps: int = 3,
+    poll_s: float = 0.3,
+    deploy_timeout_s: float | None = None,
+    eval_tasks: Iterable[str] = ("file://tinybeir/",),
+    select: Iterable[str] | None = None,
+) -> dict:
     """The spec changes of the lineage with explicit local-platform values (target, base model, tasks), tiny and
     fast, on the smoke preset; ``select`` is accepted for the callers' readability (the spec is whole).
 
@@ -127,9 +144,14 @@ def run_config(source: Path, data_root: Path, experiment: str = "faults", max_st
     `materialize_assets` takes out and passes as the run's partition; ``data_root`` becomes EMBED_FT_DATA_ROOT."""
     changes = {
         "data.source": str(source),
-        "split.test_size": 8, "split.validation_size": 0.15, "split.seed": 7,
-        "training.target": LOCAL_TARGET, "training.max_steps": max_steps, "training.batch_size": 8,
-        "training.learning_rate": 5e-5, "training.max_seq_length": 64,
+        "split.test_size": 8,
+        "split.validation_size": 0.15,
+        "split.seed": 7,
+        "training.target": LOCAL_TARGET,
+        "training.max_steps": max_steps,
+        "training.batch_size": 8,
+        "training.learning_rate": 5e-5,
+        "training.max_seq_length": 64,
         "serving.base_model": LOCAL_BASE_MODEL,
         "evaluation.tasks": list(eval_tasks),
         "remote.poll_interval_s": poll_s,
@@ -138,8 +160,13 @@ def run_config(source: Path, data_root: Path, experiment: str = "faults", max_st
     return {"changes": changes, EXPERIMENT_KEY: experiment, DATA_ROOT_KEY: str(data_root)}
 
 
-def make_resources(base_url: str, token: str | None = None, read_timeout_s: float = 60.0,
-                   hf_token: str | None = None, wandb_api_key: str | None = None) -> dict:
+def make_resources(
+    base_url: str,
+    token: str | None = None,
+    read_timeout_s: float = 60.0,
+    hf_token: str | None = None,
+    wandb_api_key: str | None = None,
+) -> dict:
     from embed_ft.platform.settings import service_urls
     from embed_ft.resources import (
         CustomizerResource,
@@ -175,15 +202,28 @@ def materialize_assets(names: list[str], resources: dict, config: dict, instance
         os.environ["EMBED_FT_DATA_ROOT"] = config[DATA_ROOT_KEY]
     try:
         spec_config = prepare_experiment_run(instance, experiment, "smoke", config["changes"])
-        stored = materialize([experiment_spec], resources={"customizer": resources["customizer"]},
-                             run_config=spec_config, instance=instance, partition_key=experiment,
-                             raise_on_error=raise_on_error)
+        stored = materialize(
+            [experiment_spec],
+            resources={"customizer": resources["customizer"]},
+            run_config=spec_config,
+            instance=instance,
+            partition_key=experiment,
+            raise_on_error=raise_on_error,
+        )
         if not stored.success:
             return stored
-        partitioned = any(a.partitions_def == EXPERIMENTS for a in lineage_assets if set(a.keys) & {AssetKey(n) for n in names})
-        return materialize(lineage_assets, selection=names, resources=resources, instance=instance,
-                           raise_on_error=raise_on_error, partition_key=experiment if partitioned else None,
-                           tags={EXPERIMENT_TAG: experiment})
+        partitioned = any(
+            a.partitions_def == EXPERIMENTS for a in lineage_assets if set(a.keys) & {AssetKey(n) for n in names}
+        )
+        return materialize(
+            lineage_assets,
+            selection=names,
+            resources=resources,
+            instance=instance,
+            raise_on_error=raise_on_error,
+            partition_key=experiment if partitioned else None,
+            tags={EXPERIMENT_TAG: experiment},
+        )
     finally:
         if saved is None:
             os.environ.pop("EMBED_FT_DATA_ROOT", None)
@@ -228,8 +268,9 @@ def start_platform_process(home: Path, port: int, beir_root: Path | None = None,
     if beir_root is not None:
         cmd += ["--beir-root", str(beir_root)]
     out = open(log_file or (Path(home).parent / f"platform-{port}.log"), "ab")
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy():
@@ -257,8 +298,11 @@ def start_materialize_process(args_file: Path, args: dict[str, Any], log_file: P
     args_file.write_text(json.dumps(args))
     return subprocess.Popen(
         [sys.executable, "-m", "embed_ft_tests.fault_scenarios", "materialize", str(args_file)],
-        cwd=REPO_ROOT, env={**child_env(), "DAGSTER_HOME": args["dagster_home"]},
-        stdout=open(log_file, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO_ROOT,
+        env={**child_env(), "DAGSTER_HOME": args["dagster_home"]},
+        stdout=open(log_file, "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -281,9 +325,11 @@ class Tally:
         self.faults_injected += control.summary()["injected"]
 
     def line(self) -> str:
-        return (f"faults injected: {self.faults_injected}, runs completed: {self.runs_completed}, "
-                f"runs failed as expected: {self.runs_failed_as_expected}, duplicates: {self.duplicates}, "
-                f"orphans: {self.orphans}, lost artifacts: {self.lost_artifacts}")
+        return (
+            f"faults injected: {self.faults_injected}, runs completed: {self.runs_completed}, "
+            f"runs failed as expected: {self.runs_failed_as_expected}, duplicates: {self.duplicates}, "
+            f"orphans: {self.orphans}, lost artifacts: {self.lost_artifacts}"
+        )
 
 
 def count_duplicates(items: list[dict], key) -> int:
@@ -297,7 +343,12 @@ def count_duplicates(items: list[dict], key) -> int:
 def orphan_jobs(base_url: str, token: str | None = None) -> list[str]:
     """Jobs still active although no run waits on them (call when every run has ended)."""
     active = {"created", "pending", "running", "cancelling"}
-    return [j["id"] for kind in ("customization", "evaluation") for j in jobs(base_url, kind, token) if j["status"] in active]
+    return [
+        j["id"]
+        for kind in ("customization", "evaluation")
+        for j in jobs(base_url, kind, token)
+        if j["status"] in active
+    ]
 
 
 def lost_artifacts(base_url: str, home: Path, token: str | None = None) -> list[str]:
@@ -325,8 +376,12 @@ def _serve(args: argparse.Namespace) -> None:
     from embed_ft.platform.settings import PlatformSettings
     from embed_ft_tests.faults import install as install_faults
 
-    settings = PlatformSettings(home=Path(args.home), port=args.port, host="127.0.0.1",
-                                beir_root=Path(args.beir_root) if args.beir_root else None)
+    settings = PlatformSettings(
+        home=Path(args.home),
+        port=args.port,
+        host="127.0.0.1",
+        beir_root=Path(args.beir_root) if args.beir_root else None,
+    )
     app = create_app(settings, extensions=[install_faults])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 

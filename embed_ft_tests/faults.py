@@ -97,8 +97,13 @@ class FaultRule:
         return (self.spec.method in ("*", method)) and self.pattern.fullmatch(path) is not None
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, **self.spec.model_dump(), "seen": self.seen, "fired": self.fired,
-                "armed": self.fired < self.spec.times}
+        return {
+            "id": self.id,
+            **self.spec.model_dump(),
+            "seen": self.seen,
+            "fired": self.fired,
+            "armed": self.fired < self.spec.times,
+        }
 
 
 @dataclass
@@ -144,8 +149,12 @@ class FaultInjector:
             by_action: dict[str, int] = {}
             for event in self.events:
                 by_action[event["action"]] = by_action.get(event["action"], 0) + 1
-            return {"injected": len(self.events), "by_action": by_action, "events": list(self.events),
-                    "rules": [r.public() for r in self.rules]}
+            return {
+                "injected": len(self.events),
+                "by_action": by_action,
+                "events": list(self.events),
+                "rules": [r.public() for r in self.rules],
+            }
 
 
 # ------------------------------------------------------------------------------------------ ASGI middleware
@@ -193,8 +202,11 @@ def _deep_merge(base: Any, patch: Any) -> Any:
 
 def _json_message(status: int, body: Any, raw: str | None = None) -> tuple[dict, dict]:
     payload = raw.encode() if raw is not None else json.dumps(body).encode()
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+    }
     return start, {"type": "http.response.body", "body": payload, "more_body": False}
 
 

@@ -7,14 +7,49 @@ import random
 from pathlib import Path
 
 TOPICS = {
-    "protein folding": ["amino acid chains", "tertiary structure prediction", "chaperone proteins", "molecular dynamics of folding"],
-    "graph neural networks": ["message passing layers", "node classification", "graph convolution", "link prediction on graphs"],
-    "climate modelling": ["ocean circulation", "carbon cycle feedback", "regional downscaling", "aerosol radiative forcing"],
-    "quantum computing": ["qubit error correction", "superconducting circuits", "variational quantum eigensolver", "entanglement distillation"],
-    "speech recognition": ["acoustic models", "connectionist temporal classification", "end-to-end transducers", "noisy speech enhancement"],
+    "protein folding": [
+        "amino acid chains",
+        "tertiary structure prediction",
+        "chaperone proteins",
+        "molecular dynamics of folding",
+    ],
+    "graph neural networks": [
+        "message passing layers",
+        "node classification",
+        "graph convolution",
+        "link prediction on graphs",
+    ],
+    "climate modelling": [
+        "ocean circulation",
+        "carbon cycle feedback",
+        "regional downscaling",
+        "aerosol radiative forcing",
+    ],
+    "quantum computing": [
+        "qubit error correction",
+        "superconducting circuits",
+        "variational quantum eigensolver",
+        "entanglement distillation",
+    ],
+    "speech recognition": [
+        "acoustic models",
+        "connectionist temporal classification",
+        "end-to-end transducers",
+        "noisy speech enhancement",
+    ],
     "cancer immunotherapy": ["checkpoint inhibitors", "CAR T cells", "tumour microenvironment", "neoantigen vaccines"],
-    "reinforcement learning": ["policy gradients", "temporal difference learning", "exploration bonuses", "offline reinforcement learning"],
-    "materials science": ["perovskite solar cells", "grain boundary diffusion", "high entropy alloys", "thin film deposition"],
+    "reinforcement learning": [
+        "policy gradients",
+        "temporal difference learning",
+        "exploration bonuses",
+        "offline reinforcement learning",
+    ],
+    "materials science": [
+        "perovskite solar cells",
+        "grain boundary diffusion",
+        "high entropy alloys",
+        "thin film deposition",
+    ],
 }
 
 
@@ -44,7 +79,9 @@ def write_beir_set(root: Path, name: str = "tinybeir") -> Path:
     for t_index, (topic, subs) in enumerate(TOPICS.items()):
         for s_index, sub in enumerate(subs):
             doc_id = f"d{t_index}-{s_index}"
-            corpus.append({"_id": doc_id, "title": f"{sub.capitalize()}", "text": f"This paper is about {sub} in {topic}."})
+            corpus.append(
+                {"_id": doc_id, "title": f"{sub.capitalize()}", "text": f"This paper is about {sub} in {topic}."}
+            )
         queries.append({"_id": f"q{t_index}", "text": f"What is known about {subs[0]} for {topic}?"})
         qrels.append((f"q{t_index}", f"d{t_index}-0", 1))
     (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
@@ -61,15 +98,21 @@ def tiny_lineage_run_config(source: str, beir_task: str, max_steps: int = 3) -> 
     They apply to the smoke preset (`materialize_experiment`); the experiment is the run's partition key."""
     return {
         "data.source": source,
-        "split.sample_size": 40, "split.test_size": 8, "split.validation_size": 0.15, "split.seed": 7,
-        "training.max_steps": max_steps, "training.batch_size": 8, "training.learning_rate": 5e-5,
+        "split.sample_size": 40,
+        "split.test_size": 8,
+        "split.validation_size": 0.15,
+        "split.seed": 7,
+        "training.max_steps": max_steps,
+        "training.batch_size": 8,
+        "training.learning_rate": 5e-5,
         "remote.poll_interval_s": 0.5,
         "evaluation.tasks": [beir_task],
     }
 
 
-def materialize_experiment(instance, resources: dict, changes: dict, experiment: str, selection=None,
-                           preset: str | None = "smoke", **kwargs):
+def materialize_experiment(
+    instance, resources: dict, changes: dict, experiment: str, selection=None, preset: str | None = "smoke", **kwargs
+):
     """Register ``experiment`` and materialize the lineage (or ``selection``) for it, checks included: the run's
     first step stores the spec (``preset`` + ``changes``; no preset: the stored spec + ``changes``)."""
     from dagster import materialize
@@ -101,12 +144,25 @@ def store_spec(instance, experiment: str, changes: dict, preset: str | None = "t
     from embed_ft.resources import CustomizerResource
 
     run_config = prepare_experiment_run(instance, experiment, preset, changes)
-    return materialize([experiment_spec], resources={"customizer": CustomizerResource()}, run_config=run_config,
-                       instance=instance, partition_key=experiment, raise_on_error=raise_on_error)
+    return materialize(
+        [experiment_spec],
+        resources={"customizer": CustomizerResource()},
+        run_config=run_config,
+        instance=instance,
+        partition_key=experiment,
+        raise_on_error=raise_on_error,
+    )
 
 
-def materialize_with_spec(assets: list, instance, changes: dict, data_root=None, experiment: str = "data-test",
-                          preset: str | None = "tutorial", **kwargs):
+def materialize_with_spec(
+    assets: list,
+    instance,
+    changes: dict,
+    data_root=None,
+    experiment: str = "data-test",
+    preset: str | None = "tutorial",
+    **kwargs,
+):
     """Store ``experiment``'s spec, then materialize ``assets`` (unpartitioned) with it (run tag
     ``embed_ft/experiment``), with EMBED_FT_DATA_ROOT at ``data_root`` when given."""
     import os

@@ -169,7 +169,9 @@ class FakeNemo:
     def reset_after_handling(self, method: str | None = None, path: str | None = None, times: int = 1) -> None:
         self.faults.append(Fault("reset", method, path, times))
 
-    def delay_after_handling(self, seconds: float, method: str | None = None, path: str | None = None, times: int = 1) -> None:
+    def delay_after_handling(
+        self, seconds: float, method: str | None = None, path: str | None = None, times: int = 1
+    ) -> None:
         self.faults.append(Fault("delay", method, path, times, seconds=seconds))
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
@@ -227,9 +229,17 @@ class FakeNemo:
             # Customizer
             ("GET", r"/v1/customization/targets", lambda r: self._paginate(r, list(self.targets.values()))),
             ("POST", r"/v1/customization/targets", lambda r: self._create_named(r, self.targets, "target")),
-            ("GET", rf"/v1/customization/targets/{seg}/{seg}", lambda r, ns, n: self._get(self.targets, (ns, n), "target")),
+            (
+                "GET",
+                rf"/v1/customization/targets/{seg}/{seg}",
+                lambda r, ns, n: self._get(self.targets, (ns, n), "target"),
+            ),
             ("POST", r"/v1/customization/configs", lambda r: self._create_named(r, self.configs, "config")),
-            ("GET", rf"/v1/customization/configs/{seg}/{seg}", lambda r, ns, n: self._get(self.configs, (ns, n), "config")),
+            (
+                "GET",
+                rf"/v1/customization/configs/{seg}/{seg}",
+                lambda r, ns, n: self._get(self.configs, (ns, n), "config"),
+            ),
             ("POST", r"/v1/customization/jobs", self._create_customization_job),
             ("GET", r"/v1/customization/jobs", lambda r: self._list_jobs(r, self.jobs)),
             ("GET", rf"/v1/customization/jobs/{seg}", lambda r, i: self._get(self.jobs, i, "customization job")),
@@ -238,8 +248,16 @@ class FakeNemo:
             # Deployment Management
             ("POST", r"/v1/deployment/model-deployments", self._create_deployment),
             ("GET", r"/v1/deployment/model-deployments", lambda r: self._paginate(r, list(self.deployments.values()))),
-            ("GET", rf"/v1/deployment/model-deployments/{seg}/{seg}", lambda r, ns, n: self._get(self.deployments, (ns, n), "deployment")),
-            ("DELETE", rf"/v1/deployment/model-deployments/{seg}/{seg}", lambda r, ns, n: self._delete(self.deployments, (ns, n))),
+            (
+                "GET",
+                rf"/v1/deployment/model-deployments/{seg}/{seg}",
+                lambda r, ns, n: self._get(self.deployments, (ns, n), "deployment"),
+            ),
+            (
+                "DELETE",
+                rf"/v1/deployment/model-deployments/{seg}/{seg}",
+                lambda r, ns, n: self._delete(self.deployments, (ns, n)),
+            ),
             # Evaluator
             ("POST", r"/v1/evaluation/jobs", self._create_evaluation_job),
             ("GET", r"/v1/evaluation/jobs", lambda r: self._list_jobs(r, self.eval_jobs)),
@@ -322,7 +340,9 @@ class FakeNemo:
             [m for m in self.models.values() if namespace is None or m["namespace"] == namespace],
             newest_first=req.query.get("sort", "").startswith("-"),
         )
-        items += [{"id": name, "object": "model", "owned_by": "fake"} for name in self.served_models if namespace is None]
+        items += [
+            {"id": name, "object": "model", "owned_by": "fake"} for name in self.served_models if namespace is None
+        ]
         return self._paginate(req, items)
 
     def add_model(self, namespace: str, name: str, **extra: Any) -> dict:
@@ -345,7 +365,9 @@ class FakeNemo:
             "config_snapshot": self.configs.get(tuple(body["config"].split("/", 1)), {}),
             "status_details": {"status_logs": []},
         }
-        self.add_model(ns, name, base_model=body["config"], peft={"finetuning_type": body["hyperparameters"]["finetuning_type"]})
+        self.add_model(
+            ns, name, base_model=body["config"], peft={"finetuning_type": body["hyperparameters"]["finetuning_type"]}
+        )
         return 200, self.jobs[job_id], {}
 
     def _list_jobs(self, req: Recorded, table: dict) -> Response:
@@ -356,17 +378,21 @@ class FakeNemo:
         job = self.jobs.get(job_id)
         if job is None:
             return 404, {"detail": f"customization job {job_id} not found"}, {}
-        return 200, {
-            "status": job["status"],
-            "percentage_done": 100.0 if job["status"].lower() == "completed" else 0.0,
-            "epochs_completed": 0,
-            "steps_completed": 0,
-            "steps_per_epoch": 254,
-            "train_loss": None,
-            "val_loss": None,
-            "metrics": {"keys": ["train_loss", "val_loss"], "metrics": {"train_loss": [], "val_loss": []}},
-            "status_logs": job["status_details"]["status_logs"],
-        }, {}
+        return (
+            200,
+            {
+                "status": job["status"],
+                "percentage_done": 100.0 if job["status"].lower() == "completed" else 0.0,
+                "epochs_completed": 0,
+                "steps_completed": 0,
+                "steps_per_epoch": 254,
+                "train_loss": None,
+                "val_loss": None,
+                "metrics": {"keys": ["train_loss", "val_loss"], "metrics": {"train_loss": [], "val_loss": []}},
+                "status_logs": job["status_details"]["status_logs"],
+            },
+            {},
+        )
 
     def _cancel(self, table: dict, job_id: str) -> Response:
         job = table.get(job_id)
@@ -494,7 +520,9 @@ class FakeNemo:
             parts = path.split("/")[:-1]
             for i in range(1, len(parts) + 1):
                 dirs.add("/".join(parts[:i]))
-            entries.append({"type": "file", "path": path, "size": len(content), "oid": hashlib.sha1(content).hexdigest()})
+            entries.append(
+                {"type": "file", "path": path, "size": len(content), "oid": hashlib.sha1(content).hexdigest()}
+            )
         entries += [{"type": "directory", "path": d, "size": 0, "oid": "0" * 40} for d in sorted(dirs)]
         return 200, entries, {}
 
@@ -502,14 +530,18 @@ class FakeNemo:
         repo = self._repo(ns, name)
         if repo is None:
             return 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
-        return 200, {
-            "id": f"{ns}/{name}",
-            "_id": f"{ns}/{name}",
-            "sha": repo.head,
-            "private": False,
-            "siblings": [{"rfilename": p} for p in sorted(repo.files)],
-            "lastModified": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        }, {}
+        return (
+            200,
+            {
+                "id": f"{ns}/{name}",
+                "_id": f"{ns}/{name}",
+                "sha": repo.head,
+                "private": False,
+                "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+                "lastModified": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            },
+            {},
+        )
 
     def _hf_resolve(self, req: Recorded, ns: str, name: str, path: str) -> Response:
         repo = self._repo(ns, name)
@@ -541,11 +573,7 @@ def tasks_shape_results(job_id: str = "eval-1", task: str = "my-beir-task") -> d
         "id": "evaluation_result-1",
         "files_url": f"hf://datasets/evaluation-results/{job_id}",
         "tasks": {
-            task: {
-                "metrics": {
-                    f"retriever.{m}": {"scores": {m: {"value": v, "stats": {}}}} for m, v in values.items()
-                }
-            }
+            task: {"metrics": {f"retriever.{m}": {"scores": {m: {"value": v, "stats": {}}}} for m, v in values.items()}}
         },
     }
 

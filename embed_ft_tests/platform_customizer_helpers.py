@@ -16,14 +16,22 @@ from embed_ft.platform.settings import service_urls
 TIMEOUT = (5, 60)  # connect, read seconds of every request
 
 TOPICS = [
-    ("protein folding", "molecular biology"), ("graph neural networks", "machine learning"),
-    ("dark matter halos", "astrophysics"), ("coral reef bleaching", "marine ecology"),
-    ("lithium battery anodes", "materials science"), ("malaria vaccines", "immunology"),
-    ("quantum error correction", "quantum computing"), ("soil carbon storage", "agronomy"),
-    ("earthquake early warning", "seismology"), ("language acquisition", "linguistics"),
-    ("urban heat islands", "climatology"), ("antibiotic resistance", "microbiology"),
-    ("solar cell perovskites", "photovoltaics"), ("sleep and memory", "neuroscience"),
-    ("glacier retreat", "glaciology"), ("price elasticity", "economics"),
+    ("protein folding", "molecular biology"),
+    ("graph neural networks", "machine learning"),
+    ("dark matter halos", "astrophysics"),
+    ("coral reef bleaching", "marine ecology"),
+    ("lithium battery anodes", "materials science"),
+    ("malaria vaccines", "immunology"),
+    ("quantum error correction", "quantum computing"),
+    ("soil carbon storage", "agronomy"),
+    ("earthquake early warning", "seismology"),
+    ("language acquisition", "linguistics"),
+    ("urban heat islands", "climatology"),
+    ("antibiotic resistance", "microbiology"),
+    ("solar cell perovskites", "photovoltaics"),
+    ("sleep and memory", "neuroscience"),
+    ("glacier retreat", "glaciology"),
+    ("price elasticity", "economics"),
 ]
 
 
@@ -33,11 +41,13 @@ def make_triplets(count: int, offset: int = 0) -> list[dict[str, Any]]:
     for i in range(offset, offset + count):
         topic, field = TOPICS[i % len(TOPICS)]
         other_topic, other_field = TOPICS[(i + 5) % len(TOPICS)]
-        rows.append({
-            "query": f"recent findings on {topic} (question {i})",
-            "pos_doc": f"We study {topic} in {field}; experiment {i} reports new measurements.",
-            "neg_doc": [f"A review of {other_topic} in {other_field}, part {i}."],
-        })
+        rows.append(
+            {
+                "query": f"recent findings on {topic} (question {i})",
+                "pos_doc": f"We study {topic} in {field}; experiment {i} reports new measurements.",
+                "neg_doc": [f"A review of {other_topic} in {other_field}, part {i}."],
+            }
+        )
     return rows
 
 
@@ -45,8 +55,9 @@ def jsonl(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-def upload_dataset(base_url: str, namespace: str, name: str, training_text: str, validation_text: str | None,
-                   tmp_dir: Path) -> None:
+def upload_dataset(
+    base_url: str, namespace: str, name: str, training_text: str, validation_text: str | None, tmp_dir: Path
+) -> None:
     """Create the namespaces, upload the NeMo layout with huggingface_hub, register the Entity Store dataset."""
     requests.post(f"{base_url}/v1/namespaces", json={"id": namespace}, timeout=TIMEOUT)
     requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace}, timeout=TIMEOUT)
@@ -64,18 +75,34 @@ def upload_dataset(base_url: str, namespace: str, name: str, training_text: str,
         api = HfApi(endpoint=f"{base_url}/v1/hf", token=False)
         api.create_repo(f"{namespace}/{name}", repo_type="dataset", exist_ok=True)
         api.upload_folder(repo_id=f"{namespace}/{name}", repo_type="dataset", folder_path=folder)
-    response = requests.post(f"{base_url}/v1/datasets", json={
-        "name": name, "namespace": namespace, "files_url": f"hf://datasets/{namespace}/{name}",
-        "description": "test triplets"}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/datasets",
+        json={
+            "name": name,
+            "namespace": namespace,
+            "files_url": f"hf://datasets/{namespace}/{name}",
+            "description": "test triplets",
+        },
+        timeout=TIMEOUT,
+    )
     assert response.status_code in (200, 201), response.text
 
 
 def create_config(base_url: str, namespace: str, name: str = "minilm-sft@v1") -> dict[str, Any]:
-    response = requests.post(f"{base_url}/v1/customization/configs", json={
-        "name": name, "namespace": namespace, "target": "sentence-transformers/all-minilm-l6-v2@v1",
-        "training_options": [{"training_type": "sft", "finetuning_type": "all_weights", "num_gpus": 1,
-                              "micro_batch_size": 8}],
-        "training_precision": "bf16", "max_seq_length": 64}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/customization/configs",
+        json={
+            "name": name,
+            "namespace": namespace,
+            "target": "sentence-transformers/all-minilm-l6-v2@v1",
+            "training_options": [
+                {"training_type": "sft", "finetuning_type": "all_weights", "num_gpus": 1, "micro_batch_size": 8}
+            ],
+            "training_precision": "bf16",
+            "max_seq_length": 64,
+        },
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -85,8 +112,14 @@ def job_body(config: str, namespace: str, dataset: str, **hyperparameters: Any) 
         "name": "tiny-sft",
         "config": config,
         "dataset": {"namespace": namespace, "name": dataset},
-        "hyperparameters": {"training_type": "sft", "finetuning_type": "all_weights", "epochs": 1,
-                            "batch_size": 8, "learning_rate": 5e-5, **hyperparameters},
+        "hyperparameters": {
+            "training_type": "sft",
+            "finetuning_type": "all_weights",
+            "epochs": 1,
+            "batch_size": 8,
+            "learning_rate": 5e-5,
+            **hyperparameters,
+        },
         "output_model": f"{namespace}/tiny-embedder",
     }
 
@@ -110,16 +143,27 @@ def job_status(base_url: str, job_id: str) -> dict[str, Any]:
 
 
 def wait_for_job(base_url: str, job_id: str, statuses: tuple[str, ...], timeout_s: float = 240) -> dict[str, Any]:
-    return wait_for(lambda: (s := job_status(base_url, job_id))["status"] in statuses and s,
-                    timeout_s, f"job {job_id} to reach {statuses}")
+    return wait_for(
+        lambda: (s := job_status(base_url, job_id))["status"] in statuses and s,
+        timeout_s,
+        f"job {job_id} to reach {statuses}",
+    )
 
 
 def deploy(base_url: str, namespace: str, name: str, model: str, timeout_s: float = 120) -> dict[str, Any]:
     """Create an inline deployment and wait until it is ready (or failed); returns the final document."""
-    response = requests.post(f"{base_url}/v1/deployment/model-deployments", json={
-        "name": name, "namespace": namespace,
-        "config": {"model": model, "nim_deployment": {"image_name": "local", "image_tag": "1", "gpu": 1,
-                                                       "disable_lora_support": True}}}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/deployment/model-deployments",
+        json={
+            "name": name,
+            "namespace": namespace,
+            "config": {
+                "model": model,
+                "nim_deployment": {"image_name": "local", "image_tag": "1", "gpu": 1, "disable_lora_support": True},
+            },
+        },
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status_details"]["status"] == "pending"
 
@@ -132,5 +176,8 @@ def deploy(base_url: str, namespace: str, name: str, model: str, timeout_s: floa
 
 def embeddings(base_url: str, model: str, texts: list[str] | str, **extra: Any) -> requests.Response:
     """``POST {NIM_URL}/v1/embeddings`` of the platform at ``base_url`` (NEMO_URL)."""
-    return requests.post(f"{service_urls(base_url)['NIM_URL']}/v1/embeddings",
-                         json={"model": model, "input": texts, **extra}, timeout=TIMEOUT)
+    return requests.post(
+        f"{service_urls(base_url)['NIM_URL']}/v1/embeddings",
+        json={"model": model, "input": texts, **extra},
+        timeout=TIMEOUT,
+    )

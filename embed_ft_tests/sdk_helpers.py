@@ -63,8 +63,9 @@ class SentLog(list):
         return [unquote(urlsplit(url).query) for m, url in self if m == method and urlsplit(url).path == path]
 
 
-def sdk_client(base_url: str, nim_url: str | None = None, *, strict: bool = False,
-               timeout_s: float = 60.0) -> tuple[NeMoMicroservices, SentLog]:
+def sdk_client(
+    base_url: str, nim_url: str | None = None, *, strict: bool = False, timeout_s: float = 60.0
+) -> tuple[NeMoMicroservices, SentLog]:
     """The SDK as a cluster user constructs it (``base_url``, ``inference_base_url``).
 
     ``max_retries=0``: a failure shows at once (and no POST is ever sent twice). ``strict``: the SDK's
@@ -149,8 +150,10 @@ def check_body(params_type: Any, body: dict) -> list[str]:
             problems += [f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in errors()]
         else:
             problems.append(str(exc))
-    problems += [f"{key}: not a field of {getattr(params_type, '__name__', params_type)}"
-                 for key in unknown_keys(params_type, body)]
+    problems += [
+        f"{key}: not a field of {getattr(params_type, '__name__', params_type)}"
+        for key in unknown_keys(params_type, body)
+    ]
     return problems
 
 
@@ -169,8 +172,13 @@ class RecordedCalls(list):
 
         def recording(method, url, *args, **kwargs):
             path = urlsplit(url).path
-            self.append((method.upper(), path[len(base_path):] if path.startswith(base_path + "/") else path,
-                         kwargs.get("json")))
+            self.append(
+                (
+                    method.upper(),
+                    path[len(base_path) :] if path.startswith(base_path + "/") else path,
+                    kwargs.get("json"),
+                )
+            )
             return send(method, url, *args, **kwargs)
 
         session.request = recording
@@ -205,7 +213,8 @@ def write_beir(folder: Path, docs_per_topic: int = 3) -> Path:
     (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
     (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (folder / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels)
+    )
     return folder
 
 

@@ -23,7 +23,10 @@ def test_import_linter_contracts_are_kept():
     lint_imports = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run(
         [str(lint_imports), str(ROOT / "pyproject.toml"), "--no-cache"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout, result.stdout
@@ -98,15 +101,15 @@ def _function_level_imports(path: Path) -> list[tuple[int, str]]:
 
 def test_no_function_level_import_of_our_own_modules():
     """Lazy imports are for heavy libraries (torch, sentence-transformers), never to dodge a cycle of ours."""
-    offenders = {
-        str(path.relative_to(ROOT)): found for path in _modules() if (found := _function_level_imports(path))
-    }
+    offenders = {str(path.relative_to(ROOT)): found for path in _modules() if (found := _function_level_imports(path))}
     assert offenders == {}
 
 
 def test_modules_stay_readable():
     too_long = {
-        str(path.relative_to(ROOT)): n for path in _modules() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+        str(path.relative_to(ROOT)): n
+        for path in _modules()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert too_long == {}
 

@@ -40,24 +40,54 @@ def _jsonl(rows) -> bytes:
 
 SPECTER_CASES = [
     # (case id, file name, file bytes, max_text_chars, words the error must contain)
-    ("wrong types", "rows.jsonl", _jsonl([{"set": [1, 2, 3]}] * 3), 20_000, ["zero valid rows", "missing_or_non_string=3"]),
-    ("mixed types", "rows.jsonl", _jsonl([GOOD_ROW, {"set": [1, 2, 3]}, {"set": "not a list"}]), 20_000,
-     ["missing_or_non_string"]),
+    (
+        "wrong types",
+        "rows.jsonl",
+        _jsonl([{"set": [1, 2, 3]}] * 3),
+        20_000,
+        ["zero valid rows", "missing_or_non_string=3"],
+    ),
+    (
+        "mixed types",
+        "rows.jsonl",
+        _jsonl([GOOD_ROW, {"set": [1, 2, 3]}, {"set": "not a list"}]),
+        20_000,
+        ["missing_or_non_string"],
+    ),
     ("wrong arity", "rows.jsonl", _jsonl([{"set": ["only", "two"]}] * 3), 20_000, ["zero valid rows", "wrong_arity=3"]),
     ("empty texts", "rows.jsonl", _jsonl([{"set": ["", "  ", "x"]}] * 3), 20_000, ["zero valid rows", "empty_text=3"]),
-    ("huge texts", "rows.jsonl", _jsonl([{"set": ["q" * 500, "p" * 500, "n" * 500]}] * 3), 100,
-     ["zero valid rows", "too_long=3"]),
-    ("no usable columns", "rows.jsonl", _jsonl([{"title": "x", "abstract": "y"}]), 20_000,
-     ["lacks the expected columns", "'abstract'", "'title'"]),
+    (
+        "huge texts",
+        "rows.jsonl",
+        _jsonl([{"set": ["q" * 500, "p" * 500, "n" * 500]}] * 3),
+        100,
+        ["zero valid rows", "too_long=3"],
+    ),
+    (
+        "no usable columns",
+        "rows.jsonl",
+        _jsonl([{"title": "x", "abstract": "y"}]),
+        20_000,
+        ["lacks the expected columns", "'abstract'", "'title'"],
+    ),
     ("empty file", "rows.jsonl", b"", 20_000, ["rows.jsonl"]),
     ("not JSON", "rows.jsonl", b"{this is not json\n", 20_000, ["rows.jsonl"]),
-    ("corrupt parquet", "rows.parquet", b"PAR1 definitely not parquet", 20_000, ["rows.parquet", "unreadable or corrupt"]),
+    (
+        "corrupt parquet",
+        "rows.parquet",
+        b"PAR1 definitely not parquet",
+        20_000,
+        ["rows.parquet", "unreadable or corrupt"],
+    ),
     ("invalid UTF-8", "rows.jsonl", b'{"set": ["caf\xe9 au lait", "b", "c"]}\n', 20_000, ["rows.jsonl", "UTF-8"]),
 ]
 
 
-@pytest.mark.parametrize("case, file_name, content, max_chars, expected", SPECTER_CASES,
-                         ids=[getattr(c, "values", c)[0] for c in SPECTER_CASES])
+@pytest.mark.parametrize(
+    "case, file_name, content, max_chars, expected",
+    SPECTER_CASES,
+    ids=[getattr(c, "values", c)[0] for c in SPECTER_CASES],
+)
 def test_malformed_specter_sources(tmp_path, case, file_name, content, max_chars, expected):
     source = tmp_path / "source" / file_name
     source.parent.mkdir()
@@ -98,8 +128,9 @@ SPEC_CASES = [
 ]
 
 
-@pytest.mark.parametrize("changes, expected", SPEC_CASES,
-                         ids=[f"{next(iter(c))}={next(iter(c.values()))!r}" for c, _ in SPEC_CASES])
+@pytest.mark.parametrize(
+    "changes, expected", SPEC_CASES, ids=[f"{next(iter(c))}={next(iter(c.values()))!r}" for c, _ in SPEC_CASES]
+)
 def test_invalid_spec_change(changes, expected):
     with pytest.raises(SpecError) as error:
         apply_changes(preset_spec("scifact", LOCAL), changes)
@@ -141,14 +172,17 @@ def _break_beir(folder: Path, how: str) -> None:
             fh.write("q0\td0-1\thigh\n")
 
 
-@pytest.mark.parametrize("how, expected", [
-    ("no corpus", "lacks 'corpus.jsonl'"),
-    ("no qrels", "lacks 'qrels/test.tsv'"),
-    ("qrels to unknown documents", "1 of 9 judged documents missing from corpus.jsonl"),
-    ("qrels to unknown queries", "1 of 9 queries missing from queries.jsonl"),
-    ("corpus row without _id", "corpus.jsonl:33: expected an object with an `_id` field"),
-    ("score not a number", "score 'high' is not a number"),
-])
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("no corpus", "lacks 'corpus.jsonl'"),
+        ("no qrels", "lacks 'qrels/test.tsv'"),
+        ("qrels to unknown documents", "1 of 9 judged documents missing from corpus.jsonl"),
+        ("qrels to unknown queries", "1 of 9 queries missing from queries.jsonl"),
+        ("corpus row without _id", "corpus.jsonl:33: expected an object with an `_id` field"),
+        ("score not a number", "score 'high' is not a number"),
+    ],
+)
 def test_broken_beir_sets(tmp_path, how, expected):
     folder = write_beir_set(tmp_path)
     _break_beir(folder, how)
@@ -170,15 +204,22 @@ def faulty_platform(tmp_path_factory):
 
 def test_unknown_base_model_is_refused_and_nothing_is_created(faulty_platform):
     base_url, _ = faulty_platform
-    body = {"name": "bad@v1", "namespace": "bad-input", "target": "nobody/no-such-model@v1",
-            "training_options": [{"training_type": "sft", "finetuning_type": "all_weights"}]}
+    body = {
+        "name": "bad@v1",
+        "namespace": "bad-input",
+        "target": "nobody/no-such-model@v1",
+        "training_options": [{"training_type": "sft", "finetuning_type": "all_weights"}],
+    }
     response = harness.post(f"{base_url}/v1/customization/configs", json=body, timeout=30)
     assert response.status_code == 404
     assert "customization target nobody/no-such-model@v1 not found" in response.json()["detail"]
     assert harness.get(f"{base_url}/v1/customization/configs/bad-input/bad@v1", timeout=30).status_code == 404
 
-    deploy = {"name": "ghost", "namespace": "bad-input",
-              "config": {"model": "nobody/no-such-model", "nim_deployment": {"disable_lora_support": True}}}
+    deploy = {
+        "name": "ghost",
+        "namespace": "bad-input",
+        "config": {"model": "nobody/no-such-model", "nim_deployment": {"disable_lora_support": True}},
+    }
     created = harness.post(f"{base_url}/v1/deployment/model-deployments", json=deploy, timeout=30)
     assert created.status_code == 200
     url = f"{base_url}/v1/deployment/model-deployments/bad-input/ghost"
@@ -193,13 +234,21 @@ def test_unknown_base_model_is_refused_and_nothing_is_created(faulty_platform):
 
 
 def _embedding(values) -> dict:
-    return {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)]}
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
+    }
 
 
 NIM_CASES = [
     ("wrong dimension", _embedding([[0.1, 0.2, 0.3]]), {"dimensions": 384}, "asked for 384 dims, got 3"),
     ("inconsistent dimensions", _embedding([[0.1, 0.2], [0.1, 0.2, 0.3]]), {}, "inconsistent dimensions: [2, 3]"),
-    ("non-finite value", '{"data": [{"index": 0, "embedding": [0.1, NaN, 0.3]}]}', {}, "non-finite value at dimension 1"),
+    (
+        "non-finite value",
+        '{"data": [{"index": 0, "embedding": [0.1, NaN, 0.3]}]}',
+        {},
+        "non-finite value at dimension 1",
+    ),
     ("infinite value", '{"data": [{"index": 0, "embedding": [Infinity, 0.1]}]}', {}, "non-finite value at dimension 0"),
     ("non-numeric value", _embedding([[0.1, "x"]]), {}, "non-numeric values"),
     ("fewer embeddings than texts", _embedding([[0.1, 0.2]]), {"texts": 2}, "sent 2 texts, got 1 embeddings"),
@@ -227,10 +276,16 @@ RESULT_CASES = [
     ("unknown shape", {"scores": {"recall_5": 0.5}}, "no task metrics found in the known shapes"),
     ("empty object", {}, "no task metrics found"),
     ("a bare number", 0.5, "got a float"),
-    ("metric without a number", {"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": "high"}}}}}}},
-     "is not a number"),
-    ("non-finite metric", '{"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": NaN}}}}}}}',
-     "not finite"),
+    (
+        "metric without a number",
+        {"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": "high"}}}}}}},
+        "is not a number",
+    ),
+    (
+        "non-finite metric",
+        '{"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": NaN}}}}}}}',
+        "not finite",
+    ),
 ]
 
 
@@ -247,8 +302,11 @@ def test_evaluation_results_of_unknown_shape(faulty_platform, case, answer, expe
 
 def test_evaluation_of_missing_beir_files_fails_the_job_naming_them(faulty_platform):
     base_url, _ = faulty_platform
-    deploy = {"name": "base", "namespace": "bad-input",
-              "config": {"model": "sentence-transformers/all-MiniLM-L6-v2", "nim_deployment": {"disable_lora_support": True}}}
+    deploy = {
+        "name": "base",
+        "namespace": "bad-input",
+        "config": {"model": "sentence-transformers/all-MiniLM-L6-v2", "nim_deployment": {"disable_lora_support": True}},
+    }
     assert harness.post(f"{base_url}/v1/deployment/model-deployments", json=deploy, timeout=30).status_code == 200
     for _ in range(1200):
         status = harness.get(f"{base_url}/v1/deployment/model-deployments/bad-input/base", timeout=30).json()
@@ -257,12 +315,31 @@ def test_evaluation_of_missing_beir_files_fails_the_job_naming_them(faulty_platf
         time.sleep(0.1)
     assert status["status_details"]["status"] == "ready"
     body = {
-        "config": {"type": "retriever", "namespace": "bad-input",
-                   "tasks": {"gone": {"type": "beir", "dataset": {"files_url": "file://no-such-set/"},
-                                      "metrics": {"recall_5": {"type": "recall_5"}}}}},
-        "target": {"type": "retriever", "retriever": {"pipeline": {"query_embedding_model": {
-            "api_endpoint": {"url": f"{base_url}/v1/embeddings", "model_id": "sentence-transformers/all-MiniLM-L6-v2"}},
-            "top_k": 5}}},
+        "config": {
+            "type": "retriever",
+            "namespace": "bad-input",
+            "tasks": {
+                "gone": {
+                    "type": "beir",
+                    "dataset": {"files_url": "file://no-such-set/"},
+                    "metrics": {"recall_5": {"type": "recall_5"}},
+                }
+            },
+        },
+        "target": {
+            "type": "retriever",
+            "retriever": {
+                "pipeline": {
+                    "query_embedding_model": {
+                        "api_endpoint": {
+                            "url": f"{base_url}/v1/embeddings",
+                            "model_id": "sentence-transformers/all-MiniLM-L6-v2",
+                        }
+                    },
+                    "top_k": 5,
+                }
+            },
+        },
     }
     created = harness.post(f"{base_url}/v1/evaluation/jobs", json=body, timeout=30)
     if created.status_code != 200:  # refused up front: the error must name the dataset

@@ -98,8 +98,11 @@ def evaluation(model: str, ndcg: float, recall: float, queries: int = 40) -> Eva
     offsets = [((i % 5) - 2) * 0.01 for i in range(queries)]
     per_query = {"scifact": {f"q{i}": {"ndcg_cut_10": ndcg + off} for i, off in enumerate(offsets)}}
     return EvaluationResult(
-        model=model, job_id=f"eval-{model[-1]}", tasks={"scifact": "file://scifact/"},
-        metrics={"scifact": {"ndcg_cut_10": ndcg, "recall_10": recall}}, per_query=per_query,
+        model=model,
+        job_id=f"eval-{model[-1]}",
+        tasks={"scifact": "file://scifact/"},
+        metrics={"scifact": {"ndcg_cut_10": ndcg, "recall_10": recall}},
+        per_query=per_query,
         queries={"scifact": queries},
     )
 
@@ -126,11 +129,32 @@ def test_report_prints_the_latest_table_with_each_tasks_test_and_the_metric_hist
     # paired test of the primary metric beside it: queries, 95% interval of the difference, p-value, verdict.
     date = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC"
     assert re.fullmatch(rf"latest report: {date}, experiment exp-b, run {run_ids[1]}", lines[0])
-    assert lines[1].split() == ["task", "metric", "baseline", "fine-tuned", "change", "queries", "95%", "CI", "of",
-                                "delta", "p", "verdict"]
+    assert lines[1].split() == [
+        "task",
+        "metric",
+        "baseline",
+        "fine-tuned",
+        "change",
+        "queries",
+        "95%",
+        "CI",
+        "of",
+        "delta",
+        "p",
+        "verdict",
+    ]
     assert lines[2].split() == [
-        "scifact", "ndcg_cut_10", "0.6000", "0.7000", "+16.67%", "40",
-        f"[{test.ci_low:+.4f},", f"{test.ci_high:+.4f}]", f"{test.p_value:.4f}", "significantly", "better",
+        "scifact",
+        "ndcg_cut_10",
+        "0.6000",
+        "0.7000",
+        "+16.67%",
+        "40",
+        f"[{test.ci_low:+.4f},",
+        f"{test.ci_high:+.4f}]",
+        f"{test.p_value:.4f}",
+        "significantly",
+        "better",
     ]
     assert lines[3].split() == ["scifact", "recall_10", "0.7000", "0.7500", "+7.14%"]
     # The history: one line per materialization, oldest first, with date, experiment and the whole run id.
@@ -214,9 +238,11 @@ def test_unreachable_backend_fails_the_first_remote_asset_with_url_and_reason(tm
     source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
     base_url = closed_loopback_url()
     result = materialize_with_spec(
-        [specter_raw, mined_triplets, specter_triplets, training_dataset], DagsterInstance.ephemeral(),
+        [specter_raw, mined_triplets, specter_triplets, training_dataset],
+        DagsterInstance.ephemeral(),
         {"data.source": str(source), "split.sample_size": 40, "split.test_size": 8, "split.validation_size": 0.15},
-        resources=resources_for_url(base_url), raise_on_error=False,
+        resources=resources_for_url(base_url),
+        raise_on_error=False,
     )
     assert not result.success
     # The local stages ran; the first asset that needs the backend is the one that failed.

@@ -103,8 +103,19 @@ def test_results_table_puts_the_primary_metric_first():
     # With the paired test of the task's primary metric: queries, 95% interval, p-value and verdict beside it.
     test = PairedTest("scifact", "ndcg_cut_10", 300, 0.0648, 0.041, 0.089, 0.0002, "significantly better", "")
     tested = results_lines(rows, [test])
-    assert tested[1].split() == ["scifact", "ndcg_cut_10", "0.6451", "0.7099", "+10.05%", "300", "[+0.0410,", "+0.0890]",
-                                 "0.0002", "significantly", "better"]
+    assert tested[1].split() == [
+        "scifact",
+        "ndcg_cut_10",
+        "0.6451",
+        "0.7099",
+        "+10.05%",
+        "300",
+        "[+0.0410,",
+        "+0.0890]",
+        "0.0002",
+        "significantly",
+        "better",
+    ]
     assert tested[2].split() == ["scifact", "recall_10", "0.7800", "0.8300", "+6.41%"]
 
 
@@ -133,7 +144,9 @@ def test_events_of_a_real_dagster_run_become_step_lines():
             assets=[first_step, failing_step, after_failure], jobs=[define_asset_job("three_steps")]
         ).resolve_job_def("three_steps")
         result = job.execute_in_process(
-            instance=instance, run_id=run_id, raise_on_error=False,
+            instance=instance,
+            run_id=run_id,
+            raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         )
         console.summary(result.success, 3.0)

@@ -59,8 +59,9 @@ def test_core_install_loads_the_definitions_without_torch(tmp_path):
     assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
     python, bin_dir = venv / "bin" / "python", venv / "bin"
     uv = Path(sys.executable).with_name("uv")  # the test extra's; pip takes minutes for the same install
-    installed = _run([str(uv), "pip", "install", "--quiet", "--python", str(python),
-                      "-c", str(REPO / "constraints.txt"), str(REPO)])
+    installed = _run(
+        [str(uv), "pip", "install", "--quiet", "--python", str(python), "-c", str(REPO / "constraints.txt"), str(REPO)]
+    )
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
 
     probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m)))"
@@ -68,13 +69,26 @@ def test_core_install_loads_the_definitions_without_torch(tmp_path):
     assert present.returncode == 0, present.stderr
     assert present.stdout.split() == []
 
-    env = {**os.environ, **CLUSTER_ENV, "DAGSTER_HOME": str(tmp_path), "NO_COLOR": "1", "VIRTUAL_ENV": str(venv),
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **CLUSTER_ENV,
+        "DAGSTER_HOME": str(tmp_path),
+        "NO_COLOR": "1",
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("PYTHONPATH", None)  # the installed package, not the checkout
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    loaded = _run([str(python), "-c", "import sys, embed_ft.definitions as d; d.defs.get_repository_def(); "
-                   "print(sorted(m for m in ('torch', 'fastapi', 'sentence_transformers') if m in sys.modules))"],
-                  cwd=tmp_path, env=env)
+    loaded = _run(
+        [
+            str(python),
+            "-c",
+            "import sys, embed_ft.definitions as d; d.defs.get_repository_def(); "
+            "print(sorted(m for m in ('torch', 'fastapi', 'sentence_transformers') if m in sys.modules))",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert loaded.stdout.strip().splitlines()[-1] == "[]"
 

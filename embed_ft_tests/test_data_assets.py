@@ -128,7 +128,14 @@ def assert_materialized(result, root: Path) -> TripletSplits:
 
 @pytest.mark.parametrize(
     "name,layout",
-    [("a.jsonl", "set"), ("a.jsonl", "anchor"), ("a.json", "set"), ("a.csv", "anchor"), ("a.csv", "set"), ("a.parquet", "anchor")],
+    [
+        ("a.jsonl", "set"),
+        ("a.jsonl", "anchor"),
+        ("a.json", "set"),
+        ("a.csv", "anchor"),
+        ("a.csv", "set"),
+        ("a.parquet", "anchor"),
+    ],
 )
 def test_materialize_files_in_both_layouts(tmp_path, name, layout):
     source = write(tmp_path / "src" / name, records(layout=layout))
@@ -178,8 +185,9 @@ def test_materialize_real_specter_sample_with_defaults(tmp_path, shared_data):
     instance = DagsterInstance.ephemeral()
     store_spec(instance, DATA_EXPERIMENT, {"data.source": str(shared_data / "specter-sample")})
     with data_root_env(tmp_path):
-        result = materialize([*data_defs.data_assets, *data_defs.data_checks], instance=instance,
-                             tags={EXPERIMENT_TAG: DATA_EXPERIMENT})
+        result = materialize(
+            [*data_defs.data_assets, *data_defs.data_checks], instance=instance, tags={EXPERIMENT_TAG: DATA_EXPERIMENT}
+        )
     value = assert_materialized(result, tmp_path)
     assert sum(value.rows.values()) <= 316
     notes = result.asset_materializations_for_node("specter_triplets")[0].metadata["notes"].value
@@ -242,9 +250,7 @@ def test_checks_fail_on_bad_data(tmp_path):
     value = TripletSplits(
         root=tmp_path, **files, data_version="v", source_data_version="v", rows={name: 0 for name in files}
     )
-    result = materialize(
-        [stand_in_triplets(value), *data_defs.data_checks], raise_on_error=False
-    )
+    result = materialize([stand_in_triplets(value), *data_defs.data_checks], raise_on_error=False)
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert {name: e.passed for name, e in evaluations.items()} == {
         "specter_triplets_schema": False,
@@ -266,7 +272,9 @@ def test_definitions_load_and_refresh_job_selects_only_data_assets():
     )
     job = defs.resolve_job_def("data_refresh_job")
     assert job.asset_layer.executable_asset_keys == {
-        AssetKey("specter_raw"), AssetKey("mined_triplets"), AssetKey("specter_triplets")
+        AssetKey("specter_raw"),
+        AssetKey("mined_triplets"),
+        AssetKey("specter_triplets"),
     }
     sensor = defs.resolve_sensor_def("specter_source_sensor")
     assert sensor.job_name == "data_refresh_job"
@@ -356,7 +364,11 @@ class FakeHub:
                     status, body, headers = 404, {"error": "not found"}, {}
                 data = json.dumps(body).encode()
                 self.send_response(status)
-                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(data)), **headers}.items():
+                for key, value in {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(data)),
+                    **headers,
+                }.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
@@ -417,8 +429,10 @@ def test_sensor_launched_refresh_keeps_the_split_the_user_chose(tmp_path, monkey
     source = write(tmp_path / "src" / "a.jsonl", records(n_queries=20))
     chosen = {"sample_size": 30, "validation_size": 4, "test_size": 5, "seed": 3}
     defs = Definitions(
-        assets=[specter_source, *data_defs.data_assets], asset_checks=data_defs.data_checks,
-        jobs=[data_refresh_job], sensors=[specter_source_sensor],
+        assets=[specter_source, *data_defs.data_assets],
+        asset_checks=data_defs.data_checks,
+        jobs=[data_refresh_job],
+        sensors=[specter_source_sensor],
     )
     with DagsterInstance.ephemeral() as instance:
         first = materialize_data(str(source), root, instance=instance, **chosen)

@@ -26,8 +26,16 @@ TOPICS = {
     "protein folding": ["amino acid chains fold", "tertiary structure prediction", "chaperone proteins assist folding"],
     "graph neural networks": ["message passing layers", "node classification on graphs", "graph convolution filters"],
     "climate modelling": ["ocean circulation models", "carbon cycle feedback", "regional climate downscaling"],
-    "quantum computing": ["qubit error correction", "superconducting qubit circuits", "variational quantum eigensolver"],
-    "speech recognition": ["acoustic models for speech", "connectionist temporal classification", "end-to-end transducers"],
+    "quantum computing": [
+        "qubit error correction",
+        "superconducting qubit circuits",
+        "variational quantum eigensolver",
+    ],
+    "speech recognition": [
+        "acoustic models for speech",
+        "connectionist temporal classification",
+        "end-to-end transducers",
+    ],
 }
 
 
@@ -55,7 +63,9 @@ def tiny_beir(folder: Path) -> Path:
     corpus, queries, train, test = [], [], [], []
     for t, (topic, subs) in enumerate(TOPICS.items()):
         for s, sub in enumerate(subs):
-            corpus.append({"_id": f"d{t}-{s}", "title": sub.capitalize(), "text": f"This paper studies {sub} in {topic}."})
+            corpus.append(
+                {"_id": f"d{t}-{s}", "title": sub.capitalize(), "text": f"This paper studies {sub} in {topic}."}
+            )
         queries.append({"_id": f"q{t}", "text": f"What is known about {subs[0]} in {topic}?"})
         queries.append({"_id": f"t{t}", "text": f"Recent work on {subs[2]}"})
         train += [(f"q{t}", f"d{t}-0", 1), (f"q{t}", f"d{t}-1", 1), (f"q{t}", f"d{t}-2", 0)]
@@ -130,8 +140,9 @@ def test_testing_split_to_beir_rejects_bad_rows(tmp_path):
         testing_split_to_beir(bad, tmp_path / "out")
 
 
-TOP_NO_MARGIN = MiningSettings(range_min=0, range_max=None, relative_margin=None, sampling_strategy="top",
-                               num_negatives=3, batch_size=16)
+TOP_NO_MARGIN = MiningSettings(
+    range_min=0, range_max=None, relative_margin=None, sampling_strategy="top", num_negatives=3, batch_size=16
+)
 
 
 def relevant_texts(folder: Path, split: str = "train") -> dict[str, set[str]]:
@@ -199,7 +210,9 @@ def scifact_subset(scifact: Path, out: Path, n_queries: int = 4, extra_docs: int
     corpus = [doc for doc in corpus_rows if doc["_id"] in judged] + [
         doc for doc in corpus_rows[: extra_docs + len(judged)] if doc["_id"] not in judged
     ][:extra_docs]
-    return write_beir(out, corpus, [all_queries[q] for q in chosen], {"train": [r for rows in chosen.values() for r in rows]})
+    return write_beir(
+        out, corpus, [all_queries[q] for q in chosen], {"train": [r for rows in chosen.values() for r in rows]}
+    )
 
 
 @pytest.mark.slow  # mines a SciFact subset three times: 25-40 s on the shared machine
@@ -231,8 +244,13 @@ def test_scifact_mining_with_default_settings(tmp_path, shared_data, minilm):
 
 def materialize_data(instance, root: Path, source: Path, mining: dict) -> dict:
     """specter_raw -> mined_triplets -> specter_triplets; the metadata of each asset by name."""
-    changes = {"data.source": str(source), "split.sample_size": 6, "split.validation_size": 2, "split.test_size": 2,
-               **{f"mining.{key}": value for key, value in mining.items()}}
+    changes = {
+        "data.source": str(source),
+        "split.sample_size": 6,
+        "split.validation_size": 2,
+        "split.test_size": 2,
+        **{f"mining.{key}": value for key, value in mining.items()},
+    }
     result = materialize_with_spec([*data_defs.data_assets, *data_defs.data_checks], instance, changes, root)
     assert result.success
     return {
@@ -293,9 +311,9 @@ def test_rows_with_negatives_pass_through_mining(tmp_path):
     """A SPECTER-layout source: mined_triplets loads no model and keeps the raw snapshot and its version."""
     source = tmp_path / "src" / "rows.jsonl"
     source.parent.mkdir()
-    source.write_text("".join(
-        json.dumps({"set": [f"query {q}", f"positive {q}", f"negative {q}"]}) + "\n" for q in range(12)
-    ))
+    source.write_text(
+        "".join(json.dumps({"set": [f"query {q}", f"positive {q}", f"negative {q}"]}) + "\n" for q in range(12))
+    )
     with DagsterInstance.ephemeral() as instance:
         out = materialize_data(instance, tmp_path / "data", source, {"model": str(tmp_path / "no-such-model")})
     assert out["mined_triplets"]["mined"] is False

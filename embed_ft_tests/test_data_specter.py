@@ -208,9 +208,7 @@ def test_split_with_codes_from_cleaning_equals_split_on_texts():
 
 
 def test_cleaning_column_layouts_and_non_string_columns():
-    frame = pd.DataFrame(
-        {"anchor": ["a", None, "c"], "positive": ["p", "p", "p"], "negative": ["n", "n", None]}
-    )
+    frame = pd.DataFrame({"anchor": ["a", None, "c"], "positive": ["p", "p", "p"], "negative": ["n", "n", None]})
     result = clean_triplets(frame)
     assert result.dropped["missing_or_non_string"] == 2
     assert result.num_rows == 1
@@ -253,7 +251,11 @@ def test_split_is_leak_free_and_reproducible():
     for name in first.indices:
         assert np.array_equal(first.indices[name], again.indices[name])
     assert not np.array_equal(first.indices["training"], other_seed.indices["training"])
-    assert {name: len(idx) for name, idx in first.indices.items()} == {"testing": 300, "validation": 200, "training": 1800}
+    assert {name: len(idx) for name, idx in first.indices.items()} == {
+        "testing": 300,
+        "validation": 200,
+        "training": 1800,
+    }
     query_sets = {name: set(queries[idx]) for name, idx in first.indices.items()}
     assert not query_sets["training"] & query_sets["validation"]
     assert not query_sets["training"] & query_sets["testing"]
@@ -308,7 +310,15 @@ def test_specter_sample_with_explicit_small_sizes(tmp_path, cache_dir):
 
 
 def test_encoding_matches_json_dumps_with_one_row_per_line():
-    texts = ['quote " inside', "back\\slash", "tab\tnew\nline\r", "ctrl \x01\x1f", "unicode é 漢字 🚀", "a/b", "sep\u2028x\x85"]
+    texts = [
+        'quote " inside',
+        "back\\slash",
+        "tab\tnew\nline\r",
+        "ctrl \x01\x1f",
+        "unicode é 漢字 🚀",
+        "a/b",
+        "sep\u2028x\x85",
+    ]
     negatives = [[t, "plain"] for t in texts]
     table = pa.table({"query": texts, "positive": list(reversed(texts)), "negatives": negatives})
     rows = [{"query": q, "pos_doc": p, "neg_doc": n} for q, p, n in zip(texts, reversed(texts), negatives, strict=True)]
@@ -324,7 +334,19 @@ def test_encoding_matches_json_dumps_with_one_row_per_line():
 
 
 def test_escape_scan_flags_exactly_the_strings_json_must_escape():
-    texts = ["é café", "© 2020", "plain", 'a "quote"', "x\\y", "tab\t", "ls\u2028", "ps\u2029", "nel\x85", "…ellipsis", "€"]
+    texts = [
+        "é café",
+        "© 2020",
+        "plain",
+        'a "quote"',
+        "x\\y",
+        "tab\t",
+        "ls\u2028",
+        "ps\u2029",
+        "nel\x85",
+        "…ellipsis",
+        "€",
+    ]
     values = pa.array(["padding"] + texts, pa.large_string()).slice(1)  # a slice: offsets do not start at 0
     expected = [False, False, False, True, True, True, True, True, True, False, False]
     assert nemo_jsonl_writer._rows_needing_escape(values).tolist() == expected

@@ -55,7 +55,11 @@ EXPECTED_GROUPS = {
     "experiment_leaderboard": "evaluation",
 }
 EXPERIMENT_PARTITIONED = {
-    "experiment_spec", "fine_tuned_model", "fine_tuned_nim", "fine_tuned_evaluation", "evaluation_report"
+    "experiment_spec",
+    "fine_tuned_model",
+    "fine_tuned_nim",
+    "fine_tuned_evaluation",
+    "evaluation_report",
 }
 GPU_STAGES = {"fine_tuned_model", "fine_tuned_nim", "baseline_nim", "baseline_evaluation", "fine_tuned_evaluation"}
 
@@ -86,7 +90,8 @@ def test_asset_graph_snapshot():
     check_names = {k.name for k in graph.asset_check_keys}
     assert "fine_tuned_beats_baseline" in check_names
     assert {k.asset_key.to_user_string() for k in graph.asset_check_keys if k.name == "deployment_live"} == {
-        "fine_tuned_nim", "baseline_nim"
+        "fine_tuned_nim",
+        "baseline_nim",
     }
     assert defs.resolve_job_def("full_lineage_job").partitions_def.name == "experiments"
     assert defs.resolve_job_def("data_refresh_job").partitions_def is None
@@ -100,9 +105,17 @@ def test_code_location_name_is_the_same_everywhere():
     location = workspace["load_from"][0]["python_module"]
     dg_project = pyproject["tool"]["dg"]["project"]
     assert pyproject["tool"]["dg"]["directory_type"] == "project"
-    for name in (pyproject["tool"]["dagster"]["code_location_name"], location["location_name"], dg_project["code_location_name"]):
+    for name in (
+        pyproject["tool"]["dagster"]["code_location_name"],
+        location["location_name"],
+        dg_project["code_location_name"],
+    ):
         assert name == "embed_ft"
-    for module in (pyproject["tool"]["dagster"]["module_name"], location["module_name"], dg_project["code_location_target_module"]):
+    for module in (
+        pyproject["tool"]["dagster"]["module_name"],
+        location["module_name"],
+        dg_project["code_location_target_module"],
+    ):
         assert module == "embed_ft.definitions"
     assert dg_project["root_module"] == "embed_ft"
 
@@ -120,7 +133,11 @@ def test_dg_check_defs(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("dg")), "check", "defs", "--use-active-venv"],
-        cwd=REPO, env=dg_env(tmp_path), capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=dg_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
@@ -142,12 +159,20 @@ def test_embed_ft_ui_runs_dg_dev_without_supersession_warning(tmp_path):
     """`embed-ft ui` (no local platform: NEMO_URL points at a closed port) serves the code location via `dg dev`."""
     port = free_port()
     log = tmp_path / "ui.log"
-    env = {**dg_env(tmp_path / "dagster_home"), "NEMO_URL": "http://127.0.0.1:9", "NDS_URL": "http://127.0.0.1:9",
-           "NIM_URL": "http://127.0.0.1:9"}
+    env = {
+        **dg_env(tmp_path / "dagster_home"),
+        "NEMO_URL": "http://127.0.0.1:9",
+        "NDS_URL": "http://127.0.0.1:9",
+        "NIM_URL": "http://127.0.0.1:9",
+    }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "embed_ft.cli", "ui", "--port", str(port)],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 240

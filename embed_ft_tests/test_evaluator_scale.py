@@ -22,7 +22,9 @@ def clustered(n_docs: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, n
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(1, n_docs // 50), DIM)).astype(np.float32)
     docs = centres[rng.integers(0, len(centres), n_docs)] + 0.3 * rng.standard_normal((n_docs, DIM)).astype(np.float32)
-    queries = docs[rng.choice(n_docs, n_queries, replace=False)] + 0.2 * rng.standard_normal((n_queries, DIM)).astype(np.float32)
+    queries = docs[rng.choice(n_docs, n_queries, replace=False)] + 0.2 * rng.standard_normal((n_queries, DIM)).astype(
+        np.float32
+    )
     return docs, queries
 
 
@@ -67,7 +69,9 @@ def test_approximate_search_recall_and_the_switch(tmp_path):
     assert found / (10 * len(query_ids)) >= 0.99
     # auto: exact below the threshold, approximate from it.
     assert search(queries, query_ids, docs, doc_ids, 10, SearchSettings(approximate_min_docs=20_001))[1] == "exact"
-    assert search(queries, query_ids, docs, doc_ids, 10, SearchSettings(approximate_min_docs=20_000))[1] == "approximate"
+    assert (
+        search(queries, query_ids, docs, doc_ids, 10, SearchSettings(approximate_min_docs=20_000))[1] == "approximate"
+    )
 
 
 def test_search_settings_from_the_environment(monkeypatch):
@@ -93,7 +97,9 @@ def scifact_test_subset(scifact: Path, out: Path, n_queries: int = 15, n_docs: i
             chosen.setdefault(q, []).append(d)
     judged = {d for docs in chosen.values() for d in docs}
     corpus = [json.loads(line) for line in (scifact / "corpus.jsonl").read_text().splitlines()]
-    kept = [doc for doc in corpus if doc["_id"] in judged] + [doc for doc in corpus if doc["_id"] not in judged][:n_docs]
+    kept = [doc for doc in corpus if doc["_id"] in judged] + [doc for doc in corpus if doc["_id"] not in judged][
+        :n_docs
+    ]
     queries = [q for q in map(json.loads, (scifact / "queries.jsonl").read_text().splitlines()) if q["_id"] in chosen]
     (out / "qrels").mkdir(parents=True)
     (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
@@ -123,8 +129,12 @@ def test_onnx_backend_matches_torch_within_1e4(tmp_path, monkeypatch, shared_dat
     metrics = ["ndcg_cut_10", "recall_10", "map_cut_10"]
     results = {}
     for name, model in (("torch", torch_model), ("onnx", onnx_model)):
-        embedder = CallableEmbedder(lambda texts, _, m=model: m.encode(texts, batch_size=32), {"kind": name}, batch_size=32)
-        results[name] = evaluate_retrieval(dataset, embedder, embedder, metrics, 10, search_settings=SearchSettings(mode="exact"))
+        embedder = CallableEmbedder(
+            lambda texts, _, m=model: m.encode(texts, batch_size=32), {"kind": name}, batch_size=32
+        )
+        results[name] = evaluate_retrieval(
+            dataset, embedder, embedder, metrics, 10, search_settings=SearchSettings(mode="exact")
+        )
     for metric in metrics:
         assert results["onnx"].metrics[metric] == pytest.approx(results["torch"].metrics[metric], abs=1e-4)
     texts = dataset.query_texts[:8]

@@ -36,8 +36,13 @@ def probe(context) -> dict:
 def lineage_run(instance, experiment: str, preset: str | None, changes: dict | None = None) -> dict:
     """What `embed-ft run [--preset P] [options]` does before training: store the spec, then read it in a step."""
     run_config = prepare_experiment_run(instance, experiment, preset, changes or {})
-    result = materialize([experiment_spec, probe], resources=RESOURCES, run_config=run_config, instance=instance,
-                         partition_key=experiment)
+    result = materialize(
+        [experiment_spec, probe],
+        resources=RESOURCES,
+        run_config=run_config,
+        instance=instance,
+        partition_key=experiment,
+    )
     assert result.success
     return result.output_for_node("fine_tuned_model")
 
@@ -66,8 +71,9 @@ def test_presets_run_in_sequence_each_use_exactly_their_own_spec(tmp_path, monke
     # copy stands in for the Hub (offline here) and a BEIR set named scidocs for SciDocs.
     source = write_specter_jsonl(tmp_path / "src" / "triplets.jsonl")
     monkeypatch.setenv("EMBED_FT_BEIR_ROOT", str(write_beir_set(tmp_path / "beir", "scidocs").parent))
-    result = CliRunner().invoke(main, ["run", "--preset", "tutorial", "--source", str(source), "--dry-run"],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["run", "--preset", "tutorial", "--source", str(source), "--dry-run"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output.splitlines()[-1])
     expected = apply_changes(preset_spec("tutorial", LOCAL), {"data.source": str(source)})
@@ -88,8 +94,12 @@ def test_a_changed_field_is_a_new_version_with_history_and_the_run_prints_it(tmp
         versions = [row["spec_version"] for row in spec_history(instance, "lr")]
         smoke = preset_spec("smoke", LOCAL)
         faster = apply_changes(smoke, {"training.learning_rate": 5e-5})
-        assert versions == [spec_version(smoke), spec_version(smoke), spec_version(faster),
-                            spec_version(apply_changes(faster, {"training.epochs": 2}))]
+        assert versions == [
+            spec_version(smoke),
+            spec_version(smoke),
+            spec_version(faster),
+            spec_version(apply_changes(faster, {"training.epochs": 2})),
+        ]
         rows = spec_history(instance, "lr")
         assert rows[2]["changed_from_previous"] == {"training.learning_rate": 5e-5}
         assert rows[3]["differs_from_preset"] == {"training.learning_rate": 5e-5, "training.epochs": 2}
@@ -98,8 +108,14 @@ def test_a_changed_field_is_a_new_version_with_history_and_the_run_prints_it(tmp
 def test_invalid_changes_are_refused_when_the_spec_is_stored():
     with DagsterInstance.ephemeral() as instance:
         run_config = prepare_experiment_run(instance, "bad", "smoke", {"training.batch_size": 0})
-        result = materialize([experiment_spec], resources=RESOURCES, run_config=run_config, instance=instance,
-                             partition_key="bad", raise_on_error=False)
+        result = materialize(
+            [experiment_spec],
+            resources=RESOURCES,
+            run_config=run_config,
+            instance=instance,
+            partition_key="bad",
+            raise_on_error=False,
+        )
         assert not result.success
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         message = failure.event_specific_data.error.message
@@ -125,15 +141,18 @@ def test_experiments_command_lists_and_shows_the_stored_specs(tmp_path, monkeypa
     runner = CliRunner()
     listed = runner.invoke(main, ["experiments"], catch_exceptions=False).output
     spec = apply_changes(preset_spec("smoke", LOCAL), {"training.max_steps": 5})
-    assert f"fast: spec {spec_version(spec)}, preset smoke, profile local; differs from the preset in " \
-           "training.max_steps=5" in listed
+    assert (
+        f"fast: spec {spec_version(spec)}, preset smoke, profile local; differs from the preset in "
+        "training.max_steps=5" in listed
+    )
     assert f"sci: spec {spec_version(preset_spec('scifact', LOCAL))}, preset scifact, profile local\n" in listed
     shown = runner.invoke(main, ["experiments", "show", "fast"], catch_exceptions=False).output
     assert "  * training.max_steps = 5" in shown
     assert "    training.epochs = 1" in shown
     assert len([line for line in shown.splitlines() if " = " in line]) == len(flat(spec))
-    assert json.loads(runner.invoke(main, ["experiments", "show", "fast", "--json"]).output) == \
-        spec.model_dump(mode="json")
+    assert json.loads(runner.invoke(main, ["experiments", "show", "fast", "--json"]).output) == spec.model_dump(
+        mode="json"
+    )
     missing = runner.invoke(main, ["experiments", "show", "nope"])
     assert missing.exit_code == 1
     assert "embed-ft run --experiment nope" in missing.output
@@ -143,8 +162,11 @@ def test_experiments_command_lists_and_shows_the_stored_specs(tmp_path, monkeypa
 def test_a_run_prints_the_fields_that_differ_from_its_preset(preset, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     result = CliRunner().invoke(
-        main, ["run", "--preset", preset, "--epochs", "2", "--no-heldout", "--source", str(tmp_path), "--dry-run"],
+        main,
+        ["run", "--preset", preset, "--epochs", "2", "--no-heldout", "--source", str(tmp_path), "--dry-run"],
         catch_exceptions=False,
     )
-    assert f'differs from preset {preset} in data.source="{tmp_path}", training.epochs=2, ' \
-           "evaluation.include_heldout=false" in result.output
+    assert (
+        f'differs from preset {preset} in data.source="{tmp_path}", training.epochs=2, '
+        "evaluation.include_heldout=false" in result.output
+    )

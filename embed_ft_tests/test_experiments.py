@@ -45,7 +45,9 @@ def scores(n: int, mean: float, seed: int, spread: float = 0.15) -> dict[str, di
 
 def shifted(base: dict[str, dict[str, float]], shift: float, seed: int) -> dict[str, dict[str, float]]:
     rng = random.Random(seed)
-    return {q: {"ndcg_cut_10": min(1.0, max(0.0, s["ndcg_cut_10"] + shift + rng.gauss(0, 0.02)))} for q, s in base.items()}
+    return {
+        q: {"ndcg_cut_10": min(1.0, max(0.0, s["ndcg_cut_10"] + shift + rng.gauss(0, 0.02)))} for q, s in base.items()
+    }
 
 
 def evaluation(model: str, per_query: dict[str, dict[str, dict[str, float]]]) -> EvaluationResult:
@@ -54,8 +56,12 @@ def evaluation(model: str, per_query: dict[str, dict[str, dict[str, float]]]) ->
         for task, qs in per_query.items()
     }
     return EvaluationResult(
-        model=model, job_id=f"eval-{model}", tasks={t: f"file://{t}/" for t in per_query}, metrics=metrics,
-        per_query=per_query, queries={t: len(qs) for t, qs in per_query.items()},
+        model=model,
+        job_id=f"eval-{model}",
+        tasks={t: f"file://{t}/" for t in per_query},
+        metrics=metrics,
+        per_query=per_query,
+        queries={t: len(qs) for t, qs in per_query.items()},
     )
 
 
@@ -115,7 +121,9 @@ def test_experiment_names_are_validated_and_registered_once():
             add_experiment(instance, "Not A Name")
         config = prepare_experiment_run(instance, "epochs-3", "smoke", {"training.epochs": 3})
         # The run config names the preset and the changed fields; the run's first step stores the spec.
-        assert config == {"ops": {"experiment_spec": {"config": {"preset": "smoke", "changes": {"training.epochs": 3}}}}}
+        assert config == {
+            "ops": {"experiment_spec": {"config": {"preset": "smoke", "changes": {"training.epochs": 3}}}}
+        }
         assert prepare_experiment_run(instance, "epochs-3", None, {}) == {
             "ops": {"experiment_spec": {"config": {"changes": {}}}}
         }
@@ -154,7 +162,14 @@ def test_each_experiment_has_its_own_report_history_with_chart_table_and_signifi
         assert chart.startswith("![baseline vs fine-tuned](data:image/png;base64,")
         assert base64.b64decode(chart.split(",", 1)[1].rstrip(")")).startswith(PNG_SIGNATURE)
         table = metadata["report_table"].value
-        assert [c.name for c in table.schema.columns][:6] == ["task", "metric", "baseline", "fine_tuned", "delta", "relative_delta"]
+        assert [c.name for c in table.schema.columns][:6] == [
+            "task",
+            "metric",
+            "baseline",
+            "fine_tuned",
+            "delta",
+            "relative_delta",
+        ]
         assert {r.data["task"] for r in table.records} == {"scifact", "heldout"}
         # The held-out task rests on 8 queries: flagged, not a full claim.
         assert metadata["heldout/verdict"].value == TOO_FEW
@@ -171,8 +186,10 @@ def test_each_experiment_has_its_own_report_history_with_chart_table_and_signifi
 
 # The leaderboard with its upstream report (whose own inputs are only sources here): only the leaderboard runs.
 LEADERBOARD_GRAPH = [
-    SourceAsset("baseline_evaluation"), SourceAsset("fine_tuned_evaluation", partitions_def=EXPERIMENTS),
-    evaluation_report, experiment_leaderboard,
+    SourceAsset("baseline_evaluation"),
+    SourceAsset("fine_tuned_evaluation", partitions_def=EXPERIMENTS),
+    evaluation_report,
+    experiment_leaderboard,
 ]
 
 
@@ -180,7 +197,8 @@ def test_leaderboard_is_one_row_per_experiment_built_from_the_report_values(two_
     instance, results = two_reports
     reports = latest_reports(instance)  # the stored Report values, through the IO manager
     assert {name: r.fine_tuned_model for name, r in reports.items()} == {
-        "small-gain": "ns/small-gain-embed-sft@cust-1", "big-gain": "ns/big-gain-embed-sft@cust-2"
+        "small-gain": "ns/small-gain-embed-sft@cust-1",
+        "big-gain": "ns/big-gain-embed-sft@cust-2",
     }
     rows = leaderboard_rows(reports)
     assert [r.experiment for r in rows] == ["big-gain", "small-gain"]  # best first on the first task (scifact)
@@ -203,7 +221,14 @@ def test_leaderboard_is_one_row_per_experiment_built_from_the_report_values(two_
     metadata = result.asset_materializations_for_node("experiment_leaderboard")[0].metadata
     table = metadata["leaderboard"].value
     assert [c.name for c in table.schema.columns] == [
-        "experiment", "scifact", "scifact change", "scifact p", "heldout", "heldout change", "heldout p", "model",
+        "experiment",
+        "scifact",
+        "scifact change",
+        "scifact p",
+        "heldout",
+        "heldout change",
+        "heldout p",
+        "model",
         "date",
     ]
     assert [r.data["experiment"] for r in table.records] == ["big-gain", "small-gain"]
@@ -233,7 +258,10 @@ def test_loss_curve_renders_train_and_validation():
 def test_local_evaluator_results_carry_the_per_query_scores_of_the_requested_metrics():
     """The platform's results document (additive `per_query` field) is what `per_query_scores` reads."""
     doc = nemo_results(
-        "eval-1", "res-1", "hf://datasets/evaluation-results/eval-1", {"scifact": {"ndcg_cut_10": 0.75}},
+        "eval-1",
+        "res-1",
+        "hf://datasets/evaluation-results/eval-1",
+        {"scifact": {"ndcg_cut_10": 0.75}},
         {"scifact": {"q1": {"ndcg_cut_10": 0.5, "map": 0.1}, "q2": {"ndcg_cut_10": 1.0, "map": 0.2}}},
     )
     assert doc["tasks"]["scifact"]["metrics"]["retriever.ndcg_cut_10"]["scores"]["ndcg_cut_10"]["value"] == 0.75

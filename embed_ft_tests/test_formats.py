@@ -59,20 +59,23 @@ def test_a_failed_atomic_write_keeps_the_old_file(tmp_path):
 # ------------------------------------------------------------------------------------------------- NeMo JSONL
 
 
-@pytest.mark.parametrize("row, strict, problem", [
-    ({"query": "q", "pos_doc": "p", "neg_doc": ["n"]}, True, None),
-    ({"query": "q", "pos_doc": "p"}, False, None),  # the wire rule: in-batch negatives only
-    ({"query": "q", "pos_doc": "p"}, True, "keys must be exactly query, pos_doc, neg_doc in that order"),
-    ({"pos_doc": "p", "query": "q", "neg_doc": ["n"]}, True, "keys must be exactly query, pos_doc, neg_doc"),
-    ({"pos_doc": "p", "query": "q", "neg_doc": ["n"]}, False, None),
-    ({"query": "q", "pos_doc": "p", "neg_doc": []}, True, "'neg_doc' must hold at least one negative"),
-    (["q", "p"], False, "expected a JSON object, got list"),
-    ({"query": "q", "neg_doc": ["n"]}, False, "'pos_doc' is missing"),
-    ({"query": " ", "pos_doc": "p"}, False, "'query' must be a non-empty string"),
-    ({"query": "q", "pos_doc": "p", "neg_doc": "n"}, False, "'neg_doc' must be an array of strings, got a string"),
-    ({"query": "q", "pos_doc": "p", "neg_doc": {"a": 1}}, False, "'neg_doc' must be an array of strings, got dict"),
-    ({"query": "q", "pos_doc": "p", "neg_doc": ["n", ""]}, False, "'neg_doc[1]' must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "row, strict, problem",
+    [
+        ({"query": "q", "pos_doc": "p", "neg_doc": ["n"]}, True, None),
+        ({"query": "q", "pos_doc": "p"}, False, None),  # the wire rule: in-batch negatives only
+        ({"query": "q", "pos_doc": "p"}, True, "keys must be exactly query, pos_doc, neg_doc in that order"),
+        ({"pos_doc": "p", "query": "q", "neg_doc": ["n"]}, True, "keys must be exactly query, pos_doc, neg_doc"),
+        ({"pos_doc": "p", "query": "q", "neg_doc": ["n"]}, False, None),
+        ({"query": "q", "pos_doc": "p", "neg_doc": []}, True, "'neg_doc' must hold at least one negative"),
+        (["q", "p"], False, "expected a JSON object, got list"),
+        ({"query": "q", "neg_doc": ["n"]}, False, "'pos_doc' is missing"),
+        ({"query": " ", "pos_doc": "p"}, False, "'query' must be a non-empty string"),
+        ({"query": "q", "pos_doc": "p", "neg_doc": "n"}, False, "'neg_doc' must be an array of strings, got a string"),
+        ({"query": "q", "pos_doc": "p", "neg_doc": {"a": 1}}, False, "'neg_doc' must be an array of strings, got dict"),
+        ({"query": "q", "pos_doc": "p", "neg_doc": ["n", ""]}, False, "'neg_doc[1]' must be a non-empty string"),
+    ],
+)
 def test_row_problem(row, strict, problem):
     found = row_problem(row, strict=strict)
     if problem is None:
@@ -106,10 +109,13 @@ def test_read_rows_normalises_rows_and_names_broken_lines(tmp_path):
     assert message.endswith("; and 3 more")
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "has no rows"),
-    (b"\xff\xfe not utf-8\n", "not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "has no rows"),
+        (b"\xff\xfe not utf-8\n", "not UTF-8 text"),
+    ],
+)
 def test_read_rows_rejects_empty_and_undecodable_files(tmp_path, content, expected):
     path = tmp_path / "rows.jsonl"
     path.write_bytes(content)
@@ -178,18 +184,52 @@ def test_read_beir_folder_lists_missing_files(tmp_path):
     assert error.value.folder == folder
 
 
-@pytest.mark.parametrize("corpus, queries, qrels, file, line, problem", [
-    ('{"_id": "d1"}\n{broken\n', '{"_id": "q1", "text": "y"}\n', "q1\td1\t1\n", "corpus.jsonl", 2, "not valid JSON"),
-    ('{"text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "q1\td1\t1\n", "corpus.jsonl", 1,
-     "expected an object with an `_id` field"),
-    ('{"_id": "d1"}\n', '{"_id": "q1"}\n', "q1\td1\t1\n", "queries.jsonl", 1, "missing 'text' for query 'q1'"),
-    ('{"_id": "d1"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\n", "qrels/test.tsv", 2,
-     "expected 3 tab-separated columns"),
-    ('{"_id": "d1"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\thigh\n", "qrels/test.tsv", 2,
-     "score 'high' is not a number"),
-    ('{"_id": "d1"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\t0.5\n", "qrels/test.tsv", 2,
-     "score '0.5' is not a number (an integer is expected)"),
-])
+@pytest.mark.parametrize(
+    "corpus, queries, qrels, file, line, problem",
+    [
+        (
+            '{"_id": "d1"}\n{broken\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "q1\td1\t1\n",
+            "corpus.jsonl",
+            2,
+            "not valid JSON",
+        ),
+        (
+            '{"text": "x"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "q1\td1\t1\n",
+            "corpus.jsonl",
+            1,
+            "expected an object with an `_id` field",
+        ),
+        ('{"_id": "d1"}\n', '{"_id": "q1"}\n', "q1\td1\t1\n", "queries.jsonl", 1, "missing 'text' for query 'q1'"),
+        (
+            '{"_id": "d1"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\n",
+            "qrels/test.tsv",
+            2,
+            "expected 3 tab-separated columns",
+        ),
+        (
+            '{"_id": "d1"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\thigh\n",
+            "qrels/test.tsv",
+            2,
+            "score 'high' is not a number",
+        ),
+        (
+            '{"_id": "d1"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\t0.5\n",
+            "qrels/test.tsv",
+            2,
+            "score '0.5' is not a number (an integer is expected)",
+        ),
+    ],
+)
 def test_parse_beir_errors_name_file_and_line(corpus, queries, qrels, file, line, problem):
     with pytest.raises(BeirFormatError) as error:
         parse_beir(corpus.encode(), queries.encode(), qrels.encode())

@@ -36,7 +36,9 @@ def test_two_experiments_share_one_baseline_on_the_local_platform(tmp_path):
     with running_platform(tmp_path, beir_root=beir_root) as (base_url, _settings):
         resources = resources_for_url(base_url)
         instance = DagsterInstance.ephemeral()
-        first = materialize_experiment(instance, resources, tiny_lineage_run_config(str(source), "file://tinybeir/"), "steps-3")
+        first = materialize_experiment(
+            instance, resources, tiny_lineage_run_config(str(source), "file://tinybeir/"), "steps-3"
+        )
         assert first.success
         report = first.output_for_node("evaluation_report")
         assert {row.task for row in report.rows} == {"tinybeir", "heldout"}
@@ -65,7 +67,9 @@ def test_two_experiments_share_one_baseline_on_the_local_platform(tmp_path):
             instance, resources, tiny_lineage_run_config(str(source), "file://tinybeir/", max_steps=4), "steps-4"
         )
         assert second.success
-        assert second.output_for_node("baseline_evaluation").job_id == first.output_for_node("baseline_evaluation").job_id
+        assert (
+            second.output_for_node("baseline_evaluation").job_id == first.output_for_node("baseline_evaluation").job_id
+        )
         assert second.output_for_node("fine_tuned_model").job_id != model.job_id
         evaluation_jobs = listed(base_url, "/v1/evaluation/jobs")
         assert len(evaluation_jobs) == 3  # one baseline + one per experiment
@@ -86,7 +90,10 @@ def test_two_experiments_share_one_baseline_on_the_local_platform(tmp_path):
         # A run with no config at all (what gpu_stages_automation launches) uses the experiment's stored settings:
         # same hyperparameters, so it reattaches to the completed customization job instead of training again.
         rerun = materialize(
-            [*lineage_assets], resources=resources, instance=instance, partition_key="steps-3",
+            [*lineage_assets],
+            resources=resources,
+            instance=instance,
+            partition_key="steps-3",
             selection=["fine_tuned_model"],
         )
         assert rerun.success
@@ -96,11 +103,15 @@ def test_two_experiments_share_one_baseline_on_the_local_platform(tmp_path):
         # Teardown of one experiment keeps the base NIM (steps-4 still needs it); of the other, removes it too.
         one = teardown_deployments_job.execute_in_process(
             run_config={"ops": {"delete_deployments": {"config": {"experiments": ["steps-3"]}}}},
-            instance=instance, resources=resources,
+            instance=instance,
+            resources=resources,
         )
         assert one.output_for_node("delete_deployments") == ["embed-sft-ns/steps-3-ft-nim"]
         rest = teardown_deployments_job.execute_in_process(instance=instance, resources=resources)
-        assert sorted(rest.output_for_node("delete_deployments")) == ["embed-sft-ns/baseline-nim", "embed-sft-ns/steps-4-ft-nim"]
+        assert sorted(rest.output_for_node("delete_deployments")) == [
+            "embed-sft-ns/baseline-nim",
+            "embed-sft-ns/steps-4-ft-nim",
+        ]
         assert listed(base_url, "/v1/deployment/model-deployments") == []
         observation = instance.fetch_observations(AssetKey("fine_tuned_nim"), limit=5).records
         assert {r.partition_key for r in observation} == {"steps-3", "steps-4"}

@@ -84,7 +84,9 @@ def test_an_evaluation_job_whose_answer_was_lost_is_found_by_key(fake_nemo):
 def test_an_api_key_echoed_back_in_an_error_is_redacted(fake_nemo):
     evaluator = EvaluatorClient(fast_http(fake_nemo, "Evaluator"))
     target = retriever_target(NIM_URL, MODEL, api_key="nvapi-never-show-me")
-    fake_nemo.fail_next(1, status=422, method="POST", body=lambda req: {"detail": f"invalid target: {req.body.decode()}"})
+    fake_nemo.fail_next(
+        1, status=422, method="POST", body=lambda req: {"detail": f"invalid target: {req.body.decode()}"}
+    )
     with pytest.raises(NemoAPIError) as info:
         evaluator.create_job(TUTORIAL_CONFIG, target)
     assert "nvapi-never-show-me" not in str(info.value)
@@ -93,17 +95,35 @@ def test_an_api_key_echoed_back_in_an_error_is_redacted(fake_nemo):
 
 
 def test_groups_shape():
-    results = {"groups": {"evaluation": {"metrics": {"evaluation": {"scores": {
-        "recall_5": {"value": 0.2, "stats": {}}, "ndcg_cut_10": {"value": 0.3}}}}}}}
+    results = {
+        "groups": {
+            "evaluation": {
+                "metrics": {
+                    "evaluation": {"scores": {"recall_5": {"value": 0.2, "stats": {}}, "ndcg_cut_10": {"value": 0.3}}}
+                }
+            }
+        }
+    }
     assert parse_metrics(results) == {"evaluation": {"recall_5": 0.2, "ndcg_cut_10": 0.3}}
 
 
 def test_older_list_forms():
-    nested = {"tasks": [{"name": "scidocs", "metrics": [
-        {"name": "retriever.recall_5", "value": 0.11}, {"name": "retriever.ndcg_cut_10", "value": "0.22"}]}]}
+    nested = {
+        "tasks": [
+            {
+                "name": "scidocs",
+                "metrics": [
+                    {"name": "retriever.recall_5", "value": 0.11},
+                    {"name": "retriever.ndcg_cut_10", "value": "0.22"},
+                ],
+            }
+        ]
+    }
     assert parse_metrics(nested) == {"scidocs": {"recall_5": 0.11, "ndcg_cut_10": 0.22}}
-    rows = [{"task": "scidocs", "metric": "retriever.recall_10", "value": 0.3},
-            {"task": "held-out", "metric": "ndcg_cut_5", "value": 0.4}]
+    rows = [
+        {"task": "scidocs", "metric": "retriever.recall_10", "value": 0.3},
+        {"task": "held-out", "metric": "ndcg_cut_5", "value": 0.4},
+    ]
     assert parse_metrics(rows) == {"scidocs": {"recall_10": 0.3}, "held-out": {"ndcg_cut_5": 0.4}}
     scores_list = {"tasks": {"t": {"metrics": {"retriever.x": {"scores": [{"name": "recall_5", "value": 0.5}]}}}}}
     assert parse_metrics(scores_list) == {"t": {"recall_5": 0.5}}
@@ -118,12 +138,21 @@ def test_recorded_tasks_shape_with_several_tasks():
 @pytest.mark.parametrize(
     ("results", "message"),
     [
-        ({"job": "eval-1", "summary": {"ok": True}}, r"no task metrics found .* keys \{'job': 'str', 'summary': 'dict'\}"),
+        (
+            {"job": "eval-1", "summary": {"ok": True}},
+            r"no task metrics found .* keys \{'job': 'str', 'summary': 'dict'\}",
+        ),
         ({"tasks": {"t": {"metrics": {}}}}, "no task metrics found"),
         ([], "a list of 0 items"),
         ("oops", "got a str"),
-        ({"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": "NaN"}}}}}}}, "not finite"),
-        ({"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": None}}}}}}}, "no numeric value"),
+        (
+            {"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": "NaN"}}}}}}},
+            "not finite",
+        ),
+        (
+            {"tasks": {"t": {"metrics": {"retriever.recall_5": {"scores": {"recall_5": {"value": None}}}}}}},
+            "no numeric value",
+        ),
     ],
 )
 def test_unknown_or_broken_shapes_raise_clear_errors(results, message):

@@ -119,7 +119,10 @@ def test_errors_name_service_call_status_and_server_message(fake_nemo):
     with pytest.raises(NotFound) as info:
         http.get("/v1/datasets/ns/missing", call="read dataset")
     text = str(info.value)
-    assert text == "Entity Store: GET /v1/datasets/ns/missing (read dataset) failed with HTTP 404: dataset ns/missing not found"
+    assert (
+        text
+        == "Entity Store: GET /v1/datasets/ns/missing (read dataset) failed with HTTP 404: dataset ns/missing not found"
+    )
     assert (info.value.service, info.value.status) == ("Entity Store", 404)
 
 
@@ -139,7 +142,8 @@ def test_a_secret_echoed_by_the_server_is_redacted_from_errors_and_logs(fake_nem
         1,
         status=400,
         body=lambda req: {
-            "detail": f"rejected headers authorization={req.headers['authorization']} " f"key={req.headers['wandb-api-key']}"
+            "detail": f"rejected headers authorization={req.headers['authorization']} "
+            f"key={req.headers['wandb-api-key']}"
         },
     )
     caplog.set_level(logging.DEBUG, logger="embed_ft.nemo")
@@ -165,7 +169,8 @@ def test_secret_extra_headers_are_registered_for_redaction(fake_nemo):
 def test_redact_masks_registered_values_and_secret_shapes():
     register_secret("reg-secret-value-1")
     text = redact(
-        'x reg-secret-value-1 Authorization: Bearer abc.def ' '{"api_key": "nvapi-123", "api_key": ""} hf_AbCdEf123456 max_tokens=5'
+        "x reg-secret-value-1 Authorization: Bearer abc.def "
+        '{"api_key": "nvapi-123", "api_key": ""} hf_AbCdEf123456 max_tokens=5'
     )
     assert "reg-secret-value-1" not in text
     assert "abc.def" not in text
@@ -207,7 +212,9 @@ def test_base_url_must_be_http():
 def test_errors_survive_pickling_with_their_fields():
     import pickle
 
-    error = NemoConnectionError("Customizer", "POST /v1/customization/jobs", "http://nemo.test", "reset", request_sent=True)
+    error = NemoConnectionError(
+        "Customizer", "POST /v1/customization/jobs", "http://nemo.test", "reset", request_sent=True
+    )
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is NemoConnectionError
     assert str(copy) == str(error)

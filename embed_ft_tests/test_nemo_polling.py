@@ -75,13 +75,23 @@ def test_poll_tolerates_a_few_transient_errors_then_raises():
             raise outcome
         return outcome
 
-    assert poll(fetch, is_terminal, timeout_s=60, interval_s=1, clock=time.clock, sleep=time.sleep) == {"status": "completed"}
+    assert poll(fetch, is_terminal, timeout_s=60, interval_s=1, clock=time.clock, sleep=time.sleep) == {
+        "status": "completed"
+    }
 
     def always_down():
         raise NemoConnectionError("Customizer", "GET /x", "http://nemo.test/x", "refused")
 
     with pytest.raises(NemoConnectionError):
-        poll(always_down, is_terminal, timeout_s=600, interval_s=1, max_transient_errors=2, clock=time.clock, sleep=time.sleep)
+        poll(
+            always_down,
+            is_terminal,
+            timeout_s=600,
+            interval_s=1,
+            max_transient_errors=2,
+            clock=time.clock,
+            sleep=time.sleep,
+        )
 
 
 def test_poll_rejects_busy_waiting():

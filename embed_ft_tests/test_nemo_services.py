@@ -204,8 +204,12 @@ def test_find_job_scans_every_page_narrowed_by_the_body_s_filters(fake_nemo):
     body = _job_body()
     original = customizer.create_job(body, idempotency_key="oldest")
     for i in range(2_100):  # newer jobs, straight into the fake's table (2,100 POSTs would only cost time)
-        fake_nemo.jobs[f"cust-{i:05d}"] = {**original, "id": f"cust-{i:05d}", "custom_fields": {"k": str(i)},
-                                            "created_at": f"2999-01-01T00:00:00.{i:06d}+00:00"}
+        fake_nemo.jobs[f"cust-{i:05d}"] = {
+            **original,
+            "id": f"cust-{i:05d}",
+            "custom_fields": {"k": str(i)},
+            "created_at": f"2999-01-01T00:00:00.{i:06d}+00:00",
+        }
     fake_nemo.requests.clear()
     assert customizer.find_job("oldest", like=body)["id"] == original["id"]
     pages = fake_nemo.requests_to("GET", "/v1/customization/jobs")
@@ -260,7 +264,9 @@ def test_deployment_body_and_the_500_on_existing_quirk(fake_nemo):
     fake_nemo.deployment_exists_status = 409
     assert deployments.create_deployment("llama-embed-sft-deploy", NS, model, nim_deployment_body()).created is False
     with pytest.raises(Conflict, match="serves 'embed-sft-ns/fullweight_sft_embedding@cust-1'"):
-        deployments.create_deployment("llama-embed-sft-deploy", NS, model.replace("cust-1", "cust-2"), nim_deployment_body())
+        deployments.create_deployment(
+            "llama-embed-sft-deploy", NS, model.replace("cust-1", "cust-2"), nim_deployment_body()
+        )
 
 
 def test_a_genuine_500_on_deployment_create_is_raised(fake_nemo):

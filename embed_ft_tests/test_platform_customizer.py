@@ -55,8 +55,9 @@ def test_default_target_is_seeded_with_nemo_fields(platform):
     base_url, _ = platform
     listed = requests.get(f"{base_url}/v1/customization/targets", timeout=TIMEOUT).json()
     assert listed["pagination"]["total_results"] >= 1
-    target = requests.get(f"{base_url}/v1/customization/targets/sentence-transformers/all-minilm-l6-v2@v1",
-                          timeout=TIMEOUT).json()
+    target = requests.get(
+        f"{base_url}/v1/customization/targets/sentence-transformers/all-minilm-l6-v2@v1", timeout=TIMEOUT
+    ).json()
     assert target["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert target["enabled"] is True
     assert target["status"] == "ready"
@@ -80,16 +81,20 @@ def test_register_local_folder_target_patch_and_delete(platform, tmp_path):
     assert again.status_code == 409
     assert "local/minilm-copy@v1" in again.json()["detail"]
 
-    not_a_model = requests.post(url, json={"namespace": "local", "name": "empty@v1", "model_path": str(tmp_path)},
-                                timeout=TIMEOUT)
+    not_a_model = requests.post(
+        url, json={"namespace": "local", "name": "empty@v1", "model_path": str(tmp_path)}, timeout=TIMEOUT
+    )
     assert not_a_model.status_code == 422
     assert str(tmp_path) in not_a_model.json()["detail"]
 
     patched = requests.patch(f"{url}/local/minilm-copy@v1", json={"enabled": False}, timeout=TIMEOUT)
     assert patched.status_code == 200
     assert patched.json()["enabled"] is False
-    config = requests.post(f"{base_url}/v1/customization/configs", json={
-        "name": "on-disabled", "namespace": NS, "target": "local/minilm-copy@v1"}, timeout=TIMEOUT)
+    config = requests.post(
+        f"{base_url}/v1/customization/configs",
+        json={"name": "on-disabled", "namespace": NS, "target": "local/minilm-copy@v1"},
+        timeout=TIMEOUT,
+    )
     assert config.status_code == 200
     assert config.json()["name"] == "on-disabled@v1"
     refused = _post_job(base_url, job_body(f"{NS}/on-disabled@v1", NS, "tiny", max_steps=1))
@@ -104,8 +109,11 @@ def test_register_local_folder_target_patch_and_delete(platform, tmp_path):
 
 def test_target_without_usable_weights_is_refused(platform):
     base_url, _ = platform
-    response = requests.post(f"{base_url}/v1/customization/targets",
-                             json={"namespace": "nvidia", "name": "x@v1", "model_uri": "ngc://nvidia/x"}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/customization/targets",
+        json={"namespace": "nvidia", "name": "x@v1", "model_uri": "ngc://nvidia/x"},
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 422
     assert "file:///" in response.json()["detail"]
 
@@ -116,8 +124,11 @@ def test_target_without_usable_weights_is_refused(platform):
 def test_config_conflict_and_unknown_target(platform):
     base_url, _ = platform
     url = f"{base_url}/v1/customization/configs"
-    again = requests.post(url, json={"name": "minilm-sft@v1", "namespace": NS,
-                                     "target": "sentence-transformers/all-minilm-l6-v2@v1"}, timeout=TIMEOUT)
+    again = requests.post(
+        url,
+        json={"name": "minilm-sft@v1", "namespace": NS, "target": "sentence-transformers/all-minilm-l6-v2@v1"},
+        timeout=TIMEOUT,
+    )
     assert again.status_code == 409
     assert "minilm-sft@v1" in again.json()["detail"]
     unknown = requests.post(url, json={"name": "c@v1", "namespace": NS, "target": "nvidia/nope@v2"}, timeout=TIMEOUT)
@@ -131,12 +142,15 @@ def test_config_conflict_and_unknown_target(platform):
 # ------------------------------------------------------------------------------------------ job bad input
 
 
-@pytest.mark.parametrize("change, status, needle", [
-    ({"config": f"{NS}/no-such-config@v1"}, 404, "no-such-config@v1"),
-    ({"config": f"{NS}/minilm-sft"}, 422, "needs a version"),
-    ({"dataset": {"namespace": NS, "name": "no-such-data"}}, 404, "no-such-data"),
-    ({"output_model": f"{NS}/out@v3"}, 422, "must not carry a version"),
-])
+@pytest.mark.parametrize(
+    "change, status, needle",
+    [
+        ({"config": f"{NS}/no-such-config@v1"}, 404, "no-such-config@v1"),
+        ({"config": f"{NS}/minilm-sft"}, 422, "needs a version"),
+        ({"dataset": {"namespace": NS, "name": "no-such-data"}}, 404, "no-such-data"),
+        ({"output_model": f"{NS}/out@v3"}, 422, "must not carry a version"),
+    ],
+)
 def test_job_references_are_checked(platform, change, status, needle):
     base_url, _ = platform
     response = _post_job(base_url, {**job_body(CONFIG, NS, "tiny"), **change})
@@ -144,15 +158,18 @@ def test_job_references_are_checked(platform, change, status, needle):
     assert needle in response.json()["detail"]
 
 
-@pytest.mark.parametrize("hyperparameters, field", [
-    ({"epochs": -1}, "epochs"),
-    ({"epochs": "many"}, "epochs"),
-    ({"learning_rate": 0}, "learning_rate"),
-    ({"learning_rate": -1e-5}, "learning_rate"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"learning_rte": 1e-5}, "learning_rte"),
-    ({"optimizer": "sgd"}, "optimizer"),
-])
+@pytest.mark.parametrize(
+    "hyperparameters, field",
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"epochs": "many"}, "epochs"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"learning_rate": -1e-5}, "learning_rate"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"learning_rte": 1e-5}, "learning_rte"),
+        ({"optimizer": "sgd"}, "optimizer"),
+    ],
+)
 def test_bad_hyperparameters_are_422_naming_the_field(platform, hyperparameters, field):
     base_url, _ = platform
     response = _post_job(base_url, job_body(CONFIG, NS, "tiny", **hyperparameters))
@@ -165,8 +182,11 @@ def test_p_tuning_and_bad_lora_are_refused_and_unknown_job_is_404(platform):
     response = _post_job(base_url, job_body(CONFIG, NS, "tiny", finetuning_type="p_tuning"))
     assert response.status_code == 422
     assert "finetuning_type" in response.text
-    for lora, field in (({"adapter_dim": 0}, "adapter_dim"), ({"alpha": 16, "rank": 8}, "rank"),
-                        ({"adapter_dropout": 1.5}, "adapter_dropout")):
+    for lora, field in (
+        ({"adapter_dim": 0}, "adapter_dim"),
+        ({"alpha": 16, "rank": 8}, "rank"),
+        ({"adapter_dropout": 1.5}, "adapter_dropout"),
+    ):
         response = _post_job(base_url, job_body(CONFIG, NS, "tiny", finetuning_type="lora", lora=lora))
         assert response.status_code == 422, response.text
         assert field in response.text
@@ -236,8 +256,11 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     got = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}", timeout=TIMEOUT).json()
     assert got["custom_fields"] == body["custom_fields"]
     assert got["status"] == "completed"
-    listed = requests.get(f"{base_url}/v1/customization/jobs",
-                          params={"filter[status]": "completed", "sort": "-created_at"}, timeout=TIMEOUT).json()
+    listed = requests.get(
+        f"{base_url}/v1/customization/jobs",
+        params={"filter[status]": "completed", "sort": "-created_at"},
+        timeout=TIMEOUT,
+    ).json()
     assert job["id"] in [j["id"] for j in listed["data"]]
     logs = requests.get(f"{base_url}/v1/customization/jobs/{job['id']}/container-logs", timeout=TIMEOUT).json()
     worker_log = logs["entries"]["training-worker"]["logs"]["text"]
@@ -256,9 +279,12 @@ def test_tiny_training_job_completes_registers_and_serves_a_different_model(plat
     base = deploy(base_url, NS, "base", "sentence-transformers/all-MiniLM-L6-v2")
     assert tuned["status_details"]["status"] == base["status_details"]["status"] == "ready"
     texts = ["recent findings on protein folding", "A review of glacier retreat in glaciology."]
-    tuned_vectors = np.array([d["embedding"] for d in embeddings(base_url, f"{NS}/tiny-embedder", texts).json()["data"]])
-    base_vectors = np.array([d["embedding"] for d in
-                             embeddings(base_url, "sentence-transformers/all-MiniLM-L6-v2", texts).json()["data"]])
+    tuned_vectors = np.array(
+        [d["embedding"] for d in embeddings(base_url, f"{NS}/tiny-embedder", texts).json()["data"]]
+    )
+    base_vectors = np.array(
+        [d["embedding"] for d in embeddings(base_url, "sentence-transformers/all-MiniLM-L6-v2", texts).json()["data"]]
+    )
     assert tuned_vectors.shape == base_vectors.shape == (2, 384)
     assert not np.allclose(tuned_vectors, base_vectors, atol=1e-4)
 
@@ -268,21 +294,41 @@ def test_lora_and_lora_merged_train_with_peft_and_serve(platform):
     """``lora`` saves an adapter (served on top of its base), ``lora_merged`` merged full weights; both serve
     embeddings that differ from the base model's."""
     base_url, _ = platform
-    options = [{"training_type": "sft", "finetuning_type": t, "num_gpus": 1, "micro_batch_size": 8}
-               for t in ("lora", "lora_merged")]
-    response = requests.post(f"{base_url}/v1/customization/configs", json={
-        "name": "minilm-lora@v1", "namespace": NS, "target": "sentence-transformers/all-minilm-l6-v2@v1",
-        "training_options": options, "training_precision": "bf16", "max_seq_length": 64}, timeout=TIMEOUT)
+    options = [
+        {"training_type": "sft", "finetuning_type": t, "num_gpus": 1, "micro_batch_size": 8}
+        for t in ("lora", "lora_merged")
+    ]
+    response = requests.post(
+        f"{base_url}/v1/customization/configs",
+        json={
+            "name": "minilm-lora@v1",
+            "namespace": NS,
+            "target": "sentence-transformers/all-minilm-l6-v2@v1",
+            "training_options": options,
+            "training_precision": "bf16",
+            "max_seq_length": 64,
+        },
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text
     texts = ["recent findings on protein folding", "A review of glacier retreat in glaciology."]
     base = deploy(base_url, NS, "lora-base", "sentence-transformers/all-MiniLM-L6-v2")
     assert base["status_details"]["status"] == "ready"
-    base_vectors = np.array([d["embedding"] for d in
-                             embeddings(base_url, "sentence-transformers/all-MiniLM-L6-v2", texts).json()["data"]])
+    base_vectors = np.array(
+        [d["embedding"] for d in embeddings(base_url, "sentence-transformers/all-MiniLM-L6-v2", texts).json()["data"]]
+    )
     for finetuning_type in ("lora", "lora_merged"):
         name = f"tiny-{finetuning_type.replace('_', '-')}"
-        body = job_body(f"{NS}/minilm-lora@v1", NS, "tiny", finetuning_type=finetuning_type, max_steps=3,
-                        learning_rate=1e-3, seed=7, lora={"adapter_dim": 4, "alpha": 8, "target_modules": ["linear_qkv"]})
+        body = job_body(
+            f"{NS}/minilm-lora@v1",
+            NS,
+            "tiny",
+            finetuning_type=finetuning_type,
+            max_steps=3,
+            learning_rate=1e-3,
+            seed=7,
+            lora={"adapter_dim": 4, "alpha": 8, "target_modules": ["linear_qkv"]},
+        )
         body["output_model"] = f"{NS}/{name}"
         created = _post_job(base_url, body)
         assert created.status_code == 200, created.text
@@ -347,11 +393,17 @@ def test_worker_crash_fails_the_job_with_the_error_text(platform):
     fake = settings.cache_dir / "fake-model"  # targets load from the platform's stores only (issue 24, F4)
     fake.mkdir()
     (fake / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    target = requests.post(f"{base_url}/v1/customization/targets", json={
-        "namespace": "local", "name": "fake@v1", "model_path": str(fake)}, timeout=TIMEOUT)
+    target = requests.post(
+        f"{base_url}/v1/customization/targets",
+        json={"namespace": "local", "name": "fake@v1", "model_path": str(fake)},
+        timeout=TIMEOUT,
+    )
     assert target.status_code == 200, target.text
-    config = requests.post(f"{base_url}/v1/customization/configs", json={
-        "name": "fake-config@v1", "namespace": NS, "target": "local/fake@v1"}, timeout=TIMEOUT)
+    config = requests.post(
+        f"{base_url}/v1/customization/configs",
+        json={"name": "fake-config@v1", "namespace": NS, "target": "local/fake@v1"},
+        timeout=TIMEOUT,
+    )
     assert config.status_code == 200, config.text
     created = _post_job(base_url, job_body(f"{NS}/fake-config@v1", NS, "tiny", max_steps=2))
     assert created.status_code == 200, created.text

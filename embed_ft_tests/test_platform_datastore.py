@@ -70,7 +70,9 @@ def test_dataset_round_trip_with_huggingface_hub(tmp_path, hub_online):
         assert commit.oid in commit.commit_url
 
         assert sorted(api.list_repo_files(REPO, repo_type="dataset")) == [
-            "training/training.jsonl", "validation/validation.jsonl"]
+            "training/training.jsonl",
+            "validation/validation.jsonl",
+        ]
         tree = {e.path: e for e in api.list_repo_tree(REPO, repo_type="dataset", recursive=True)}
         assert set(tree) == {"training", "training/training.jsonl", "validation", "validation/validation.jsonl"}
         assert tree["training/training.jsonl"].size == len(TRAINING)
@@ -82,10 +84,18 @@ def test_dataset_round_trip_with_huggingface_hub(tmp_path, hub_online):
         info = api.dataset_info(REPO)
         assert info.sha == commit.oid
         assert {s.rfilename: s.size for s in info.siblings} == {
-            "training/training.jsonl": len(TRAINING), "validation/validation.jsonl": len(VALIDATION)}
+            "training/training.jsonl": len(TRAINING),
+            "validation/validation.jsonl": len(VALIDATION),
+        }
 
-        downloaded = hf_hub_download(REPO, "training/training.jsonl", repo_type="dataset",
-                                     endpoint=f"{base_url}/v1/hf", token=False, cache_dir=tmp_path / "cache")
+        downloaded = hf_hub_download(
+            REPO,
+            "training/training.jsonl",
+            repo_type="dataset",
+            endpoint=f"{base_url}/v1/hf",
+            token=False,
+            cache_dir=tmp_path / "cache",
+        )
         assert open(downloaded, "rb").read() == TRAINING
         head = requests.head(f"{base_url}/v1/hf/datasets/{REPO}/resolve/main/training/training.jsonl")
         assert head.status_code == 200
@@ -115,16 +125,21 @@ def test_every_commit_is_a_revision_and_deletes_work(tmp_path, hub_online):
     with running_platform(tmp_path) as (base_url, settings):
         api = _api(base_url)
         api.create_repo(REPO, repo_type="dataset")
-        first = api.upload_file(path_or_fileobj=b"v1\n", path_in_repo="notes/a.txt", repo_id=REPO,
-                                repo_type="dataset")
+        first = api.upload_file(path_or_fileobj=b"v1\n", path_in_repo="notes/a.txt", repo_id=REPO, repo_type="dataset")
         api.upload_file(path_or_fileobj=b"keep\n", path_in_repo="notes/b.txt", repo_id=REPO, repo_type="dataset")
-        second = api.upload_file(path_or_fileobj=b"v2\n", path_in_repo="notes/a.txt", repo_id=REPO,
-                                 repo_type="dataset")
+        second = api.upload_file(path_or_fileobj=b"v2\n", path_in_repo="notes/a.txt", repo_id=REPO, repo_type="dataset")
         assert first.oid != second.oid
 
         def fetch(revision: str) -> bytes:
-            path = hf_hub_download(REPO, "notes/a.txt", repo_type="dataset", revision=revision,
-                                   endpoint=f"{base_url}/v1/hf", token=False, cache_dir=tmp_path / "cache")
+            path = hf_hub_download(
+                REPO,
+                "notes/a.txt",
+                repo_type="dataset",
+                revision=revision,
+                endpoint=f"{base_url}/v1/hf",
+                token=False,
+                cache_dir=tmp_path / "cache",
+            )
             return open(path, "rb").read()
 
         assert fetch("main") == b"v2\n"
@@ -138,8 +153,14 @@ def test_every_commit_is_a_revision_and_deletes_work(tmp_path, hub_online):
         with pytest.raises(EntryNotFoundError):
             api.delete_file("notes/missing.txt", REPO, repo_type="dataset")
         with pytest.raises(EntryNotFoundError):
-            hf_hub_download(REPO, "notes/a.txt", repo_type="dataset", endpoint=f"{base_url}/v1/hf", token=False,
-                            cache_dir=tmp_path / "cache2")
+            hf_hub_download(
+                REPO,
+                "notes/a.txt",
+                repo_type="dataset",
+                endpoint=f"{base_url}/v1/hf",
+                token=False,
+                cache_dir=tmp_path / "cache2",
+            )
         api.delete_folder("notes", REPO, repo_type="dataset")
         assert api.list_repo_files(REPO, repo_type="dataset") == []
         assert list_repo_paths(settings, "dataset", "embed-sft-ns", "embed-sft-data", first.oid) == ["notes/a.txt"]
@@ -151,8 +172,9 @@ def test_model_repos_are_served_too(tmp_path, hub_online):
         api.create_repo("org/tiny-model")
         api.upload_file(path_or_fileobj=b"{}", path_in_repo="config.json", repo_id="org/tiny-model")
         assert api.model_info("org/tiny-model").siblings[0].rfilename == "config.json"
-        path = hf_hub_download("org/tiny-model", "config.json", endpoint=f"{base_url}/v1/hf", token=False,
-                               cache_dir=tmp_path / "cache")
+        path = hf_hub_download(
+            "org/tiny-model", "config.json", endpoint=f"{base_url}/v1/hf", token=False, cache_dir=tmp_path / "cache"
+        )
         assert open(path, "rb").read() == b"{}"
         # A model repo and a dataset repo of the same id are different repos.
         assert not api.repo_exists("org/tiny-model", repo_type="dataset")
@@ -164,8 +186,7 @@ def test_unknown_repo_answers_404_with_hub_error_codes(tmp_path, hub_online):
         with pytest.raises(RepositoryNotFoundError):
             api.dataset_info("nobody/nothing")
         with pytest.raises(RepositoryNotFoundError):
-            api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="nobody/nothing",
-                            repo_type="dataset")
+            api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="nobody/nothing", repo_type="dataset")
         response = requests.get(f"{base_url}/v1/hf/datasets/nobody/nothing/resolve/main/x.txt")
         assert response.status_code == 404
         assert response.headers["X-Error-Code"] == "RepoNotFound"
@@ -212,8 +233,14 @@ def test_repos_files_and_namespaces_survive_a_restart(tmp_path, hub_online):
     with running_platform(tmp_path) as (base_url, _):
         api = _api(base_url)
         assert api.dataset_info(REPO).sha == commit.oid
-        path = hf_hub_download(REPO, "validation/validation.jsonl", repo_type="dataset",
-                               endpoint=f"{base_url}/v1/hf", token=False, cache_dir=tmp_path / "cache")
+        path = hf_hub_download(
+            REPO,
+            "validation/validation.jsonl",
+            repo_type="dataset",
+            endpoint=f"{base_url}/v1/hf",
+            token=False,
+            cache_dir=tmp_path / "cache",
+        )
         assert open(path, "rb").read() == VALIDATION
         assert requests.get(f"{base_url}/v1/datastore/namespaces/embed-sft-ns").status_code == 200
 
@@ -224,12 +251,18 @@ def test_commit_with_stale_parent_is_refused(tmp_path, hub_online):
         api.create_repo(REPO, repo_type="dataset")
         initial = api.dataset_info(REPO).sha
         api.upload_file(path_or_fileobj=b"1", path_in_repo="a.txt", repo_id=REPO, repo_type="dataset")
-        body = "\n".join(json.dumps(line) for line in (
-            {"key": "header", "value": {"summary": "late", "parentCommit": initial}},
-            {"key": "file", "value": {"path": "b.txt", "content": "Mg==", "encoding": "base64"}},
-        ))
-        response = requests.post(f"{base_url}/v1/hf/api/datasets/{REPO}/commit/main", data=body,
-                                  headers={"Content-Type": "application/x-ndjson"})
+        body = "\n".join(
+            json.dumps(line)
+            for line in (
+                {"key": "header", "value": {"summary": "late", "parentCommit": initial}},
+                {"key": "file", "value": {"path": "b.txt", "content": "Mg==", "encoding": "base64"}},
+            )
+        )
+        response = requests.post(
+            f"{base_url}/v1/hf/api/datasets/{REPO}/commit/main",
+            data=body,
+            headers={"Content-Type": "application/x-ndjson"},
+        )
         assert response.status_code == 412
         assert initial in response.json()["detail"]
         assert api.list_repo_files(REPO, repo_type="dataset") == ["a.txt"]

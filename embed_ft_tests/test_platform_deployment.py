@@ -11,8 +11,12 @@ from embed_ft_tests.platform_server import running_platform
 
 NS = "deploy-ns"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-NIM = {"image_name": "nvcr.io/nim/nvidia/llama-3.2-nv-embedqa-1b-v2", "image_tag": "1.6.0", "gpu": 1,
-       "disable_lora_support": True}
+NIM = {
+    "image_name": "nvcr.io/nim/nvidia/llama-3.2-nv-embedqa-1b-v2",
+    "image_tag": "1.6.0",
+    "gpu": 1,
+    "disable_lora_support": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +38,11 @@ def test_inline_deployment_becomes_ready_and_existing_one_answers_500(platform):
     assert doc["url"] == settings.base_url
     assert doc["name"] == "inline-base"
     assert doc["namespace"] == NS
-    again = requests.post(f"{base_url}/v1/deployment/model-deployments", json={
-        "name": "inline-base", "namespace": NS, "config": {"model": BASE_MODEL, "nim_deployment": NIM}}, timeout=TIMEOUT)
+    again = requests.post(
+        f"{base_url}/v1/deployment/model-deployments",
+        json={"name": "inline-base", "namespace": NS, "config": {"model": BASE_MODEL, "nim_deployment": NIM}},
+        timeout=TIMEOUT,
+    )
     assert again.status_code == 500
     assert "already exists" in again.json()["detail"]
     assert embeddings(base_url, BASE_MODEL, "hello").status_code == 200
@@ -43,21 +50,39 @@ def test_inline_deployment_becomes_ready_and_existing_one_answers_500(platform):
 
 def test_config_reference_style_and_delete_undeploys(platform):
     base_url, _ = platform
-    config = requests.post(f"{base_url}/v1/deployment/configs", json={
-        "name": "base-config", "namespace": NS, "model": "sentence-transformers/all-minilm-l6-v2@v1",
-        "nim_deployment": NIM}, timeout=TIMEOUT)
+    config = requests.post(
+        f"{base_url}/v1/deployment/configs",
+        json={
+            "name": "base-config",
+            "namespace": NS,
+            "model": "sentence-transformers/all-minilm-l6-v2@v1",
+            "nim_deployment": NIM,
+        },
+        timeout=TIMEOUT,
+    )
     assert config.status_code == 200, config.text
-    duplicate = requests.post(f"{base_url}/v1/deployment/configs", json={
-        "name": "base-config", "namespace": NS, "model": BASE_MODEL, "nim_deployment": NIM}, timeout=TIMEOUT)
+    duplicate = requests.post(
+        f"{base_url}/v1/deployment/configs",
+        json={"name": "base-config", "namespace": NS, "model": BASE_MODEL, "nim_deployment": NIM},
+        timeout=TIMEOUT,
+    )
     assert duplicate.status_code == 409
-    created = requests.post(f"{base_url}/v1/deployment/model-deployments", json={
-        "name": "by-config", "namespace": NS, "config": f"{NS}/base-config"}, timeout=TIMEOUT)
+    created = requests.post(
+        f"{base_url}/v1/deployment/model-deployments",
+        json={"name": "by-config", "namespace": NS, "config": f"{NS}/base-config"},
+        timeout=TIMEOUT,
+    )
     assert created.status_code == 200, created.text
     # The target name resolves to the same weights; it is served under its unversioned name.
-    ready = wait_for(lambda: (d := _get(base_url, "by-config").json())["status_details"]["status"] == "ready" and d,
-                     120, "deployment by-config to be ready")
+    ready = wait_for(
+        lambda: (d := _get(base_url, "by-config").json())["status_details"]["status"] == "ready" and d,
+        120,
+        "deployment by-config to be ready",
+    )
     assert ready["models"] == ["sentence-transformers/all-minilm-l6-v2"]
-    served = [m["id"] for m in requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()["data"]]
+    served = [
+        m["id"] for m in requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()["data"]
+    ]
     assert "sentence-transformers/all-minilm-l6-v2" in served
 
     deleted = requests.delete(f"{base_url}/v1/deployment/model-deployments/{NS}/by-config", timeout=TIMEOUT)
@@ -66,7 +91,9 @@ def test_config_reference_style_and_delete_undeploys(platform):
     gone = embeddings(base_url, "sentence-transformers/all-minilm-l6-v2", "hello")
     assert gone.status_code == 404
     assert "all-minilm-l6-v2" in gone.json()["detail"]
-    served = [m["id"] for m in requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()["data"]]
+    served = [
+        m["id"] for m in requests.get(f"{service_urls(base_url)['NIM_URL']}/v1/models", timeout=TIMEOUT).json()["data"]
+    ]
     assert "sentence-transformers/all-minilm-l6-v2" not in served
     again = requests.delete(f"{base_url}/v1/deployment/model-deployments/{NS}/by-config", timeout=TIMEOUT)
     assert again.status_code == 404
@@ -87,16 +114,25 @@ def test_bad_deployment_requests(platform):
     unknown_config = requests.post(url, json={"name": "d1", "namespace": NS, "config": f"{NS}/nope"}, timeout=TIMEOUT)
     assert unknown_config.status_code == 404
     assert f"{NS}/nope" in unknown_config.json()["detail"]
-    lora = requests.post(url, json={"name": "d2", "namespace": NS, "config": {
-        "model": BASE_MODEL, "nim_deployment": {**NIM, "disable_lora_support": False}}}, timeout=TIMEOUT)
+    lora = requests.post(
+        url,
+        json={
+            "name": "d2",
+            "namespace": NS,
+            "config": {"model": BASE_MODEL, "nim_deployment": {**NIM, "disable_lora_support": False}},
+        },
+        timeout=TIMEOUT,
+    )
     assert lora.status_code == 422
     assert "disable_lora_support" in lora.json()["detail"]
-    bad_model = requests.post(url, json={"name": "d3", "namespace": NS, "config": {"model": "no-namespace"}},
-                              timeout=TIMEOUT)
+    bad_model = requests.post(
+        url, json={"name": "d3", "namespace": NS, "config": {"model": "no-namespace"}}, timeout=TIMEOUT
+    )
     assert bad_model.status_code == 422
     assert "no-namespace" in bad_model.json()["detail"]
-    bad_name = requests.post(url, json={"name": "../x", "namespace": NS, "config": {"model": BASE_MODEL}},
-                             timeout=TIMEOUT)
+    bad_name = requests.post(
+        url, json={"name": "../x", "namespace": NS, "config": {"model": BASE_MODEL}}, timeout=TIMEOUT
+    )
     assert bad_name.status_code == 422
     missing = requests.post(url, json={"name": "d4", "namespace": NS}, timeout=TIMEOUT)
     assert missing.status_code == 422
@@ -109,8 +145,11 @@ def test_ready_deployment_is_served_again_after_a_restart(tmp_path):
         assert deploy(base_url, NS, "keeper", BASE_MODEL)["status_details"]["status"] == "ready"
         before = embeddings(base_url, BASE_MODEL, "persisted").json()["data"][0]["embedding"]
     with running_platform(tmp_path) as (base_url, _):
-        ready = wait_for(lambda: (d := _get(base_url, "keeper").json())["status_details"]["status"] == "ready" and d,
-                         120, "deployment keeper to be ready again")
+        ready = wait_for(
+            lambda: (d := _get(base_url, "keeper").json())["status_details"]["status"] == "ready" and d,
+            120,
+            "deployment keeper to be ready again",
+        )
         assert ready["deployed"] is True
         after = embeddings(base_url, BASE_MODEL, "persisted")
         assert after.status_code == 200

@@ -76,25 +76,38 @@ def test_models_list_filter_sort_and_paginate(tmp_path):
         store: EntityStore = EntityStore(settings.db_path)
         try:
             for job in ("cust-a", "cust-b", "cust-c"):
-                register_model(store, NS, f"tuned@{job}", "sentence-transformers/all-MiniLM-L6-v2",
-                               tmp_path / "models" / job, description=f"from {job}")
+                register_model(
+                    store,
+                    NS,
+                    f"tuned@{job}",
+                    "sentence-transformers/all-MiniLM-L6-v2",
+                    tmp_path / "models" / job,
+                    description=f"from {job}",
+                )
             register_model(store, "elsewhere", "other@v1", None, tmp_path / "models" / "x")
         finally:
             store.close()
 
-        newest_first = requests.get(f"{base_url}/v1/models",
-                                    params={"filter[namespace]": NS, "sort": "-created_at"}).json()
+        newest_first = requests.get(
+            f"{base_url}/v1/models", params={"filter[namespace]": NS, "sort": "-created_at"}
+        ).json()
         assert [m["name"] for m in newest_first["data"]] == ["tuned@cust-c", "tuned@cust-b", "tuned@cust-a"]
-        assert newest_first["pagination"] == {"page": 1, "page_size": 10, "current_page_size": 3,
-                                              "total_pages": 1, "total_results": 3}
+        assert newest_first["pagination"] == {
+            "page": 1,
+            "page_size": 10,
+            "current_page_size": 3,
+            "total_pages": 1,
+            "total_results": 3,
+        }
         first = newest_first["data"][0]
         assert first["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
         assert first["peft"]["finetuning_type"] == "all_weights"
 
         oldest_first = requests.get(f"{base_url}/v1/models", params={"filter[namespace]": NS, "sort": "created_at"})
         assert [m["name"] for m in oldest_first.json()["data"]] == ["tuned@cust-a", "tuned@cust-b", "tuned@cust-c"]
-        page2 = requests.get(f"{base_url}/v1/models", params={"filter[namespace]": NS, "sort": "name",
-                                                             "page": 2, "page_size": 2}).json()
+        page2 = requests.get(
+            f"{base_url}/v1/models", params={"filter[namespace]": NS, "sort": "name", "page": 2, "page_size": 2}
+        ).json()
         assert [m["name"] for m in page2["data"]] == ["tuned@cust-c"]
         assert page2["pagination"]["total_pages"] == 2
         assert page2["pagination"]["current_page_size"] == 1

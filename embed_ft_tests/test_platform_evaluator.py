@@ -37,8 +37,18 @@ from embed_ft.platform.settings import PlatformSettings
 from embed_ft_tests.platform_server import hub_online, running_platform  # noqa: F401  (fixture)
 
 DIM = 48
-METRICS = ["recall_1", "recall_5", "recall_10", "ndcg_cut_3", "ndcg_cut_5", "ndcg_cut_10", "map", "recip_rank",
-           "P_2", "map_cut_5"]
+METRICS = [
+    "recall_1",
+    "recall_5",
+    "recall_10",
+    "ndcg_cut_3",
+    "ndcg_cut_5",
+    "ndcg_cut_10",
+    "map",
+    "recip_rank",
+    "P_2",
+    "map_cut_5",
+]
 NEMO_METRICS = {m: {"type": m} for m in ("recall_5", "ndcg_cut_5", "recall_10", "ndcg_cut_10")}
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -204,8 +214,11 @@ def independent_reference(folder: Path, top_k: int, metrics: list[str], salt: st
 
 
 def bow_embedder(salt: str = "", batch_size: int = 5) -> CallableEmbedder:
-    return CallableEmbedder(lambda texts, _: np.stack([hashed_bow(t, salt) for t in texts]),
-                            identity={"kind": "test-bow", "salt": salt}, batch_size=batch_size)
+    return CallableEmbedder(
+        lambda texts, _: np.stack([hashed_bow(t, salt) for t in texts]),
+        identity={"kind": "test-bow", "salt": salt},
+        batch_size=batch_size,
+    )
 
 
 # --------------------------------------------------------------------------------------------- engine
@@ -216,7 +229,10 @@ def test_metric_names_are_parsed_and_unknown_ones_rejected():
     assert evaluation.parse_metric("ndcg_cut_10") == ("ndcg_cut", 10)
     assert evaluation.parse_metric("map") == ("map", None)
     assert evaluation.pytrec_measures(["recall_5", "recall_10", "ndcg_cut_5", "map"]) == {
-        "recall.5,10", "ndcg_cut.5", "map"}
+        "recall.5,10",
+        "ndcg_cut.5",
+        "map",
+    }
     for bad in ("recall", "recall_0", "ndcg_5", "mrr", "recall_5x", "NDCG@10"):
         with pytest.raises(ValueError, match=re.escape(repr(bad))):
             evaluation.parse_metric(bad)
@@ -276,15 +292,36 @@ def test_missing_folder_offline_names_the_folder_to_fill(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "corpus, queries, qrels, message",
     [
-        ('{"_id": "d1", "text": "x"}\n{broken\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\t1\n",
-         "corpus.jsonl line 2: not valid JSON"),
-        ('{"text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\t1\n", "corpus.jsonl line 1: expected an object with an `_id` field"),
-        ('{"_id": "d1", "text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\n",
-         "qrels/test.tsv line 2: expected 3 tab-separated columns"),
-        ('{"_id": "d1", "text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq1\td1\thigh\n",
-         "qrels/test.tsv line 2: score 'high' is not a number"),
-        ('{"_id": "d1", "text": "x"}\n', '{"_id": "q1", "text": "y"}\n', "h\th\th\nq9\td1\t1\n",
-         "query id(s) missing from queries.jsonl: 'q9'"),
+        (
+            '{"_id": "d1", "text": "x"}\n{broken\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\t1\n",
+            "corpus.jsonl line 2: not valid JSON",
+        ),
+        (
+            '{"text": "x"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\t1\n",
+            "corpus.jsonl line 1: expected an object with an `_id` field",
+        ),
+        (
+            '{"_id": "d1", "text": "x"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\n",
+            "qrels/test.tsv line 2: expected 3 tab-separated columns",
+        ),
+        (
+            '{"_id": "d1", "text": "x"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq1\td1\thigh\n",
+            "qrels/test.tsv line 2: score 'high' is not a number",
+        ),
+        (
+            '{"_id": "d1", "text": "x"}\n',
+            '{"_id": "q1", "text": "y"}\n',
+            "h\th\th\nq9\td1\t1\n",
+            "query id(s) missing from queries.jsonl: 'q9'",
+        ),
     ],
 )
 def test_broken_beir_files_get_errors_naming_file_and_line(corpus, queries, qrels, message):
@@ -292,7 +329,9 @@ def test_broken_beir_files_get_errors_naming_file_and_line(corpus, queries, qrel
         evaluation.parse_beir(corpus.encode(), queries.encode(), qrels.encode(), source="t", location="t")
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/x", "file://../etc/", "hf://models/a/b", "hf://datasets/a", "file:///abs/"])
+@pytest.mark.parametrize(
+    "url", ["s3://bucket/x", "file://../etc/", "hf://models/a/b", "hf://datasets/a", "file:///abs/"]
+)
 def test_bad_files_urls_are_refused(url):
     with pytest.raises(EvaluationError, match="files_url"):
         evaluation.validate_files_url(url)
@@ -384,11 +423,27 @@ def test_corpus_cache_skips_the_corpus_pass_and_misses_on_a_changed_model(tmp_pa
 def job_body(url: str, files_url: str = "file://tiny/", *, metrics=None, api_key: str = "", **extra) -> dict:
     endpoint_spec = {"api_endpoint": {"url": url, "model_id": "ns/model", "api_key": api_key, "format": "nim"}}
     return {
-        "config": {"type": "retriever", "namespace": "ev", "tasks": {"my-beir-task": {
-            "type": "beir", "dataset": {"files_url": files_url},
-            "metrics": {name: dict(spec) for name, spec in (metrics or NEMO_METRICS).items()}}}},
-        "target": {"type": "retriever", "retriever": {"pipeline": {
-            "query_embedding_model": endpoint_spec, "index_embedding_model": endpoint_spec, "top_k": 10}}},
+        "config": {
+            "type": "retriever",
+            "namespace": "ev",
+            "tasks": {
+                "my-beir-task": {
+                    "type": "beir",
+                    "dataset": {"files_url": files_url},
+                    "metrics": {name: dict(spec) for name, spec in (metrics or NEMO_METRICS).items()},
+                }
+            },
+        },
+        "target": {
+            "type": "retriever",
+            "retriever": {
+                "pipeline": {
+                    "query_embedding_model": endpoint_spec,
+                    "index_embedding_model": endpoint_spec,
+                    "top_k": 10,
+                }
+            },
+        },
         **extra,
     }
 
@@ -474,19 +529,23 @@ def test_hf_dataset_from_the_data_store(tmp_path, endpoint, hub_online):
         requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": "evalns"}, timeout=30)
         api.create_repo("evalns/tiny-beir", repo_type="dataset", exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id="evalns/tiny-beir", repo_type="dataset")
-        created = requests.post(f"{base_url}/v1/evaluation/jobs",
-                                json=job_body(url, "hf://datasets/evalns/tiny-beir"), timeout=30).json()
+        created = requests.post(
+            f"{base_url}/v1/evaluation/jobs", json=job_body(url, "hf://datasets/evalns/tiny-beir"), timeout=30
+        ).json()
         deadline = time.monotonic() + 60
-        while (doc := requests.get(f"{base_url}/v1/evaluation/jobs/{created['id']}", timeout=30).json())["status"] \
-                not in TERMINAL:
+        while (doc := requests.get(f"{base_url}/v1/evaluation/jobs/{created['id']}", timeout=30).json())[
+            "status"
+        ] not in TERMINAL:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert doc["status"] == "completed", doc["status_details"]
         results = requests.get(f"{base_url}/v1/evaluation/jobs/{created['id']}/results", timeout=30).json()
-        missing = requests.post(f"{base_url}/v1/evaluation/jobs",
-                                json=job_body(url, "hf://datasets/evalns/no-such-repo"), timeout=30).json()
-        while (failed := requests.get(f"{base_url}/v1/evaluation/jobs/{missing['id']}", timeout=30).json())["status"] \
-                not in TERMINAL:
+        missing = requests.post(
+            f"{base_url}/v1/evaluation/jobs", json=job_body(url, "hf://datasets/evalns/no-such-repo"), timeout=30
+        ).json()
+        while (failed := requests.get(f"{base_url}/v1/evaluation/jobs/{missing['id']}", timeout=30).json())[
+            "status"
+        ] not in TERMINAL:
             assert time.monotonic() < deadline
             time.sleep(0.05)
     _, expected = independent_reference(folder, 10, ["ndcg_cut_10"])
@@ -555,8 +614,11 @@ def test_endpoint_failure_fails_the_job_with_the_endpoint_error(tmp_path, endpoi
         (lambda b: b["config"]["tasks"]["my-beir-task"].update(dataset={"files_url": "s3://x/"}), 422, "s3://x/"),
         (lambda b: b["config"].update(type="llm"), 422, "config.type 'llm'"),
         (lambda b: b["config"].update(tasks={}), 422, "config.tasks is empty"),
-        (lambda b: b["target"]["retriever"]["pipeline"]["query_embedding_model"]["api_endpoint"].update(url="nope"),
-         422, "query_embedding_model.api_endpoint.url"),
+        (
+            lambda b: b["target"]["retriever"]["pipeline"]["query_embedding_model"]["api_endpoint"].update(url="nope"),
+            422,
+            "query_embedding_model.api_endpoint.url",
+        ),
         (lambda b: b["target"]["retriever"]["pipeline"].update(top_k=0), 422, "top_k"),
         (lambda b: b.update(config="ev/unknown-config"), 404, "ev/unknown-config"),
         (lambda b: b.update(target="no-slash"), 422, "namespace/name"),
@@ -576,7 +638,9 @@ def test_bad_job_requests_get_4xx_naming_the_problem(tmp_path, mutate, status, f
 
 def test_malformed_json_body_is_refused(tmp_path):
     with platform_client(tmp_path) as (client, _):
-        response = client.post("/v1/evaluation/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
+        response = client.post(
+            "/v1/evaluation/jobs", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
     assert response.status_code == 422
 
 
@@ -616,10 +680,16 @@ def test_real_minilm_on_a_scifact_subset_matches_an_independent_evaluation(share
     judged = {d for q in query_ids for d in full.qrels[q]}
     keep = [i for i, cid in enumerate(full.corpus_ids) if cid in judged or i % 40 == 0]
     dataset = evaluation.BeirDataset(
-        source="subset", location="subset", corpus_ids=[full.corpus_ids[i] for i in keep],
-        corpus_texts=[full.corpus_texts[i] for i in keep], query_ids=query_ids,
-        query_texts=full.query_texts[:60], qrels={q: full.qrels[q] for q in query_ids},
-        corpus_fingerprint="subset", queries_fingerprint="subset")
+        source="subset",
+        location="subset",
+        corpus_ids=[full.corpus_ids[i] for i in keep],
+        corpus_texts=[full.corpus_texts[i] for i in keep],
+        query_ids=query_ids,
+        query_texts=full.query_texts[:60],
+        qrels={q: full.qrels[q] for q in query_ids},
+        corpus_fingerprint="subset",
+        queries_fingerprint="subset",
+    )
     model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     model.max_seq_length = 128
     texts = dataset.corpus_texts + dataset.query_texts
@@ -635,7 +705,8 @@ def test_real_minilm_on_a_scifact_subset_matches_an_independent_evaluation(share
         scores = docs @ (vectors[text] / np.linalg.norm(vectors[text]))
         run[qid] = {dataset.corpus_ids[j]: float(scores[j]) for j in np.argsort(-scores)[:10]}
     per_query = pytrec_eval.RelevanceEvaluator(
-        dataset.qrels, {"ndcg_cut.10", "recall.5,10", "map", "recip_rank"}).evaluate(run)
+        dataset.qrels, {"ndcg_cut.10", "recall.5,10", "map", "recip_rank"}
+    ).evaluate(run)
     assert {q: set(d) for q, d in outcome.run.items()} == {q: set(d) for q, d in run.items()}
     for name in names:
         expected = float(np.mean([s[name] for s in per_query.values()]))

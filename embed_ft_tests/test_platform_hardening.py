@@ -64,7 +64,8 @@ def post_raw(url: str, text: str, method: str = "POST") -> requests.Response:
 def assert_refused(response: requests.Response, field: str, what: str) -> None:
     """A 4xx (not 5xx) whose body names ``field``."""
     assert 400 <= response.status_code < 500, (
-        f"{what}: expected a 4xx naming {field!r}, got {response.status_code}: {response.text[:300]}")
+        f"{what}: expected a 4xx naming {field!r}, got {response.status_code}: {response.text[:300]}"
+    )
     assert field in response.text, f"{what}: the error does not name {field!r}: {response.text[:300]}"
 
 
@@ -92,21 +93,32 @@ def header_line(summary: str = "test") -> bytes:
 
 
 def file_line(path: str, content: bytes) -> bytes:
-    return json.dumps({"key": "file", "value": {
-        "path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"}}).encode() + b"\n"
+    return (
+        json.dumps(
+            {
+                "key": "file",
+                "value": {"path": path, "content": base64.b64encode(content).decode(), "encoding": "base64"},
+            }
+        ).encode()
+        + b"\n"
+    )
 
 
 def create_repo(base_url: str, namespace: str, name: str) -> None:
     """A dataset repo, in its Data Store namespace (created here when missing: repos need an existing one)."""
     requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": namespace}, timeout=TIMEOUT)
-    response = requests.post(f"{base_url}/v1/hf/api/repos/create",
-                             json={"name": name, "organization": namespace, "type": "dataset"}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/hf/api/repos/create",
+        json={"name": name, "organization": namespace, "type": "dataset"},
+        timeout=TIMEOUT,
+    )
     assert response.status_code == 200, response.text
 
 
 def repo_files(base_url: str, namespace: str, name: str) -> dict[str, dict]:
-    response = requests.get(f"{base_url}/v1/hf/api/datasets/{namespace}/{name}/tree/main",
-                            params={"recursive": "true"}, timeout=TIMEOUT)
+    response = requests.get(
+        f"{base_url}/v1/hf/api/datasets/{namespace}/{name}/tree/main", params={"recursive": "true"}, timeout=TIMEOUT
+    )
     assert response.status_code == 200, response.text
     return {e["path"]: e for e in response.json() if e["type"] == "file"}
 
@@ -124,7 +136,9 @@ def git_blob_oid_of_stream(size: int, blocks: Iterator[bytes]) -> str:
 def serve_command(home: Path, *extra: str) -> list[str]:
     """``embed-ft platform serve`` (the console script of this venv), or ``python -m embed_ft.platform serve``."""
     script = Path(sys.executable).with_name("embed-ft")
-    head = [str(script), "platform", "serve"] if script.is_file() else [sys.executable, "-m", "embed_ft.platform", "serve"]
+    head = (
+        [str(script), "platform", "serve"] if script.is_file() else [sys.executable, "-m", "embed_ft.platform", "serve"]
+    )
     return [*head, "--home", str(home), "--port", "0", "--log-level", "warning", *extra]
 
 
@@ -140,8 +154,14 @@ class ServedPlatform:
     def __init__(self, home: Path, log: Path) -> None:
         self.home = home
         self.log = log
-        self.process = subprocess.Popen(serve_command(home), cwd=REPO_ROOT, env=child_env(),
-                                        stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            serve_command(home),
+            cwd=REPO_ROOT,
+            env=child_env(),
+            stdout=open(log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.url = self._wait_started()
 
     def _wait_started(self, timeout_s: float = 120) -> str:
@@ -236,8 +256,9 @@ def test_01_non_finite_number_in_namespace_is_refused_and_lists_survive_restart(
     with running_platform(tmp_path) as (base_url, _):
         response = post_raw(f"{base_url}/v1/namespaces", '{"id": "n1", "extra": %s}' % token)
         assert_refused(response, "extra", f"namespace with extra={token}")
-        assert requests.get(f"{base_url}/v1/namespaces/n1", timeout=TIMEOUT).status_code == 404, \
+        assert requests.get(f"{base_url}/v1/namespaces/n1", timeout=TIMEOUT).status_code == 404, (
             "the refused namespace was stored"
+        )
         assert "n1" not in [d["id"] for d in list_all(base_url, "/v1/namespaces")]
     with running_platform(tmp_path) as (base_url, _):
         list_all(base_url, "/v1/namespaces")
@@ -250,11 +271,19 @@ def test_01_list_routes_skip_a_bad_row_left_by_an_older_version(tmp_path):
         requests.post(f"{base_url}/v1/namespaces", json={"id": "good"}, timeout=TIMEOUT).raise_for_status()
         db_path = Path(settings.home) / "state.sqlite3"
     with sqlite3.connect(db_path) as db:
-        db.execute("INSERT INTO entities VALUES (?,?,?,?,?,?,?)",
-                   ("namespace", "bad", None, None,
-                    '{"id": "bad", "extra": NaN, "description": "x", "created_at": "2030-01-01T00:00:00+00:00", '
-                    '"updated_at": "2030-01-01T00:00:00+00:00"}',
-                    "2030-01-01T00:00:00+00:00", "2030-01-01T00:00:00+00:00"))
+        db.execute(
+            "INSERT INTO entities VALUES (?,?,?,?,?,?,?)",
+            (
+                "namespace",
+                "bad",
+                None,
+                None,
+                '{"id": "bad", "extra": NaN, "description": "x", "created_at": "2030-01-01T00:00:00+00:00", '
+                '"updated_at": "2030-01-01T00:00:00+00:00"}',
+                "2030-01-01T00:00:00+00:00",
+                "2030-01-01T00:00:00+00:00",
+            ),
+        )
     with running_platform(tmp_path) as (base_url, _):
         ids = [d["id"] for d in list_all(base_url, "/v1/namespaces")]
         assert "good" in ids
@@ -271,12 +300,20 @@ def test_02_lone_surrogates_in_entities_are_refused_naming_the_field(platform):
     base_url, _ = platform
     cases = [
         ("/v1/namespaces", '{"id": "s1", "description": "%s"}' % SURROGATE, "description", "/v1/namespaces/s1"),
-        ("/v1/datasets", '{"name": "s2", "namespace": "%s", "description": "%s", "files_url": "hf://datasets/%s/s2"}'
-         % (NS, SURROGATE, NS), "description", f"/v1/datasets/{NS}/s2"),
-        ("/v1/deployment/model-deployments",
-         '{"name": "s3", "namespace": "%s", '
-         '"config": {"model": "%s", "nim_deployment": {"disable_lora_support": true}}}'
-         % (NS, SURROGATE), "model", f"/v1/deployment/model-deployments/{NS}/s3"),
+        (
+            "/v1/datasets",
+            '{"name": "s2", "namespace": "%s", "description": "%s", "files_url": "hf://datasets/%s/s2"}'
+            % (NS, SURROGATE, NS),
+            "description",
+            f"/v1/datasets/{NS}/s2",
+        ),
+        (
+            "/v1/deployment/model-deployments",
+            '{"name": "s3", "namespace": "%s", '
+            '"config": {"model": "%s", "nim_deployment": {"disable_lora_support": true}}}' % (NS, SURROGATE),
+            "model",
+            f"/v1/deployment/model-deployments/{NS}/s3",
+        ),
     ]
     for route, text, field, get_path in cases:
         assert_refused(post_raw(f"{base_url}{route}", text), field, f"POST {route}")
@@ -287,8 +324,10 @@ def test_02_lone_surrogates_in_entities_are_refused_naming_the_field(platform):
 
 def test_02_lone_surrogate_in_embeddings_input_is_refused(served):
     """Item 2: /v1/embeddings with ``"input": "\\ud800"`` answers a 4xx naming ``input`` (today: 500)."""
-    for text in ('{"model": "%s", "input": "\\ud800"}' % BASE_MODEL,
-                 '{"model": "%s", "input": ["fine", "%s"]}' % (BASE_MODEL, SURROGATE)):
+    for text in (
+        '{"model": "%s", "input": "\\ud800"}' % BASE_MODEL,
+        '{"model": "%s", "input": ["fine", "%s"]}' % (BASE_MODEL, SURROGATE),
+    ):
         assert_refused(post_raw(f"{served.url}/v1/embeddings", text), "input", "embeddings with a lone surrogate")
     assert embeddings(served.url, BASE_MODEL, ["still fine"]).status_code == 200
 
@@ -298,7 +337,9 @@ def test_02_lone_surrogate_in_commit_path_or_summary_is_refused(platform):
     base_url, _ = platform
     create_repo(base_url, NS, "surrogates")
     url = f"{base_url}/v1/hf/api/datasets/{NS}/surrogates/commit/main"
-    bad_path = header_line() + b'{"key": "file", "value": {"path": "a\\ud800.txt", "content": "aGk=", "encoding": "base64"}}\n'
+    bad_path = (
+        header_line() + b'{"key": "file", "value": {"path": "a\\ud800.txt", "content": "aGk=", "encoding": "base64"}}\n'
+    )
     response = requests.post(url, data=bad_path, headers=NDJSON, timeout=TIMEOUT)
     assert_refused(response, "path", "commit with a lone surrogate in a path")
     bad_summary = b'{"key": "header", "value": {"summary": "bad \\ud800 summary"}}\n' + file_line("ok.txt", b"hi")
@@ -347,8 +388,12 @@ def test_04_05_bad_training_values_are_refused_before_anything_is_stored(job_pla
     fixed = {"learning_rate": 5e-5, "epochs": 1, "batch_size": 8}
     named = {m.group(1) for m in re.finditer(r'"(\w+)":', overrides)}
     hp_text = ", ".join([f'"{k}": {json.dumps(v)}' for k, v in {**hp, **fixed}.items() if k not in named] + [overrides])
-    body_text = json.dumps({k: v for k, v in body.items() if k != "hyperparameters"})[:-1] + \
-        ', "hyperparameters": {' + hp_text + "}}"
+    body_text = (
+        json.dumps({k: v for k, v in body.items() if k != "hyperparameters"})[:-1]
+        + ', "hyperparameters": {'
+        + hp_text
+        + "}}"
+    )
     before = _job_count(base_url)
     try:
         response = post_raw(f"{base_url}/v1/customization/jobs", body_text)
@@ -415,15 +460,24 @@ def test_07_second_serve_on_the_same_home_exits_and_leaves_the_running_job_alone
     with served_platform(home, tmp_path / "first.log") as first:
         upload_dataset(first.url, NS, "tiny", jsonl(make_triplets(16)), None, tmp_path)
         create_config(first.url, NS)
-        created = requests.post(f"{first.url}/v1/customization/jobs",
-                                json=job_body(CONFIG, NS, "tiny", max_steps=5000, learning_rate=1e-6), timeout=TIMEOUT)
+        created = requests.post(
+            f"{first.url}/v1/customization/jobs",
+            json=job_body(CONFIG, NS, "tiny", max_steps=5000, learning_rate=1e-6),
+            timeout=TIMEOUT,
+        )
         assert created.status_code == 200, created.text
         job_id = created.json()["id"]
         try:
             wait_for_job(first.url, job_id, ("running",), timeout_s=240)
             second_log = tmp_path / "second.log"
-            second = subprocess.Popen(serve_command(home), cwd=REPO_ROOT, env=child_env(), stdout=open(second_log, "wb"),
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            second = subprocess.Popen(
+                serve_command(home),
+                cwd=REPO_ROOT,
+                env=child_env(),
+                stdout=open(second_log, "wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 code = second.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -434,10 +488,14 @@ def test_07_second_serve_on_the_same_home_exits_and_leaves_the_running_job_alone
                     second.wait(timeout=30)
             output = second_log.read_text(errors="replace")
             doc = requests.get(f"{first.url}/v1/customization/jobs/{job_id}", timeout=TIMEOUT).json()
-            assert code is not None, ("a second `serve` on the same home kept running (it should exit at once); "
-                                      f"the first one's job is now {doc['status']}")
+            assert code is not None, (
+                "a second `serve` on the same home kept running (it should exit at once); "
+                f"the first one's job is now {doc['status']}"
+            )
             assert code != 0, f"the second `serve` exited 0: {output[-500:]}"
-            assert str(first.pid) in output, f"the second `serve` must name the first one's pid {first.pid}: {output[-500:]}"
+            assert str(first.pid) in output, (
+                f"the second `serve` must name the first one's pid {first.pid}: {output[-500:]}"
+            )
             assert first.url in output, f"the second `serve` must name the first one's URL {first.url}: {output[-500:]}"
             assert doc["status"] == "running", f"the first one's job became {doc['status']}: {doc['status_logs'][-1]}"
             assert "PlatformRestarted" not in json.dumps(doc["status_logs"])
@@ -461,13 +519,15 @@ def test_08_json_routes_refuse_large_bodies_with_413(platform):
     response = requests.post(f"{base_url}/v1/namespaces", json={"id": "huge", "description": big}, timeout=TIMEOUT)
     assert response.status_code == 413, f"namespace with an 8 MiB description: {response.status_code}"
     assert requests.get(f"{base_url}/v1/namespaces/huge", timeout=TIMEOUT).status_code == 404
-    response = requests.post(f"{base_url}/v1/datasets", json={"name": "huge", "namespace": NS, "description": big},
-                             timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/datasets", json={"name": "huge", "namespace": NS, "description": big}, timeout=TIMEOUT
+    )
     assert response.status_code == 413, f"dataset with an 8 MiB description: {response.status_code}"
     create_repo(base_url, NS, "preupload-big")
     files = [{"path": f"f{i}.txt", "size": 1, "sample": "x" * 1000} for i in range(OVERSIZED_JSON // 1000)]
-    response = requests.post(f"{base_url}/v1/hf/api/datasets/{NS}/preupload-big/preupload/main",
-                             json={"files": files}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{base_url}/v1/hf/api/datasets/{NS}/preupload-big/preupload/main", json={"files": files}, timeout=TIMEOUT
+    )
     assert response.status_code == 413, f"an 8 MiB preupload body: {response.status_code}"
 
 
@@ -492,8 +552,12 @@ def test_08_commit_upload_memory_is_bounded_independently_of_the_file_size(serve
         yield b'"}}\n'
 
     # warm the code path with a small commit first
-    small = requests.post(f"{served.url}/v1/hf/api/datasets/serve-ns/big-upload/commit/main",
-                          data=header_line() + file_line("small.txt", b"small"), headers=NDJSON, timeout=TIMEOUT)
+    small = requests.post(
+        f"{served.url}/v1/hf/api/datasets/serve-ns/big-upload/commit/main",
+        data=header_line() + file_line("small.txt", b"small"),
+        headers=NDJSON,
+        timeout=TIMEOUT,
+    )
     assert small.status_code == 200, small.text
     baseline = served.rss_bytes()
     peak = [baseline]
@@ -510,15 +574,21 @@ def test_08_commit_upload_memory_is_bounded_independently_of_the_file_size(serve
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        response = requests.post(f"{served.url}/v1/hf/api/datasets/serve-ns/big-upload/commit/main", data=body(),
-                                 headers=NDJSON, timeout=(5, 180))
+        response = requests.post(
+            f"{served.url}/v1/hf/api/datasets/serve-ns/big-upload/commit/main",
+            data=body(),
+            headers=NDJSON,
+            timeout=(5, 180),
+        )
     finally:
         done.set()
         sampler.join(5)
     growth = peak[0] - baseline
     assert response.status_code == 200, response.text[:300]
-    assert growth < MAX_RSS_GROWTH, (f"the server's RSS grew by {growth / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB "
-                                     f"upload (limit {MAX_RSS_GROWTH / 2**20:.0f} MiB)")
+    assert growth < MAX_RSS_GROWTH, (
+        f"the server's RSS grew by {growth / 2**20:.0f} MiB for a {size / 2**20:.0f} MiB "
+        f"upload (limit {MAX_RSS_GROWTH / 2**20:.0f} MiB)"
+    )
     entry = repo_files(served.url, "serve-ns", "big-upload")["big.bin"]
     assert entry["size"] == size
     assert entry["oid"] == git_blob_oid_of_stream(size, (block for _ in range(UPLOAD_BLOCKS)))
@@ -533,8 +603,9 @@ def test_09_embeddings_input_count_is_capped(served):
     """Item 9: more inputs than the cap: 413/422 naming ``input`` and the count sent; a 1-string request is
     answered promptly afterwards (no encode of the refused or abandoned request goes on)."""
     try:
-        response = requests.post(f"{served.url}/v1/embeddings",
-                                 json={"model": BASE_MODEL, "input": ["x"] * TOO_MANY_INPUTS}, timeout=(5, 15))
+        response = requests.post(
+            f"{served.url}/v1/embeddings", json={"model": BASE_MODEL, "input": ["x"] * TOO_MANY_INPUTS}, timeout=(5, 15)
+        )
         status, text = response.status_code, response.text
     except requests.Timeout:
         status, text = None, "(no answer within 15 s: it is being encoded)"
@@ -547,8 +618,12 @@ def test_09_embeddings_input_count_is_capped(served):
 def assert_prompt_single_encode(served: "ServedPlatform", limit_s: float = 10) -> None:
     started = time.monotonic()
     try:
-        ok = requests.post(f"{served.url}/v1/embeddings", json={"model": BASE_MODEL, "input": ["one"]},
-                           timeout=(5, limit_s)).status_code == 200
+        ok = (
+            requests.post(
+                f"{served.url}/v1/embeddings", json={"model": BASE_MODEL, "input": ["one"]}, timeout=(5, limit_s)
+            ).status_code
+            == 200
+        )
     except requests.Timeout:
         ok = False
     assert ok, f"a 1-string request got no answer within {limit_s:.0f} s (an earlier encode is still running)"
@@ -560,8 +635,9 @@ def test_09_embeddings_total_characters_are_capped(served):
     body limit of item 8), never encoded."""
     texts = ["word " * 100_000] * 4
     try:
-        response = requests.post(f"{served.url}/v1/embeddings", json={"model": BASE_MODEL, "input": texts},
-                                 timeout=(5, 15))
+        response = requests.post(
+            f"{served.url}/v1/embeddings", json={"model": BASE_MODEL, "input": texts}, timeout=(5, 15)
+        )
         status, text = response.status_code, response.text
     except requests.Timeout:
         status, text = None, "(no answer within 15 s: it is being encoded)"
@@ -579,16 +655,21 @@ def test_09_health_answers_while_long_encodes_run(served):
     def long_encodes():
         while not stop.is_set():
             try:
-                requests.post(f"{served.url}/v1/embeddings", timeout=(5, 30), json={
-                    "model": BASE_MODEL, "input": ["a long passage about proteins " * 60] * 64})
+                requests.post(
+                    f"{served.url}/v1/embeddings",
+                    timeout=(5, 30),
+                    json={"model": BASE_MODEL, "input": ["a long passage about proteins " * 60] * 64},
+                )
             except requests.RequestException:
                 pass
 
     def huge_then_disconnect():
         try:
-            requests.post(f"{served.url}/v1/embeddings",
-                          json={"model": BASE_MODEL, "input": [f"text {i}" for i in range(TOO_MANY_INPUTS)]},
-                          timeout=(5, 3))
+            requests.post(
+                f"{served.url}/v1/embeddings",
+                json={"model": BASE_MODEL, "input": [f"text {i}" for i in range(TOO_MANY_INPUTS)]},
+                timeout=(5, 3),
+            )
         except requests.RequestException:
             pass
 
@@ -612,7 +693,9 @@ def test_09_health_answers_while_long_encodes_run(served):
         stop.set()
         for worker in workers:
             worker.join(60)
-    assert max(latencies) < 1.0, f"/health took up to {max(latencies):.1f} s while encodes ran ({len(latencies)} probes)"
+    assert max(latencies) < 1.0, (
+        f"/health took up to {max(latencies):.1f} s while encodes ran ({len(latencies)} probes)"
+    )
     assert_prompt_single_encode(served)
 
 
@@ -654,8 +737,12 @@ def test_10_kill_mid_commit_and_hand_made_leftovers_are_cleaned_at_start_up(tmp_
     repo = home / "datastore" / "datasets" / NS / "crashy"
     with served_platform(home, tmp_path / "first.log") as first:
         create_repo(first.url, NS, "crashy")
-        done = requests.post(f"{first.url}/v1/hf/api/datasets/{NS}/crashy/commit/main",
-                             data=header_line() + file_line("kept.txt", b"kept"), headers=NDJSON, timeout=TIMEOUT)
+        done = requests.post(
+            f"{first.url}/v1/hf/api/datasets/{NS}/crashy/commit/main",
+            data=header_line() + file_line("kept.txt", b"kept"),
+            headers=NDJSON,
+            timeout=TIMEOUT,
+        )
         assert done.status_code == 200, done.text
         release, outcome = threading.Event(), {}
         sender = _slow_commit(f"{first.url}/v1/hf/api/datasets/{NS}/crashy/commit/main", release, outcome)
@@ -701,14 +788,19 @@ def test_11_commit_racing_repo_delete_answers_404_or_409(platform):
     sender = _slow_commit(f"{base_url}/v1/hf/api/datasets/{NS}/racy/commit/main", release, outcome)
     try:
         wait_for(lambda: _staged_files(repo), 30, "the commit to stage its first file")
-        deleted = requests.delete(f"{base_url}/v1/hf/api/repos/delete",
-                                  json={"name": "racy", "organization": NS, "type": "dataset"}, timeout=TIMEOUT)
+        deleted = requests.delete(
+            f"{base_url}/v1/hf/api/repos/delete",
+            json={"name": "racy", "organization": NS, "type": "dataset"},
+            timeout=TIMEOUT,
+        )
         assert deleted.status_code in (200, 409), deleted.text
     finally:
         release.set()
         sender.join(60)
     assert "error" not in outcome, f"the commit got no answer: {outcome.get('error')}"
-    assert outcome["status"] in (404, 409), f"commit racing a delete answered {outcome['status']}: {outcome['text'][:300]}"
+    assert outcome["status"] in (404, 409), (
+        f"commit racing a delete answered {outcome['status']}: {outcome['text'][:300]}"
+    )
     list_all(base_url, "/v1/datasets")
 
 
@@ -725,20 +817,31 @@ def test_12_model_and_dataset_locations_outside_the_platform_stores_are_refused(
         ("root-url", {"artifact": {"files_url": "file:///"}}, "files_url"),
     ]
     for name, extra, field in model_cases:
-        response = requests.post(f"{base_url}/v1/models", json={"name": name, "namespace": NS, **extra}, timeout=TIMEOUT)
-        assert response.status_code == 400, f"model {name}: expected 400, got {response.status_code}: {response.text[:200]}"
+        response = requests.post(
+            f"{base_url}/v1/models", json={"name": name, "namespace": NS, **extra}, timeout=TIMEOUT
+        )
+        assert response.status_code == 400, (
+            f"model {name}: expected 400, got {response.status_code}: {response.text[:200]}"
+        )
         assert field in response.text, response.text[:300]
         assert requests.get(f"{base_url}/v1/models/{NS}/{name}", timeout=TIMEOUT).status_code == 404
-    dataset_cases = [("dotdot", "hf://datasets/../x"), ("passwd", "file:///etc/passwd"),
-                     ("deep-dotdot", f"hf://datasets/{NS}/../../etc")]
+    dataset_cases = [
+        ("dotdot", "hf://datasets/../x"),
+        ("passwd", "file:///etc/passwd"),
+        ("deep-dotdot", f"hf://datasets/{NS}/../../etc"),
+    ]
     for name, files_url in dataset_cases:
-        response = requests.post(f"{base_url}/v1/datasets", json={"name": name, "namespace": NS, "files_url": files_url},
-                                 timeout=TIMEOUT)
+        response = requests.post(
+            f"{base_url}/v1/datasets", json={"name": name, "namespace": NS, "files_url": files_url}, timeout=TIMEOUT
+        )
         assert response.status_code == 400, f"dataset {files_url}: expected 400, got {response.status_code}"
         assert "files_url" in response.text, response.text[:300]
         assert requests.get(f"{base_url}/v1/datasets/{NS}/{name}", timeout=TIMEOUT).status_code == 404
-    ok = requests.post(f"{base_url}/v1/datasets", json={"name": "in-store", "namespace": NS,
-                                                         "files_url": f"hf://datasets/{NS}/tiny"}, timeout=TIMEOUT)
+    ok = requests.post(
+        f"{base_url}/v1/datasets",
+        json={"name": "in-store", "namespace": NS, "files_url": f"hf://datasets/{NS}/tiny"},
+        timeout=TIMEOUT,
+    )
     assert ok.status_code in (200, 201), ok.text
 
 
@@ -746,8 +849,11 @@ def test_13_namespace_delete_is_refused_while_it_holds_entities(platform):
     """Item 13: DELETE /v1/namespaces/NS answers 409 while NS/d exists; NS/d stays readable; deleted once empty."""
     base_url, _ = platform
     requests.post(f"{base_url}/v1/namespaces", json={"id": "holder"}, timeout=TIMEOUT).raise_for_status()
-    requests.post(f"{base_url}/v1/datasets", json={"name": "d", "namespace": "holder",
-                                                    "files_url": "hf://datasets/holder/d"}, timeout=TIMEOUT).raise_for_status()
+    requests.post(
+        f"{base_url}/v1/datasets",
+        json={"name": "d", "namespace": "holder", "files_url": "hf://datasets/holder/d"},
+        timeout=TIMEOUT,
+    ).raise_for_status()
     refused = requests.delete(f"{base_url}/v1/namespaces/holder", timeout=TIMEOUT)
     assert refused.status_code == 409, f"deleting a namespace that holds a dataset answered {refused.status_code}"
     assert "holder/d" in refused.text or "dataset" in refused.text, refused.text[:300]
@@ -785,13 +891,22 @@ def test_14_deployment_of_an_unversioned_name_pins_the_version_at_create(tmp_pat
         second = _train(base_url, learning_rate=1e-3, seed=2)
         assert second != first
     with running_platform(tmp_path) as (base_url, _):
-        doc = wait_for(lambda: (d := requests.get(f"{base_url}/v1/deployment/model-deployments/tr/ft-nim",
-                                                  timeout=TIMEOUT).json())["status_details"]["status"] != "pending" and d,
-                       120, "the deployment to load after the restart")
+        doc = wait_for(
+            lambda: (
+                (d := requests.get(f"{base_url}/v1/deployment/model-deployments/tr/ft-nim", timeout=TIMEOUT).json())[
+                    "status_details"
+                ]["status"]
+                != "pending"
+                and d
+            ),
+            120,
+            "the deployment to load after the restart",
+        )
         assert doc["status_details"]["status"] == "ready", doc
         assert first in json.dumps(doc), doc
         assert second not in json.dumps(doc), doc
         after = np.array(embeddings(base_url, "tr/ft", probe).json()["data"][0]["embedding"])
         assert np.allclose(before, after, atol=1e-5), (
             f"after the restart tr/ft serves other weights (max diff {np.abs(before - after).max():.2e}): "
-            f"the deployment followed the newer version {second} instead of the pinned {first}")
+            f"the deployment followed the newer version {second} instead of the pinned {first}"
+        )

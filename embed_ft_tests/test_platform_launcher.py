@@ -107,9 +107,22 @@ def test_remote_bind_needs_allow_remote_and_a_token(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "EMBED_FT_PLATFORM_TOKEN"}
     env["PYTHONPATH"] = str(REPO_ROOT)
     refused = subprocess.run(
-        [sys.executable, "-m", "embed_ft.platform", "serve", "--host", "0.0.0.0", "--port", "0",
-         "--home", str(tmp_path / "h2")],
-        capture_output=True, text=True, env=env, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "embed_ft.platform",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--home",
+            str(tmp_path / "h2"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert refused.returncode == 2
     assert "non-loopback" in refused.stderr

@@ -41,8 +41,11 @@ def platform(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nim")
     folder = _prompted_model_folder(tmp)
     with running_platform(tmp, model_roots=(tmp,)) as (base_url, settings):  # the folder is outside the home
-        target = requests.post(f"{base_url}/v1/customization/targets", json={
-            "namespace": "local", "name": "prompted@v1", "model_uri": folder.as_uri()}, timeout=TIMEOUT)
+        target = requests.post(
+            f"{base_url}/v1/customization/targets",
+            json={"namespace": "local", "name": "prompted@v1", "model_uri": folder.as_uri()},
+            timeout=TIMEOUT,
+        )
         assert target.status_code == 200, target.text
         assert deploy(base_url, "nim-ns", "base", BASE_MODEL)["status_details"]["status"] == "ready"
         assert deploy(base_url, "nim-ns", "prompted", "local/prompted@v1")["status_details"]["status"] == "ready"
@@ -90,13 +93,18 @@ def test_input_type_uses_the_models_prompts(platform):
     plain = _vectors(embeddings(base_url, PROMPTED, text))
     assert not np.allclose(query, passage, atol=1e-4)
     assert not np.allclose(query, plain, atol=1e-4)
-    np.testing.assert_allclose(query, _vectors(embeddings(base_url, PROMPTED, ["query: lithium battery anodes"])),
-                               atol=1e-5)
-    np.testing.assert_allclose(passage, _vectors(embeddings(base_url, PROMPTED, ["passage: lithium battery anodes"])),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        query, _vectors(embeddings(base_url, PROMPTED, ["query: lithium battery anodes"])), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        passage, _vectors(embeddings(base_url, PROMPTED, ["passage: lithium battery anodes"])), atol=1e-5
+    )
     # A model without prompts embeds both input types the same way.
-    np.testing.assert_allclose(_vectors(embeddings(base_url, BASE_MODEL, text, input_type="query")),
-                               _vectors(embeddings(base_url, BASE_MODEL, text, input_type="passage")), atol=1e-6)
+    np.testing.assert_allclose(
+        _vectors(embeddings(base_url, BASE_MODEL, text, input_type="query")),
+        _vectors(embeddings(base_url, BASE_MODEL, text, input_type="passage")),
+        atol=1e-6,
+    )
     bad = embeddings(base_url, BASE_MODEL, text, input_type="document")
     assert bad.status_code == 422
     assert "input_type" in json.dumps(bad.json()["detail"])
@@ -126,13 +134,16 @@ def test_unknown_model_is_404_listing_served_models(platform):
     assert PROMPTED in detail
 
 
-@pytest.mark.parametrize("extra, status, needle", [
-    ({"dimensions": 128}, 400, "384"),
-    ({"truncate": "NONE", "input": ["word " * 600]}, 400, "truncate"),
-    ({"input": []}, 400, "non-empty"),
-    ({"input": [1, 2]}, 422, "input"),
-    ({"encoding_format": "int8"}, 422, "encoding_format"),
-])
+@pytest.mark.parametrize(
+    "extra, status, needle",
+    [
+        ({"dimensions": 128}, 400, "384"),
+        ({"truncate": "NONE", "input": ["word " * 600]}, 400, "truncate"),
+        ({"input": []}, 400, "non-empty"),
+        ({"input": [1, 2]}, 422, "input"),
+        ({"encoding_format": "int8"}, 422, "encoding_format"),
+    ],
+)
 def test_bad_embedding_requests(platform, extra, status, needle):
     base_url, _ = platform
     body = {"model": BASE_MODEL, "input": ["hello"], **extra}

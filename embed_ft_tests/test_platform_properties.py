@@ -35,9 +35,20 @@ DEFAULT_TARGET = "sentence-transformers/all-minilm-l6-v2@v1"
 SENTINEL = "@@POISON@@"
 
 POISONS = [
-    "NaN", "Infinity", "-Infinity", "1e999", "-1e999",
-    "1" + "0" * 40, str(2**64), str(-(2**63) - 1), "1e308",
-    r'"\ud800"', r'"bad \udfff text"', r'"\udc00\ud800"', r'["ok", "\ud800"]', r'{"k": NaN}',
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e999",
+    "-1e999",
+    "1" + "0" * 40,
+    str(2**64),
+    str(-(2**63) - 1),
+    "1e308",
+    r'"\ud800"',
+    r'"bad \udfff text"',
+    r'"\udc00\ud800"',
+    r'["ok", "\ud800"]',
+    r'{"k": NaN}',
 ]
 # Issue 24: nesting past the depth limit, and names whose UTF-8 is over 255 bytes (100 CJK characters: 300 bytes).
 DEEP = ["[" * 1000 + "]" * 1000, '{"k": ' * 70 + "1" + "}" * 70, "[" * 5000]
@@ -63,18 +74,34 @@ def platform(tmp_path_factory):
 
 def _seed(base_url: str) -> None:
     """Entities the templates refer to, so that bodies get past the existence checks to the store."""
+
     def ok(response: requests.Response) -> None:
         assert response.status_code < 300, (response.request.method, response.request.url, response.text[:300])
 
     ok(requests.post(f"{base_url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT))
     ok(requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": NS}, timeout=TIMEOUT))
-    ok(requests.post(f"{base_url}/v1/hf/api/repos/create", json={"name": NAME, "organization": NS, "type": "dataset"},
-                     timeout=TIMEOUT))
-    ok(requests.post(f"{base_url}/v1/datasets", json={"name": NAME, "namespace": NS,
-                                                       "files_url": f"hf://datasets/{NS}/{NAME}"}, timeout=TIMEOUT))
+    ok(
+        requests.post(
+            f"{base_url}/v1/hf/api/repos/create",
+            json={"name": NAME, "organization": NS, "type": "dataset"},
+            timeout=TIMEOUT,
+        )
+    )
+    ok(
+        requests.post(
+            f"{base_url}/v1/datasets",
+            json={"name": NAME, "namespace": NS, "files_url": f"hf://datasets/{NS}/{NAME}"},
+            timeout=TIMEOUT,
+        )
+    )
     target = requests.get(f"{base_url}/v1/customization/targets/{DEFAULT_TARGET}", timeout=TIMEOUT).json()
-    ok(requests.post(f"{base_url}/v1/customization/targets", json={
-        "name": NAME, "namespace": NS, "model_path": target["model_path"]}, timeout=TIMEOUT))
+    ok(
+        requests.post(
+            f"{base_url}/v1/customization/targets",
+            json={"name": NAME, "namespace": NS, "model_path": target["model_path"]},
+            timeout=TIMEOUT,
+        )
+    )
     create_config(base_url, NS, name=f"{NAME}@v1")
     doc = deploy(base_url, NS, NAME, BASE_MODEL, timeout_s=180)
     assert doc["status_details"]["status"] == "ready", doc
@@ -161,8 +188,14 @@ def _field_paths(spec: dict, schema: Any, prefix: tuple = (), depth: int = 0) ->
 
 
 def _fill_path(path: str) -> str:
-    values = {"plural": "datasets", "namespace": NS, "name": NAME, "revision": "main", "job_id": "no-such-job",
-              "path": "a.txt"}
+    values = {
+        "plural": "datasets",
+        "namespace": NS,
+        "name": NAME,
+        "revision": "main",
+        "job_id": "no-such-job",
+        "path": "a.txt",
+    }
     return re.sub(r"\{(\w+)(?::path)?\}", lambda m: values.get(m.group(1), NAME), path)
 
 
@@ -174,8 +207,15 @@ def write_routes(spec: dict) -> list[dict]:
                 continue
             content = (op.get("requestBody") or {}).get("content") or {}
             schema = (content.get("application/json") or {}).get("schema") or {}
-            routes.append({"method": method.upper(), "path": path, "url": _fill_path(path), "schema": schema,
-                           "ndjson": path.endswith("/commit/{revision}")})
+            routes.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "url": _fill_path(path),
+                    "schema": schema,
+                    "ndjson": path.endswith("/commit/{revision}"),
+                }
+            )
     return routes
 
 
@@ -219,8 +259,9 @@ def fields_of(spec: dict, route: dict) -> list[tuple]:
 
 def send(base_url: str, route: dict, body: bytes) -> requests.Response:
     content_type = "application/x-ndjson" if route["ndjson"] else "application/json"
-    return requests.request(route["method"], f"{base_url}{route['url']}", data=body,
-                            headers={"Content-Type": content_type}, timeout=TIMEOUT)
+    return requests.request(
+        route["method"], f"{base_url}{route['url']}", data=body, headers={"Content-Type": content_type}, timeout=TIMEOUT
+    )
 
 
 def broken_lists(base_url: str, spec: dict) -> list[str]:
@@ -240,9 +281,16 @@ def test_openapi_lists_the_write_and_list_routes(platform):
     """The enumeration itself: the routes this file is about are found (a guard against testing nothing)."""
     _, spec = platform
     writes = {f"{r['method']} {r['path']}" for r in write_routes(spec)}
-    for expected in ("POST /v1/namespaces", "POST /v1/datasets", "POST /v1/models", "POST /v1/customization/jobs",
-                     "PATCH /v1/customization/targets/{namespace}/{name}", "POST /v1/deployment/model-deployments",
-                     "POST /v1/embeddings", "POST /v1/evaluation/jobs"):
+    for expected in (
+        "POST /v1/namespaces",
+        "POST /v1/datasets",
+        "POST /v1/models",
+        "POST /v1/customization/jobs",
+        "PATCH /v1/customization/targets/{namespace}/{name}",
+        "POST /v1/deployment/model-deployments",
+        "POST /v1/embeddings",
+        "POST /v1/evaluation/jobs",
+    ):
         assert expected in writes, sorted(writes)
     assert {"/v1/namespaces", "/v1/datasets", "/v1/models", "/v1/customization/jobs"} <= set(list_routes(spec))
 
@@ -260,8 +308,10 @@ def test_every_field_of_every_write_route_with_every_poison(platform):
             body = render(spec, route, field, poison)
             response = send(base_url, route, body)
             if response.status_code >= 500:
-                failures.append(f"{route['method']} {route['path']} {'.'.join(field)}={poison} -> "
-                                f"{response.status_code}: {response.text[:120]}")
+                failures.append(
+                    f"{route['method']} {route['path']} {'.'.join(field)}={poison} -> "
+                    f"{response.status_code}: {response.text[:120]}"
+                )
     broken = broken_lists(base_url, spec)
     assert not failures, f"{len(failures)} request(s) answered 5xx:\n" + "\n".join(failures[:40])
     assert not broken, f"list routes broken afterwards: {broken}"
@@ -283,23 +333,34 @@ def test_random_poison_bodies_never_5xx_nor_break_a_list(platform, routes_and_fi
     known_broken = set(broken_lists(base_url, spec))
 
     deep = st.integers(min_value=60, max_value=3000).flatmap(
-        lambda depth: st.sampled_from(["[" * depth + "]" * depth, '{"a": ' * depth + "0" + "}" * depth]))
-    multibyte = st.text(st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)),
-                        min_size=1, max_size=300).map(lambda text: json.dumps(text, ensure_ascii=False))
+        lambda depth: st.sampled_from(["[" * depth + "]" * depth, '{"a": ' * depth + "0" + "}" * depth])
+    )
+    multibyte = st.text(
+        st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)),
+        min_size=1,
+        max_size=300,
+    ).map(lambda text: json.dumps(text, ensure_ascii=False))
     poisons = st.one_of(st.sampled_from(POISONS), deep, multibyte)
     wrapped = poisons.flatmap(lambda p: st.sampled_from([p, f"[{p}]", f'{{"x": {p}}}', f"[1, {p}]"]))
 
     # No shrink phase: a failure already names its route, field and poison, and shrinking a platform-wide
     # failure (a list broken for good) would multiply the budget.
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=st.sampled_from(routes_and_fields), poison=wrapped)
     def check(case, poison):
         route, field = case
         response = send(base_url, route, render(spec, route, field, poison))
         assert response.status_code < 500, (
             f"{route['method']} {route['path']} {'.'.join(field)}={poison} -> {response.status_code}: "
-            f"{response.text[:200]}")
+            f"{response.text[:200]}"
+        )
         newly_broken = sorted(set(broken_lists(base_url, spec)) - known_broken)
         assert not newly_broken, f"after {route['method']} {route['path']} {'.'.join(field)}={poison}: {newly_broken}"
 
@@ -307,8 +368,13 @@ def test_random_poison_bodies_never_5xx_nor_break_a_list(platform, routes_and_fi
 
 
 def routes_with_path_parameters(spec: dict) -> list[tuple[str, str]]:
-    return [(method.upper(), path) for path, operations in sorted(spec["paths"].items()) if "{" in path
-            for method in operations if method in ("get", "post", "patch", "put", "delete")]
+    return [
+        (method.upper(), path)
+        for path, operations in sorted(spec["paths"].items())
+        if "{" in path
+        for method in operations
+        if method in ("get", "post", "patch", "put", "delete")
+    ]
 
 
 def test_multibyte_and_overlong_path_parameters_never_5xx(platform):
@@ -319,20 +385,31 @@ def test_multibyte_and_overlong_path_parameters_never_5xx(platform):
     routes = routes_with_path_parameters(spec)
     assert len(routes) >= 10, routes
     known_broken = set(broken_lists(base_url, spec))
-    names = st.text(st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs", "Cc")),
-                    min_size=1, max_size=300)
+    names = st.text(
+        st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs", "Cc")),
+        min_size=1,
+        max_size=300,
+    )
 
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=60,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(route=st.sampled_from(routes), name=names, nested=st.booleans())
     def check(route, name, nested):
         method, path = route
         value = f"{name}/{name}" if nested else name
         url = re.sub(r"\{(\w+)(?::path)?\}", lambda m: value if m.group(0).endswith(":path}") else name, path)
-        response = requests.request(method, f"{base_url}{url}", json={} if method in ("POST", "PATCH", "PUT") else None,
-                                    timeout=TIMEOUT)
-        assert response.status_code < 500, f"{method} {path} with {name[:40]!r} -> {response.status_code}: " \
-                                           f"{response.text[:200]}"
+        response = requests.request(
+            method, f"{base_url}{url}", json={} if method in ("POST", "PATCH", "PUT") else None, timeout=TIMEOUT
+        )
+        assert response.status_code < 500, (
+            f"{method} {path} with {name[:40]!r} -> {response.status_code}: {response.text[:200]}"
+        )
 
     check()
     assert set(broken_lists(base_url, spec)) - known_broken == set()

@@ -91,10 +91,16 @@ def test_token_is_required_on_every_route_but_health(tmp_path, hub_online):
     with running_platform(tmp_path, token=TOKEN) as (base_url, _):
         assert requests.get(f"{base_url}/health").status_code == 200
         probes = [
-            ("GET", "/v1/namespaces"), ("POST", "/v1/namespaces"), ("GET", "/v1/models"),
-            ("GET", "/v1/datasets/a/b"), ("DELETE", "/v1/models/a/b"), ("POST", "/v1/datastore/namespaces"),
-            ("POST", "/v1/hf/api/repos/create"), ("GET", f"/v1/hf/api/datasets/{REPO}"),
-            ("HEAD", f"/v1/hf/datasets/{REPO}/resolve/main/x.txt"), ("GET", "/v1/no/such/route"),
+            ("GET", "/v1/namespaces"),
+            ("POST", "/v1/namespaces"),
+            ("GET", "/v1/models"),
+            ("GET", "/v1/datasets/a/b"),
+            ("DELETE", "/v1/models/a/b"),
+            ("POST", "/v1/datastore/namespaces"),
+            ("POST", "/v1/hf/api/repos/create"),
+            ("GET", f"/v1/hf/api/datasets/{REPO}"),
+            ("HEAD", f"/v1/hf/datasets/{REPO}/resolve/main/x.txt"),
+            ("GET", "/v1/no/such/route"),
         ]
         for method, path in probes:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
@@ -115,32 +121,47 @@ def test_token_is_required_on_every_route_but_health(tmp_path, hub_online):
         assert api.list_repo_files(REPO, repo_type="dataset") == ["a.txt"]
 
 
-@pytest.mark.parametrize("organization, name", [
-    ("..", "data"), ("sec-ns", ".."), ("../../etc", "data"), ("sec-ns", "a/b"), ("sec-ns", "a\\b"),
-    ("/abs", "data"), ("sec-ns", "nul\x00byte"), ("sec-ns", "x" * 300), ("", "data"), ("sec ns", "data"),
-])
+@pytest.mark.parametrize(
+    "organization, name",
+    [
+        ("..", "data"),
+        ("sec-ns", ".."),
+        ("../../etc", "data"),
+        ("sec-ns", "a/b"),
+        ("sec-ns", "a\\b"),
+        ("/abs", "data"),
+        ("sec-ns", "nul\x00byte"),
+        ("sec-ns", "x" * 300),
+        ("", "data"),
+        ("sec ns", "data"),
+    ],
+)
 def test_unsafe_repo_ids_are_refused(shared_platform, organization, name):
     base_url, settings, root = shared_platform
-    response = requests.post(f"{base_url}/v1/hf/api/repos/create",
-                             json={"name": name, "organization": organization, "type": "dataset"})
+    response = requests.post(
+        f"{base_url}/v1/hf/api/repos/create", json={"name": name, "organization": organization, "type": "dataset"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["detail"]
     assert not any("sec-ns" not in str(p) for p in settings.repos_dir.rglob("repo.json"))
     assert _files_outside(root, settings.home) == []
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("../escape.txt", "'..'"),
-    ("a/../../escape.txt", "'..'"),
-    ("/tmp/escape.txt", "absolute"),
-    ("C:/escape.txt", "absolute"),
-    ("a\\..\\escape.txt", "backslash"),
-    ("nul\x00.txt", "NUL"),
-    ("x" * 256, "segment"),
-    ("a/" * 520 + "b", "limit"),
-    ("a//b.txt", "empty"),
-    ("tab\t.txt", "control"),
-])
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("../escape.txt", "'..'"),
+        ("a/../../escape.txt", "'..'"),
+        ("/tmp/escape.txt", "absolute"),
+        ("C:/escape.txt", "absolute"),
+        ("a\\..\\escape.txt", "backslash"),
+        ("nul\x00.txt", "NUL"),
+        ("x" * 256, "segment"),
+        ("a/" * 520 + "b", "limit"),
+        ("a//b.txt", "empty"),
+        ("tab\t.txt", "control"),
+    ],
+)
 def test_unsafe_file_paths_in_commits_are_refused(shared_platform, hub_online, request, path, reason):
     base_url, settings, root = shared_platform
     repo = _fresh_repo(base_url, request)
@@ -151,19 +172,24 @@ def test_unsafe_file_paths_in_commits_are_refused(shared_platform, hub_online, r
     assert reason in response.json()["detail"]
     # The whole commit is refused: not even the valid file before the bad one lands.
     assert HfApi(endpoint=f"{base_url}/v1/hf", token=False).list_repo_files(repo, repo_type="dataset") == []
-    preupload = requests.post(f"{base_url}/v1/hf/api/datasets/{repo}/preupload/main",
-                              json={"files": [{"path": path, "size": 5, "sample": ""}]})
+    preupload = requests.post(
+        f"{base_url}/v1/hf/api/datasets/{repo}/preupload/main",
+        json={"files": [{"path": path, "size": 5, "sample": ""}]},
+    )
     assert preupload.status_code == 400
     assert _files_outside(root, settings.home) == []
     assert not Path("/tmp/escape.txt").exists() or Path("/tmp/escape.txt").read_bytes() != b"pwned"
 
 
-@pytest.mark.parametrize("url_path", [
-    "resolve/main/..%2F..%2F..%2Fstate.sqlite3",
-    "resolve/main/%2E%2E/%2E%2E/%2E%2E/state.sqlite3",
-    "resolve/main/a%00b",
-    "resolve/main/a%5C..%5Cb",
-])
+@pytest.mark.parametrize(
+    "url_path",
+    [
+        "resolve/main/..%2F..%2F..%2Fstate.sqlite3",
+        "resolve/main/%2E%2E/%2E%2E/%2E%2E/state.sqlite3",
+        "resolve/main/a%00b",
+        "resolve/main/a%5C..%5Cb",
+    ],
+)
 def test_unsafe_download_paths_are_refused(shared_platform, hub_online, request, url_path):
     base_url, settings, _ = shared_platform
     repo = _fresh_repo(base_url, request)
@@ -194,8 +220,7 @@ def test_oversized_uploads_get_413_and_store_nothing(tmp_path, hub_online):
         _datastore_namespace(base_url)
         api.create_repo(REPO, repo_type="dataset")
         with pytest.raises(HfHubHTTPError) as too_big:
-            api.upload_file(path_or_fileobj=os.urandom(8192), path_in_repo="big.bin", repo_id=REPO,
-                            repo_type="dataset")
+            api.upload_file(path_or_fileobj=os.urandom(8192), path_in_repo="big.bin", repo_id=REPO, repo_type="dataset")
         assert too_big.value.response.status_code == 413
         assert "4096" in too_big.value.response.json()["detail"]
 
@@ -210,16 +235,26 @@ def test_oversized_uploads_get_413_and_store_nothing(tmp_path, hub_online):
         assert api.list_repo_files(REPO, repo_type="dataset") == ["small.txt"]
 
 
-@pytest.mark.parametrize("body, expected", [
-    (b"{not json", "line 1"),
-    (_ndjson(_file_op("a.txt")), "header"),
-    (_ndjson(HEADER, b"[1, 2]"), "line 2"),
-    (_ndjson(HEADER, {"key": "file", "value": {"path": "a.txt", "content": "@@@", "encoding": "base64"}}), "base64"),
-    (_ndjson(HEADER, {"key": "mystery", "value": {"path": "a.txt"}}), "mystery"),
-    (_ndjson(HEADER, {"key": "lfsFile", "value": {"path": "a.bin", "algo": "sha256", "oid": "0" * 64, "size": 1}}),
-     "LFS"),
-    (b"", "empty"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b"{not json", "line 1"),
+        (_ndjson(_file_op("a.txt")), "header"),
+        (_ndjson(HEADER, b"[1, 2]"), "line 2"),
+        (
+            _ndjson(HEADER, {"key": "file", "value": {"path": "a.txt", "content": "@@@", "encoding": "base64"}}),
+            "base64",
+        ),
+        (_ndjson(HEADER, {"key": "mystery", "value": {"path": "a.txt"}}), "mystery"),
+        (
+            _ndjson(
+                HEADER, {"key": "lfsFile", "value": {"path": "a.bin", "algo": "sha256", "oid": "0" * 64, "size": 1}}
+            ),
+            "LFS",
+        ),
+        (b"", "empty"),
+    ],
+)
 def test_malformed_commit_bodies_are_refused_with_the_line(shared_platform, hub_online, request, body, expected):
     base_url, _, _ = shared_platform
     repo = _fresh_repo(base_url, request)
@@ -230,8 +265,9 @@ def test_malformed_commit_bodies_are_refused_with_the_line(shared_platform, hub_
 
 def test_malformed_json_bodies_get_4xx(tmp_path):
     with running_platform(tmp_path) as (base_url, _):
-        create = requests.post(f"{base_url}/v1/hf/api/repos/create", data=b"{oops",
-                               headers={"Content-Type": "application/json"})
+        create = requests.post(
+            f"{base_url}/v1/hf/api/repos/create", data=b"{oops", headers={"Content-Type": "application/json"}
+        )
         assert create.status_code == 400
         assert "JSON" in create.json()["detail"]
         listing = requests.post(f"{base_url}/v1/hf/api/repos/create", json=["not", "an", "object"])
@@ -239,8 +275,9 @@ def test_malformed_json_bodies_get_4xx(tmp_path):
         no_org = requests.post(f"{base_url}/v1/hf/api/repos/create", json={"name": "solo", "type": "dataset"})
         assert no_org.status_code == 400
         assert "namespace" in no_org.json()["detail"]
-        space = requests.post(f"{base_url}/v1/hf/api/repos/create",
-                              json={"name": "s", "organization": "o", "type": "space"})
+        space = requests.post(
+            f"{base_url}/v1/hf/api/repos/create", json={"name": "s", "organization": "o", "type": "space"}
+        )
         assert space.status_code == 400
         assert "space" in space.json()["detail"]
         entity = requests.post(f"{base_url}/v1/namespaces", data=b"{oops", headers={"Content-Type": "application/json"})
@@ -279,7 +316,8 @@ def test_platform_binds_loopback_by_default(tmp_path, monkeypatch):
     assert refused.exit_code == 2
     assert "--allow-remote" in refused.stderr
     refused = CliRunner().invoke(
-        platform_group, ["serve", "--host", "0.0.0.0", "--port", "0", "--home", str(tmp_path), "--allow-remote"])
+        platform_group, ["serve", "--host", "0.0.0.0", "--port", "0", "--home", str(tmp_path), "--allow-remote"]
+    )
     assert refused.exit_code == 2
     assert "without a token" in refused.stderr
     for host in ("0.0.0.0", "::", "192.168.1.10", "my-host.example"):
@@ -305,11 +343,22 @@ def test_every_route_of_every_router_requires_the_token(tmp_path):
     routes = [(method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations]
     # The fault-injection API is not in the OpenAPI document (include_in_schema=False): list it from its router.
     fault_router = control_router(FaultInjector(), JobFaults(FaultInjector().record))
-    routes += [(method, route.path) for route in fault_router.routes if isinstance(route, APIRoute)
-               for method in route.methods]
+    routes += [
+        (method, route.path) for route in fault_router.routes if isinstance(route, APIRoute) for method in route.methods
+    ]
     prefixes = {path.split("/")[2] if path.startswith("/v1/") else path.split("/")[1] for _, path in routes}
-    assert {"hf", "datastore", "namespaces", "datasets", "models", "customization", "deployment", "evaluation",
-            "embeddings", "_faults"} <= prefixes
+    assert {
+        "hf",
+        "datastore",
+        "namespaces",
+        "datasets",
+        "models",
+        "customization",
+        "deployment",
+        "evaluation",
+        "embeddings",
+        "_faults",
+    } <= prefixes
     with running_platform(tmp_path, token=SECRET_TOKEN, enable_faults=True) as (base_url, _):
         checked = 0
         for method, path in routes:
@@ -317,8 +366,13 @@ def test_every_route_of_every_router_requires_the_token(tmp_path):
             if path in UNAUTHENTICATED_PATHS:
                 assert harness.request(method, url, timeout=30).status_code == 200
                 continue
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SECRET_TOKEN}"},
-                            {"Authorization": f"Bearer {SECRET_TOKEN}x"}, {"Authorization": "Bearer "}):
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": f"Basic {SECRET_TOKEN}"},
+                {"Authorization": f"Bearer {SECRET_TOKEN}x"},
+                {"Authorization": "Bearer "},
+            ):
                 response = harness.request(method, url, headers=headers, json={}, timeout=30)
                 assert response.status_code == 401, (method, path, headers, response.status_code)
                 assert SECRET_TOKEN not in response.text
@@ -350,7 +404,10 @@ def test_no_secret_is_written_anywhere(tmp_path, hub_online, monkeypatch, capfd,
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with running_platform(tmp_path, token=SECRET_TOKEN, enable_faults=True, beir_root=beir_root) as (base_url, settings):
+    with running_platform(tmp_path, token=SECRET_TOKEN, enable_faults=True, beir_root=beir_root) as (
+        base_url,
+        settings,
+    ):
         faults = FaultControl(base_url, token=SECRET_TOKEN)
         resources = make_resources(base_url, token=SECRET_TOKEN, hf_token=HF_SECRET, wandb_api_key=WANDB_SECRET)
         instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(dagster_home)))
@@ -365,13 +422,16 @@ def test_no_secret_is_written_anywhere(tmp_path, hub_online, monkeypatch, capfd,
         # A client error whose message might echo the request: unauthorized call with a secret-looking path.
         faults.arm("status", "/v1/evaluation/jobs", "POST", status=502, when="after")
         evaluation = materialize_assets(
-            BASELINE_ASSETS, resources, run_config(source, data_root, experiment="secrets", select=BASELINE_ASSETS),
+            BASELINE_ASSETS,
+            resources,
+            run_config(source, data_root, experiment="secrets", select=BASELINE_ASSETS),
             instance,
         )
         assert evaluation.success
         texts.append(str([e.message for e in evaluation.all_events]))
-        stored = harness.get(f"{base_url}/v1/customization/jobs", headers={"Authorization": f"Bearer {SECRET_TOKEN}"},
-                             timeout=30).text
+        stored = harness.get(
+            f"{base_url}/v1/customization/jobs", headers={"Authorization": f"Bearer {SECRET_TOKEN}"}, timeout=30
+        ).text
         texts.append(stored)
         home = settings.home
     instance.dispose()
@@ -454,7 +514,8 @@ def test_fuzzing_allowance_is_exactly_the_deployment_exists_quirk():
     assert [f.split(":")[0] for f in found] == ["GET /v1/other"]
     other_500 = SCHEMATHESIS_REPORT.replace("already exists", "could not be stored")
     assert [f.split(":")[0] for f in unexpected_fuzzing_failures(other_500)] == [
-        "GET /v1/other", "POST /v1/deployment/model-deployments"
+        "GET /v1/other",
+        "POST /v1/deployment/model-deployments",
     ]
     assert unexpected_fuzzing_failures("no failures at all") == []
 
@@ -467,11 +528,28 @@ def test_schema_fuzzing_finds_no_server_errors(tmp_path):
     assert st is not None, "schemathesis is a test dependency (pyproject.toml [test])"
     with running_platform(tmp_path) as (base_url, _):
         completed = subprocess.run(
-            [st, "run", f"{base_url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "8",
-             "--workers", "1", "--request-timeout", "30", "--seed", "7", "--generation-deterministic",
-             "--exclude-path-regex", "^/v1/customization/jobs$",  # would start real training jobs
-             "--no-color"],
-            capture_output=True, text=True, timeout=600,
+            [
+                st,
+                "run",
+                f"{base_url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "8",
+                "--workers",
+                "1",
+                "--request-timeout",
+                "30",
+                "--seed",
+                "7",
+                "--generation-deterministic",
+                "--exclude-path-regex",
+                "^/v1/customization/jobs$",  # would start real training jobs
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     output = completed.stdout + completed.stderr
     assert unexpected_fuzzing_failures(output) == [], output[-6000:]

@@ -148,8 +148,12 @@ def test_a_dagster_run_with_a_missing_source_stops_at_preflight_and_creates_noth
         assert partitions is not None
         run_config = prepare_experiment_run(instance, "default", "smoke", changes(str(tmp_path / "nowhere.jsonl")))
         result = materialize(
-            [*lineage_assets, *(defs.asset_checks or [])], resources=resources_for_url(base_url),
-            run_config=run_config, instance=instance, raise_on_error=False, partition_key="default",
+            [*lineage_assets, *(defs.asset_checks or [])],
+            resources=resources_for_url(base_url),
+            run_config=run_config,
+            instance=instance,
+            raise_on_error=False,
+            partition_key="default",
         )
         started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
         assert started == ["experiment_spec", "preflight"]  # the spec is stored, then checked

@@ -120,10 +120,23 @@ def test_run_options_are_the_spec_fields_and_each_reaches_its_field(cli_env, tmp
     write_beir_set(beir_root, "second")
     os.environ["EMBED_FT_BEIR_ROOT"] = str(beir_root)  # restored by cli_env's monkeypatch.delenv
     given = {  # one option of each kind: value, optional set to none, choice, nested, seconds, repeatable, flag
-        "--source": str(source), "--revision": "main", "--sample-size": "none", "--validation-size": "0.15",
-        "--test-size": "8", "--seed": "7", "--epochs": "2", "--batch-size": "8", "--learning-rate": "5e-05",
-        "--max-steps": "3", "--warmup-steps": "1", "--max-seq-length": "64", "--poll-interval": "0.5",
-        "--finetuning-type": "lora", "--lora-alpha": "32", "--mining-range-max": "40", "--training-seed": "3",
+        "--source": str(source),
+        "--revision": "main",
+        "--sample-size": "none",
+        "--validation-size": "0.15",
+        "--test-size": "8",
+        "--seed": "7",
+        "--epochs": "2",
+        "--batch-size": "8",
+        "--learning-rate": "5e-05",
+        "--max-steps": "3",
+        "--warmup-steps": "1",
+        "--max-seq-length": "64",
+        "--poll-interval": "0.5",
+        "--finetuning-type": "lora",
+        "--lora-alpha": "32",
+        "--mining-range-max": "40",
+        "--training-seed": "3",
     }
     args = [x for pair in given.items() for x in pair]
     args += ["--task", "file://tinybeir/", "--task", "file://second/", "--no-heldout", "--experiment", "opts"]
@@ -134,8 +147,15 @@ def test_run_options_are_the_spec_fields_and_each_reaches_its_field(cli_env, tmp
     assert spec["data"]["revision"] == "main"
     assert spec["split"] == {**spec["split"], "sample_size": None, "validation_size": 0.15, "test_size": 8, "seed": 7}
     assert spec["training"] == {
-        **spec["training"], "epochs": 2, "batch_size": 8, "learning_rate": 5e-05, "max_steps": 3, "warmup_steps": 1,
-        "max_seq_length": 64, "finetuning_type": "lora", "seed": 3,
+        **spec["training"],
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 5e-05,
+        "max_steps": 3,
+        "warmup_steps": 1,
+        "max_seq_length": 64,
+        "finetuning_type": "lora",
+        "seed": 3,
     }
     assert spec["training"]["lora"]["alpha"] == 32
     assert spec["mining"]["range_max"] == 40
@@ -188,11 +208,39 @@ def test_the_first_readme_command_scaled_down_runs_the_whole_lineage(cli_env, tm
     write_tiny_scifact(shared)
     write_beir_set(shared / "beir", "tinybeir")
     env = dict(os.environ, EMBED_FT_SHARED_DATA=str(shared), EMBED_FT_BEIR_ROOT=str(shared / "beir"))
-    scale = ["--test-size", "4", "--validation-size", "2", "--max-steps", "2", "--batch-size", "8",
-             "--max-seq-length", "64", "--poll-interval", "0.5", "--experiment", "readme"]
+    scale = [
+        "--test-size",
+        "4",
+        "--validation-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-seq-length",
+        "64",
+        "--poll-interval",
+        "0.5",
+        "--experiment",
+        "readme",
+    ]
     proc = subprocess.run(
-        [sys.executable, "-m", "embed_ft.cli", "run", *scale, "--task", "file://scifact/", "--task", "file://tinybeir/"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "embed_ft.cli",
+            "run",
+            *scale,
+            "--task",
+            "file://scifact/",
+            "--task",
+            "file://tinybeir/",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr[-3000:]
@@ -201,7 +249,7 @@ def test_the_first_readme_command_scaled_down_runs_the_whole_lineage(cli_env, tm
     for step in ("preflight", "specter_raw", "fine_tuned_model", "baseline_nim", "evaluation_report"):
         assert f"start  {step}" in lines
         assert any(re.fullmatch(rf"done   {step} \(.+\)", line) for line in lines), step
-    table = lines[lines.index("results (test queries never seen in training; heldout = train queries kept out):") + 1:]
+    table = lines[lines.index("results (test queries never seen in training; heldout = train queries kept out):") + 1 :]
     assert table[0].split()[:6] == ["task", "metric", "baseline", "fine-tuned", "change", "queries"]
     assert {row.split()[0] for row in table[1:13]} == {"heldout", "scifact", "tinybeir"}
     platform = [line for line in lines if line.startswith("  local platform http://127.0.0.1:")]
@@ -214,7 +262,9 @@ def test_the_first_readme_command_scaled_down_runs_the_whole_lineage(cli_env, tm
     assert status.output.startswith("local platform: up at http://127.0.0.1:")
     report = invoke("report")
     assert report.exit_code == 0
-    assert re.match(r"latest report: \d{4}-\d\d-\d\d \d\d:\d\d UTC, experiment readme, run [0-9a-f-]{36}\n", report.output)
+    assert re.match(
+        r"latest report: \d{4}-\d\d-\d\d \d\d:\d\d UTC, experiment readme, run [0-9a-f-]{36}\n", report.output
+    )
     assert "history lives in " + str(tmp_path / "dagster_home") in report.output
     assert invoke("platform", "stop").output.strip() == "stopped"
     down = CliRunner().invoke(main, ["platform", "status"])

@@ -102,8 +102,12 @@ def test_lost_answers_and_transient_errors_during_training(tmp_path, hub_online,
         faults.arm("status", "/v1/datasets/[^/]+/[^/]+", "GET", status=502)
 
         # Run A in a subprocess: it submits the job, then its worker dies hard (SIGKILL: nothing is cancelled).
-        args = {"base_url": url, "assets": TRAINING_ASSETS, "run_config": config,
-                "dagster_home": str(tmp_path / "dagster_home_a")}
+        args = {
+            "base_url": url,
+            "assets": TRAINING_ASSETS,
+            "run_config": config,
+            "dagster_home": str(tmp_path / "dagster_home_a"),
+        }
         Path(args["dagster_home"]).mkdir()
         run_a = start_materialize_process(tmp_path / "run_a.json", args, tmp_path / "run_a.log")
         running = wait_for_job_status(url, "customization", {"running"})
@@ -172,8 +176,12 @@ def test_failed_job_terminated_run_and_platform_restart(tmp_path, hub_online, ca
 
         # 2. The next materialization starts exactly one new job; terminating its run (SIGTERM, as a run launcher
         #    does) cancels that job on the platform.
-        args = {"base_url": url, "assets": TRAINING_ASSETS, "run_config": config,
-                "dagster_home": str(tmp_path / "dagster_home_term")}
+        args = {
+            "base_url": url,
+            "assets": TRAINING_ASSETS,
+            "run_config": config,
+            "dagster_home": str(tmp_path / "dagster_home_term"),
+        }
         Path(args["dagster_home"]).mkdir()
         terminated = start_materialize_process(tmp_path / "run_term.json", args, tmp_path / "run_term.log")
         running = wait_for_job_status(url, "customization", {"running"})
@@ -181,8 +189,13 @@ def test_failed_job_terminated_run_and_platform_restart(tmp_path, hub_online, ca
         terminated.send_signal(signal.SIGTERM)
         assert terminated.wait(timeout=120) != 0
         tally.runs_failed_as_expected += 1
-        assert wait_for(lambda: harness.get(f"{url}/v1/customization/jobs/{running['id']}", timeout=10)
-                        .json()["status"] in ("cancelled",), "the terminated run's job to be cancelled")
+        assert wait_for(
+            lambda: (
+                harness.get(f"{url}/v1/customization/jobs/{running['id']}", timeout=10).json()["status"]
+                in ("cancelled",)
+            ),
+            "the terminated run's job to be cancelled",
+        )
         assert "Run terminated: cancelling" in (tmp_path / "run_term.log").read_text()
         assert sorted(j["status"] for j in jobs(url)) == ["cancelled", "failed"]
 
@@ -199,7 +212,9 @@ def test_failed_job_terminated_run_and_platform_restart(tmp_path, hub_online, ca
         before = {
             "datasets": list_all(url, "/v1/datasets"),
             "configs": list_all(url, "/v1/customization/configs"),
-            "repo_files": sorted(p.relative_to(home).as_posix() for p in (home / "datastore").rglob("*") if p.is_file()),
+            "repo_files": sorted(
+                p.relative_to(home).as_posix() for p in (home / "datastore").rglob("*") if p.is_file()
+            ),
         }
         kill_process_group(platform)
         platform, url_again = start_platform_process(home, port)
@@ -214,7 +229,9 @@ def test_failed_job_terminated_run_and_platform_restart(tmp_path, hub_online, ca
         after = {
             "datasets": list_all(url, "/v1/datasets"),
             "configs": list_all(url, "/v1/customization/configs"),
-            "repo_files": sorted(p.relative_to(home).as_posix() for p in (home / "datastore").rglob("*") if p.is_file()),
+            "repo_files": sorted(
+                p.relative_to(home).as_posix() for p in (home / "datastore").rglob("*") if p.is_file()
+            ),
         }
         # Counted before the equality below, so that a loss shows in the tally line and not only in the diff.
         tally.lost_artifacts += sum(len([x for x in before[kind] if x not in after[kind]]) for kind in before)
@@ -270,25 +287,37 @@ def test_evaluation_and_deployment_faults(tmp_path, hub_online, capsys):
         faults.stall_evaluations(True)
         term_config = run_config(source, data_root, experiment="evalfaults", select=BASELINE_ASSETS)
         term_config["changes"]["evaluation.top_k"] = 5
-        args = {"base_url": url, "assets": BASELINE_ASSETS, "run_config": term_config,
-                "dagster_home": str(tmp_path / "dagster_home_term")}
+        args = {
+            "base_url": url,
+            "assets": BASELINE_ASSETS,
+            "run_config": term_config,
+            "dagster_home": str(tmp_path / "dagster_home_term"),
+        }
         Path(args["dagster_home"]).mkdir()
         terminated = start_materialize_process(tmp_path / "run_term.json", args, tmp_path / "run_term.log")
         running = wait_for_job_status(url, "evaluation", {"running"})
         terminated.send_signal(signal.SIGTERM)
         assert terminated.wait(timeout=120) != 0
         tally.runs_failed_as_expected += 1
-        assert wait_for(lambda: harness.get(f"{url}/v1/evaluation/jobs/{running['id']}", timeout=10)
-                        .json()["status"] == "cancelled", "the terminated run's evaluation job to be cancelled")
+        assert wait_for(
+            lambda: (
+                harness.get(f"{url}/v1/evaluation/jobs/{running['id']}", timeout=10).json()["status"] == "cancelled"
+            ),
+            "the terminated run's evaluation job to be cancelled",
+        )
         faults.stall_evaluations(False)
         assert sorted(j["status"] for j in jobs(url, "evaluation")) == ["cancelled", "completed", "failed"]
 
         # A deployment that never becomes ready fails after its timeout and says so.
         # The base-model NIM is one deployment shared by every experiment (BASELINE_DEPLOYMENT): the one the
         # second run made ready is the one kept pending here.
-        faults.arm("patch_json", f"/v1/deployment/model-deployments/{NAMESPACE}/{BASELINE_DEPLOYMENT}", "GET",
-                   times=10_000,
-                   body={"status_details": {"status": "pending", "description": "waiting for a GPU node (injected)"}})
+        faults.arm(
+            "patch_json",
+            f"/v1/deployment/model-deployments/{NAMESPACE}/{BASELINE_DEPLOYMENT}",
+            "GET",
+            times=10_000,
+            body={"status_details": {"status": "pending", "description": "waiting for a GPU node (injected)"}},
+        )
         never = run_config(source, data_root, experiment="never", deploy_timeout_s=3, select=["baseline_nim"])
         result = materialize_assets(["baseline_nim"], resources, never, instance)
         assert not result.success

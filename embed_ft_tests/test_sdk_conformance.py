@@ -126,10 +126,17 @@ def served_base(sdk_and_log):
     """The bundled base model deployed through the SDK and listed by the NIM: its served (unversioned) name."""
     sdk = sdk_and_log[0]
     sdk.namespaces.create(id="sdk-deploy")
-    sdk.deployment.model_deployments.create(name="sdk-base", namespace="sdk-deploy",
-                                            config={"model": BASE_MODEL, "nim_deployment": NIM})
-    wait_for(lambda: sdk.deployment.model_deployments.retrieve("sdk-base", namespace="sdk-deploy")
-             .status_details.status in ("ready", "failed"), 120, "deployment sdk-deploy/sdk-base to settle")
+    sdk.deployment.model_deployments.create(
+        name="sdk-base", namespace="sdk-deploy", config={"model": BASE_MODEL, "nim_deployment": NIM}
+    )
+    wait_for(
+        lambda: (
+            sdk.deployment.model_deployments.retrieve("sdk-base", namespace="sdk-deploy").status_details.status
+            in ("ready", "failed")
+        ),
+        120,
+        "deployment sdk-deploy/sdk-base to settle",
+    )
     doc = sdk.deployment.model_deployments.retrieve("sdk-base", namespace="sdk-deploy")
     assert doc.status_details.status == "ready", doc
     wait_for(lambda: BASE_MODEL in [m.id for m in sdk.inference.models.list().data], 60, "the NIM to list the model")
@@ -145,20 +152,28 @@ def eval_refs(sdk_and_log, platform, served_base):
     target = {"name": "sdk-base", "namespace": "sdk-eval", **retriever_target(platform.nim, served_base, top_k=5)}
     sdk.evaluation.configs.create(**config)
     sdk.evaluation.targets.create(**target)
-    return SimpleNamespace(config="sdk-eval/sdk-tiny", target="sdk-eval/sdk-base", config_body=config,
-                           target_body=target)
+    return SimpleNamespace(
+        config="sdk-eval/sdk-tiny", target="sdk-eval/sdk-base", config_body=config, target_body=target
+    )
 
 
 def _wait_eval(sdk, job_id: str, timeout_s: float = 90) -> Any:
-    return wait_for(lambda: (j := sdk.evaluation.jobs.retrieve(job_id)).status in JOB_TERMINAL and j,
-                    timeout_s, f"evaluation job {job_id} to end")
+    return wait_for(
+        lambda: (j := sdk.evaluation.jobs.retrieve(job_id)).status in JOB_TERMINAL and j,
+        timeout_s,
+        f"evaluation job {job_id} to end",
+    )
 
 
 @pytest.fixture(scope="module")
 def completed_eval_job(sdk_and_log, eval_refs):
     sdk = sdk_and_log[0]
-    job = sdk.evaluation.jobs.create(config=eval_refs.config, target=eval_refs.target, namespace="sdk-eval",
-                                     custom_fields={"suite": "sdk", "run": "reference"})
+    job = sdk.evaluation.jobs.create(
+        config=eval_refs.config,
+        target=eval_refs.target,
+        namespace="sdk-eval",
+        custom_fields={"suite": "sdk", "run": "reference"},
+    )
     done = _wait_eval(sdk, job.id)
     assert done.status == "completed", done.status_details
     return done
@@ -168,18 +183,23 @@ def completed_eval_job(sdk_and_log, eval_refs):
 def cust_dataset(sdk_and_log, platform):
     """A tiny triplet dataset in the Data Store (huggingface_hub) registered in the Entity Store, and a config."""
     sdk = sdk_and_log[0]
-    upload_dataset(platform.base, "sdk-cust", "triplets", jsonl(make_triplets(16)), jsonl(make_triplets(4, 100)),
-                   platform.root)
-    sdk.customization.configs.create(**sft_config_body("sdk-sft@v1", "sdk-cust", DEFAULT_TARGET, micro_batch_size=8,
-                                                       max_seq_length=64))
+    upload_dataset(
+        platform.base, "sdk-cust", "triplets", jsonl(make_triplets(16)), jsonl(make_triplets(4, 100)), platform.root
+    )
+    sdk.customization.configs.create(
+        **sft_config_body("sdk-sft@v1", "sdk-cust", DEFAULT_TARGET, micro_batch_size=8, max_seq_length=64)
+    )
     return SimpleNamespace(namespace="sdk-cust", name="triplets", config="sdk-cust/sdk-sft@v1")
 
 
 def _failing_eval_body(config_namespace: str, nim_url: str, **extra: Any) -> dict:
     """An evaluation job on a Data Store dataset that does not exist: created at once, fails at once."""
     ns = config_namespace
-    return {"config": retriever_config(ns, beir_task(f"hf://datasets/{ns}/no-such-set", name="missing")),
-            "target": retriever_target(nim_url, BASE_MODEL, top_k=5), **extra}
+    return {
+        "config": retriever_config(ns, beir_task(f"hf://datasets/{ns}/no-such-set", name="missing")),
+        "target": retriever_target(nim_url, BASE_MODEL, top_k=5),
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------------------------------- namespaces
@@ -224,8 +244,13 @@ def test_datasets_create_get_list_filter_sort_delete(sdk):
     ns = "sdk-data"
     sdk.namespaces.create(id=ns)
     for name in ("set-beta", "set-alpha", "set-gamma"):
-        created = sdk.datasets.create(name=name, namespace=ns, files_url=f"hf://datasets/{ns}/{name}",
-                                      description=f"{name} triplets", custom_fields={"owner": name})
+        created = sdk.datasets.create(
+            name=name,
+            namespace=ns,
+            files_url=f"hf://datasets/{ns}/{name}",
+            description=f"{name} triplets",
+            custom_fields={"owner": name},
+        )
         assert created.name == name
         assert created.files_url == f"hf://datasets/{ns}/{name}"
     with pytest.raises(ConflictError):
@@ -235,7 +260,10 @@ def test_datasets_create_get_list_filter_sort_delete(sdk):
     assert [d.name for d in by_name.data] == ["set-alpha", "set-beta", "set-gamma"]
     assert by_name.pagination.total_results == 3
     assert [d.name for d in sdk.datasets.list(filter={"namespace": ns}, sort="-name").data] == [
-        "set-gamma", "set-beta", "set-alpha"]
+        "set-gamma",
+        "set-beta",
+        "set-alpha",
+    ]
     second = sdk.datasets.list(filter={"namespace": ns}, sort="name", page=2, page_size=2)
     assert [d.name for d in second.data] == ["set-gamma"]
     assert (second.pagination.page, second.pagination.total_pages, second.pagination.current_page_size) == (2, 2, 1)
@@ -259,7 +287,8 @@ def test_mismatch_models_list_without_parameters_is_the_entity_store(sdk, sent, 
     names = [f"{m.namespace}/{m.name}" for m in listed.data]
     assert BASE_MODEL in names, (
         f"GET {platform.base}/v1/models without parameters answered {listed.to_dict()!r}: not the Entity Store's "
-        f"model list (which holds {BASE_MODEL})")
+        f"model list (which holds {BASE_MODEL})"
+    )
     assert listed.pagination is not None
     assert listed.pagination.total_results >= 1
     assert sent.queries("/v1/models") == [""]
@@ -269,8 +298,13 @@ def test_models_create_get_list_filter_sort_paginate_delete(sdk):
     ns = "sdk-models"
     sdk.namespaces.create(id=ns)
     for name, peft in (("m-beta", None), ("m-alpha", {"finetuning_type": "lora"}), ("m-gamma", None)):
-        body: dict[str, Any] = {"name": name, "namespace": ns, "base_model": BASE_MODEL, "description": f"model {name}",
-                                "custom_fields": {"tier": name}}
+        body: dict[str, Any] = {
+            "name": name,
+            "namespace": ns,
+            "base_model": BASE_MODEL,
+            "description": f"model {name}",
+            "custom_fields": {"tier": name},
+        }
         if peft:
             body["peft"] = peft
         assert check_body(model_create_params.ModelCreateParams, body) == []
@@ -347,14 +381,24 @@ def test_customization_targets_list_get_create_update_delete(sdk, platform):
     assert got.num_parameters > 0
 
     ns = "sdk-targets"
-    created = sdk.customization.targets.create(name="minilm-copy@v1", namespace=ns, base_model=BASE_MODEL,
-                                               model_uri=Path(default.model_path).as_uri(),
-                                               num_parameters=default.num_parameters, precision="fp32")
+    created = sdk.customization.targets.create(
+        name="minilm-copy@v1",
+        namespace=ns,
+        base_model=BASE_MODEL,
+        model_uri=Path(default.model_path).as_uri(),
+        num_parameters=default.num_parameters,
+        precision="fp32",
+    )
     assert created.status == "ready"
     assert created.enabled is True
     with pytest.raises(ConflictError):
-        sdk.customization.targets.create(name="minilm-copy@v1", namespace=ns, num_parameters=1, precision="fp32",
-                                         model_uri=Path(default.model_path).as_uri())
+        sdk.customization.targets.create(
+            name="minilm-copy@v1",
+            namespace=ns,
+            num_parameters=1,
+            precision="fp32",
+            model_uri=Path(default.model_path).as_uri(),
+        )
     updated = sdk.customization.targets.update("minilm-copy@v1", namespace=ns, enabled=False, description="off")
     assert updated.enabled is False
     assert updated.description == "off"
@@ -392,9 +436,19 @@ def cust_job(sdk_and_log, cust_dataset):
     """A customization job submitted with the SDK from our builder's body. It is cancelled, not trained: training
     takes a minute on 2 busy cores and is covered by test_platform_customizer.py."""
     sdk = sdk_and_log[0]
-    body = with_idempotency_key(sft_job_body("sdk-tiny", cust_dataset.config, cust_dataset.namespace, cust_dataset.name,
-                                             f"{cust_dataset.namespace}/sdk-tuned", batch_size=8, learning_rate=5e-5,
-                                             extra_hyperparameters={"max_steps": 2}), "sdk-key-1")
+    body = with_idempotency_key(
+        sft_job_body(
+            "sdk-tiny",
+            cust_dataset.config,
+            cust_dataset.namespace,
+            cust_dataset.name,
+            f"{cust_dataset.namespace}/sdk-tuned",
+            batch_size=8,
+            learning_rate=5e-5,
+            extra_hyperparameters={"max_steps": 2},
+        ),
+        "sdk-key-1",
+    )
     assert check_body(cust_job_params.JobCreateParams, body) == []
     job = sdk.customization.jobs.create(**body)
     yield job
@@ -421,8 +475,11 @@ def test_customization_job_create_get_status_list_cancel(sdk, cust_job, cust_dat
     cancelled = sdk.customization.jobs.cancel(job.id)
     assert cancelled.id == job.id
     assert cancelled.status in ("cancelling", "cancelled")
-    final = wait_for(lambda: (s := sdk.customization.jobs.status(job.id)).status in JOB_TERMINAL and s, 60,
-                     f"customization job {job.id} to stop")
+    final = wait_for(
+        lambda: (s := sdk.customization.jobs.status(job.id)).status in JOB_TERMINAL and s,
+        60,
+        f"customization job {job.id} to stop",
+    )
     assert final.status == "cancelled", final.status_logs
     in_status = sdk.customization.jobs.list(filter={"namespace": ns, "status": "cancelled"}, page_size=100)
     assert job.id in [j.id for j in in_status.data]
@@ -439,8 +496,14 @@ def test_mismatch_p_tuning_is_refused_with_422(platform, cust_dataset):
     config = sft_config_body("ptuning@v1", "sdk-cust", DEFAULT_TARGET, finetuning_type="p_tuning")
     response = requests.post(f"{platform.base}/v1/customization/configs", json=config, timeout=TIMEOUT)
     assert response.status_code == 422, f"config with finetuning_type p_tuning: {response.status_code} {response.text}"
-    job = sft_job_body("ptuning", cust_dataset.config, cust_dataset.namespace, cust_dataset.name,
-                       f"{cust_dataset.namespace}/ptuned", finetuning_type="p_tuning")
+    job = sft_job_body(
+        "ptuning",
+        cust_dataset.config,
+        cust_dataset.namespace,
+        cust_dataset.name,
+        f"{cust_dataset.namespace}/ptuned",
+        finetuning_type="p_tuning",
+    )
     response = requests.post(f"{platform.base}/v1/customization/jobs", json=job, timeout=TIMEOUT)
     assert response.status_code == 422, response.text
     assert "finetuning_type" in response.text, response.text
@@ -452,13 +515,21 @@ def test_mismatch_sdk_finetuning_types_are_accepted(sdk, cust_dataset, finetunin
     (``adapter_dim``, ``alpha``, ``adapter_dropout``, ``target_modules``) for the LoRA types."""
     ns = cust_dataset.namespace
     config_name = f"ft-{finetuning_type.replace('_', '-')}@v1"
-    config = sdk.customization.configs.create(**sft_config_body(config_name, ns, DEFAULT_TARGET,
-                                                                finetuning_type=finetuning_type, max_seq_length=64))
+    config = sdk.customization.configs.create(
+        **sft_config_body(config_name, ns, DEFAULT_TARGET, finetuning_type=finetuning_type, max_seq_length=64)
+    )
     assert config.training_options[0].finetuning_type == finetuning_type
     extra = {"lora": dict(LORA)} if finetuning_type != "all_weights" else {}
-    body = sft_job_body(f"ft-{finetuning_type}", f"{ns}/{config_name}", ns, cust_dataset.name,
-                        f"{ns}/ft-{finetuning_type.replace('_', '-')}", finetuning_type=finetuning_type, batch_size=8,
-                        extra_hyperparameters=extra)
+    body = sft_job_body(
+        f"ft-{finetuning_type}",
+        f"{ns}/{config_name}",
+        ns,
+        cust_dataset.name,
+        f"{ns}/ft-{finetuning_type.replace('_', '-')}",
+        finetuning_type=finetuning_type,
+        batch_size=8,
+        extra_hyperparameters=extra,
+    )
     assert check_body(cust_job_params.JobCreateParams, body) == []
     try:
         job = sdk.customization.jobs.create(**body)
@@ -487,11 +558,18 @@ def test_model_deployments_create_list_get_delete(sdk, served_base):
     assert base.url
     assert base.models == [BASE_MODEL]
 
-    created = sdk.deployment.model_deployments.create(name="sdk-temp", namespace="sdk-deploy",
-                                                      config={"model": BASE_MODEL, "nim_deployment": NIM})
+    created = sdk.deployment.model_deployments.create(
+        name="sdk-temp", namespace="sdk-deploy", config={"model": BASE_MODEL, "nim_deployment": NIM}
+    )
     assert created.status_details.status in ("pending", "ready")
-    wait_for(lambda: sdk.deployment.model_deployments.retrieve("sdk-temp", namespace="sdk-deploy")
-             .status_details.status == "ready", 120, "deployment sdk-deploy/sdk-temp to be ready")
+    wait_for(
+        lambda: (
+            sdk.deployment.model_deployments.retrieve("sdk-temp", namespace="sdk-deploy").status_details.status
+            == "ready"
+        ),
+        120,
+        "deployment sdk-deploy/sdk-temp to be ready",
+    )
     deleted = sdk.deployment.model_deployments.delete("sdk-temp", namespace="sdk-deploy")
     assert deleted is not None
     with pytest.raises(NotFoundError):
@@ -511,8 +589,13 @@ def test_inference_models_and_embeddings_at_the_nim_base(sdk, sent, platform, se
     assert len(one.data) == 1
     assert len(one.data[0].embedding) == 384
     assert one.data[0].index == 0
-    many = sdk.embeddings.create(input=["a passage", "another passage"], model=served_base, input_type="passage",
-                                 truncate="END", encoding_format="float")
+    many = sdk.embeddings.create(
+        input=["a passage", "another passage"],
+        model=served_base,
+        input_type="passage",
+        truncate="END",
+        encoding_format="float",
+    )
     assert [e.index for e in many.data] == [0, 1]
     assert many.model == served_base
     assert many.usage.prompt_tokens > 0
@@ -615,14 +698,16 @@ def test_mismatch_evaluation_jobs_filter_on_custom_fields(sdk, sent, platform):
     ns = _unique("sdk-eval-cf")
     sdk.namespaces.create(id=ns)
     value = uuid.uuid4().hex
-    wanted = sdk.evaluation.jobs.create(**_failing_eval_body(ns, platform.nim, namespace=ns,
-                                                             custom_fields={"k": value, "other": "x"}))
+    wanted = sdk.evaluation.jobs.create(
+        **_failing_eval_body(ns, platform.nim, namespace=ns, custom_fields={"k": value, "other": "x"})
+    )
     sdk.evaluation.jobs.create(**_failing_eval_body(ns, platform.nim, namespace=ns, custom_fields={"k": "another"}))
     sent.clear()
     found = sdk.evaluation.jobs.list(filter={"custom_fields": {"k": value}})
     assert f"filter[custom_fields][k]={value}" in sent.queries("/v1/evaluation/jobs")[0]
     assert [j.id for j in found.data] == [wanted.id], (
-        f"filter[custom_fields][k]={value} found {[j.id for j in found.data]}, expected [{wanted.id}]")
+        f"filter[custom_fields][k]={value} found {[j.id for j in found.data]}, expected [{wanted.id}]"
+    )
 
 
 def test_evaluation_job_cancel_and_delete(sdk, platform, eval_refs):
@@ -632,8 +717,9 @@ def test_evaluation_job_cancel_and_delete(sdk, platform, eval_refs):
     with stalling_endpoint(delay_s=3.0) as slow_url:
         # The evaluator runs one job at a time: while the first waits on a stalling embeddings endpoint, the second
         # is queued, and is cancelled before it starts.
-        running = sdk.evaluation.jobs.create(config=config, target=retriever_target(slow_url, "x/y", top_k=5),
-                                             namespace=ns)
+        running = sdk.evaluation.jobs.create(
+            config=config, target=retriever_target(slow_url, "x/y", top_k=5), namespace=ns
+        )
         queued = sdk.evaluation.jobs.create(config=eval_refs.config, target=eval_refs.target, namespace=ns)
         sdk.evaluation.jobs.cancel(queued.id)
         assert sdk.evaluation.jobs.retrieve(queued.id).status == "cancelled"
@@ -674,7 +760,8 @@ SHAPE_CALLS: dict[str, Any] = {
     "models.delete": lambda c, x: c.models.delete(_scratch(x, "model"), namespace="sdk-shapes"),
     "customization.targets.list": lambda c, x: c.customization.targets.list(),
     "customization.targets.retrieve": lambda c, x: c.customization.targets.retrieve(
-        DEFAULT_TARGET.split("/")[1], namespace=DEFAULT_TARGET.split("/")[0]),
+        DEFAULT_TARGET.split("/")[1], namespace=DEFAULT_TARGET.split("/")[0]
+    ),
     "customization.configs.list": lambda c, x: c.customization.configs.list(),
     "customization.configs.retrieve": lambda c, x: c.customization.configs.retrieve("sdk-sft@v1", namespace="sdk-cust"),
     "customization.jobs.list": lambda c, x: c.customization.jobs.list(filter={"namespace": "sdk-cust"}),
@@ -683,7 +770,8 @@ SHAPE_CALLS: dict[str, Any] = {
     "customization.jobs.container_logs": lambda c, x: c.customization.jobs.container_logs(x.cust_job.id),
     "deployment.model_deployments.list": lambda c, x: c.deployment.model_deployments.list(),
     "deployment.model_deployments.retrieve": lambda c, x: c.deployment.model_deployments.retrieve(
-        "sdk-base", namespace="sdk-deploy"),
+        "sdk-base", namespace="sdk-deploy"
+    ),
     "inference.models.list": lambda c, x: c.inference.models.list(),
     "embeddings.create": lambda c, x: c.embeddings.create(input=["shape"], model=x.served, input_type="query"),
     "evaluation.configs.list": lambda c, x: c.evaluation.configs.list(),
@@ -702,8 +790,9 @@ def shape_ctx(sdk_and_log, served_base, cust_job, completed_eval_job):
     sdk = sdk_and_log[0]
     sdk.namespaces.create(id="sdk-shapes")
     sdk.datasets.create(name="shapes", namespace="sdk-shapes", files_url="hf://datasets/sdk-shapes/shapes")
-    return SimpleNamespace(sdk=sdk, served=served_base, cust_job=cust_job, eval_job=completed_eval_job,
-                           dataset="shapes")
+    return SimpleNamespace(
+        sdk=sdk, served=served_base, cust_job=cust_job, eval_job=completed_eval_job, dataset="shapes"
+    )
 
 
 @pytest.mark.parametrize("call", list(SHAPE_CALLS))
@@ -719,34 +808,74 @@ def test_response_parses_strictly_into_the_sdk_model(strict_sdk, shape_ctx, call
 def _our_bodies(nim_url: str) -> dict[str, tuple[Any, dict]]:
     """Every request body our builders produce, with the SDK parameter type it must satisfy."""
     config = sft_config_body("embed-ft-0123456789@v1", "embed-sft-ns", "nvidia/llama-3.2-nv-embedqa-1b@v2")
-    job = sft_job_body("embed-sft", "embed-sft-ns/embed-ft-0123456789@v1", "embed-sft-ns", "embed-sft-data",
-                       "embed-sft-ns/default-embed-sft", extra_hyperparameters={"max_steps": 10, "warmup_steps": 2,
-                                                                               "seed": 42},
-                       dataset_parameters={"num_hard_negatives": 5},
-                       integrations=[{"type": "wandb", "wandb": {"project": "embed-ft"}}], description="SFT")
-    lora_job = sft_job_body("embed-sft", "embed-sft-ns/lora@v1", "embed-sft-ns", "embed-sft-data",
-                            "embed-sft-ns/lora-embed-sft", finetuning_type="lora_merged",
-                            extra_hyperparameters={"lora": dict(LORA)})
+    job = sft_job_body(
+        "embed-sft",
+        "embed-sft-ns/embed-ft-0123456789@v1",
+        "embed-sft-ns",
+        "embed-sft-data",
+        "embed-sft-ns/default-embed-sft",
+        extra_hyperparameters={"max_steps": 10, "warmup_steps": 2, "seed": 42},
+        dataset_parameters={"num_hard_negatives": 5},
+        integrations=[{"type": "wandb", "wandb": {"project": "embed-ft"}}],
+        description="SFT",
+    )
+    lora_job = sft_job_body(
+        "embed-sft",
+        "embed-sft-ns/lora@v1",
+        "embed-sft-ns",
+        "embed-sft-data",
+        "embed-sft-ns/lora-embed-sft",
+        finetuning_type="lora_merged",
+        extra_hyperparameters={"lora": dict(LORA)},
+    )
     tasks = beir_task("file://scifact/", name="scifact")
     tasks |= beir_task("hf://datasets/embed-sft-ns/heldout", name="heldout")
     return {
         "namespace": (namespace_create_params.NamespaceCreateParams, {"id": "embed-sft-ns"}),
-        "dataset": (dataset_create_params.DatasetCreateParams, {
-            "name": "embed-sft-data", "namespace": "embed-sft-ns", "description": "SPECTER triplets",
-            "files_url": "hf://datasets/embed-sft-ns/embed-sft-data", "project": "embedding_sft"}),
+        "dataset": (
+            dataset_create_params.DatasetCreateParams,
+            {
+                "name": "embed-sft-data",
+                "namespace": "embed-sft-ns",
+                "description": "SPECTER triplets",
+                "files_url": "hf://datasets/embed-sft-ns/embed-sft-data",
+                "project": "embedding_sft",
+            },
+        ),
         "customization config": (cust_config_params.ConfigCreateParams, config),
         "customization job": (cust_job_params.JobCreateParams, with_idempotency_key(job, "a" * 64)),
         "customization job (lora_merged)": (cust_job_params.JobCreateParams, lora_job),
-        "deployment": (model_deployment_create_params.ModelDeploymentCreateParams, {
-            "name": "embed-sft-nim", "namespace": "embed-sft-ns",
-            "config": {"model": "embed-sft-ns/default-embed-sft@cust-AAAAAAAAAAAAAAAAAAAAAA",
-                       "nim_deployment": nim_deployment_body()}}),
-        "evaluation job": (eval_job_params.JobCreateParams, with_idempotency_key({
-            "config": retriever_config("embed-sft-ns", tasks),
-            "target": retriever_target(nim_url, "embed-sft-ns/default-embed-sft", top_k=10, api_key="")}, "b" * 64)),
-        "embeddings": (embedding_create_params.EmbeddingCreateParams, {
-            "input": ["q"], "model": "embed-sft-ns/default-embed-sft", "input_type": "query",
-            "encoding_format": "float", "truncate": "END"}),
+        "deployment": (
+            model_deployment_create_params.ModelDeploymentCreateParams,
+            {
+                "name": "embed-sft-nim",
+                "namespace": "embed-sft-ns",
+                "config": {
+                    "model": "embed-sft-ns/default-embed-sft@cust-AAAAAAAAAAAAAAAAAAAAAA",
+                    "nim_deployment": nim_deployment_body(),
+                },
+            },
+        ),
+        "evaluation job": (
+            eval_job_params.JobCreateParams,
+            with_idempotency_key(
+                {
+                    "config": retriever_config("embed-sft-ns", tasks),
+                    "target": retriever_target(nim_url, "embed-sft-ns/default-embed-sft", top_k=10, api_key=""),
+                },
+                "b" * 64,
+            ),
+        ),
+        "embeddings": (
+            embedding_create_params.EmbeddingCreateParams,
+            {
+                "input": ["q"],
+                "model": "embed-sft-ns/default-embed-sft",
+                "input_type": "query",
+                "encoding_format": "float",
+                "truncate": "END",
+            },
+        ),
     }
 
 
@@ -779,15 +908,27 @@ def test_bodies_our_clients_send_type_check_against_sdk_params(platform, served_
     nim = NimClient(http("NIM", platform.nim))
 
     es.ensure_namespace("sdk-ours")
-    es.create_dataset(cust_dataset.name, "sdk-ours", f"hf://datasets/{cust_dataset.namespace}/{cust_dataset.name}",
-                      description="ours", project="embedding_sft")
+    es.create_dataset(
+        cust_dataset.name,
+        "sdk-ours",
+        f"hf://datasets/{cust_dataset.namespace}/{cust_dataset.name}",
+        description="ours",
+        project="embedding_sft",
+    )
     cz.create_config(sft_config_body("ours@v1", "sdk-ours", DEFAULT_TARGET, max_seq_length=64))
-    job = cz.create_job(sft_job_body("ours", "sdk-ours/ours@v1", cust_dataset.namespace, cust_dataset.name,
-                                     "sdk-ours/ours-tuned", batch_size=8), idempotency_key="c" * 64)
+    job = cz.create_job(
+        sft_job_body(
+            "ours", "sdk-ours/ours@v1", cust_dataset.namespace, cust_dataset.name, "sdk-ours/ours-tuned", batch_size=8
+        ),
+        idempotency_key="c" * 64,
+    )
     cz.cancel_job(job["id"])
     dm.create_deployment("sdk-base", "sdk-deploy", served_base, NIM)  # exists: answered with the existing one
-    evaluation = ev.create_job(retriever_config("sdk-ours", beir_task("hf://datasets/sdk-ours/none", name="none")),
-                               retriever_target(platform.nim, served_base, top_k=5), idempotency_key="d" * 64)
+    evaluation = ev.create_job(
+        retriever_config("sdk-ours", beir_task("hf://datasets/sdk-ours/none", name="none")),
+        retriever_target(platform.nim, served_base, top_k=5),
+        idempotency_key="d" * 64,
+    )
     nim.embed(["protein folding"], served_base, truncate="END")
     _wait_eval_http(platform.base, evaluation["id"])
 
@@ -803,8 +944,15 @@ def test_bodies_our_clients_send_type_check_against_sdk_params(platform, served_
 
 
 def _wait_eval_http(base_url: str, job_id: str) -> dict:
-    return wait_for(lambda: (d := requests.get(f"{base_url}/v1/evaluation/jobs/{job_id}", timeout=TIMEOUT).json())
-                    ["status"] in JOB_TERMINAL and d, 60, f"evaluation job {job_id} to end")
+    return wait_for(
+        lambda: (
+            (d := requests.get(f"{base_url}/v1/evaluation/jobs/{job_id}", timeout=TIMEOUT).json())["status"]
+            in JOB_TERMINAL
+            and d
+        ),
+        60,
+        f"evaluation job {job_id} to end",
+    )
 
 
 def test_launchpad_finetuning_types_are_the_sdk_s():
@@ -819,8 +967,14 @@ def test_launchpad_finetuning_types_are_the_sdk_s():
     spec = preset_spec("scifact", LOCAL)
     with pytest.raises(SpecError, match="finetuning_type"):
         apply_changes(spec, {"training.finetuning_type": "p_tuning"})
-    dataset = UploadedDataset(namespace="embed-sft-ns", name="embed-sft-data", repo_id="embed-sft-ns/embed-sft-data",
-                              files_url="hf://datasets/embed-sft-ns/embed-sft-data", commit=None, data_version="v")
+    dataset = UploadedDataset(
+        namespace="embed-sft-ns",
+        name="embed-sft-data",
+        repo_id="embed-sft-ns/embed-sft-data",
+        files_url="hf://datasets/embed-sft-ns/embed-sft-data",
+        commit=None,
+        data_version="v",
+    )
     lora = {f"training.lora.{key}": LORA[key] for key in ("adapter_dim", "alpha", "adapter_dropout", "target_modules")}
     for finetuning_type in ("all_weights", "lora", "lora_merged"):
         config = apply_changes(spec, {"training.finetuning_type": finetuning_type, **lora}).training
@@ -855,8 +1009,9 @@ def test_mismatch_idempotency_lookup_finds_an_old_job_among_more_than_2000(tmp_p
 
             session = sessions.setdefault(threading.get_ident(), requests.Session())
             extra = {"custom_fields": {IDEMPOTENCY_FIELD: f"other-{i}"}} if i % 2 else {}
-            return session.post(f"{base_url}/v1/evaluation/jobs", json=_failing_eval_body("busy", nim_url, **extra),
-                                timeout=TIMEOUT).status_code
+            return session.post(
+                f"{base_url}/v1/evaluation/jobs", json=_failing_eval_body("busy", nim_url, **extra), timeout=TIMEOUT
+            ).status_code
 
         with ThreadPoolExecutor(4) as pool:
             codes = list(pool.map(submit, range(OLD_JOBS)))
@@ -868,7 +1023,8 @@ def test_mismatch_idempotency_lookup_finds_an_old_job_among_more_than_2000(tmp_p
         found = ev.find_job(key)
         assert found is not None, (
             f"find_job({key[:8]}...) returned None on a platform holding {OLD_JOBS + 1} evaluation jobs: the job "
-            f"{original['id']} exists, so a rerun would submit a duplicate")
+            f"{original['id']} exists, so a rerun would submit a duplicate"
+        )
         assert found["id"] == original["id"]
 
 
@@ -892,14 +1048,22 @@ def _job_waiter():
         remote_jobs = None
     if remote_jobs is not None and hasattr(remote_jobs, "run_remote_job"):
         return lambda fetch: remote_jobs.run_remote_job(
-            context, what=what, key="k" * 64, find=lambda key: None, submit=lambda: {"id": "cust-test"},
-            fetch=lambda job_id: fetch(), cancel=lambda job_id: None, **timing)[1]
+            context,
+            what=what,
+            key="k" * 64,
+            find=lambda key: None,
+            submit=lambda: {"id": "cust-test"},
+            fetch=lambda job_id: fetch(),
+            cancel=lambda job_id: None,
+            **timing,
+        )[1]
     if remote_jobs is not None and hasattr(remote_jobs, "wait_for_job"):
         return lambda fetch: remote_jobs.wait_for_job(context, what=what, fetch=fetch, cancel=lambda: None, **timing)
     from embed_ft.defs.common import wait_for_remote
 
-    return lambda fetch: wait_for_remote(context, what=what, fetch=fetch, cancel=None,
-                                         status_of=lambda doc: str(doc.get("status")).lower(), **timing)
+    return lambda fetch: wait_for_remote(
+        context, what=what, fetch=fetch, cancel=None, status_of=lambda doc: str(doc.get("status")).lower(), **timing
+    )
 
 
 def test_mismatch_ready_is_not_a_terminal_job_status():

@@ -173,7 +173,8 @@ def test_experiments_lineage_report_chart_and_leaderboard_in_chromium(served_lin
         chart = page.get_by_role("dialog").get_by_role("img", name="baseline vs fine-tuned")
         chart.wait_for()
         page.wait_for_function(
-            "() => [...document.querySelectorAll('img[alt=\"baseline vs " "fine-tuned\"]')].some(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('img[alt=\"baseline vs "
+            "fine-tuned\"]')].some(i => i.complete && i.naturalWidth > 0)"
         )
         assert chart.evaluate("img => img.naturalWidth") > 300
         assert save(page, tmp_path, "experiment-report.png").stat().st_size < 600_000

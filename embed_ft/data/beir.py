@@ -32,7 +32,11 @@ from .errors import SourceError
 
 def _missing_files_error(error: BeirFilesMissing) -> SourceError:
     folder = error.folder
-    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())[:20] if folder.is_dir() else []
+    present = (
+        sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())[:20]
+        if folder.is_dir()
+        else []
+    )
     return SourceError(
         f"BEIR folder {str(folder)!r} lacks {', '.join(repr(name) for name in error.missing)}"
         + (f" (found: {', '.join(present)})" if present else " (the folder is missing or empty)")
@@ -87,7 +91,9 @@ def testing_split_to_beir(testing_jsonl: Union[str, Path], out_dir: Union[str, P
     rows = 0
     for line in iter_lines(testing_jsonl):
         if line.problem:
-            raise SourceError(f"{testing_jsonl}:{line.number}: not a NeMo row {{query, pos_doc, neg_doc}} ({line.problem})")
+            raise SourceError(
+                f"{testing_jsonl}:{line.number}: not a NeMo row {{query, pos_doc, neg_doc}} ({line.problem})"
+            )
         rows += 1
         query, positive = line.row["query"], line.row["pos_doc"]
         query_id = _text_id("q", query)

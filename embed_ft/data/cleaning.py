@@ -191,7 +191,10 @@ def _exact_duplicates(
     candidates = pa.array(rows[shared])
     seen: set[tuple] = set()
     texts = zip(
-        query.take(candidates).to_pylist(), positive.take(candidates).to_pylist(), negatives.take(candidates).to_pylist(), strict=True
+        query.take(candidates).to_pylist(),
+        positive.take(candidates).to_pylist(),
+        negatives.take(candidates).to_pylist(),
+        strict=True,
     )
     for row, (q, p, negs) in zip(rows[shared], texts, strict=True):
         key = (q, p, tuple(negs))
@@ -291,7 +294,11 @@ def clean_triplets(
     def mean(lengths: np.ndarray) -> float:
         return round(float(lengths.mean()), 2) if len(lengths) else 0.0
 
-    mean_chars = {"query": mean(q_len[sub_keep]), "pos_doc": mean(p_len[sub_keep]), "neg_doc": mean(n_len[kept_negatives])}
+    mean_chars = {
+        "query": mean(q_len[sub_keep]),
+        "pos_doc": mean(p_len[sub_keep]),
+        "neg_doc": mean(n_len[kept_negatives]),
+    }
     return CleanResult(clean, dropped, n, mean_chars, _compact_codes(query_codes[sub_keep]))
 
 

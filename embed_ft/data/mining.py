@@ -64,7 +64,9 @@ class MiningSettings:
                 f"num_negatives ({self.num_negatives})"
             )
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
-            found.append(f"sampling_strategy must be one of {', '.join(SAMPLING_STRATEGIES)}, got {self.sampling_strategy!r}")
+            found.append(
+                f"sampling_strategy must be one of {', '.join(SAMPLING_STRATEGIES)}, got {self.sampling_strategy!r}"
+            )
         if self.batch_size < 1:
             found.append(f"batch_size must be >= 1, got {self.batch_size}")
         return found
@@ -137,7 +139,9 @@ def mine_beir_triplets(
     doc_texts = {doc_id: document_text(*doc) for doc_id, doc in data.corpus.items()}
     corpus = list(dict.fromkeys(doc_texts.values()))
     if len(corpus) < 2:
-        raise SourceError(f"BEIR folder {str(folder)!r}: the corpus needs at least 2 distinct documents, has {len(corpus)}")
+        raise SourceError(
+            f"BEIR folder {str(folder)!r}: the corpus needs at least 2 distinct documents, has {len(corpus)}"
+        )
     anchors, positives = [], []
     relevant: dict[str, set[str]] = {}  # query text -> every relevant document text (queries with equal text merge)
     for qid in query_ids:

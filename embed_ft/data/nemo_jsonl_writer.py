@@ -37,7 +37,9 @@ def _rows_needing_escape(values: pa.Array) -> np.ndarray:
         before = data[np.maximum(positions - 1, 0)]
         before2 = data[np.maximum(positions - 2, 0)]
         line_break = ((byte == 0x85) & (before == 0xC2)) | ((byte >= 0xA8) & (before == 0x80) & (before2 == 0xE2))
-        positions = positions[(byte < 0x80) | line_break]  # in valid UTF-8 these pairs/triples are exactly those characters
+        positions = positions[
+            (byte < 0x80) | line_break
+        ]  # in valid UTF-8 these pairs/triples are exactly those characters
     needs = np.zeros(n, dtype=bool)
     needs[np.searchsorted(offsets, positions, side="right") - 1] = True
     return needs
@@ -72,10 +74,18 @@ def encode_nemo_jsonl(table: pa.Table) -> pa.Buffer:
     if len(lengths) and lengths.min() == 0:
         raise ValueError("every row needs at least one negative (neg_doc may not be empty)")
     # ["a", "b"]: the escaped texts joined by '", "' inside '["' ... '"]'.
-    negatives_json = pc.binary_join(rebuild_lists(lengths, _json_string_bodies(pc.list_flatten(negatives))), large_string_scalar('", "'))
+    negatives_json = pc.binary_join(
+        rebuild_lists(lengths, _json_string_bodies(pc.list_flatten(negatives))), large_string_scalar('", "')
+    )
     lines = pc.binary_join_element_wise(
-        large_string_scalar('{"query": "'), query, large_string_scalar('", "pos_doc": "'), positive, large_string_scalar('", "neg_doc": ["'), negatives_json,
-        large_string_scalar('"]}\n'), large_string_scalar(""),
+        large_string_scalar('{"query": "'),
+        query,
+        large_string_scalar('", "pos_doc": "'),
+        positive,
+        large_string_scalar('", "neg_doc": ["'),
+        negatives_json,
+        large_string_scalar('"]}\n'),
+        large_string_scalar(""),
     )
     # A non-null string array's value buffer is exactly the concatenated lines.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64, count=len(lines) + 1, offset=lines.offset * 8)

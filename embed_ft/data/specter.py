@@ -68,9 +68,7 @@ def local_data_files(source: str | Path) -> list[Path]:
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_FORMATS)
     if not files:
-        raise SourceError(
-            f"local folder {str(path)!r} holds no data file ({', '.join(sorted(LOCAL_FORMATS))})"
-        )
+        raise SourceError(f"local folder {str(path)!r} holds no data file ({', '.join(sorted(LOCAL_FORMATS))})")
     return files
 
 
@@ -112,7 +110,7 @@ def unreachable_hint(config_field: str) -> str:
     return (
         f"To use a local copy instead, set `{config_field}` to a local file or folder (JSONL, JSON, Parquet or CSV "
         f"in the `set` or anchor/positive/negative layout), e.g. "
-        f"{{\"ops\": {{\"specter_raw\": {{\"config\": {{\"{config_field}\": \"../shared/data/specter-sample\"}}}}}}}}."
+        f'{{"ops": {{"specter_raw": {{"config": {{"{config_field}": "../shared/data/specter-sample"}}}}}}}}.'
     )
 
 
@@ -139,7 +137,9 @@ def resolve_hub_revision(dataset_id: str, revision: Optional[str] = None, *, con
             f"{where}: unknown dataset id (or private without a token). " + unreachable_hint(config_field)
         ) from exc
     except HFValidationError as exc:
-        raise SourceError(f"{dataset_id!r} is neither an existing local path nor a valid Hub dataset id: {exc}") from exc
+        raise SourceError(
+            f"{dataset_id!r} is neither an existing local path nor a valid Hub dataset id: {exc}"
+        ) from exc
     except HfHubHTTPError as exc:
         raise SourceError(f"{where}: the Hub answered with an error: {exc}") from exc
     except _network_error_types() as exc:
@@ -233,15 +233,14 @@ def load_specter_source(
     else:
         resolved_revision = resolve_hub_revision(source, revision, config_field=config_field)
         try:
-            table = _load_with_datasets(
-                source, subset, revision=resolved_revision, split=split, cache_dir=cache_dir
-            )
+            table = _load_with_datasets(source, subset, revision=resolved_revision, split=split, cache_dir=cache_dir)
             _check_utf8(table)
         except ValueError as exc:
             raise SourceError(f"Hugging Face dataset {source!r}@{resolved_revision}: {exc}") from exc
         except _network_error_types() as exc:
             raise SourceError(
-                f"the Hugging Face Hub cannot be reached to download {source!r} ({exc}). " + unreachable_hint(config_field)
+                f"the Hugging Face Hub cannot be reached to download {source!r} ({exc}). "
+                + unreachable_hint(config_field)
             ) from exc
         except Exception as exc:  # noqa: BLE001
             cause = _root_cause(exc)
@@ -252,8 +251,13 @@ def load_specter_source(
         version, kind, file_names = resolved_revision, "hub", []
     layout = detect_layout(table.column_names, source)
     return LoadedSource(
-        table=table, layout=layout, kind=kind, source=source, revision=resolved_revision,
-        data_version=version, files=file_names,
+        table=table,
+        layout=layout,
+        kind=kind,
+        source=source,
+        revision=resolved_revision,
+        data_version=version,
+        files=file_names,
     )
 
 

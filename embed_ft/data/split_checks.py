@@ -34,6 +34,4 @@ def crossing_queries(paths: dict[str, Path]) -> dict[str, int]:
     """For each pair of splits, how many query texts occur in both (all zeros when leak-free)."""
     queries = {name: split_queries(Path(p)) for name, p in paths.items()}
     names = list(queries)
-    return {
-        f"{a}&{b}": len(queries[a] & queries[b]) for i, a in enumerate(names) for b in names[i + 1 :]
-    }
+    return {f"{a}&{b}": len(queries[a] & queries[b]) for i, a in enumerate(names) for b in names[i + 1 :]}

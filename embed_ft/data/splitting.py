@@ -51,9 +51,12 @@ class SplitOptions:
             raise ValueError(f"sample_size must be >= 2 (training + validation rows), got {self.sample_size}")
         if self.sample_fraction is not None and not 0 < self.sample_fraction <= 1:
             raise ValueError(f"sample_fraction must be in (0, 1], got {self.sample_fraction}")
-        if self.validation_size <= 0 or (self.validation_size >= 1 and self.validation_size != int(self.validation_size)):
+        if self.validation_size <= 0 or (
+            self.validation_size >= 1 and self.validation_size != int(self.validation_size)
+        ):
             raise ValueError(
-                "validation_size must be a fraction in (0, 1) or a " f"whole number of rows >= 1, got {self.validation_size}"
+                "validation_size must be a fraction in (0, 1) or a "
+                f"whole number of rows >= 1, got {self.validation_size}"
             )
         if self.test_size < 1:
             raise ValueError(f"test_size must be >= 1 (the held-out split may not be empty), got {self.test_size}")

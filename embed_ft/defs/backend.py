@@ -1,5 +1,4 @@
-"""The backend profile of a run's resources (the table is `embed_ft/profiles.py`) and the GPU stages' automation.
-"""
+"""The backend profile of a run's resources (the table is `embed_ft/profiles.py`) and the GPU stages' automation."""
 
 from __future__ import annotations
 

@@ -59,8 +59,12 @@ def report_chart_png(rows: Sequence[ReportRow], metric: str, title: str) -> Opti
     ax = figure.subplots()
     width = 0.38
     positions = range(len(chosen))
-    base = ax.bar([p - width / 2 for p in positions], [r.baseline for r in chosen], width, label="baseline", color="#9aa5b1")
-    tuned = ax.bar([p + width / 2 for p in positions], [r.fine_tuned for r in chosen], width, label="fine-tuned", color="#4f46e5")
+    base = ax.bar(
+        [p - width / 2 for p in positions], [r.baseline for r in chosen], width, label="baseline", color="#9aa5b1"
+    )
+    tuned = ax.bar(
+        [p + width / 2 for p in positions], [r.fine_tuned for r in chosen], width, label="fine-tuned", color="#4f46e5"
+    )
     ax.bar_label(base, fmt="%.3f", fontsize=8, padding=2)
     ax.bar_label(tuned, fmt="%.3f", fontsize=8, padding=2)
     ax.set_xticks(list(positions), [r.task for r in chosen])

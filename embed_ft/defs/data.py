@@ -156,8 +156,12 @@ def specter_raw(context: AssetExecutionContext) -> MaterializeResult:
         if kind == "beir":
             version = _beir_version(config)
             beir = snapshot_beir_split(config.source, root / "raw" / "specter_raw_beir", split=config.split)
-            pairs = [(beir.queries[q], document_text(*beir.corpus[d])) for q, docs in beir.qrels.items()
-                     for d, score in docs.items() if score > 0]
+            pairs = [
+                (beir.queries[q], document_text(*beir.corpus[d]))
+                for q, docs in beir.qrels.items()
+                for d, score in docs.items()
+                if score > 0
+            ]
             table = pa.table({"query": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
             revision, layout, files = None, "beir", 3
         else:
@@ -165,15 +169,29 @@ def specter_raw(context: AssetExecutionContext) -> MaterializeResult:
                 config.source, load_revision, config.split, subset=config.subset, cache_dir=str(root / "hf_cache")
             )
             table, version, revision, layout, files = (
-                loaded.table, loaded.data_version, loaded.revision, loaded.layout, len(loaded.files)
+                loaded.table,
+                loaded.data_version,
+                loaded.revision,
+                loaded.layout,
+                len(loaded.files),
             )
     except (SourceError, ValueError) as exc:
         raise Failure(description=f"specter_raw: {exc}", allow_retries=False) from exc
     # A BEIR snapshot is the copied folder (`table` only previews its judged pairs); other sources one Parquet file.
-    path = root / "raw" / "specter_raw_beir" if kind == "beir" else write_parquet(table, root / "raw" / "specter_raw.parquet")
+    path = (
+        root / "raw" / "specter_raw_beir"
+        if kind == "beir"
+        else write_parquet(table, root / "raw" / "specter_raw.parquet")
+    )
     value = RawSnapshot(
-        path=path, source=config.source, kind=kind, revision=revision, data_version=version, layout=layout,
-        rows=table.num_rows, split=config.split if kind == "beir" else None,
+        path=path,
+        source=config.source,
+        kind=kind,
+        revision=revision,
+        data_version=version,
+        layout=layout,
+        rows=table.num_rows,
+        split=config.split if kind == "beir" else None,
     )
     metadata = {
         "source": config.source,
@@ -261,7 +279,9 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in handle if line.strip())
 
 
-@asset_check(asset=specter_triplets, blocking=True, description="Every line is {query: str, pos_doc: str, neg_doc: [str, ...]}.")
+@asset_check(
+    asset=specter_triplets, blocking=True, description="Every line is {query: str, pos_doc: str, neg_doc: [str, ...]}."
+)
 def specter_triplets_schema(context: AssetCheckExecutionContext, specter_triplets: TripletSplits) -> AssetCheckResult:
     problems: list[str] = []
     rows: dict[str, int] = {}
@@ -273,13 +293,18 @@ def specter_triplets_schema(context: AssetCheckExecutionContext, specter_triplet
         problems += found
     return AssetCheckResult(
         passed=not problems,
-        metadata={**{f"rows/{k}": v for k, v in rows.items()}, "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        metadata={
+            **{f"rows/{k}": v for k, v in rows.items()},
+            "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        },
         description="; ".join(problems[:3]) if problems else None,
     )
 
 
 @asset_check(asset=specter_triplets, blocking=True, description="Training, validation and testing each hold rows.")
-def specter_triplets_non_empty(context: AssetCheckExecutionContext, specter_triplets: TripletSplits) -> AssetCheckResult:
+def specter_triplets_non_empty(
+    context: AssetCheckExecutionContext, specter_triplets: TripletSplits
+) -> AssetCheckResult:
     rows = {name: _count_lines(path) for name, path in specter_triplets.paths().items()}
     empty = [name for name, n in rows.items() if n == 0]
     return AssetCheckResult(
@@ -290,7 +315,9 @@ def specter_triplets_non_empty(context: AssetCheckExecutionContext, specter_trip
 
 
 @asset_check(asset=specter_triplets, blocking=True, description="No query text occurs in two splits.")
-def specter_triplets_no_query_leak(context: AssetCheckExecutionContext, specter_triplets: TripletSplits) -> AssetCheckResult:
+def specter_triplets_no_query_leak(
+    context: AssetCheckExecutionContext, specter_triplets: TripletSplits
+) -> AssetCheckResult:
     crossing = crossing_queries(specter_triplets.paths())
     leaks = {pair: n for pair, n in crossing.items() if n}
     return AssetCheckResult(

@@ -97,7 +97,8 @@ with warnings.catch_warnings():
         name=SOURCE_ASSET,
         group_name="data",
         tags=CPU_TAGS,
-        description="The SPECTER source (Hugging Face dataset or local " "file/folder) as it is now: its data version is the "
+        description="The SPECTER source (Hugging Face dataset or local "
+        "file/folder) as it is now: its data version is the "
         "Hub revision sha or the content hash, so a change shows here and makes specter_raw stale.",
     )
     def specter_source(context) -> ObserveResult:
@@ -125,8 +126,9 @@ def build_specter_source_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
-            f"Watches {source.source!r}" if source else
-            f"Watches the SPECTER source (env {SOURCE_ENV}, else the source specter_raw was last built from)"
+            f"Watches {source.source!r}"
+            if source
+            else f"Watches the SPECTER source (env {SOURCE_ENV}, else the source specter_raw was last built from)"
         )
         + " — a Hub dataset by its revision sha, a local file or folder by its content hash — and rebuilds the data "
         "assets once per change, with the stored spec of the experiment that built them. Stopped by default: start "
@@ -143,8 +145,11 @@ def build_specter_source_sensor(
         context.update_cursor(version)
         if version == previous:
             return SkipReason(f"source {watched.source!r} unchanged (data version {version})")
-        tags = {"embed_ft/source": watched.source[:200], "embed_ft/source_version": version,
-                EXPERIMENT_TAG: data_experiment(context.instance)}
+        tags = {
+            "embed_ft/source": watched.source[:200],
+            "embed_ft/source_version": version,
+            EXPERIMENT_TAG: data_experiment(context.instance),
+        }
         if seen["sha"]:
             tags[PINNED_REVISION_TAG] = seen["sha"]  # build exactly the revision that triggered the run
         # No settings are given: the data assets run with the stored spec of the experiment the tag names.

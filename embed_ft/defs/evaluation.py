@@ -1,7 +1,6 @@
 """Evaluation stage: the held-out BEIR set, and BEIR retriever evaluations of the shared base NIM (once) and of each
 experiment's NIM (per partition). `report.py` compares them."""
 
-
 import tempfile
 import time
 from pathlib import Path
@@ -69,8 +68,9 @@ def heldout_eval_dataset(
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(version))
 
 
-def heldout_on_v2(used: StoredSpec, splits: TripletSplits, evaluator: EvaluatorResource,
-                  workspace: str) -> MaterializeResult:
+def heldout_on_v2(
+    used: StoredSpec, splits: TripletSplits, evaluator: EvaluatorResource, workspace: str
+) -> MaterializeResult:
     """`heldout_eval_dataset` on the v2 profile: the same BEIR files in a fileset of the v2 platform."""
     name = used.spec.evaluation.heldout_dataset_name
     files = FilesClient(evaluator.http())
@@ -116,8 +116,9 @@ def run_evaluation(
     tasks = evaluation_tasks(config, heldout)
     timeout_s = spec.remote.evaluation_timeout_s
     if evaluator.api_profile() == "v2":
-        return run_evaluation_v2(context, spec, label, nim, tasks, heldout.data_version, evaluator,
-                                 entity_store.namespace, timeout_s)
+        return run_evaluation_v2(
+            context, spec, label, nim, tasks, heldout.data_version, evaluator, entity_store.namespace, timeout_s
+        )
     ev = evaluator.client()
     task_bodies: dict[str, Any] = {}
     for name, url in tasks.items():
@@ -172,7 +173,9 @@ def run_evaluation(
         )
     per_query = {t: scores for t, scores in per_query_scores(results).items() if t in tasks}
     queries = {**query_counts(results), **{t: len(scores) for t, scores in per_query.items()}}
-    value = EvaluationResult(model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries)
+    value = EvaluationResult(
+        model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries
+    )
     metadata: dict[str, Any] = {
         "job_id": job_id,
         "job_url": link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}"),

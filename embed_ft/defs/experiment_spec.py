@@ -14,7 +14,6 @@ experiment this asset was last built for. Each asset records ``experiment``, ``s
 used (``settings``) in its own metadata.
 """
 
-
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -49,11 +48,14 @@ SPEC_CODE_VERSION = "1"
 
 class SpecChoice(Config):
     preset: Optional[str] = Field(
-        default=None, description=f"Start from this preset ({', '.join(PRESETS)}); empty: the experiment's stored "
-        f"spec ({DEFAULT_PRESET} for a new experiment).")
+        default=None,
+        description=f"Start from this preset ({', '.join(PRESETS)}); empty: the experiment's stored "
+        f"spec ({DEFAULT_PRESET} for a new experiment).",
+    )
     # A bare dict is a permissive map in Dagster's config schema: values may be null (a cleared field) or lists.
     changes: dict = Field(
-        default_factory=dict, description="Fields to change, by dotted name: {\"training.learning_rate\": 5e-5}.")
+        default_factory=dict, description='Fields to change, by dotted name: {"training.learning_rate": 5e-5}.'
+    )
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ def spec_metadata(spec: ExperimentSpec, previous: Optional[ExperimentSpec], prof
     }
 
 
-def build_spec(choice_preset: Optional[str], changes: dict[str, Any], previous: Optional[ExperimentSpec],
-               profile: BackendProfile) -> ExperimentSpec:
+def build_spec(
+    choice_preset: Optional[str], changes: dict[str, Any], previous: Optional[ExperimentSpec], profile: BackendProfile
+) -> ExperimentSpec:
     """The spec a run asks for: the preset's (or the stored one, or the default preset's) with ``changes``."""
     if choice_preset is not None:
         base = preset_spec(choice_preset, profile)
@@ -97,8 +100,11 @@ def stored_spec(instance: DagsterInstance, experiment: str) -> Optional[StoredSp
     try:
         spec = parse_spec(getattr(entry, "value", None))
     except SpecError as exc:
-        raise Failure(f"The stored spec of experiment {experiment!r} is no longer valid ({exc}); materialize "
-                      f"{SPEC_ASSET} [{experiment}] with a preset to replace it.", allow_retries=False) from None
+        raise Failure(
+            f"The stored spec of experiment {experiment!r} is no longer valid ({exc}); materialize "
+            f"{SPEC_ASSET} [{experiment}] with a preset to replace it.",
+            allow_retries=False,
+        ) from None
     return StoredSpec(experiment, spec, spec_version(spec))
 
 
@@ -118,7 +124,8 @@ def spec_history(instance: DagsterInstance, experiment: str, limit: int = 50) ->
 def _recorded_experiment(context: AssetExecutionContext) -> Optional[str]:
     event = context.instance.get_latest_materialization_event(context.asset_key)
     entry = ((event.asset_materialization.metadata or {}) if event and event.asset_materialization else {}).get(
-        "experiment")
+        "experiment"
+    )
     value = getattr(entry, "value", None)
     return value if isinstance(value, str) else None
 
@@ -136,8 +143,11 @@ def run_spec(context: AssetExecutionContext) -> StoredSpec:
     experiment = run_experiment(context)
     found = stored_spec(context.instance, experiment)
     if found is None:
-        raise Failure(f"Experiment {experiment!r} has no stored spec: run `embed-ft run --experiment {experiment}` "
-                      f"or materialize {SPEC_ASSET} [{experiment}] first.", allow_retries=False)
+        raise Failure(
+            f"Experiment {experiment!r} has no stored spec: run `embed-ft run --experiment {experiment}` "
+            f"or materialize {SPEC_ASSET} [{experiment}] first.",
+            allow_retries=False,
+        )
     context.log.info(f"Using the spec of experiment {experiment!r}, version {found.version}")
     return found
 
@@ -170,6 +180,8 @@ def experiment_spec(
     except (SpecError, ValueError) as exc:
         raise Failure(f"Invalid spec for experiment {experiment!r}: {exc}", allow_retries=False) from None
     metadata = spec_metadata(spec, previous.spec if previous else None, profile)
-    context.log.info(f"Spec {metadata['spec_version']} of {experiment!r}; differs from preset {spec.preset}: "
-                     f"{metadata['differs_from_preset'].value or 'nothing'}")
+    context.log.info(
+        f"Spec {metadata['spec_version']} of {experiment!r}; differs from preset {spec.preset}: "
+        f"{metadata['differs_from_preset'].value or 'nothing'}"
+    )
     return MaterializeResult(value=spec, metadata=metadata, data_version=DataVersion(spec_version(spec)))

@@ -35,7 +35,9 @@ KEEP_MINED_FILES = 3  # the latest few mined files stay, so switching back to re
 
 
 def mined_data_version(source_version: str, model_print: str, settings: MiningSettings, split: str) -> str:
-    return "mined:" + stable_hash(source_version, model_print, settings.as_dict(), split, MINED_TRIPLETS_CODE_VERSION)[:32]
+    return (
+        "mined:" + stable_hash(source_version, model_print, settings.as_dict(), split, MINED_TRIPLETS_CODE_VERSION)[:32]
+    )
 
 
 def _storage(raw: RawSnapshot) -> Path:
@@ -45,7 +47,7 @@ def _storage(raw: RawSnapshot) -> Path:
 
 def _prune(folder: Path, keep: Path) -> None:
     others = sorted((p for p in folder.glob("*.parquet") if p != keep), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in others[KEEP_MINED_FILES - 1:]:
+    for stale in others[KEEP_MINED_FILES - 1 :]:
         stale.unlink(missing_ok=True)
 
 
@@ -61,12 +63,22 @@ def mined_triplets(context: AssetExecutionContext, specter_raw: RawSnapshot) -> 
     config = used.spec.mining
     if specter_raw.layout != "beir":
         value = MinedTriplets(
-            path=specter_raw.path, source=specter_raw.source, layout=specter_raw.layout, rows=specter_raw.rows,
-            data_version=specter_raw.data_version, source_data_version=specter_raw.data_version, mined=False,
+            path=specter_raw.path,
+            source=specter_raw.source,
+            layout=specter_raw.layout,
+            rows=specter_raw.rows,
+            data_version=specter_raw.data_version,
+            source_data_version=specter_raw.data_version,
+            mined=False,
         )
-        metadata: dict[str, Any] = {"mined": False, "reused": False, "dagster/row_count": specter_raw.rows,
-                    "data_version": specter_raw.data_version, **used_spec_metadata(used, "mining"),
-                    "note": f"{specter_raw.layout!r} rows carry their negatives: passed through unchanged"}
+        metadata: dict[str, Any] = {
+            "mined": False,
+            "reused": False,
+            "dagster/row_count": specter_raw.rows,
+            "data_version": specter_raw.data_version,
+            **used_spec_metadata(used, "mining"),
+            "note": f"{specter_raw.layout!r} rows carry their negatives: passed through unchanged",
+        }
         return MaterializeResult(value=value, data_version=DataVersion(specter_raw.data_version), metadata=metadata)
 
     settings = config.settings()
@@ -81,7 +93,9 @@ def mined_triplets(context: AssetExecutionContext, specter_raw: RawSnapshot) -> 
             context.log.info(f"source, model and settings unchanged (data version {version}): reusing {path}")
             table = read_parquet(path)
         else:
-            context.log.info(f"mining {settings.num_negatives} negative(s) per row from {specter_raw.path} with {model}")
+            context.log.info(
+                f"mining {settings.num_negatives} negative(s) per row from {specter_raw.path} with {model}"
+            )
             result = mine_beir_triplets(specter_raw.path, model, settings, split=split)
             table = pa.Table.from_pandas(result.frame, preserve_index=False)
             write_parquet(table, path)
@@ -90,15 +104,23 @@ def mined_triplets(context: AssetExecutionContext, specter_raw: RawSnapshot) -> 
     except SourceError as exc:
         raise Failure(description=f"mined_triplets: {exc}", allow_retries=False) from exc
     if table.num_rows == 0:
-        raise Failure(description="mined_triplets: no row kept a negative; widen range_max or lower range_min/margins",
-                      allow_retries=False)
+        raise Failure(
+            description="mined_triplets: no row kept a negative; widen range_max or lower range_min/margins",
+            allow_retries=False,
+        )
     value = MinedTriplets(
-        path=path, source=specter_raw.source, layout="columns", rows=table.num_rows, data_version=version,
-        source_data_version=specter_raw.data_version, mined=True,
+        path=path,
+        source=specter_raw.source,
+        layout="columns",
+        rows=table.num_rows,
+        data_version=version,
+        source_data_version=specter_raw.data_version,
+        mined=True,
     )
     head = table.slice(0, 5).to_pylist()
-    preview = markdown_table(["query", "positive", "negatives"],
-                             [[r["query"][:80], r["positive"][:80], len(r["negatives"])] for r in head])
+    preview = markdown_table(
+        ["query", "positive", "negatives"], [[r["query"][:80], r["positive"][:80], len(r["negatives"])] for r in head]
+    )
     metadata = {
         "mined": True,
         "reused": reused,

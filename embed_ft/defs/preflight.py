@@ -26,7 +26,6 @@ whose last materialization is fine); a step whose optional output is absent skip
 fails no run, so the one red mark is this check, and the one log line says what to fix.
 """
 
-
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,14 +80,20 @@ def profile_problems(spec: ExperimentSpec, uses_local_platform: bool) -> list[Pr
     backend = backend_defaults(uses_local_platform).name
     if spec.profile == backend:
         return []
-    return [Problem("profile", f"the spec was made for the {spec.profile!r} backend profile, but the resources point "
-                    f"at a {backend!r} backend", "start from a preset again (embed-ft run --preset NAME), which "
-                    "takes the backend's profile")]
+    return [
+        Problem(
+            "profile",
+            f"the spec was made for the {spec.profile!r} backend profile, but the resources point "
+            f"at a {backend!r} backend",
+            "start from a preset again (embed-ft run --preset NAME), which takes the backend's profile",
+        )
+    ]
 
 
 def _unavailable(what: str, folder: str) -> Problem:
     return Problem(
-        what, "it is not on this machine, not in the Hugging Face Hub cache, and the Hub is offline (HF_HUB_OFFLINE)",
+        what,
+        "it is not on this machine, not in the Hugging Face Hub cache, and the Hub is offline (HF_HUB_OFFLINE)",
         f"unset HF_HUB_OFFLINE to download {download_line(folder)}; or set EMBED_FT_SHARED_DATA to a folder holding "
         "beir/<name>",
     )
@@ -133,9 +138,7 @@ def _embedded_beir_root(evaluator: EvaluatorResource) -> Optional[Path]:
     return Path(root) if root else None
 
 
-def task_problems(
-    urls: list[str], evaluator: EvaluatorResource, datastore: DataStoreResource
-) -> list[Problem]:
+def task_problems(urls: list[str], evaluator: EvaluatorResource, datastore: DataStoreResource) -> list[Problem]:
     problems = []
     beir_root = _embedded_beir_root(evaluator)
     for url in urls:
@@ -145,8 +148,13 @@ def task_problems(
             problems += v2_task_problems(url, name, evaluator)
             continue
         if url.startswith("fileset://"):
-            problems.append(Problem(what, "fileset:// tasks are NeMo Platform v2 filesets",
-                                    "set EMBED_FT_NEMO_API=v2 and NEMO_EVALUATOR_URL, or choose another --task"))
+            problems.append(
+                Problem(
+                    what,
+                    "fileset:// tasks are NeMo Platform v2 filesets",
+                    "set EMBED_FT_NEMO_API=v2 and NEMO_EVALUATOR_URL, or choose another --task",
+                )
+            )
             continue
         if url.startswith("file://"):
             if beir_root is None:  # a cluster's evaluator: its BEIR root is not ours to list
@@ -155,11 +163,15 @@ def task_problems(
             if state is FillState.UNAVAILABLE:
                 problems.append(_unavailable(what, str(beir_root / name)))
             elif state is None and not (beir_root / name / "corpus.jsonl").is_file():
-                problems.append(Problem(
-                    what, f"no BEIR set {name!r} in the local evaluator's BEIR root {beir_root}",
-                    f"copy the BEIR folder to {beir_root / name} (or " "set EMBED_FT_BEIR_ROOT to the folder holding it), "
-                    "or choose another --task",
-                ))
+                problems.append(
+                    Problem(
+                        what,
+                        f"no BEIR set {name!r} in the local evaluator's BEIR root {beir_root}",
+                        f"copy the BEIR folder to {beir_root / name} (or "
+                        "set EMBED_FT_BEIR_ROOT to the folder holding it), "
+                        "or choose another --task",
+                    )
+                )
             continue
         repo_id = "/".join(url.rstrip("/").split("/")[-2:])
         try:
@@ -168,9 +180,13 @@ def task_problems(
             problems.append(Problem(what, f"the Data Store cannot be asked: {exc}", "check NDS_URL and NDS_TOKEN"))
             continue
         if not found:
-            problems.append(Problem(
-                what, f"no dataset repo {repo_id} in the Data Store", "upload the BEIR set there first, or drop the task"
-            ))
+            problems.append(
+                Problem(
+                    what,
+                    f"no dataset repo {repo_id} in the Data Store",
+                    "upload the BEIR set there first, or drop the task",
+                )
+            )
     return problems
 
 
@@ -183,15 +199,34 @@ def v2_task_problems(url: str, name: str, evaluator: EvaluatorResource) -> list[
             found = FilesClient(evaluator.http()).get_fileset(workspace, fileset) is not None
         except NemoError as exc:
             return [Problem(what, f"the v2 server cannot be asked: {exc}", "check NEMO_EVALUATOR_URL and its token")]
-        return [] if found else [Problem(what, f"no fileset {workspace}/{fileset} on the v2 server",
-                                         "upload the BEIR set there first, or drop the task")]
+        return (
+            []
+            if found
+            else [
+                Problem(
+                    what,
+                    f"no fileset {workspace}/{fileset} on the v2 server",
+                    "upload the BEIR set there first, or drop the task",
+                )
+            ]
+        )
     root = os.environ.get("EMBED_FT_BEIR_ROOT")
     if url.startswith("file://") and not (root and (Path(root) / name / "corpus.jsonl").is_file()):
-        return [Problem(what, f"on the v2 profile {url} is uploaded from EMBED_FT_BEIR_ROOT/{name}, which has no "
-                        "corpus.jsonl", "set EMBED_FT_BEIR_ROOT to the folder holding it, or choose another --task")]
+        return [
+            Problem(
+                what,
+                f"on the v2 profile {url} is uploaded from EMBED_FT_BEIR_ROOT/{name}, which has no corpus.jsonl",
+                "set EMBED_FT_BEIR_ROOT to the folder holding it, or choose another --task",
+            )
+        ]
     if url.startswith("hf://"):
-        return [Problem(what, "the v2 profile evaluates filesets, not Data Store repos",
-                        "use fileset://WORKSPACE/NAME or file://NAME/")]
+        return [
+            Problem(
+                what,
+                "the v2 profile evaluates filesets, not Data Store repos",
+                "use fileset://WORKSPACE/NAME or file://NAME/",
+            )
+        ]
     return []
 
 
@@ -212,7 +247,9 @@ def preflight_problems(job_def, spec: ExperimentSpec, resources: Mapping[str, An
 def initialized(resources: Mapping[str, Any]) -> dict[str, Any]:
     """Resources with their EnvVars resolved, for a call outside a run (the CLI's preflight)."""
     return {
-        key: resource.process_config_and_initialize() if hasattr(resource, "process_config_and_initialize") else resource
+        key: resource.process_config_and_initialize()
+        if hasattr(resource, "process_config_and_initialize")
+        else resource
         for key, resource in resources.items()
     }
 
@@ -222,7 +259,9 @@ def initialized(resources: Mapping[str, Any]) -> dict[str, Any]:
     group_name="preflight",
     kinds={"python"},
     output_required=False,
-    check_specs=[AssetCheckSpec(PREFLIGHT_CHECK, asset=PREFLIGHT, description="The spec's profile, source and tasks are usable.")],
+    check_specs=[
+        AssetCheckSpec(PREFLIGHT_CHECK, asset=PREFLIGHT, description="The spec's profile, source and tasks are usable.")
+    ],
     description="Checks the run's config, source and evaluation tasks before anything is created; when one fails, "
     "every downstream step is skipped (nothing uploaded, deployed or trained) and the check says what to fix.",
 )

@@ -175,8 +175,14 @@ def run_remote_job(
 
 
 def _cancel_submitted(
-    context, what: str, key: str, job_id: Optional[str], find: Callable[[str], Optional[dict]],
-    cancel: Callable[[str], Any], attempts: int = 4, pause_s: float = 0.5,
+    context,
+    what: str,
+    key: str,
+    job_id: Optional[str],
+    find: Callable[[str], Optional[dict]],
+    cancel: Callable[[str], Any],
+    attempts: int = 4,
+    pause_s: float = 0.5,
 ) -> None:
     """Cancel the job a terminated run submitted before its wait began: ``job_id`` when its answer arrived, else
     the job found by ``key`` (looked up a few times: the create may still be in flight on the server)."""

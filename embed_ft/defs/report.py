@@ -67,7 +67,11 @@ def compare(baseline: EvaluationResult, fine_tuned: EvaluationResult) -> list[Re
             b, f = float(base_scores[metric]), float(ft_scores[metric])
             rows.append(
                 ReportRow(
-                    task=task, metric=metric, baseline=b, fine_tuned=f, delta=f - b,
+                    task=task,
+                    metric=metric,
+                    baseline=b,
+                    fine_tuned=f,
+                    delta=f - b,
                     relative_delta=(f - b) / b if b else float("nan"),
                 )
             )
@@ -79,14 +83,20 @@ def primary_metric_of(rows: list[ReportRow], task: str) -> str:
     return PRIMARY_METRIC if PRIMARY_METRIC in metrics else metrics[0]
 
 
-def significance_tests(rows: list[ReportRow], baseline: EvaluationResult, fine_tuned: EvaluationResult) -> list[PairedTest]:
+def significance_tests(
+    rows: list[ReportRow], baseline: EvaluationResult, fine_tuned: EvaluationResult
+) -> list[PairedTest]:
     """The paired test of each task's primary metric."""
     tests = []
     for task in sorted({r.task for r in rows}):
         reported = fine_tuned.queries.get(task) or baseline.queries.get(task)
         tests.append(
             paired_test(
-                task, primary_metric_of(rows, task), baseline.per_query.get(task), fine_tuned.per_query.get(task), reported
+                task,
+                primary_metric_of(rows, task),
+                baseline.per_query.get(task),
+                fine_tuned.per_query.get(task),
+                reported,
             )
         )
     return tests
@@ -106,8 +116,12 @@ def report_markdown(rows: list[ReportRow], tests: list[PairedTest]) -> str:
         ["task", "metric", "queries", "mean delta", "95% CI", "p", "verdict"],
         [
             [
-                t.task, t.metric, "n/a" if t.queries is None else t.queries, _fmt(t.mean_delta, "+.4f"),
-                "n/a" if t.ci_low is None else f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]", _fmt(t.p_value),
+                t.task,
+                t.metric,
+                "n/a" if t.queries is None else t.queries,
+                _fmt(t.mean_delta, "+.4f"),
+                "n/a" if t.ci_low is None else f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]",
+                _fmt(t.p_value),
                 t.verdict + (f" ({t.note})" if t.verdict in (TOO_FEW, NOT_TESTED) else ""),
             ]
             for t in by_task.values()
@@ -123,8 +137,12 @@ def report_table(rows: list[ReportRow], tests: list[PairedTest]) -> MetadataValu
         test = by_task.get(r.task)
         primary = test is not None and test.metric == r.metric
         row = {
-            "task": r.task, "metric": r.metric, "baseline": r.baseline, "fine_tuned": r.fine_tuned,
-            "delta": r.delta, "relative_delta": r.relative_delta,
+            "task": r.task,
+            "metric": r.metric,
+            "baseline": r.baseline,
+            "fine_tuned": r.fine_tuned,
+            "delta": r.delta,
+            "relative_delta": r.relative_delta,
             "queries": int((test.queries if test else None) or 0),
             "p_value": test.p_value if test is not None and primary else None,
             "verdict": test.verdict if test is not None and primary else "",
@@ -139,14 +157,17 @@ def beats_baseline(tests: list[PairedTest]) -> AssetCheckResult:
     losers = [t for t in tested if t.verdict != BETTER]
     lines = [f"{t.task} {t.metric}: {t.verdict} ({t.note})" for t in tests]
     if not tested:
-        summary = "Could not be tested: no task has per-query scores for at least " f"{MIN_QUERIES} queries."
+        summary = f"Could not be tested: no task has per-query scores for at least {MIN_QUERIES} queries."
     elif losers:
         summary = "Not significantly better on: " + ", ".join(t.task for t in losers) + "."
     else:
         summary = "Significantly better on every testable task."
     if untested and tested:
         summary += " No claim on: " + ", ".join(t.task for t in untested) + "."
-    metadata: dict[str, Any] = {"checks": MetadataValue.md(CHECK_DESCRIPTION), "tasks": MetadataValue.md("\n".join(f"- {x}" for x in lines))}
+    metadata: dict[str, Any] = {
+        "checks": MetadataValue.md(CHECK_DESCRIPTION),
+        "tasks": MetadataValue.md("\n".join(f"- {x}" for x in lines)),
+    }
     for t in tests:
         if t.mean_delta is not None:
             metadata[score_key(t.task, t.metric, "delta")] = float(t.mean_delta)
@@ -201,8 +222,12 @@ def evaluation_report(
     }
     metadata.update(report_entries(rows, tests))
     value = Report(
-        rows=rows, markdown=markdown, baseline_model=baseline_evaluation.model,
-        fine_tuned_model=fine_tuned_evaluation.model, experiment=experiment, tests=tests,
+        rows=rows,
+        markdown=markdown,
+        baseline_model=baseline_evaluation.model,
+        fine_tuned_model=fine_tuned_evaluation.model,
+        experiment=experiment,
+        tests=tests,
         created_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
     )
     return MaterializeResult(value=value, metadata=metadata, check_results=[beats_baseline(tests)])

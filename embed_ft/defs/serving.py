@@ -160,7 +160,9 @@ def fine_tuned_nim(
 ) -> MaterializeResult:
     used = run_spec(context)
     name = fine_tuned_deployment(context.partition_key)
-    info = deploy_and_wait(context, used.spec, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model)
+    info = deploy_and_wait(
+        context, used.spec, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model
+    )
     return _result(info, deployment, used)
 
 

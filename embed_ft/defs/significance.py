@@ -81,15 +81,28 @@ def paired_test(
     """The paired test of ``metric`` on ``task`` from both models' per-query scores (query -> metric -> score)."""
     if not baseline or not fine_tuned:
         return PairedTest(
-            task=task, metric=metric, queries=queries_reported, mean_delta=None, ci_low=None, ci_high=None,
-            p_value=None, verdict=NOT_TESTED,
+            task=task,
+            metric=metric,
+            queries=queries_reported,
+            mean_delta=None,
+            ci_low=None,
+            ci_high=None,
+            p_value=None,
+            verdict=NOT_TESTED,
             note="the evaluator returned no per-query scores, so the difference could not be tested",
         )
     shared = sorted(q for q in set(baseline) & set(fine_tuned) if metric in baseline[q] and metric in fine_tuned[q])
     if len(shared) < 2:
         return PairedTest(
-            task=task, metric=metric, queries=len(shared), mean_delta=None, ci_low=None, ci_high=None, p_value=None,
-            verdict=TOO_FEW, note=f"only {len(shared)} query scored by both models: nothing to test",
+            task=task,
+            metric=metric,
+            queries=len(shared),
+            mean_delta=None,
+            ci_low=None,
+            ci_high=None,
+            p_value=None,
+            verdict=TOO_FEW,
+            note=f"only {len(shared)} query scored by both models: nothing to test",
         )
     base = np.array([baseline[q][metric] for q in shared], dtype=float)
     tuned = np.array([fine_tuned[q][metric] for q in shared], dtype=float)
@@ -103,8 +116,13 @@ def paired_test(
     else:
         p_value = float(
             permutation_test(
-                (base, tuned), _mean_difference, permutation_type="samples", vectorized=True,
-                n_resamples=PERMUTATION_RESAMPLES, alternative="two-sided", random_state=SEED,
+                (base, tuned),
+                _mean_difference,
+                permutation_type="samples",
+                vectorized=True,
+                n_resamples=PERMUTATION_RESAMPLES,
+                alternative="two-sided",
+                random_state=SEED,
             ).pvalue
         )
     n = len(shared)
@@ -115,8 +133,18 @@ def paired_test(
     elif p_value < ALPHA and mean_delta < 0:
         verdict, note = WORSE, f"p = {p_value:.4f} < {ALPHA}, 95% CI of the change [{ci_low:+.4f}, {ci_high:+.4f}]"
     else:
-        verdict, note = NO_DIFFERENCE, f"p = {p_value:.4f} >= {ALPHA}, 95% CI [{ci_low:+.4f}, {ci_high:+.4f}] includes 0"
+        verdict, note = (
+            NO_DIFFERENCE,
+            f"p = {p_value:.4f} >= {ALPHA}, 95% CI [{ci_low:+.4f}, {ci_high:+.4f}] includes 0",
+        )
     return PairedTest(
-        task=task, metric=metric, queries=n, mean_delta=mean_delta, ci_low=ci_low, ci_high=ci_high,
-        p_value=p_value if math.isfinite(p_value) else None, verdict=verdict, note=note,
+        task=task,
+        metric=metric,
+        queries=n,
+        mean_delta=mean_delta,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=p_value if math.isfinite(p_value) else None,
+        verdict=verdict,
+        note=note,
     )

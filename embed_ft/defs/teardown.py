@@ -9,7 +9,6 @@ The `deployment_live` checks also run after each NIM materialization and pass wh
 Materialized evaluations and reports are kept.
 """
 
-
 import time
 import warnings
 
@@ -123,7 +122,10 @@ def _was_materialized(context: OpExecutionContext, asset_key: str, partition) ->
 
 @op(description="Delete the fine-tuned NIMs of the chosen experiments, and the base NIM once no experiment needs it.")
 def delete_deployments(
-    context: OpExecutionContext, config: TeardownConfig, deployment: DeploymentResource, entity_store: EntityStoreResource
+    context: OpExecutionContext,
+    config: TeardownConfig,
+    deployment: DeploymentResource,
+    entity_store: EntityStoreResource,
 ) -> list[str]:
     dm, ns = deployment.client(), entity_store.namespace
     known = experiment_names(context.instance)
@@ -136,7 +138,9 @@ def delete_deployments(
             removed.append(full_name)
             context.log.info(f"Deleted deployment {full_name}")
         if deleted or (experiment in known and _was_materialized(context, "fine_tuned_nim", experiment)):
-            _record_gone(context, "fine_tuned_nim", experiment, full_name, deleted, deployment_link(deployment, full_name))
+            _record_gone(
+                context, "fine_tuned_nim", experiment, full_name, deleted, deployment_link(deployment, full_name)
+            )
     still_live = [e for e in known if e not in chosen and dm.get_deployment(ns, fine_tuned_deployment(e)) is not None]
     if config.keep_baseline or still_live:
         reason = "keep_baseline is set" if config.keep_baseline else f"still needed by {', '.join(still_live)}"

@@ -1,6 +1,5 @@
 """Training stage: upload the triplets to the Data Store, then fine-tune with the Customizer."""
 
-
 import hashlib
 import json
 import tempfile
@@ -49,21 +48,23 @@ def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], 
 
     A manifest of content hashes travels with the files, so re-materializing unchanged data uploads nothing.
     """
-    manifest = {path: {"sha256": file_sha256(local), "size": Path(local).stat().st_size} for path, local in files.items()}
+    manifest = {
+        path: {"sha256": file_sha256(local), "size": Path(local).stat().st_size} for path, local in files.items()
+    }
     remote_files = ds_client.list_files(repo_id)
     if MANIFEST_PATH in remote_files:
         with tempfile.TemporaryDirectory() as tmp:
             remote_manifest = json.loads(Path(ds_client.download(repo_id, MANIFEST_PATH, tmp)).read_text())
-        unchanged = remote_manifest == manifest and all(
-            remote_files.get(p) == m["size"] for p, m in manifest.items()
-        )
+        unchanged = remote_manifest == manifest and all(remote_files.get(p) == m["size"] for p, m in manifest.items())
         if unchanged:
             context.log.info(f"{repo_id} already holds these {len(files)} files; nothing uploaded.")
             return {"uploaded": False, "commit": ds_client.head_revision(repo_id), "manifest": manifest}
     with tempfile.TemporaryDirectory() as tmp:
         manifest_file = Path(tmp) / "manifest.json"
         manifest_file.write_text(json.dumps(manifest, sort_keys=True, indent=1))
-        commit = ds_client.upload_files(repo_id, {**{p: Path(local) for p, local in files.items()}, MANIFEST_PATH: manifest_file}, message)
+        commit = ds_client.upload_files(
+            repo_id, {**{p: Path(local) for p, local in files.items()}, MANIFEST_PATH: manifest_file}, message
+        )
     return {"uploaded": True, "commit": commit or ds_client.head_revision(repo_id), "manifest": manifest}
 
 
@@ -82,7 +83,8 @@ def ensure_repo(ds_client, namespace: str, name: str) -> str:
     kinds={"nemo", "huggingface"},
     owners=OWNERS,
     tags=CPU_TAGS,
-    description="The training and validation splits uploaded to the " "NeMo Data Store and registered in the Entity Store.",
+    description="The training and validation splits uploaded to the "
+    "NeMo Data Store and registered in the Entity Store.",
 )
 @backend_errors_as_failures
 def training_dataset(
@@ -104,11 +106,19 @@ def training_dataset(
     upload = upload_if_changed(context, ds, repo_id, files, f"embed-ft: data version {specter_triplets.data_version}")
     files_url = ds.files_url(repo_id)
     es.create_dataset(
-        config.dataset_name, ns, files_url, description="SPECTER triplets formatted by embed-ft", project="embedding_sft"
+        config.dataset_name,
+        ns,
+        files_url,
+        description="SPECTER triplets formatted by embed-ft",
+        project="embedding_sft",
     )
     version = stable_hash(specter_triplets.data_version, upload["manifest"])[:16]
     value = UploadedDataset(
-        namespace=ns, name=config.dataset_name, repo_id=repo_id, files_url=files_url, commit=upload["commit"],
+        namespace=ns,
+        name=config.dataset_name,
+        repo_id=repo_id,
+        files_url=files_url,
+        commit=upload["commit"],
         data_version=version,
     )
     metadata = {
@@ -141,7 +151,9 @@ def customization_bodies(
     )
     # The config name carries a hash of its body: a changed config is a new versioned config, never an edit.
     config_body["name"] = f"embed-ft-{stable_hash({**config_body, 'name': ''})[:10]}@v1"
-    extra = {key: getattr(config, key) for key in ("max_steps", "warmup_steps", "seed") if getattr(config, key) is not None}
+    extra = {
+        key: getattr(config, key) for key in ("max_steps", "warmup_steps", "seed") if getattr(config, key) is not None
+    }
     output_model_name = config.output_model_name or f"{experiment}-embed-sft"
     job_body = sft_job_body(
         "",  # named by the caller, after the idempotency key is known
@@ -155,10 +167,16 @@ def customization_bodies(
         training_type=config.training_type,
         finetuning_type=config.finetuning_type,
         extra_hyperparameters=extra,
-        dataset_parameters={"num_hard_negatives": config.num_hard_negatives} if config.num_hard_negatives is not None else None,
+        dataset_parameters={"num_hard_negatives": config.num_hard_negatives}
+        if config.num_hard_negatives is not None
+        else None,
         integrations=[{"type": "wandb", "wandb": {"project": config.wandb_project}}] if config.wandb_project else None,
-        lora=lora_parameters(config.lora.adapter_dim, config.lora.alpha, config.lora.adapter_dropout,
-                             list(config.lora.target_modules) if config.lora.target_modules else None),
+        lora=lora_parameters(
+            config.lora.adapter_dim,
+            config.lora.alpha,
+            config.lora.adapter_dropout,
+            list(config.lora.target_modules) if config.lora.target_modules else None,
+        ),
     )
     del job_body["name"]
     return {"config": config_body, "job": job_body, "target": target}
@@ -215,8 +233,13 @@ def fine_tuned_model(
     cz = customizer.client()
     bodies = customization_bodies(config, experiment, entity_store.namespace, training_dataset)
     # The training section's version is part of the key: a changed training field is a new job, never a reattach.
-    key = stable_hash(training_dataset.data_version, bodies["config"], bodies["job"], FINE_TUNED_MODEL_CODE_VERSION,
-                      spec_version(used.spec, "training"))
+    key = stable_hash(
+        training_dataset.data_version,
+        bodies["config"],
+        bodies["job"],
+        FINE_TUNED_MODEL_CODE_VERSION,
+        spec_version(used.spec, "training"),
+    )
     job_body = {"name": f"{experiment}-embed-sft-{key[:12]}", **bodies["job"]}
 
     def submit() -> dict:
@@ -241,7 +264,8 @@ def fine_tuned_model(
     final = job_status(status)
     if final != COMPLETED:
         raise Failure(
-            f"Customization job {job_id} ended {final}: " f"{failure_detail(status) or 'no detail reported by the Customizer'}",
+            f"Customization job {job_id} ended {final}: "
+            f"{failure_detail(status) or 'no detail reported by the Customizer'}",
             metadata={"job_id": job_id, "status": final},
             allow_retries=False,  # a retry would train again from scratch: the job's own error is the answer
         )
@@ -261,7 +285,13 @@ def fine_tuned_model(
 
 
 def model_metadata(
-    context, model: FineTunedModel, status: dict, job_body: dict, dataset: UploadedDataset, nemo_url: str, entity_url: str
+    context,
+    model: FineTunedModel,
+    status: dict,
+    job_body: dict,
+    dataset: UploadedDataset,
+    nemo_url: str,
+    entity_url: str,
 ) -> dict[str, Any]:
     """What the model's page shows: where it lives, the hyperparameters and data it was trained with, the loss."""
     series = loss_series(status)
@@ -280,7 +310,9 @@ def model_metadata(
         "training_data_version": dataset.data_version,
         "training_dataset": f"{dataset.namespace}/{dataset.name}",
         "loss_chart": MetadataValue.md(markdown_image(chart, "training loss") if chart else "no loss reported"),
-        "loss_curve": MetadataValue.md(markdown_table(["step", "train_loss", "val_loss"], rows) if rows else "no loss reported"),
+        "loss_curve": MetadataValue.md(
+            markdown_table(["step", "train_loss", "val_loss"], rows) if rows else "no loss reported"
+        ),
     }
     if status.get("elapsed_time") is not None:
         metadata["duration_s"] = float(status["elapsed_time"])

@@ -135,7 +135,9 @@ class PairedTest:
     ci_low: Optional[float]  # 95% bootstrap confidence interval of the mean difference
     ci_high: Optional[float]
     p_value: Optional[float]  # two-sided paired permutation test
-    verdict: str  # significantly better / significantly worse / no significant difference / too few queries / not tested
+    verdict: (
+        str  # significantly better / significantly worse / no significant difference / too few queries / not tested
+    )
     note: str
 
 

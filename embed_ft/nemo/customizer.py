@@ -158,7 +158,9 @@ def job_list_filters(body: dict[str, Any]) -> dict[str, Any]:
     namespace and project when the body sets them, and its list-filterable hyperparameters."""
     hyperparameters = body["hyperparameters"] if isinstance(body.get("hyperparameters"), dict) else {}
     filters = {key: body[key] for key in ("namespace", "project") if isinstance(body.get(key), str) and body[key]}
-    filters |= {key: hyperparameters[key] for key in LIST_FILTER_HYPERPARAMETERS if hyperparameters.get(key) is not None}
+    filters |= {
+        key: hyperparameters[key] for key in LIST_FILTER_HYPERPARAMETERS if hyperparameters.get(key) is not None
+    }
     return filters
 
 
@@ -212,8 +214,9 @@ class CustomizerClient:
         (``recovered=True``); without a key, or when not found, the error is raised.
         """
         body = with_idempotency_key(body, idempotency_key)
-        return create_job_once(self.http, JOBS, body, idempotency_key, "customization job",
-                               lambda key: self.find_job(key, like=body))
+        return create_job_once(
+            self.http, JOBS, body, idempotency_key, "customization job", lambda key: self.find_job(key, like=body)
+        )
 
     def find_job(self, idempotency_key: str, like: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The newest job whose ``custom_fields`` carry this idempotency key, or None.
@@ -222,8 +225,14 @@ class CustomizerClient:
         narrowed by what the job body ``like`` fixes (:func:`job_list_filters`), and every page of it is scanned
         (no page limit; a list that cannot be read to its end raises naming the key).
         """
-        return find_by_idempotency_key(self.http, JOBS, idempotency_key, "customization job", idempotency_key_of,
-                                       filters=job_list_filters(like or {}))
+        return find_by_idempotency_key(
+            self.http,
+            JOBS,
+            idempotency_key,
+            "customization job",
+            idempotency_key_of,
+            filters=job_list_filters(like or {}),
+        )
 
     def list_jobs(self, sort: str = "-created_at", max_pages: int = 20, **filters: Any) -> list[dict[str, Any]]:
         """Jobs, newest first; ``filters`` become ``filter[key]=value`` (e.g. ``status="running"``)."""

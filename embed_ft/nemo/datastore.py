@@ -160,7 +160,9 @@ class DataStoreClient:
             # Some hub versions read "url" from the 409 body, which not every Data Store sends: the repo
             # exists if it can be read.
             if self.repo_info(repo_id, repo_type) is None:
-                raise NemoResponseError(f"{SERVICE}: {call}: the create failed ({exc!r}) and the repo cannot be read") from exc
+                raise NemoResponseError(
+                    f"{SERVICE}: {call}: the create failed ({exc!r}) and the repo cannot be read"
+                ) from exc
             log.debug("create_repo %s: exists (%s: %s)", repo_id, type(exc).__name__, exc)
             return f"{self.hf_endpoint}/{repo_type}s/{repo_id}"
 
@@ -185,9 +187,7 @@ class DataStoreClient:
         try:
             info = self._hub(
                 call,
-                lambda: self.hf.create_commit(
-                    repo_id, operations, commit_message=message, repo_type="dataset"
-                ),
+                lambda: self.hf.create_commit(repo_id, operations, commit_message=message, repo_type="dataset"),
             )
             return getattr(info, "oid", None)
         except ValueError as exc:  # hub >= 1.0: HfUriError (a ValueError) on the empty commitUrl
@@ -217,7 +217,9 @@ class DataStoreClient:
 
         def listing() -> dict[str, int]:
             entries = self.hf.list_repo_tree(repo_id, repo_type="dataset", recursive=True)
-            return {e.path: int(size) for e in entries if (size := getattr(e, "size", None)) is not None and _is_file(e)}
+            return {
+                e.path: int(size) for e in entries if (size := getattr(e, "size", None)) is not None and _is_file(e)
+            }
 
         return self._hub(f"list files of {repo_id}", listing)
 

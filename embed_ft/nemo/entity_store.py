@@ -46,7 +46,12 @@ class EntityStoreClient:
         An existing registration that points at different files raises :class:`Conflict` naming both URLs:
         silently training on other files would be worse than stopping.
         """
-        body: dict[str, Any] = {"name": name, "namespace": namespace, "description": description, "files_url": files_url}
+        body: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "description": description,
+            "files_url": files_url,
+        }
         if project is not None:
             body["project"] = project
         result = create_or_fetch(
@@ -74,7 +79,9 @@ class EntityStoreClient:
         return self._delete(f"/v1/datasets/{segment(namespace)}/{segment(name)}")
 
     # Models
-    def list_models(self, namespace: str | None = None, sort: str = "-created_at", page_size: int = 100) -> list[dict[str, Any]]:
+    def list_models(
+        self, namespace: str | None = None, sort: str = "-created_at", page_size: int = 100
+    ) -> list[dict[str, Any]]:
         """All models (of ``namespace``), following pagination."""
         params: dict[str, Any] = {"sort": sort}
         if namespace:

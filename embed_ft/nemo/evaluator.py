@@ -120,7 +120,9 @@ def _parse_tasks(tasks: Any, kind: str) -> dict[str, dict[str, float]]:
         items = list(tasks.items())
     elif isinstance(tasks, list):
         items = [
-            (t.get("name") or t.get("task") or t.get("task_name") or t.get("id"), t) for t in tasks if isinstance(t, dict)
+            (t.get("name") or t.get("task") or t.get("task_name") or t.get("id"), t)
+            for t in tasks
+            if isinstance(t, dict)
         ]
     else:
         return {}
@@ -190,7 +192,9 @@ class EvaluatorClient:
     def __init__(self, http: ServiceHTTP) -> None:
         self.http = http
 
-    def create_job(self, config: dict[str, Any] | str, target: dict[str, Any] | str, idempotency_key: str | None = None) -> CreateResult:
+    def create_job(
+        self, config: dict[str, Any] | str, target: dict[str, Any] | str, idempotency_key: str | None = None
+    ) -> CreateResult:
         """Submit an evaluation job (inline ``config``/``target`` or ``ns/name`` refs); never resubmitted blindly."""
         body = with_idempotency_key({"config": config, "target": target}, idempotency_key)
         return create_job_once(self.http, JOBS, body, idempotency_key, "evaluation job", self.find_job)
@@ -198,8 +202,14 @@ class EvaluatorClient:
     def find_job(self, idempotency_key: str) -> dict[str, Any] | None:
         """The newest evaluation job whose ``custom_fields`` carry this key, or None: filtered on the server
         (``filter[custom_fields][<field>]=<key>``), then checked here over every page of the answer."""
-        return find_by_idempotency_key(self.http, JOBS, idempotency_key, "evaluation job", idempotency_key_of,
-                                       filters={"custom_fields": {IDEMPOTENCY_FIELD: idempotency_key}})
+        return find_by_idempotency_key(
+            self.http,
+            JOBS,
+            idempotency_key,
+            "evaluation job",
+            idempotency_key_of,
+            filters={"custom_fields": {IDEMPOTENCY_FIELD: idempotency_key}},
+        )
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """The job (poll this one: its ``status`` and ``status_details.progress``)."""

@@ -2,10 +2,9 @@
 
 Retry policy (urllib3 ``Retry`` on the session's adapter):
 - GET/HEAD/DELETE are retried with exponential backoff on connection errors, read errors and 500/502/503/504.
-- Any method (POST/PATCH included) is retried only on errors raised *before* the request was sent
-  (connection refused, connect timeout): the server cannot have acted on it.
-- A POST that was sent but got no answer (read timeout, reset) is never resent here. The error says
-  ``request_sent=True``; the service clients then look the object up (:func:`outcome_unknown`).
+- Any method (POST/PATCH included) is retried only on errors raised *before* the request was sent (connection
+  refused, connect timeout): the server cannot have acted on it. A POST that was sent but got no answer (read
+  timeout, reset) is never resent here: the error says ``request_sent=True`` and the clients look the object up.
 """
 
 from __future__ import annotations
@@ -250,8 +249,8 @@ class ServiceHTTP:
                 )
             ids = [item.get("id") for item in body["data"] if isinstance(item, dict)]
             if max_pages is None and page > 1 and ids and ids == previous_ids:
-                raise NemoResponseError(f"{self.service}: GET {path} answered page {page} with the items of page "
-                                        f"{page - 1}: its pagination does not advance")
+                stuck = f"answered page {page} with the items of page {page - 1}: its pagination does not advance"
+                raise NemoResponseError(f"{self.service}: GET {path} {stuck}")
             previous_ids = ids
             yield from body["data"]
             pagination = body.get("pagination")
@@ -323,8 +322,9 @@ def create_or_fetch(
         raise
 
 
-def create_job_once(http: "ServiceHTTP", path: str, body: dict[str, Any], idempotency_key: str | None, what: str,
-                    find: Any) -> CreateResult:
+def create_job_once(
+    http: "ServiceHTTP", path: str, body: dict[str, Any], idempotency_key: str | None, what: str, find: Any
+) -> CreateResult:
     """POST a job exactly once. If the answer is lost after sending, look the job up by its idempotency key
     (``find(key)``) and return it when found (``recovered=True``); without a key, or not found, raise."""
     try:
@@ -356,8 +356,14 @@ def filter_params(filters: Mapping[str, Any], prefix: str = "filter") -> dict[st
     return out
 
 
-def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str, what: str, key_of: Any,
-                            filters: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+def find_by_idempotency_key(
+    http: "ServiceHTTP",
+    path: str,
+    idempotency_key: str,
+    what: str,
+    key_of: Any,
+    filters: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """The newest object of a paginated list whose ``key_of(obj)`` equals ``idempotency_key``, or None.
 
     ``filters`` narrow the list on the server (``filter[...]``); every page of the answer is then read and the key
@@ -371,12 +377,13 @@ def find_by_idempotency_key(http: "ServiceHTTP", path: str, idempotency_key: str
             if key_of(job) == idempotency_key:
                 return job
     except NemoAPIError as exc:
-        exc.add_note(f"Looking up the {what} with idempotency key {idempotency_key!r} failed, so whether it exists "
-                     "is unknown: it was not submitted again.")
+        unknown = "failed, so whether it exists is unknown: it was not submitted again."
+        exc.add_note(f"Looking up the {what} with idempotency key {idempotency_key!r} {unknown}")
         raise
     except NemoResponseError as exc:
-        raise NemoResponseError(f"cannot look up the {what} with idempotency key {idempotency_key!r}: {exc}; "
-                                "it was not submitted again") from None
+        raise NemoResponseError(
+            f"cannot look up the {what} with idempotency key {idempotency_key!r}: {exc}; it was not submitted again"
+        ) from None
     return None
 
 

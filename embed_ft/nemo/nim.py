@@ -87,7 +87,9 @@ class NimClient:
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, list) or len(data) != len(texts):
             got = len(data) if isinstance(data, list) else f"no 'data' list ({str(response)[:120]!r})"
-            raise NemoResponseError(f"NIM embeddings for model {model!r}: sent {len(texts)} texts, got {got} embeddings")
+            raise NemoResponseError(
+                f"NIM embeddings for model {model!r}: sent {len(texts)} texts, got {got} embeddings"
+            )
         ordered = sorted(data, key=lambda item: item.get("index", 0) if isinstance(item, dict) else 0)
         vectors: list[list[float]] = []
         for position, item in enumerate(ordered):
@@ -103,7 +105,9 @@ class NimClient:
         if len(dims) != 1:
             raise NemoResponseError(f"NIM embeddings for model {model!r} have inconsistent dimensions: {sorted(dims)}")
         if dimensions and dims != {dimensions}:
-            raise NemoResponseError(f"NIM embeddings for model {model!r}: asked for {dimensions} dims, got {dims.pop()}")
+            raise NemoResponseError(
+                f"NIM embeddings for model {model!r}: asked for {dimensions} dims, got {dims.pop()}"
+            )
         return vectors
 
     @staticmethod

@@ -14,6 +14,7 @@ log = logging.getLogger("embed_ft.nemo")
 
 T = TypeVar("T")
 
+
 class PollTimeout(TimeoutError):
     """The remote state did not become terminal in time; the remote operation is probably still going."""
 
@@ -72,7 +73,9 @@ def poll(
             consecutive_errors += 1
             if consecutive_errors > max_transient_errors:
                 raise
-            log.warning("%s: transient error %d/%d while polling: %s", what, consecutive_errors, max_transient_errors, exc)
+            log.warning(
+                "%s: transient error %d/%d while polling: %s", what, consecutive_errors, max_transient_errors, exc
+            )
         else:
             consecutive_errors = 0
             last_status = status_of(last)

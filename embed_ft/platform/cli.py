@@ -50,14 +50,30 @@ def platform_group() -> None:
 @click.option("--client-timeout", type=float, help="seconds a request may stop arriving before it is dropped (30)")
 @click.option("--allow-remote", is_flag=True, help="allow a non-loopback --host (a token is then required)")
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, home: Path | None, beir_root: Path | None, token: str | None,
-          max_upload_bytes: int | None, client_timeout: float | None, allow_remote: bool, log_level: str) -> None:
+def serve(
+    host: str,
+    port: int,
+    home: Path | None,
+    beir_root: Path | None,
+    token: str | None,
+    max_upload_bytes: int | None,
+    client_timeout: float | None,
+    allow_remote: bool,
+    log_level: str,
+) -> None:
     """Serve the platform in the foreground until SIGTERM/Ctrl-C."""
     if not local_platform_installed():
         click.echo(f"error: {LOCAL_INSTALL_HINT}", err=True)
         raise SystemExit(2)
-    settings = _settings(host=host, port=port, home=home, beir_root=beir_root, token=token,
-                         max_upload_bytes=max_upload_bytes, client_read_timeout_s=client_timeout)
+    settings = _settings(
+        host=host,
+        port=port,
+        home=home,
+        beir_root=beir_root,
+        token=token,
+        max_upload_bytes=max_upload_bytes,
+        client_read_timeout_s=client_timeout,
+    )
     try:
         serve_forever(settings, allow_remote=allow_remote, log_level=log_level)
     except RemoteBindRefused as exc:
@@ -80,20 +96,31 @@ def stop(home: Path | None) -> None:
 def describe_status(state: dict) -> list[str]:
     """`platform status` for people: whether it is up, where, and the command that changes that."""
     if state["healthy"]:
-        lines = [f"local platform: up at {state['url']} (pid {state['pid']}, since {state.get('started_at') or '?'})",
-                 *(f"  {name}={url}" for name, url in service_urls(state["url"]).items()),
-                 "stop it with: embed-ft platform stop"]
+        lines = [
+            f"local platform: up at {state['url']} (pid {state['pid']}, since {state.get('started_at') or '?'})",
+            *(f"  {name}={url}" for name, url in service_urls(state["url"]).items()),
+            "stop it with: embed-ft platform stop",
+        ]
     elif state["running"]:
-        lines = [f"local platform: pid {state['pid']} runs but {state['url']}/health does not answer",
-                 "stop it with: embed-ft platform stop (then any embed-ft run starts a fresh one)"]
+        lines = [
+            f"local platform: pid {state['pid']} runs but {state['url']}/health does not answer",
+            "stop it with: embed-ft platform stop (then any embed-ft run starts a fresh one)",
+        ]
     else:
-        lines = ["local platform: down" + (" (its last process is gone)" if state.get("stale") else ""),
-                 "start it with: embed-ft platform serve (foreground), or let embed-ft run start it"]
+        lines = [
+            "local platform: down" + (" (its last process is gone)" if state.get("stale") else ""),
+            "start it with: embed-ft platform serve (foreground), or let embed-ft run start it",
+        ]
     if state.get("set_aside"):
-        lines += ["the last start-up set aside what it could not read (and served the rest):",
-                  *(f"  {line}" for line in state["set_aside"])]
-    return lines + [f"home: {state['home']}", f"log: {state['log_file']}",
-                    *describe_runtime(state.get("inference_runtime"))]
+        lines += [
+            "the last start-up set aside what it could not read (and served the rest):",
+            *(f"  {line}" for line in state["set_aside"]),
+        ]
+    return lines + [
+        f"home: {state['home']}",
+        f"log: {state['log_file']}",
+        *describe_runtime(state.get("inference_runtime")),
+    ]
 
 
 def describe_runtime(runtime: dict | None) -> list[str]:
@@ -105,8 +132,10 @@ def describe_runtime(runtime: dict | None) -> list[str]:
     lines = [f"inference runtime: {runtime['setting']} ({RUNTIME_ENV}; torch = BEIR-exact, torch-bf16 = opt-in)"]
     for calibration in runtime["calibrations"]:
         flags = ", ".join(calibration["machine"].get("cpu_flags") or []) or "none"
-        lines.append(f"  {calibration['architecture']} models on {calibration['machine'].get('cpu')} (flags {flags}), "
-                     f"calibrated {calibration['calibrated_at']}: auto -> {calibration['summary']}")
+        lines.append(
+            f"  {calibration['architecture']} models on {calibration['machine'].get('cpu')} (flags {flags}), "
+            f"calibrated {calibration['calibrated_at']}: auto -> {calibration['summary']}"
+        )
     if not runtime["calibrations"]:
         lines.append("  no calibration yet: auto measures the runtimes when a model is first deployed")
     return lines

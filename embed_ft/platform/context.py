@@ -108,11 +108,18 @@ def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
 
 def _record_set_aside(settings: PlatformSettings, store: EntityStore) -> None:
     """Name what this start-up did not use (``platform status`` shows it); the rest of the home is served."""
-    items = [set_aside.SetAside(f"stored {row['kind']} {row['id']!r}", row["reason"],
-                                f"kept in table quarantined of {settings.db_path}; the name is free again")
-             for row in store.quarantined()]
-    items += [set_aside.SetAside(f"Data Store repo {label}", message, "delete the repo to remove it")
-              for label, message in damaged_repos(settings)]
+    items = [
+        set_aside.SetAside(
+            f"stored {row['kind']} {row['id']!r}",
+            row["reason"],
+            f"kept in table quarantined of {settings.db_path}; the name is free again",
+        )
+        for row in store.quarantined()
+    ]
+    items += [
+        set_aside.SetAside(f"Data Store repo {label}", message, "delete the repo to remove it")
+        for label, message in damaged_repos(settings)
+    ]
     set_aside.record(settings.home, items)
     for item in items:
         log.error("set aside at start-up: %s", item.line())

@@ -172,8 +172,14 @@ def status(settings: PlatformSettings) -> dict[str, Any]:
     if state is None:
         return result
     alive = _pid_alive(state["pid"]) and _serves_home(settings, state["pid"])
-    result.update(pid=state["pid"], url=state.get("url"), port=state.get("port"), host=state.get("host"),
-                  started_at=state.get("started_at"), running=alive)
+    result.update(
+        pid=state["pid"],
+        url=state.get("url"),
+        port=state.get("port"),
+        host=state.get("host"),
+        started_at=state.get("started_at"),
+        running=alive,
+    )
     result["healthy"] = bool(alive and state.get("url") and _healthy(state["url"]))
     if not alive:
         result["stale"] = True  # the recorded process is gone (crash, reboot)
@@ -254,12 +260,20 @@ def _start(settings: PlatformSettings, allow_remote: bool, timeout_s: float) -> 
     settings.ensure_dirs()
     port = settings.port if settings.port and _port_free(settings.host, settings.port) else 0
     command = [
-        sys.executable, "-m", "embed_ft.platform", "serve",
-        "--host", settings.host,
-        "--port", str(port),
-        "--home", str(settings.home),
-        "--beir-root", str(settings.beir_root),
-        "--max-upload-bytes", str(settings.max_upload_bytes),
+        sys.executable,
+        "-m",
+        "embed_ft.platform",
+        "serve",
+        "--host",
+        settings.host,
+        "--port",
+        str(port),
+        "--home",
+        str(settings.home),
+        "--beir-root",
+        str(settings.beir_root),
+        "--max-upload-bytes",
+        str(settings.max_upload_bytes),
     ]
     if allow_remote:
         command.append("--allow-remote")
@@ -274,8 +288,14 @@ def _start(settings: PlatformSettings, allow_remote: bool, timeout_s: float) -> 
         log.write(f"\n=== {utc_now()} starting: {' '.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=str(settings.home), start_new_session=True, close_fds=True,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(settings.home),
+            start_new_session=True,
+            close_fds=True,
         )
     _children[process.pid] = process
     url = _wait_healthy(settings, process.pid, process, timeout_s)

@@ -125,16 +125,23 @@ class EntityStore:
             try:
                 row = self._conn.execute("SELECT data FROM entities WHERE kind=? AND id=?", (kind, id_)).fetchone()
                 if row is not None:
-                    self._conn.execute(f"INSERT INTO {QUARANTINE_TABLE} VALUES (?,?,?,?,?)",
-                                       (kind, id_, row[0], reason, utc_now()))
+                    self._conn.execute(
+                        f"INSERT INTO {QUARANTINE_TABLE} VALUES (?,?,?,?,?)", (kind, id_, row[0], reason, utc_now())
+                    )
                     self._conn.execute("DELETE FROM entities WHERE kind=? AND id=?", (kind, id_))
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
         if row is not None:
-            log.error("set aside stored %s %.120r: %s (kept in table %s of %s)", kind, id_, reason,
-                      QUARANTINE_TABLE, self.db_path)
+            log.error(
+                "set aside stored %s %.120r: %s (kept in table %s of %s)",
+                kind,
+                id_,
+                reason,
+                QUARANTINE_TABLE,
+                self.db_path,
+            )
 
     def set_aside_unreadable(self) -> int:
         """Set aside every row that cannot be read back (runs when the store opens); returns how many."""
@@ -168,7 +175,8 @@ class EntityStore:
         """The rows set aside so far (kind, id, reason, when), oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT kind, id, reason, quarantined_at FROM {QUARANTINE_TABLE} ORDER BY rowid").fetchall()
+                f"SELECT kind, id, reason, quarantined_at FROM {QUARANTINE_TABLE} ORDER BY rowid"
+            ).fetchall()
         return [{"kind": str(kind), "id": str(id_), "reason": reason, "at": at} for kind, id_, reason, at in rows]
 
     def repair(self) -> int:
@@ -188,8 +196,9 @@ class EntityStore:
                 if problem is None:
                     continue
                 doc = strict_json.repaired(doc)
-                self._conn.execute("UPDATE entities SET data=? WHERE kind=? AND id=?",
-                                   (strict_json.dumps(doc), kind, id_))
+                self._conn.execute(
+                    "UPDATE entities SET data=? WHERE kind=? AND id=?", (strict_json.dumps(doc), kind, id_)
+                )
                 log.warning("repaired stored %s %r: %s: %s", kind, id_, *problem)
                 fixed += 1
         return fixed
@@ -204,7 +213,15 @@ class EntityStore:
             try:
                 self._conn.execute(
                     "INSERT INTO entities VALUES (?,?,?,?,?,?,?)",
-                    (kind, id, doc.get("namespace"), doc.get("name"), strict_json.dumps(doc), doc["created_at"], doc["updated_at"]),
+                    (
+                        kind,
+                        id,
+                        doc.get("namespace"),
+                        doc.get("name"),
+                        strict_json.dumps(doc),
+                        doc["created_at"],
+                        doc["updated_at"],
+                    ),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"{kind} {id!r} already exists") from exc
@@ -219,7 +236,15 @@ class EntityStore:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)",
-                (kind, id, doc.get("namespace"), doc.get("name"), strict_json.dumps(doc), doc["created_at"], doc["updated_at"]),
+                (
+                    kind,
+                    id,
+                    doc.get("namespace"),
+                    doc.get("name"),
+                    strict_json.dumps(doc),
+                    doc["created_at"],
+                    doc["updated_at"],
+                ),
             )
         return doc
 
@@ -262,8 +287,9 @@ class EntityStore:
     def list(self, kind: str, namespace: str | None = None, newest_first: bool = True) -> list[dict[str, Any]]:
         return [doc for _, doc in self.rows(kind, namespace, newest_first)]
 
-    def rows(self, kind: str, namespace: str | None = None,
-             newest_first: bool = True) -> builtins.list[tuple[str, dict[str, Any]]]:
+    def rows(
+        self, kind: str, namespace: str | None = None, newest_first: bool = True
+    ) -> builtins.list[tuple[str, dict[str, Any]]]:
         """(id, document) of every readable row of ``kind`` (unreadable ones are set aside)."""
         sql = "SELECT id, data FROM entities WHERE kind=?"
         args: list[Any] = [kind]
@@ -281,5 +307,9 @@ class EntityStore:
     ) -> builtins.list[tuple[str, str, dict[str, Any]]]:
         """(kind, id, doc) of every document of ``kinds`` whose ``status`` is in ``statuses`` (lower case)."""
         wanted = {s.lower() for s in statuses}
-        return [(kind, id_, doc) for kind in kinds for id_, doc in self.rows(kind, newest_first=False)
-                if str(doc.get("status", "")).lower() in wanted]
+        return [
+            (kind, id_, doc)
+            for kind in kinds
+            for id_, doc in self.rows(kind, newest_first=False)
+            if str(doc.get("status", "")).lower() in wanted
+        ]

@@ -37,8 +37,11 @@ class JSONDepthError(JSONValueError):
 
     def __init__(self, field: str) -> None:
         field = field if len(field) <= 120 else field[:100] + "..."
-        super().__init__(field, f"the JSON document is nested deeper than the limit of {MAX_DEPTH} levels "
-                                "(arrays/objects within arrays/objects)")
+        super().__init__(
+            field,
+            f"the JSON document is nested deeper than the limit of {MAX_DEPTH} levels "
+            "(arrays/objects within arrays/objects)",
+        )
 
 
 def depth_problem(value: Any, prefix: str = "") -> str | None:
@@ -104,14 +107,17 @@ def find_problem(value: Any, parts: list[Any] | None = None) -> tuple[str, str] 
     if isinstance(value, str):
         match = _SURROGATE.search(value)
         if match:
-            return path_text(parts), (f"the text holds a lone surrogate (\\u{ord(match.group()):04x} at index "
-                                      f"{match.start()}) that UTF-8 cannot encode")
+            return path_text(parts), (
+                f"the text holds a lone surrogate (\\u{ord(match.group()):04x} at index "
+                f"{match.start()}) that UTF-8 cannot encode"
+            )
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(key, str) and _SURROGATE.search(key):
                 return path_text([*parts, key.encode("utf-8", "backslashreplace").decode()]), (
-                    "the field name holds a lone surrogate that UTF-8 cannot encode")
+                    "the field name holds a lone surrogate that UTF-8 cannot encode"
+                )
             problem = find_problem(item, [*parts, key])
             if problem:
                 return problem

@@ -65,8 +65,9 @@ def apply_changes(spec: ExperimentSpec, changes: Mapping[str, Any]) -> Experimen
     known = set(leaf_fields())
     unknown = sorted(set(changes) - known)
     if unknown:
-        raise SpecError("; ".join(f"{name}: no such field (known: section.field, see embed-ft run --help)"
-                                  for name in unknown))
+        raise SpecError(
+            "; ".join(f"{name}: no such field (known: section.field, see embed-ft run --help)" for name in unknown)
+        )
     document = spec.model_dump(mode="json")
     for dotted, value in changes.items():
         *parents, leaf = dotted.split(".")

@@ -1,17 +1,12 @@
 """`ExperimentSpec`: every setting of one experiment, typed, described, bounded, in one document.
 
-Sections: ``data`` (the source), ``mining`` (hard negatives of a BEIR source), ``split`` (training / validation /
-testing rows), ``training`` (the Customizer job, fine-tuning type and LoRA included), ``serving`` (the NIMs),
-``evaluation`` (tasks and metrics) and ``remote`` (how long to wait for remote work, how often to ask). Unknown
-fields are refused at every level (``extra="forbid"``), so a typo is an error naming the field, not a default.
-
-Defaults: a field whose value depends on the backend (target, base model, batch size, learning rate, sequence
-length, tasks, NIM image, timeouts) has none here; `default_spec(profile)` takes it from the backend profile table
-(`embed_ft/profiles.py`). Data-layer defaults (split sizes, mining window, text limit, Hub dataset) stay where the
-data layer defines them and are read from there. Presets (`presets.py`) are named changes on top.
-
-A spec is data: `spec_version` is a hash of its settings (not of the preset name it started from), and
-`changes.py` turns specs into flat ``section.field`` values, applies changes and lists differences.
+Sections: ``data``, ``mining``, ``split``, ``training`` (fine-tuning type and LoRA included), ``serving``,
+``evaluation`` and ``remote`` (how long to wait for remote work). Unknown fields are refused at every level
+(``extra="forbid"``), so a typo is an error naming the field, not a default. A field whose value depends on the
+backend has no default here: `default_spec(profile)` takes it from the profile table (`embed_ft/profiles.py`);
+data-layer defaults are read from the data layer. Presets (`presets.py`) are named changes on top. A spec is data:
+`spec_version` hashes its settings; `changes.py` flattens specs to ``section.field`` values, applies changes and
+lists differences.
 """
 
 from __future__ import annotations
@@ -65,21 +60,34 @@ class Section(BaseModel):
 
 class DataSpec(Section):
     source: str = Field(
-        default=DEFAULT_HUB_DATASET, min_length=1, max_length=4096,
+        default=DEFAULT_HUB_DATASET,
+        min_length=1,
+        max_length=4096,
         description="Training source: a Hugging Face dataset id, a local file/folder (SPECTER layout) or a BEIR "
         f"folder; `{SHARED_TOKEN}/NAME` is NAME in the shared data folder ($EMBED_FT_SHARED_DATA, else "
         "../shared/data beside the checkout; without one, BEIR SciFact is fetched from the Hub).",
     )
-    revision: Optional[str] = Field(default=None, max_length=256, description="Hub revision (branch, tag or sha) of "
-                                    "the source; empty: the default branch.")
-    split: str = Field(default="train", min_length=1, max_length=64,
-                       description="Dataset split; for a BEIR folder the qrels split that becomes training data.")
+    revision: Optional[str] = Field(
+        default=None,
+        max_length=256,
+        description="Hub revision (branch, tag or sha) of the source; empty: the default branch.",
+    )
+    split: str = Field(
+        default="train",
+        min_length=1,
+        max_length=64,
+        description="Dataset split; for a BEIR folder the qrels split that becomes training data.",
+    )
     subset: Optional[str] = Field(default=None, max_length=128, description="Hub dataset configuration, e.g. triplet.")
     source_kind: Literal["auto", "hub", "local", "beir"] = Field(
-        default="auto", description="auto (an existing path is local, a BEIR-layout folder beir, else a Hub id), "
-        "hub, local or beir.")
-    dataset_name: str = Field(default="embed-sft-data", pattern=NAME_PATTERN,
-                              description="Data Store repo and Entity Store dataset of the uploaded splits.")
+        default="auto",
+        description="auto (an existing path is local, a BEIR-layout folder beir, else a Hub id), hub, local or beir.",
+    )
+    dataset_name: str = Field(
+        default="embed-sft-data",
+        pattern=NAME_PATTERN,
+        description="Data Store repo and Entity Store dataset of the uploaded splits.",
+    )
 
     def resolved(self) -> "DataSpec":
         """This section with ``source`` as a place to read: `{shared}/NAME` becomes NAME in the preset data folder
@@ -89,49 +97,94 @@ class DataSpec(Section):
             return self
         folder = os.environ.get(PRESET_DATA_ENV) or os.environ.get(SHARED_DATA_ENV)
         if not folder:
-            raise ValueError(f"data.source {self.source!r} is in the shared data folder, but neither "
-                             f"{PRESET_DATA_ENV} nor {SHARED_DATA_ENV} is set: set {SHARED_DATA_ENV} to the folder "
-                             "holding the shared data")
-        return self.model_copy(update={"source": folder.rstrip("/") + self.source[len(SHARED_TOKEN):]})
+            raise ValueError(
+                f"data.source {self.source!r} is in the shared data folder, but neither "
+                f"{PRESET_DATA_ENV} nor {SHARED_DATA_ENV} is set: set {SHARED_DATA_ENV} to the folder "
+                "holding the shared data"
+            )
+        return self.model_copy(update={"source": folder.rstrip("/") + self.source[len(SHARED_TOKEN) :]})
 
 
 class MiningSpec(Section):
     """Hard-negative mining of a BEIR source (ignored for sources whose rows carry their negatives)."""
 
-    model: Optional[str] = Field(default=None, max_length=4096,
-                                 description="SentenceTransformer folder or id; empty: the packaged all-MiniLM-L6-v2.")
-    range_min: int = Field(default=MiningSettings.range_min, ge=0, le=100_000, json_schema_extra=unit("rank"),
-                           description="Skip the model's top candidates (likely unjudged positives).")
-    range_max: Optional[int] = Field(default=MiningSettings.range_max, ge=1, le=100_000, json_schema_extra=unit("rank"),
-                                     description="Sample negatives from ranks [range_min, range_max).")
+    model: Optional[str] = Field(
+        default=None,
+        max_length=4096,
+        description="SentenceTransformer folder or id; empty: the packaged all-MiniLM-L6-v2.",
+    )
+    range_min: int = Field(
+        default=MiningSettings.range_min,
+        ge=0,
+        le=100_000,
+        json_schema_extra=unit("rank"),
+        description="Skip the model's top candidates (likely unjudged positives).",
+    )
+    range_max: Optional[int] = Field(
+        default=MiningSettings.range_max,
+        ge=1,
+        le=100_000,
+        json_schema_extra=unit("rank"),
+        description="Sample negatives from ranks [range_min, range_max).",
+    )
     relative_margin: Optional[float] = Field(
-        default=MiningSettings.relative_margin, ge=0, le=1,
-        description="Drop candidates scoring above positive - |positive| x margin.")
-    absolute_margin: Optional[float] = Field(default=MiningSettings.absolute_margin, ge=0, le=2,
-                                             description="Drop candidates scoring above positive - margin.")
-    max_score: Optional[float] = Field(default=MiningSettings.max_score, ge=-1, le=1,
-                                       description="Drop candidates scoring above this.")
+        default=MiningSettings.relative_margin,
+        ge=0,
+        le=1,
+        description="Drop candidates scoring above positive - |positive| x margin.",
+    )
+    absolute_margin: Optional[float] = Field(
+        default=MiningSettings.absolute_margin,
+        ge=0,
+        le=2,
+        description="Drop candidates scoring above positive - margin.",
+    )
+    max_score: Optional[float] = Field(
+        default=MiningSettings.max_score, ge=-1, le=1, description="Drop candidates scoring above this."
+    )
     sampling_strategy: Literal[SAMPLING_STRATEGIES] = Field(  # type: ignore[valid-type]
-        default=MiningSettings.sampling_strategy, description="random (sample within the window) or top.")
-    num_negatives: int = Field(default=MiningSettings.num_negatives, ge=1, le=64, json_schema_extra=unit("negatives"),
-                               description="Negatives per (query, positive) row.")
-    batch_size: int = Field(default=MiningSettings.batch_size, ge=1, le=4096, json_schema_extra=unit("texts"),
-                            description="Encoding batch size while mining.")
-    max_seq_length: Optional[int] = Field(default=MiningSettings.max_seq_length, ge=1, le=8192,
-                                          json_schema_extra=unit("tokens"),
-                                          description="Truncate texts when mining; empty: the model's own.")
+        default=MiningSettings.sampling_strategy, description="random (sample within the window) or top."
+    )
+    num_negatives: int = Field(
+        default=MiningSettings.num_negatives,
+        ge=1,
+        le=64,
+        json_schema_extra=unit("negatives"),
+        description="Negatives per (query, positive) row.",
+    )
+    batch_size: int = Field(
+        default=MiningSettings.batch_size,
+        ge=1,
+        le=4096,
+        json_schema_extra=unit("texts"),
+        description="Encoding batch size while mining.",
+    )
+    max_seq_length: Optional[int] = Field(
+        default=MiningSettings.max_seq_length,
+        ge=1,
+        le=8192,
+        json_schema_extra=unit("tokens"),
+        description="Truncate texts when mining; empty: the model's own.",
+    )
     use_faiss: Optional[bool] = Field(
-        default=MiningSettings.use_faiss, description="Search candidates with faiss; empty: from faiss_min_corpus "
-        "documents.")
-    faiss_min_corpus: int = Field(default=MiningSettings.faiss_min_corpus, ge=1, json_schema_extra=unit("documents"),
-                                  description="Corpus size from which faiss is used (use_faiss empty).")
+        default=MiningSettings.use_faiss,
+        description="Search candidates with faiss; empty: from faiss_min_corpus documents.",
+    )
+    faiss_min_corpus: int = Field(
+        default=MiningSettings.faiss_min_corpus,
+        ge=1,
+        json_schema_extra=unit("documents"),
+        description="Corpus size from which faiss is used (use_faiss empty).",
+    )
     seed: int = Field(default=MiningSettings.seed, ge=0, le=2**32 - 1, description="Seed of the random sampling.")
 
     @model_validator(mode="after")
     def _window(self) -> "MiningSpec":
         if self.range_max is not None and self.range_max - self.range_min < self.num_negatives:
-            raise ValueError(f"range_max - range_min ({self.range_max} - {self.range_min}) leaves fewer candidates "
-                             f"than num_negatives ({self.num_negatives})")
+            raise ValueError(
+                f"range_max - range_min ({self.range_max} - {self.range_min}) leaves fewer candidates "
+                f"than num_negatives ({self.num_negatives})"
+            )
         return self
 
     def settings(self) -> MiningSettings:
@@ -139,19 +192,41 @@ class MiningSpec(Section):
 
 
 class SplitSpec(Section):
-    sample_size: Optional[int] = Field(default=SplitOptions.sample_size, ge=2, le=100_000_000,
-                                       json_schema_extra=unit("rows"),
-                                       description="Training + validation rows (test rows come on top); empty: all.")
-    sample_fraction: Optional[float] = Field(default=SplitOptions.sample_fraction, gt=0, le=1,
-                                             description="Instead of sample_size: the fraction of clean rows.")
-    validation_size: float = Field(default=SplitOptions.validation_size, gt=0, le=10_000_000,
-                                   json_schema_extra=unit("fraction or rows"),
-                                   description="Validation rows: < 1 a fraction of the sample, >= 1 a row count.")
-    test_size: int = Field(default=SplitOptions.test_size, ge=1, le=10_000_000, json_schema_extra=unit("rows"),
-                           description="Held-out test rows, taken before the training/validation split.")
+    sample_size: Optional[int] = Field(
+        default=SplitOptions.sample_size,
+        ge=2,
+        le=100_000_000,
+        json_schema_extra=unit("rows"),
+        description="Training + validation rows (test rows come on top); empty: all.",
+    )
+    sample_fraction: Optional[float] = Field(
+        default=SplitOptions.sample_fraction,
+        gt=0,
+        le=1,
+        description="Instead of sample_size: the fraction of clean rows.",
+    )
+    validation_size: float = Field(
+        default=SplitOptions.validation_size,
+        gt=0,
+        le=10_000_000,
+        json_schema_extra=unit("fraction or rows"),
+        description="Validation rows: < 1 a fraction of the sample, >= 1 a row count.",
+    )
+    test_size: int = Field(
+        default=SplitOptions.test_size,
+        ge=1,
+        le=10_000_000,
+        json_schema_extra=unit("rows"),
+        description="Held-out test rows, taken before the training/validation split.",
+    )
     seed: int = Field(default=SplitOptions.seed, ge=0, le=2**32 - 1, description="Seed of the split.")
-    max_text_chars: int = Field(default=DEFAULT_MAX_TEXT_CHARS, ge=1, le=10_000_000, json_schema_extra=unit("chars"),
-                                description="Rows with a longer text are dropped (too_long).")
+    max_text_chars: int = Field(
+        default=DEFAULT_MAX_TEXT_CHARS,
+        ge=1,
+        le=10_000_000,
+        json_schema_extra=unit("chars"),
+        description="Rows with a longer text are dropped (too_long).",
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> "SplitSpec":
@@ -170,34 +245,58 @@ class LoraSpec(Section):
 
     adapter_dim: int = Field(default=8, ge=1, le=1024, description="Adapter rank.")
     alpha: int = Field(default=16, ge=1, le=4096, description="LoRA scaling factor (often 2 x adapter_dim).")
-    adapter_dropout: Optional[float] = Field(default=None, ge=0, lt=1,
-                                             description="Dropout in the adapter; empty: the backend's.")
+    adapter_dropout: Optional[float] = Field(
+        default=None, ge=0, lt=1, description="Dropout in the adapter; empty: the backend's."
+    )
     target_modules: Optional[tuple[str, ...]] = Field(
-        default=None, max_length=64, description="Layers to adapt (NeMo: linear_qkv, linear_proj, linear_fc1, "
-        "linear_fc2); empty: the backend's (locally the attention query and value projections).")
+        default=None,
+        max_length=64,
+        description="Layers to adapt (NeMo: linear_qkv, linear_proj, linear_fc1, "
+        "linear_fc2); empty: the backend's (locally the attention query and value projections).",
+    )
 
 
 class TrainingSpec(Section):
     target: str = Field(min_length=3, max_length=256, description="Customization target `namespace/name@version`.")
-    output_model_name: Optional[str] = Field(default=None, pattern=NAME_PATTERN,
-                                             description="Output model name; empty: `<experiment>-embed-sft`.")
+    output_model_name: Optional[str] = Field(
+        default=None, pattern=NAME_PATTERN, description="Output model name; empty: `<experiment>-embed-sft`."
+    )
     training_type: Literal["sft"] = Field(default="sft", description="Training type (the Customizer's).")
     finetuning_type: Literal[FINETUNING_TYPES] = Field(  # type: ignore[valid-type]
-        default="all_weights", description="all_weights, lora or lora_merged.")
+        default="all_weights", description="all_weights, lora or lora_merged."
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA parameters (lora and lora_merged only).")
     epochs: int = Field(default=1, ge=1, le=1000, json_schema_extra=unit("epochs"), description="Training epochs.")
     batch_size: int = Field(ge=1, le=4096, json_schema_extra=unit("triplets"), description="Training batch size.")
     learning_rate: float = Field(gt=0, lt=1, description="Peak learning rate.")
-    max_steps: Optional[int] = Field(default=None, ge=1, le=10_000_000, json_schema_extra=unit("steps"),
-                                     description="Stop after this many steps; empty: the epochs decide.")
-    warmup_steps: Optional[int] = Field(default=None, ge=0, le=10_000_000, json_schema_extra=unit("steps"),
-                                        description="Learning-rate warm-up steps, then linear decay; empty: the "
-                                        "backend's (none locally).")
+    max_steps: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        json_schema_extra=unit("steps"),
+        description="Stop after this many steps; empty: the epochs decide.",
+    )
+    warmup_steps: Optional[int] = Field(
+        default=None,
+        ge=0,
+        le=10_000_000,
+        json_schema_extra=unit("steps"),
+        description="Learning-rate warm-up steps, then linear decay; empty: the backend's (none locally).",
+    )
     seed: Optional[int] = Field(default=None, ge=0, le=2**32 - 1, description="Training seed; empty: the backend's.")
-    max_seq_length: int = Field(ge=1, le=8192, json_schema_extra=unit("tokens"),
-                                description="Training inputs are truncated to this many tokens.")
-    num_hard_negatives: Optional[int] = Field(default=None, ge=0, le=64, json_schema_extra=unit("negatives"),
-                                              description="dataset_parameters.num_hard_negatives; empty: all.")
+    max_seq_length: int = Field(
+        ge=1,
+        le=8192,
+        json_schema_extra=unit("tokens"),
+        description="Training inputs are truncated to this many tokens.",
+    )
+    num_hard_negatives: Optional[int] = Field(
+        default=None,
+        ge=0,
+        le=64,
+        json_schema_extra=unit("negatives"),
+        description="dataset_parameters.num_hard_negatives; empty: all.",
+    )
     wandb_project: Optional[str] = Field(default=None, max_length=128, description="W&B project (needs WANDB_API_KEY).")
 
 
@@ -209,16 +308,26 @@ class ServingSpec(Section):
 
 
 class EvaluationSpec(Section):
-    tasks: tuple[str, ...] = Field(min_length=1, max_length=32,
-                                   description="BEIR tasks as files_url: file://NAME/, hf://datasets/NS/NAME or "
-                                   "fileset://WORKSPACE/NAME (v2).")
-    metrics: tuple[str, ...] = Field(default=DEFAULT_METRICS, min_length=1, max_length=32,
-                                     description="trec_eval metric names (recall_K, ndcg_cut_K, map, recip_rank).")
-    top_k: int = Field(default=10, ge=1, le=1000, json_schema_extra=unit("documents"),
-                       description="Documents retrieved per query.")
+    tasks: tuple[str, ...] = Field(
+        min_length=1,
+        max_length=32,
+        description="BEIR tasks as files_url: file://NAME/, hf://datasets/NS/NAME or fileset://WORKSPACE/NAME (v2).",
+    )
+    metrics: tuple[str, ...] = Field(
+        default=DEFAULT_METRICS,
+        min_length=1,
+        max_length=32,
+        description="trec_eval metric names (recall_K, ndcg_cut_K, map, recip_rank).",
+    )
+    top_k: int = Field(
+        default=10, ge=1, le=1000, json_schema_extra=unit("documents"), description="Documents retrieved per query."
+    )
     include_heldout: bool = Field(default=True, description="Also evaluate the held-out testing split (in-domain).")
-    heldout_dataset_name: str = Field(default="embed-sft-heldout-beir", pattern=NAME_PATTERN,
-                                      description="Data Store repo of the held-out split as a BEIR set.")
+    heldout_dataset_name: str = Field(
+        default="embed-sft-heldout-beir",
+        pattern=NAME_PATTERN,
+        description="Data Store repo of the held-out split as a BEIR set.",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -242,14 +351,18 @@ class EvaluationSpec(Section):
 class RemoteSpec(Section):
     """Waiting on remote work: not part of what is trained or measured (no new job when only these change)."""
 
-    poll_interval_s: float = Field(default=5.0, ge=0.05, le=3600, json_schema_extra=unit("s"),
-                                   description="Seconds between remote status polls.")
-    training_timeout_s: float = Field(gt=0, le=DAY_S, json_schema_extra=unit("s"),
-                                      description="Give up waiting for training (the job keeps running).")
-    deployment_timeout_s: float = Field(gt=0, le=DAY_S, json_schema_extra=unit("s"),
-                                        description="Fail a NIM not ready and listed by then.")
-    evaluation_timeout_s: float = Field(gt=0, le=DAY_S, json_schema_extra=unit("s"),
-                                        description="Give up waiting for an evaluation.")
+    poll_interval_s: float = Field(
+        default=5.0, ge=0.05, le=3600, json_schema_extra=unit("s"), description="Seconds between remote status polls."
+    )
+    training_timeout_s: float = Field(
+        gt=0, le=DAY_S, json_schema_extra=unit("s"), description="Give up waiting for training (the job keeps running)."
+    )
+    deployment_timeout_s: float = Field(
+        gt=0, le=DAY_S, json_schema_extra=unit("s"), description="Fail a NIM not ready and listed by then."
+    )
+    evaluation_timeout_s: float = Field(
+        gt=0, le=DAY_S, json_schema_extra=unit("s"), description="Give up waiting for an evaluation."
+    )
 
 
 class ExperimentSpec(Section):
@@ -272,13 +385,16 @@ def default_spec(profile: BackendProfile) -> ExperimentSpec:
     return ExperimentSpec(
         profile=profile.name,
         training=TrainingSpec(
-            target=profile.target, batch_size=profile.batch_size, learning_rate=profile.learning_rate,
+            target=profile.target,
+            batch_size=profile.batch_size,
+            learning_rate=profile.learning_rate,
             max_seq_length=profile.max_seq_length,
         ),
         serving=ServingSpec(base_model=profile.base_model, nim_image=profile.nim_image, nim_tag=profile.nim_tag),
         evaluation=EvaluationSpec(tasks=profile.eval_tasks),
         remote=RemoteSpec(
-            training_timeout_s=profile.training_timeout_s, deployment_timeout_s=profile.deployment_timeout_s,
+            training_timeout_s=profile.training_timeout_s,
+            deployment_timeout_s=profile.deployment_timeout_s,
             evaluation_timeout_s=profile.evaluation_timeout_s,
         ),
     )

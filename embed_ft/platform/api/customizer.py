@@ -187,12 +187,17 @@ def list_configs(store: Store, query: Listing):
     def target(doc: dict) -> dict:
         return store.get(TARGET_KIND, str(doc.get("target"))) or {}
 
-    return paginate(query, store.list(CONFIG_KIND), {  # the SDK's CustomizationConfigFilter fields
-        "finetuning_type": "training_options.finetuning_type", "training_type": "training_options.training_type",
-        "target_name": lambda doc: str(doc.get("target", "")).split("/", 1)[-1],
-        "target_base_model": lambda doc: target(doc).get("base_model"),
-        "target_enabled": lambda doc: target(doc).get("enabled"),
-    })
+    return paginate(
+        query,
+        store.list(CONFIG_KIND),
+        {  # the SDK's CustomizationConfigFilter fields
+            "finetuning_type": "training_options.finetuning_type",
+            "training_type": "training_options.training_type",
+            "target_name": lambda doc: str(doc.get("target", "")).split("/", 1)[-1],
+            "target_base_model": lambda doc: target(doc).get("base_model"),
+            "target_enabled": lambda doc: target(doc).get("enabled"),
+        },
+    )
 
 
 @router.post("/v1/customization/configs")
@@ -217,12 +222,14 @@ def delete_config(namespace: str, name: str, customization: Customization):
 
 @router.post("/v1/customization/jobs")
 def create_job(body: JobIn, customization: Customization):
-    return customization.create_job({
-        **body.model_dump(exclude={"dataset", "hyperparameters", "dataset_parameters"}),
-        "dataset": body.dataset if isinstance(body.dataset, str) else body.dataset.model_dump(),
-        "hyperparameters": body.hyperparameters.model_dump(exclude_none=True),
-        "dataset_parameters": body.dataset_parameters.model_dump() if body.dataset_parameters else None,
-    })
+    return customization.create_job(
+        {
+            **body.model_dump(exclude={"dataset", "hyperparameters", "dataset_parameters"}),
+            "dataset": body.dataset if isinstance(body.dataset, str) else body.dataset.model_dump(),
+            "hyperparameters": body.hyperparameters.model_dump(exclude_none=True),
+            "dataset_parameters": body.dataset_parameters.model_dump() if body.dataset_parameters else None,
+        }
+    )
 
 
 def _job_dataset(store: Any, doc: dict) -> list[str]:
@@ -239,11 +246,15 @@ def _job_dataset(store: Any, doc: dict) -> list[str]:
 def list_jobs(store: Store, customization: Customization, query: Listing):
     """Filters of the SDK's ``CustomizationJobListFilter`` (no ``custom_fields`` there; any field path works)."""
     hyperparameters = ("batch_size", "epochs", "finetuning_type", "log_every_n_steps", "training_type")
-    return paginate(query, customization.list_jobs(), {
-        **{key: f"hyperparameters.{key}" for key in hyperparameters},
-        "base_model": "config_snapshot.base_model",
-        "dataset": lambda doc: _job_dataset(store, doc),
-    })
+    return paginate(
+        query,
+        customization.list_jobs(),
+        {
+            **{key: f"hyperparameters.{key}" for key in hyperparameters},
+            "base_model": "config_snapshot.base_model",
+            "dataset": lambda doc: _job_dataset(store, doc),
+        },
+    )
 
 
 @router.get("/v1/customization/jobs/{job_id}")

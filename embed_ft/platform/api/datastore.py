@@ -100,8 +100,9 @@ async def create_repo(request: Request, namespaces: Namespaces, settings: Settin
     except AlreadyExists:
         # huggingface_hub with exist_ok=True reads "url" from the 409 answer too.
         message = f"You already created this {repo_type} repo: {namespace}/{name}"
-        return JSONResponse({"error": message, "detail": message, "url": url}, status_code=409,
-                            headers={"X-Error-Message": message})
+        return JSONResponse(
+            {"error": message, "detail": message, "url": url}, status_code=409, headers={"X-Error-Message": message}
+        )
     return {"url": url, "name": f"{namespace}/{name}", "id": f"{namespace}/{name}", "type": repo_type}
 
 
@@ -132,22 +133,26 @@ async def validate_yaml(request: Request, settings: Settings):
 
 
 @router.post("/v1/hf/api/{plural}/{namespace}/{name}/preupload/{revision:path}")
-async def preupload(plural: str, namespace: str, name: str, revision: str, request: Request, repos: Repos,
-                    settings: Settings):
+async def preupload(
+    plural: str, namespace: str, name: str, revision: str, request: Request, repos: Repos, settings: Settings
+):
     repo_type = _repo_type_from_plural(plural)
     data = await read_json_object(request, settings.max_json_body_bytes)
     repos.open_revision(repo_type, namespace, name, revision)
     files = data.get("files")
     if not isinstance(files, list):
         raise MalformedRequestError("preupload body needs a 'files' list")
-    paths = [validate_repo_path(entry.get("path") if isinstance(entry, dict) else None, f"files[{index}].path")
-             for index, entry in enumerate(files)]
+    paths = [
+        validate_repo_path(entry.get("path") if isinstance(entry, dict) else None, f"files[{index}].path")
+        for index, entry in enumerate(files)
+    ]
     return repos.preupload(repo_type, namespace, name, revision, paths)
 
 
 @router.post("/v1/hf/api/{plural}/{namespace}/{name}/commit/{revision:path}")
-async def commit(plural: str, namespace: str, name: str, revision: str, request: Request, repos: Repos,
-                 settings: Settings):
+async def commit(
+    plural: str, namespace: str, name: str, revision: str, request: Request, repos: Repos, settings: Settings
+):
     """The NDJSON commit: streamed to disk (``services/repo_commit.py``), memory bounded whatever the file sizes."""
     repo_type = _repo_type_from_plural(plural)
     limit = settings.max_upload_bytes
@@ -193,7 +198,9 @@ def list_tree_under(plural: str, namespace: str, name: str, revision: str, path:
     return _list_tree(request, repos, plural, namespace, name, revision, path)
 
 
-def _file_response(repos: RepoStore, repo_type: str, namespace: str, name: str, revision: str, path: str) -> FileResponse:
+def _file_response(
+    repos: RepoStore, repo_type: str, namespace: str, name: str, revision: str, path: str
+) -> FileResponse:
     target, oid, commit_id = repos.file(repo_type, namespace, name, revision, path)
     headers = {"ETag": f'"{oid}"', "X-Repo-Commit": commit_id, "Accept-Ranges": "bytes"}
     return FileResponse(target, headers=headers, media_type="application/octet-stream")

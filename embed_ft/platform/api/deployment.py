@@ -89,5 +89,7 @@ def get_model_deployment(namespace: str, name: str, deployments: Deployments):
 @router.delete("/v1/deployment/model-deployments/{namespace}/{name}")
 def delete_model_deployment(namespace: str, name: str, deployments: Deployments):
     doc = deployments.delete_deployment(f"{namespace}/{name}")
-    return {"message": f"model deployment {namespace}/{name} deleted; {doc['model']} is no longer served",
-            "id": doc["id"]}
+    return {
+        "message": f"model deployment {namespace}/{name} deleted; {doc['model']} is no longer served",
+        "id": doc["id"],
+    }

@@ -104,8 +104,14 @@ EvaluatorDocs = Annotated[EvaluatorResources, Depends(_evaluator_resources)]
 _BRACKETS = re.compile(r"^(filter|search)((?:\[[^\[\]]+\])+)$")
 _LIST_PARAM = re.compile(r"^(filter|search)\[")
 MAX_FILTER_DEPTH = 8
-RANGE_OPS = {"gte": operator.ge, "start": operator.ge, "gt": operator.gt, "lte": operator.le, "end": operator.le,
-             "lt": operator.lt}
+RANGE_OPS = {
+    "gte": operator.ge,
+    "start": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "end": operator.le,
+    "lt": operator.lt,
+}
 # A list route's own field names that live elsewhere in its documents: a dotted path, or a function of the document.
 Aliases = dict[str, "str | Callable[[dict], Any]"]
 
@@ -153,15 +159,20 @@ def _filter_path(key: str) -> tuple[str, tuple[str, ...]] | None:
     if match is None:
         raise MalformedRequestError(
             f"query parameter {_show_param(key)} is malformed: use {key.split('[', 1)[0]}[field][subfield]=value "
-            "(non-empty brackets, no '[' or ']' inside a bracket)")
+            "(non-empty brackets, no '[' or ']' inside a bracket)"
+        )
     segments = re.findall(r"\[([^\[\]]+)\]", match.group(2))
     if len(segments) > MAX_FILTER_DEPTH:
-        raise MalformedRequestError(f"query parameter {_show_param(key)} nests {len(segments)} brackets deep; "
-                                    f"the limit is {MAX_FILTER_DEPTH} (MAX_FILTER_DEPTH)")
+        raise MalformedRequestError(
+            f"query parameter {_show_param(key)} nests {len(segments)} brackets deep; "
+            f"the limit is {MAX_FILTER_DEPTH} (MAX_FILTER_DEPTH)"
+        )
     parts = tuple(p for p in segments[0].split(".") if p) if len(segments) == 1 else tuple(segments)
     if not parts or len(parts) > MAX_FILTER_DEPTH:
-        raise MalformedRequestError(f"query parameter {_show_param(key)} names no field or more than "
-                                    f"{MAX_FILTER_DEPTH} (MAX_FILTER_DEPTH) levels of fields")
+        raise MalformedRequestError(
+            f"query parameter {_show_param(key)} names no field or more than "
+            f"{MAX_FILTER_DEPTH} (MAX_FILTER_DEPTH) levels of fields"
+        )
     return match.group(1), parts
 
 
@@ -290,7 +301,7 @@ def paginate(query: ListQuery, docs: list[dict], aliases: Aliases | None = None)
     present.sort(key=lambda pair: _sort_key(pair[0]), reverse=descending)
     docs = [d for _, d in present] + [d for found, d in keyed if not found]  # documents without the field go last
     page, page_size = query.page, query.page_size
-    chunk = docs[(page - 1) * page_size: page * page_size]  # a page past the end is empty, not an error
+    chunk = docs[(page - 1) * page_size : page * page_size]  # a page past the end is empty, not an error
     return {
         "object": "list",
         "data": chunk,

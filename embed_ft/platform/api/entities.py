@@ -17,6 +17,7 @@ from .deps import Entities, Listing, Store, paginate
 
 router = APIRouter()
 
+
 class NamespaceIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str

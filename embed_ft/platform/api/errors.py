@@ -73,8 +73,10 @@ def _echoable(value: Any) -> bool:
 
 def _safe_error(error: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "loc": [part if isinstance(part, (int, str)) and find_problem(part) is None else "?"
-                for part in error.get("loc", ())],
+        "loc": [
+            part if isinstance(part, (int, str)) and find_problem(part) is None else "?"
+            for part in error.get("loc", ())
+        ],
         "msg": str(error.get("msg", "")).encode("utf-8", "replace").decode("utf-8"),
         "type": str(error.get("type", "")),
     }

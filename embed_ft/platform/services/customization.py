@@ -44,19 +44,30 @@ def job_document(doc: dict[str, Any]) -> dict[str, Any]:
     hp = _object(doc.get("hyperparameters"))
     stored_options = snapshot.get("training_options")
     options = [o for o in stored_options if isinstance(o, dict)] if isinstance(stored_options, list) else []
-    chosen = next((o for o in options if (o.get("training_type"), o.get("finetuning_type"))
-                   == (hp.get("training_type"), hp.get("finetuning_type"))), options[0] if options else None)
+    chosen = next(
+        (
+            o
+            for o in options
+            if (o.get("training_type"), o.get("finetuning_type"))
+            == (hp.get("training_type"), hp.get("finetuning_type"))
+        ),
+        options[0] if options else None,
+    )
     if target.get("base_model"):
         snapshot.setdefault("base_model", target["base_model"])
-    precision = next((p for p in (snapshot.get("training_precision"), target.get("precision")) if p in MODEL_PRECISIONS),
-                     "fp32")
+    precision = next(
+        (p for p in (snapshot.get("training_precision"), target.get("precision")) if p in MODEL_PRECISIONS), "fp32"
+    )
     snapshot.setdefault("precision", precision)
     if chosen is not None:
         snapshot.setdefault("training_option", chosen)
     if snapshot.get("max_seq_length") is None and hp.get("max_seq_length"):
         snapshot["max_seq_length"] = hp["max_seq_length"]
-    details = {"created_at": doc.get("created_at"), "updated_at": doc.get("updated_at"),
-               **_object(doc.get("status_details"))}
+    details = {
+        "created_at": doc.get("created_at"),
+        "updated_at": doc.get("updated_at"),
+        **_object(doc.get("status_details")),
+    }
     return {**doc, "config_snapshot": snapshot, "status_details": details}
 
 
@@ -69,9 +80,12 @@ def _check_versioned_name(name: str, job_id: str, field: str) -> None:
     versioned = f"{name}@{job_id}"
     if len(versioned.encode("utf-8")) > MAX_SEGMENT_LENGTH:
         room = MAX_SEGMENT_LENGTH - len(job_id) - 1
-        raise InvalidInputError(field, f"{field}: the model name {name[:60]!r}... is {len(name)} characters; the job "
-                                f"registers it as '<name>@{job_id}' and names are limited to {MAX_SEGMENT_LENGTH} "
-                                f"bytes, so at most {room} characters are left for it")
+        raise InvalidInputError(
+            field,
+            f"{field}: the model name {name[:60]!r}... is {len(name)} characters; the job "
+            f"registers it as '<name>@{job_id}' and names are limited to {MAX_SEGMENT_LENGTH} "
+            f"bytes, so at most {room} characters are left for it",
+        )
     checked_name(versioned, field)
 
 
@@ -99,14 +113,20 @@ class CustomizationService:
             field = "model_uri" if str(spec.get("model_uri") or "").startswith("file:") else "model_path"
             self._check_confined(target_id, local, field)
             if not is_sentence_transformers_folder(local):
-                raise InvalidInputError("model_path", f"target {target_id}: {local} is not a sentence-transformers "
-                                                      "model folder (no modules.json or config.json)")
+                raise InvalidInputError(
+                    "model_path",
+                    f"target {target_id}: {local} is not a sentence-transformers "
+                    "model folder (no modules.json or config.json)",
+                )
         else:
             repo_id = hub_repo_id(spec)
             if repo_id is None:
-                raise InvalidInputError("model_uri", f"target {target_id}: give model_uri 'file:///<folder>', an "
-                                        "absolute model_path folder, or a Hugging Face Hub id as base_model or "
-                                        "model_uri 'hf://<org>/<name>'")
+                raise InvalidInputError(
+                    "model_uri",
+                    f"target {target_id}: give model_uri 'file:///<folder>', an "
+                    "absolute model_path folder, or a Hugging Face Hub id as base_model or "
+                    "model_uri 'hf://<org>/<name>'",
+                )
         doc = {
             **spec,
             "id": new_id("customization_target"),
@@ -124,8 +144,12 @@ class CustomizationService:
         except AlreadyExists:
             raise ConflictError(f"customization target {target_id} already exists") from None
         if repo_id is not None:
-            threading.Thread(target=self._download_target, args=(target_id, repo_id), daemon=True,
-                             name=f"target-download-{target_id}").start()
+            threading.Thread(
+                target=self._download_target,
+                args=(target_id, repo_id),
+                daemon=True,
+                name=f"target-download-{target_id}",
+            ).start()
         return doc
 
     def _check_confined(self, target_id: str, local: Path, field: str) -> None:
@@ -142,25 +166,38 @@ class CustomizationService:
                 return
             except (InvalidPathError, OSError, ValueError):
                 continue
-        raise InvalidInputError(field, f"{field} of target {target_id}: {str(local)[:200]!r} is outside the folders "
-                                "targets may load from (this platform's models, Data Store and cache folders, the "
-                                "bundled model and $EMBED_FT_MODEL_ROOTS: " + ", ".join(map(str, roots)) + ")")
+        raise InvalidInputError(
+            field,
+            f"{field} of target {target_id}: {str(local)[:200]!r} is outside the folders "
+            "targets may load from (this platform's models, Data Store and cache folders, the "
+            "bundled model and $EMBED_FT_MODEL_ROOTS: " + ", ".join(map(str, roots)) + ")",
+        )
 
     def _download_target(self, target_id: str, repo_id: str) -> None:
         try:
             path = download_hub_model(repo_id, self.settings.cache_dir / "hub")
             if not is_sentence_transformers_folder(path):
                 raise ModelNotFound(f"Hub repo {repo_id} is not a sentence-transformers/transformers model")
-            self.store.update(TARGET_KIND, target_id, {
-                "status": "ready", "local_path": str(path),
-                "status_details": {"message": f"downloaded {repo_id} from the Hugging Face Hub"},
-            })
+            self.store.update(
+                TARGET_KIND,
+                target_id,
+                {
+                    "status": "ready",
+                    "local_path": str(path),
+                    "status_details": {"message": f"downloaded {repo_id} from the Hugging Face Hub"},
+                },
+            )
         except Exception as exc:  # offline, unknown repo, ...: the target says why
-            self.store.update(TARGET_KIND, target_id, {
-                "status": "failed",
-                "status_details": {"message": f"could not fetch {repo_id} from the Hugging Face Hub: "
-                                              f"{type(exc).__name__}: {exc}"},
-            })
+            self.store.update(
+                TARGET_KIND,
+                target_id,
+                {
+                    "status": "failed",
+                    "status_details": {
+                        "message": f"could not fetch {repo_id} from the Hugging Face Hub: {type(exc).__name__}: {exc}"
+                    },
+                },
+            )
 
     def get_target(self, key: str) -> dict[str, Any]:
         return self._get(TARGET_KIND, key, "customization target")
@@ -181,10 +218,16 @@ class CustomizationService:
         name = checked_name(body["name"] if "@" in body["name"] else f"{body['name']}@v1", "config name")
         target_ns, target_name = split_ref(body["target"], "target")
         if self.store.get(TARGET_KIND, f"{target_ns}/{target_name}") is None:
-            raise NotFoundError(f"customization target {body['target']} not found; "
-                                "list them with GET /v1/customization/targets")
-        doc = {**body, "id": new_id("customization_config"), "namespace": namespace, "name": name,
-               "target": f"{target_ns}/{target_name}"}
+            raise NotFoundError(
+                f"customization target {body['target']} not found; list them with GET /v1/customization/targets"
+            )
+        doc = {
+            **body,
+            "id": new_id("customization_config"),
+            "namespace": namespace,
+            "name": name,
+            "target": f"{target_ns}/{target_name}",
+        }
         try:
             return self.store.create(CONFIG_KIND, f"{namespace}/{name}", doc)
         except AlreadyExists:
@@ -211,12 +254,16 @@ class CustomizationService:
         if target is None:
             raise NotFoundError(f"customization target {config['target']} (of config {config_ref}) not found")
         if not target.get("enabled", True):
-            raise InvalidInputError("config", f"customization target {config['target']} is disabled; "
-                                              "enable it with PATCH")
+            raise InvalidInputError(
+                "config", f"customization target {config['target']} is disabled; enable it with PATCH"
+            )
         if target.get("status") != "ready":
-            raise InvalidInputError("config", f"customization target {config['target']} is not ready "
-                                    f"(status {target.get('status')!r}): "
-                                    f"{(target.get('status_details') or {}).get('message', '')}")
+            raise InvalidInputError(
+                "config",
+                f"customization target {config['target']} is not ready "
+                f"(status {target.get('status')!r}): "
+                f"{(target.get('status_details') or {}).get('message', '')}",
+            )
         return config_ns, config_name, config, target
 
     def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -228,25 +275,34 @@ class CustomizationService:
             dataset = dict(zip(("namespace", "name"), split_ref(dataset, "dataset"), strict=True))
         checked_name(dataset["namespace"], "dataset namespace"), checked_name(dataset["name"], "dataset name")
         if self.store.get(DATASET_KIND, f"{dataset['namespace']}/{dataset['name']}") is None:
-            raise NotFoundError(f"dataset {dataset['namespace']}/{dataset['name']} not found in the Entity Store; "
-                                "register it with POST /v1/datasets")
+            raise NotFoundError(
+                f"dataset {dataset['namespace']}/{dataset['name']} not found in the Entity Store; "
+                "register it with POST /v1/datasets"
+            )
         hp = body["hyperparameters"]
         training_type, finetuning_type = hp["training_type"], hp["finetuning_type"]
         if finetuning_type not in FINETUNING_TYPES:
-            raise InvalidInputError("hyperparameters.finetuning_type", f"hyperparameters.finetuning_type "
-                                    f"{finetuning_type!r} is not one of {', '.join(FINETUNING_TYPES)}")
+            raise InvalidInputError(
+                "hyperparameters.finetuning_type",
+                f"hyperparameters.finetuning_type {finetuning_type!r} is not one of {', '.join(FINETUNING_TYPES)}",
+            )
         offered = {(o.get("training_type"), o.get("finetuning_type")) for o in config.get("training_options") or []}
         if offered and (training_type, finetuning_type) not in offered:
-            raise InvalidInputError("hyperparameters", f"config {body['config']} has no training option for "
-                                    f"training_type {training_type!r} with finetuning_type {finetuning_type!r}")
+            raise InvalidInputError(
+                "hyperparameters",
+                f"config {body['config']} has no training option for "
+                f"training_type {training_type!r} with finetuning_type {finetuning_type!r}",
+            )
 
         job_id = new_id("cust")
         namespace = checked_name(body.get("namespace") or config_ns, "namespace")
         output_model = body.get("output_model")
         if output_model:
             if "@" in output_model:
-                raise InvalidInputError("output_model", f"output_model {output_model!r} must not carry a version: "
-                                                        "the job appends '@<job id>'")
+                raise InvalidInputError(
+                    "output_model",
+                    f"output_model {output_model!r} must not carry a version: the job appends '@<job id>'",
+                )
             out_ns, out_name = split_ref(output_model, "output_model")
         else:
             out_ns = namespace
@@ -290,8 +346,12 @@ class CustomizationService:
         """The ``/status`` document: status, every status detail (defaults filled in), status logs."""
         doc = self.get_job(job_id)
         details = {k: v for k, v in (doc.get("status_details") or {}).items() if k != "status"}
-        return {"id": job_id, "status": doc["status"], **{**empty_status_details(), **details},
-                "status_logs": doc.get("status_logs") or []}
+        return {
+            "id": job_id,
+            "status": doc["status"],
+            **{**empty_status_details(), **details},
+            "status_logs": doc.get("status_logs") or [],
+        }
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         doc = self.get_job(job_id)
@@ -310,10 +370,16 @@ class CustomizationService:
         job's error when it failed."""
         doc = self.get_job(job_id)
         text = self.container_log(job_id)
-        entry = {"object": "container_logs", "logs": {"text": text, "lines": text.splitlines()},
-                 "status": {"phase": doc["status"]}}
+        entry = {
+            "object": "container_logs",
+            "logs": {"text": text, "lines": text.splitlines()},
+            "status": {"phase": doc["status"]},
+        }
         answer: dict[str, Any] = {"entries": {WORKER_LOG: entry}}
         if doc["status"] == FAILED:
             last = (doc.get("status_logs") or [{}])[-1]
-            answer["error"] = {"message": last.get("detail") or last.get("message"), "timestamp": last.get("updated_at")}
+            answer["error"] = {
+                "message": last.get("detail") or last.get("message"),
+                "timestamp": last.get("updated_at"),
+            }
         return answer

@@ -28,8 +28,13 @@ class DatastoreNamespaces:
         without one), so that repo creation can require the namespace; returns them. Runs at start-up."""
         root = self.repos.settings.repos_dir
         try:
-            found = {d.name for plural in REPO_TYPES if (root / plural).is_dir() for d in (root / plural).iterdir()
-                     if d.is_dir() and not d.name.startswith(".")}
+            found = {
+                d.name
+                for plural in REPO_TYPES
+                if (root / plural).is_dir()
+                for d in (root / plural).iterdir()
+                if d.is_dir() and not d.name.startswith(".")
+            }
         except OSError as exc:  # an unreadable folder must not stop the start-up
             log.warning("could not list the Data Store's namespaces under %s: %s", root, exc)
             return []
@@ -71,8 +76,10 @@ class DatastoreNamespaces:
             self.get(namespace)
             repos = self.repos.namespace_repos(namespace)
             if repos:
-                raise ConflictError(f"Data Store namespace {namespace!r} still holds {len(repos)} repo(s) "
-                                    f"({', '.join(repos[:5])}); delete them first")
+                raise ConflictError(
+                    f"Data Store namespace {namespace!r} still holds {len(repos)} repo(s) "
+                    f"({', '.join(repos[:5])}); delete them first"
+                )
             self.store.delete(DATASTORE_NAMESPACE_KIND, namespace)
 
     def create_repo(self, repo_type: str, namespace: str, name: str) -> dict[str, Any]:
@@ -80,6 +87,8 @@ class DatastoreNamespaces:
         ``AlreadyExists`` when the repo exists."""
         with self.store.atomic():  # the namespace is not deleted between the check and the create
             if self.store.get(DATASTORE_NAMESPACE_KIND, validate_name(namespace, "namespace")) is None:
-                raise NotFoundError(f"Data Store namespace {namespace!r} does not exist; create it first with "
-                                    "POST /v1/datastore/namespaces (form field namespace)")
+                raise NotFoundError(
+                    f"Data Store namespace {namespace!r} does not exist; create it first with "
+                    "POST /v1/datastore/namespaces (form field namespace)"
+                )
             return self.repos.create(repo_type, namespace, name)

@@ -119,12 +119,13 @@ class DeploymentService:
 
     def _check_capacity(self) -> None:
         """At most ``settings.max_deployments`` deployments hold a model (loading or ready) at once."""
-        live = [d for d in self.store.list(DEPLOYMENT_KIND)
-                if (d.get("status_details") or {}).get("status") != FAILED]
+        live = [d for d in self.store.list(DEPLOYMENT_KIND) if (d.get("status_details") or {}).get("status") != FAILED]
         limit = self.settings.max_deployments
         if len(live) >= limit:
-            raise ConflictError(f"{len(live)} model deployments are live; the limit is {limit} (max_deployments): "
-                                "delete one first (DELETE /v1/deployment/model-deployments/<namespace>/<name>)")
+            raise ConflictError(
+                f"{len(live)} model deployments are live; the limit is {limit} (max_deployments): "
+                "delete one first (DELETE /v1/deployment/model-deployments/<namespace>/<name>)"
+            )
 
     def pinned_model(self, model_ref: str) -> str:
         """The Entity Store model a deployment of ``model_ref`` serves, resolved once at create time: an
@@ -134,7 +135,9 @@ class DeploymentService:
         ns, name, version = split_model_ref(model_ref)
         if version is not None or self.store.get(MODEL_KIND, model_ref) is not None:
             return model_ref
-        versions = [d for d in self.store.list(MODEL_KIND, namespace=ns) if str(d.get("name", "")).startswith(f"{name}@")]
+        versions = [
+            d for d in self.store.list(MODEL_KIND, namespace=ns) if str(d.get("name", "")).startswith(f"{name}@")
+        ]
         return f"{ns}/{versions[0]['name']}" if versions else model_ref
 
     def get_deployment(self, key: str) -> dict[str, Any]:
@@ -165,12 +168,17 @@ class DeploymentService:
 
     def restore(self) -> None:
         """Serve again what was deployed before the platform stopped (a cluster keeps its NIMs running)."""
+
         def restore_one(key: str, doc: dict[str, Any]) -> None:
             if (doc.get("status_details") or {}).get("status") in (READY, PENDING):
-                self.store.update(DEPLOYMENT_KIND, f"{doc['namespace']}/{doc['name']}", {
-                    "status_details": {"status": PENDING, "description": f"loading {doc['model']} after a restart"},
-                    "deployed": False,
-                })
+                self.store.update(
+                    DEPLOYMENT_KIND,
+                    f"{doc['namespace']}/{doc['name']}",
+                    {
+                        "status_details": {"status": PENDING, "description": f"loading {doc['model']} after a restart"},
+                        "deployed": False,
+                    },
+                )
                 self._start_loading(doc)
 
         self.store.each_row(DEPLOYMENT_KIND, restore_one, "restoring deployments")
@@ -183,20 +191,25 @@ class DeploymentService:
             doc = self.store.get(DEPLOYMENT_KIND, key)
             if doc is None or doc.get("id") != deployment_id:
                 return
-            self.store.update(DEPLOYMENT_KIND, key, {
-                "status_details": {"status": status, "description": description}, **extra,
-            })
+            self.store.update(
+                DEPLOYMENT_KIND,
+                key,
+                {
+                    "status_details": {"status": status, "description": description},
+                    **extra,
+                },
+            )
 
     def _load(self, key: str, deployment_id: str, model_ref: str) -> None:
         served_name = unversioned(model_ref)
         try:
             path = resolve_model_path(self.store, model_ref)
-            model = embedding.load_model(path, calibrations=RuntimeCalibrations(self.settings.runtimes_dir,
-                                                                                 machine_calibrations_dir()))
+            model = embedding.load_model(
+                path, calibrations=RuntimeCalibrations(self.settings.runtimes_dir, machine_calibrations_dir())
+            )
         except Exception as exc:  # unknown model, broken weights, out of memory: the deployment says which
             log.warning("deployment %s failed: %s", key, exc)
-            self._set_status(key, deployment_id, FAILED, f"model {model_ref} cannot be deployed: {exc}",
-                             deployed=False)
+            self._set_status(key, deployment_id, FAILED, f"model {model_ref} cannot be deployed: {exc}", deployed=False)
             return
         with self._status_lock:
             doc = self.store.get(DEPLOYMENT_KIND, key)
@@ -205,14 +218,19 @@ class DeploymentService:
             runtime = embedding.runtime_choice(model)
             self.serving.add(ServedModel(served_name, model_ref, path, deployment_id, model, runtime))
             on = f" by {runtime.summary()}" if runtime is not None else ""
-            self.store.update(DEPLOYMENT_KIND, key, {
-                "status_details": {"status": READY,
-                                   "description": f"{model_ref} is served as {served_name!r} on /v1/embeddings{on}"},
-                "deployed": True,
-            })
+            self.store.update(
+                DEPLOYMENT_KIND,
+                key,
+                {
+                    "status_details": {
+                        "status": READY,
+                        "description": f"{model_ref} is served as {served_name!r} on /v1/embeddings{on}",
+                    },
+                    "deployed": True,
+                },
+            )
 
     def _start_loading(self, doc: dict[str, Any]) -> None:
         key = f"{doc['namespace']}/{doc['name']}"
         model_ref = doc.get("model_version") or doc["model"]  # older deployments: resolved at load
-        threading.Thread(target=self._load, args=(key, doc["id"], model_ref), daemon=True,
-                         name=f"deploy-{key}").start()
+        threading.Thread(target=self._load, args=(key, doc["id"], model_ref), daemon=True, name=f"deploy-{key}").start()

@@ -33,7 +33,6 @@ class ModelInputError(MalformedRequestError):
     """An embedding request the model cannot serve (too long with truncate=NONE, bad input_type, ...)."""
 
 
-
 _MODEL_CACHE_SIZE = 4
 _model_cache: "OrderedDict[tuple[str, str, str], SentenceTransformer]" = OrderedDict()
 _model_cache_lock = threading.Lock()
@@ -49,8 +48,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(path: Path | str, device: str | None = None,
-               calibrations: RuntimeCalibrations | None = None) -> "SentenceTransformer":
+def load_model(
+    path: Path | str, device: str | None = None, calibrations: RuntimeCalibrations | None = None
+) -> "SentenceTransformer":
     """Load a sentence-transformers folder once per (path, device, runtime setting); keeps the last few models in
     memory. The runtime setting (``EMBED_FT_INFERENCE_BACKEND``, default ``auto``) picks what computes the
     transformer (``inference_backend.py``); ``auto`` calibrates once and caches the choice in ``calibrations``
@@ -210,4 +210,3 @@ def embed(
 def encode_base64(vector: np.ndarray) -> str:
     """NIM ``encoding_format: base64``: base64 of the little-endian float32 bytes."""
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-

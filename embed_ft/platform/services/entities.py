@@ -56,8 +56,11 @@ def register_model(
         "peft": {"finetuning_type": "all_weights"},
         "custom_fields": {},
         **extra,
-        "artifact": {"files_url": artifact_path.as_uri(), "status": "upload_completed",
-                     "backend_engine": "hugging_face"},  # HF-format weights (a BackendEngineType)
+        "artifact": {
+            "files_url": artifact_path.as_uri(),
+            "status": "upload_completed",
+            "backend_engine": "hugging_face",
+        },  # HF-format weights (a BackendEngineType)
         "artifact_path": str(artifact_path),
     }
     if existing.get("created_at"):
@@ -67,19 +70,30 @@ def register_model(
 
 HF_DATASETS = "hf://datasets/"
 # Fields of a model document that name its weights (what deployments load): checked at create.
-MODEL_LOCATION_FIELDS = (("artifact_path",), ("local_path",), ("files_url",), ("artifact", "files_url"),
-                         ("artifact", "path"))
+MODEL_LOCATION_FIELDS = (
+    ("artifact_path",),
+    ("local_path",),
+    ("files_url",),
+    ("artifact", "files_url"),
+    ("artifact", "path"),
+)
 
 
 def check_dataset_files_url(files_url: object) -> None:
     """A dataset's files live in this platform's Data Store: ``hf://datasets/<namespace>/<name>`` or nothing."""
     if files_url is None:
         return
-    rest = files_url[len(HF_DATASETS):].strip("/") if isinstance(files_url, str) and files_url.startswith(HF_DATASETS) else None
+    rest = (
+        files_url[len(HF_DATASETS) :].strip("/")
+        if isinstance(files_url, str) and files_url.startswith(HF_DATASETS)
+        else None
+    )
     parts = rest.split("/") if rest else []
     try:
         if len(parts) != 2:
-            raise InvalidPathError("it must be 'hf://datasets/<namespace>/<name>' (a repo of this platform's Data Store)")
+            raise InvalidPathError(
+                "it must be 'hf://datasets/<namespace>/<name>' (a repo of this platform's Data Store)"
+            )
         validate_name(parts[0], "its namespace")
         validate_name(parts[1], "its name")
     except InvalidPathError as exc:
@@ -89,8 +103,12 @@ def check_dataset_files_url(files_url: object) -> None:
 class EntitiesService:
     """Create, read, list and delete the Entity Store's namespaces, datasets and models."""
 
-    def __init__(self, store: EntityStore, settings: PlatformSettings | None = None,
-                 model_users: Callable[[str], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        store: EntityStore,
+        settings: PlatformSettings | None = None,
+        model_users: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         # ``ns/name`` of a model -> what uses it (the deployments serving it): such a model is not deleted.
@@ -114,8 +132,10 @@ class EntitiesService:
                 if location is None:
                     raise InvalidPathError("it is neither a file:// URL, an absolute path nor an hf:// repo")
                 if not any(_inside(root, location) for root in roots):
-                    raise InvalidPathError("it is outside this platform's stores "
-                                           f"({', '.join(str(r) for r in roots) or 'none configured'})")
+                    raise InvalidPathError(
+                        "it is outside this platform's stores "
+                        f"({', '.join(str(r) for r in roots) or 'none configured'})"
+                    )
             except InvalidPathError as exc:
                 raise MalformedRequestError(f"{field} {str(value)[:200]!r} is refused: {exc}") from None
 
@@ -139,12 +159,17 @@ class EntitiesService:
         """Delete an empty namespace; 409 while it holds datasets or models (they would stay readable)."""
         with self.store.atomic():  # no dataset or model is created in it between the check and the delete
             self.get_namespace(namespace)
-            held = [f"{kind} {doc['namespace']}/{doc['name']}" for kind in (DATASET_KIND, MODEL_KIND)
-                    for doc in self.store.list(kind, namespace=namespace)]
+            held = [
+                f"{kind} {doc['namespace']}/{doc['name']}"
+                for kind in (DATASET_KIND, MODEL_KIND)
+                for doc in self.store.list(kind, namespace=namespace)
+            ]
             if held:
                 shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
-                raise ConflictError(f"namespace {namespace!r} still holds {len(held)} "
-                                    f"entit{'y' if len(held) == 1 else 'ies'} ({shown}); delete them first")
+                raise ConflictError(
+                    f"namespace {namespace!r} still holds {len(held)} "
+                    f"entit{'y' if len(held) == 1 else 'ies'} ({shown}); delete them first"
+                )
             self.store.delete(NAMESPACE_KIND, namespace)
 
     # ---- datasets and models (documents keyed ns/name in an existing namespace)
@@ -179,8 +204,10 @@ class EntitiesService:
         key = f"{namespace}/{name}"
         users = self.model_users(key) if kind == MODEL_KIND and self.model_users else []
         if users:
-            raise ConflictError(f"model {key} is served by deployment(s) {', '.join(users[:5])}; delete "
-                                "them first (DELETE /v1/deployment/model-deployments/<namespace>/<name>)")
+            raise ConflictError(
+                f"model {key} is served by deployment(s) {', '.join(users[:5])}; delete "
+                "them first (DELETE /v1/deployment/model-deployments/<namespace>/<name>)"
+            )
         self.store.delete(kind, key)
 
 

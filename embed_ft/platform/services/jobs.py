@@ -169,12 +169,16 @@ class JobRunner:
             if doc is None:
                 return None
             entry = status_log_entry(message, detail, status if self.log_status else None)
-            return self.store.update(self.kind, job_id, {
-                "status": status,
-                "status_details": {**(doc.get("status_details") or {}), **(details or {})},
-                "status_logs": [*(doc.get("status_logs") or []), entry],
-                **fields,
-            })
+            return self.store.update(
+                self.kind,
+                job_id,
+                {
+                    "status": status,
+                    "status_details": {**(doc.get("status_details") or {}), **(details or {})},
+                    "status_logs": [*(doc.get("status_logs") or []), entry],
+                    **fields,
+                },
+            )
 
     def update_details(self, job_id: str, details: dict[str, Any], *, unless_cancelled: bool = False) -> None:
         """Merge ``details`` into a job's status_details (progress). ``unless_cancelled``: write nothing once a
@@ -211,8 +215,13 @@ class JobRunner:
                 self.execute(job_id)
             except Exception as exc:  # keep the worker alive for the next job
                 log.exception("%s %s failed in the platform", self.label, job_id)
-                self.set_status(job_id, FAILED, "internal error", f"internal error: {type(exc).__name__}: {exc}",
-                                details={"message": f"internal error: {type(exc).__name__}: {exc}"})
+                self.set_status(
+                    job_id,
+                    FAILED,
+                    "internal error",
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    details={"message": f"internal error: {type(exc).__name__}: {exc}"},
+                )
             finally:
                 with self.lock:
                     self._current = None

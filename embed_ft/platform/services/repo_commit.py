@@ -73,7 +73,7 @@ def content_start(buf: bytes) -> int | None:
             end = _string_end(buf, i + 1)
             if end == -1:
                 return None
-            token, j = buf[i + 1:end], end + 1
+            token, j = buf[i + 1 : end], end + 1
             while j < n and buf[j] in b" \t\r":
                 j += 1
             key = token if j < n and buf[j] == 0x3A else None  # ':'
@@ -178,12 +178,13 @@ class CommitParser:
         if self._content is not None:  # the rest of a streamed line: small (path, encoding) or refused
             raise self._fail(f"the fields after 'content' are longer than {self.max_line} bytes")
         self.line_no += 1
-        start = content_start(bytes(self._buffer[:self.max_line + 1]))
+        start = content_start(bytes(self._buffer[: self.max_line + 1]))
         if self.header is None or start is None:
             self.line_no -= 1
             raise PayloadTooLargeError(
                 f"commit body line {self.line_no + 1} is longer than {self.max_line} bytes and is not a file line "
-                "whose 'content' string can be streamed")
+                "whose 'content' string can be streamed"
+            )
         self._prefix = bytes(self._buffer[:start])
         rest = bytes(self._buffer[start:])
         self._buffer.clear()
@@ -302,8 +303,9 @@ class CommitUpload:
     def __init__(self, repos: RepoStore, repo_type: str, namespace: str, name: str, revision: str) -> None:
         rdir, _ = repos.open(repo_type, namespace, name)
         if revision != DEFAULT_BRANCH:
-            raise RepoNotFoundError(f"commits go to branch {DEFAULT_BRANCH!r}; there is no branch {revision!r}",
-                                    code="RevisionNotFound")
+            raise RepoNotFoundError(
+                f"commits go to branch {DEFAULT_BRANCH!r}; there is no branch {revision!r}", code="RevisionNotFound"
+            )
         self.repos, self.repo = repos, (repo_type, namespace, name)
         self.staging = rdir / "staging" / uuid.uuid4().hex
         self._guard(lambda: self.staging.mkdir(parents=True))
@@ -324,9 +326,17 @@ class CommitUpload:
         self._guard(self.parser.finish)
         header = self.parser.header or {}
         parser = self.parser
-        return self._guard(lambda: self.repos.commit(
-            *self.repo, self.summary, str(header.get("description") or ""), header.get("parentCommit"),
-            parser.added, parser.deleted_files, parser.deleted_folders))
+        return self._guard(
+            lambda: self.repos.commit(
+                *self.repo,
+                self.summary,
+                str(header.get("description") or ""),
+                header.get("parentCommit"),
+                parser.added,
+                parser.deleted_files,
+                parser.deleted_folders,
+            )
+        )
 
     @property
     def summary(self) -> str:

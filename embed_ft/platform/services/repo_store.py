@@ -111,13 +111,16 @@ class RepoStore:
             raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} does not exist", code="RepoNotFound")
         return rdir, meta
 
-    def open_revision(self, repo_type: str, namespace: str, name: str, revision: str) -> tuple[Path, dict[str, Any], str]:
+    def open_revision(
+        self, repo_type: str, namespace: str, name: str, revision: str
+    ) -> tuple[Path, dict[str, Any], str]:
         """(folder, repo.json, commit id) of ``revision`` (a branch or a commit id) of an existing repo."""
         rdir, meta = self.open(repo_type, namespace, name)
         commit = _resolve_revision(meta, revision)
         if commit is None:
-            raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} has no revision {revision!r}",
-                                    code="RevisionNotFound")
+            raise RepoNotFoundError(
+                f"{repo_type} repo {namespace}/{name} has no revision {revision!r}", code="RevisionNotFound"
+            )
         return rdir, meta, commit
 
     def files_dir(self, repo_type: str, namespace: str, name: str, revision: str = DEFAULT_BRANCH) -> Path:
@@ -145,8 +148,15 @@ class RepoStore:
             if load_meta(rdir) is not None:
                 raise AlreadyExists(f"{repo_type} repo {namespace}/{name} already exists")
             now = utc_now()
-            meta: dict[str, Any] = {"type": repo_type, "namespace": namespace, "name": name, "created_at": now, "updated_at": now,
-                    "head": None, "commits": []}
+            meta: dict[str, Any] = {
+                "type": repo_type,
+                "namespace": namespace,
+                "name": name,
+                "created_at": now,
+                "updated_at": now,
+                "head": None,
+                "commits": [],
+            }
             (rdir / "commits").mkdir(parents=True, exist_ok=True)
             self._write_commit(rdir, meta, "initial commit", "", {}, [], [])
             return meta
@@ -186,8 +196,10 @@ class RepoStore:
             if current is None:
                 raise RepoNotFoundError(f"{repo_type} repo {namespace}/{name} was deleted", code="RepoNotFound")
             if parent_commit and parent_commit != current["head"]:
-                raise PreconditionFailedError(f"parentCommit {parent_commit} is not the head of {DEFAULT_BRANCH} "
-                                              f"({current['head']}); fetch and retry")
+                raise PreconditionFailedError(
+                    f"parentCommit {parent_commit} is not the head of {DEFAULT_BRANCH} "
+                    f"({current['head']}); fetch and retry"
+                )
             return self._write_commit(rdir, current, summary, description, added, deleted_files, deleted_folders)
 
     def _write_commit(
@@ -206,7 +218,9 @@ class RepoStore:
         manifest = dict(load_manifest(rdir, parent)) if parent else {}
         for path in deleted_files:
             if path not in manifest:
-                raise NotFoundError(f"cannot delete {path!r}: A file with this name doesn't exist", code="EntryNotFound")
+                raise NotFoundError(
+                    f"cannot delete {path!r}: A file with this name doesn't exist", code="EntryNotFound"
+                )
             del manifest[path]
         for folder in deleted_folders:
             prefix = folder.rstrip("/") + "/"
@@ -256,8 +270,15 @@ class RepoStore:
         rdir, _, commit = self.open_revision(repo_type, namespace, name, revision)
         manifest = load_manifest(rdir, commit)
         # Everything is stored as a regular file: no LFS/Xet round trips on a local platform.
-        files = [{"path": path, "uploadMode": "regular", "shouldIgnore": False,
-                  "oid": manifest[path]["oid"] if path in manifest else None} for path in paths]
+        files = [
+            {
+                "path": path,
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": manifest[path]["oid"] if path in manifest else None,
+            }
+            for path in paths
+        ]
         return {"files": files, "commitOid": commit}
 
     def info(self, repo_type: str, namespace: str, name: str, revision: str) -> dict[str, Any]:
@@ -285,15 +306,18 @@ class RepoStore:
             info["modelId"] = info["id"]
         return info
 
-    def tree(self, repo_type: str, namespace: str, name: str, revision: str, base: str, recursive: bool) -> list[dict[str, Any]]:
+    def tree(
+        self, repo_type: str, namespace: str, name: str, revision: str, base: str, recursive: bool
+    ) -> list[dict[str, Any]]:
         """Entries under folder ``base`` ("" = the root) at ``revision``, as the protocol lists them."""
         rdir, _, commit = self.open_revision(repo_type, namespace, name, revision)
         if base:
             validate_repo_path(base)
         entries = _tree_entries(load_manifest(rdir, commit), base, recursive)
         if entries is None:
-            raise NotFoundError(f"{repo_type} repo {namespace}/{name} has no path {base!r} at {revision!r}",
-                                code="EntryNotFound")
+            raise NotFoundError(
+                f"{repo_type} repo {namespace}/{name} has no path {base!r} at {revision!r}", code="EntryNotFound"
+            )
         return entries
 
     def file(self, repo_type: str, namespace: str, name: str, revision: str, path: str) -> tuple[Path, str, str]:
@@ -303,8 +327,9 @@ class RepoStore:
         target = safe_join(rdir / "snapshots" / commit, path)
         entry = load_manifest(rdir, commit).get(path)
         if entry is None or not target.is_file():
-            raise NotFoundError(f"{repo_type} repo {namespace}/{name} has no file {path!r} at {revision!r}",
-                                code="EntryNotFound")
+            raise NotFoundError(
+                f"{repo_type} repo {namespace}/{name} has no file {path!r} at {revision!r}", code="EntryNotFound"
+            )
         return target, entry["oid"], commit
 
 
@@ -325,7 +350,7 @@ def _tree_entries(manifest: dict[str, Any], base: str, recursive: bool) -> list[
     folders: dict[str, list[str]] = {}
     entries = []
     for path, m in sorted(files.items()):
-        rest = path[len(prefix):]
+        rest = path[len(prefix) :]
         parts = rest.split("/")
         for depth in range(1, len(parts)):
             folder = prefix + "/".join(parts[:depth])

@@ -36,12 +36,16 @@ ENCODE_BATCH = 8
 def check_embedding_input(texts: list[str], max_inputs: int, max_chars: int) -> None:
     """Refuse (413) a request over the per-request caps, naming the limit and the value sent."""
     if len(texts) > max_inputs:
-        raise PayloadTooLargeError(f"input has {len(texts)} items; the limit is {max_inputs} inputs per request "
-                                   "(max_embedding_inputs): send them in several requests")
+        raise PayloadTooLargeError(
+            f"input has {len(texts)} items; the limit is {max_inputs} inputs per request "
+            "(max_embedding_inputs): send them in several requests"
+        )
     chars = sum(len(text) for text in texts)
     if chars > max_chars:
-        raise PayloadTooLargeError(f"input has {chars} characters in all; the limit is {max_chars} characters per "
-                                   "request (max_embedding_chars): send them in several requests")
+        raise PayloadTooLargeError(
+            f"input has {chars} characters in all; the limit is {max_chars} characters per "
+            "request (max_embedding_chars): send them in several requests"
+        )
 
 
 @dataclass
@@ -113,16 +117,32 @@ class ServingRegistry:
         return entry
 
     def embed_texts(
-        self, model_id: str, texts: list[str], input_type: str | None = None, truncate: str = "END",
-        batch_size: int = 32, show_progress_bar: bool = False,
+        self,
+        model_id: str,
+        texts: list[str],
+        input_type: str | None = None,
+        truncate: str = "END",
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
     ) -> np.ndarray:
         """Embeddings of ``texts`` from the served model ``model_id`` (float32, shape (n, dim)), without HTTP."""
         entry = self.served_model(model_id)
-        return embedding.embed(entry.model, texts, input_type=input_type, truncate=truncate,
-                               batch_size=batch_size, show_progress_bar=show_progress_bar)
+        return embedding.embed(
+            entry.model,
+            texts,
+            input_type=input_type,
+            truncate=truncate,
+            batch_size=batch_size,
+            show_progress_bar=show_progress_bar,
+        )
 
     def embeddings(
-        self, model_id: str, texts: list[str], input_type: str | None, truncate: str, dimensions: int | None,
+        self,
+        model_id: str,
+        texts: list[str],
+        input_type: str | None,
+        truncate: str,
+        dimensions: int | None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Embeddings:
         """A NIM embeddings request: checks the input and the requested dimensions, embeds, counts tokens.
@@ -132,25 +152,45 @@ class ServingRegistry:
         entry = self.served_model(model_id)
         dim = embedding.embedding_dimension(entry.model)
         if dimensions is not None and dimensions != dim:
-            raise MalformedRequestError(f"dimensions={dimensions} is not supported by {model_id}: "
-                                        f"it returns {dim}-dimensional embeddings only")
+            raise MalformedRequestError(
+                f"dimensions={dimensions} is not supported by {model_id}: it returns {dim}-dimensional embeddings only"
+            )
         parts = []
         for start in range(0, len(texts), ENCODE_BATCH):
             if should_stop is not None and should_stop():
                 raise EmbeddingAbandoned(f"the client went away after {start} of {len(texts)} inputs were encoded")
-            batch = texts[start:start + ENCODE_BATCH]
-            parts.append(embedding.embed(entry.model, batch, input_type=input_type, truncate=truncate,
-                                         batch_size=ENCODE_BATCH, first_index=start))
+            batch = texts[start : start + ENCODE_BATCH]
+            parts.append(
+                embedding.embed(
+                    entry.model,
+                    batch,
+                    input_type=input_type,
+                    truncate=truncate,
+                    batch_size=ENCODE_BATCH,
+                    first_index=start,
+                )
+            )
         vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
         if not np.isfinite(vectors).all():
-            raise ConflictError(f"model {model_id} produced non-finite embeddings (NaN/Infinity): its weights are "
-                                "broken, so it cannot serve; deploy another version")
+            raise ConflictError(
+                f"model {model_id} produced non-finite embeddings (NaN/Infinity): its weights are "
+                "broken, so it cannot serve; deploy another version"
+            )
         return Embeddings(vectors, embedding.count_tokens(entry.model, texts))
 
     def served_models_list(self) -> dict[str, Any]:
         """The NIM/OpenAI ``GET /v1/models`` answer: every served model under its unversioned name."""
-        return {"object": "list", "data": [
-            {"id": e.served_name, "object": "model", "created": e.created, "owned_by": e.served_name.split("/")[0],
-             "root": e.model_ref, "deployment": e.deployment_id}
-            for e in self.entries()
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": e.served_name,
+                    "object": "model",
+                    "created": e.created,
+                    "owned_by": e.served_name.split("/")[0],
+                    "root": e.model_ref,
+                    "deployment": e.deployment_id,
+                }
+                for e in self.entries()
+            ],
+        }

@@ -75,7 +75,7 @@ def approximate_search(
     for start in range(0, n_docs, chunk_size):
         if should_stop is not None and should_stop():
             raise EvaluationCancelled()
-        index.add(_normalized(corpus_embeddings[start:start + chunk_size]))
+        index.add(_normalized(corpus_embeddings[start : start + chunk_size]))
     index.nprobe = min(nprobe, nlist)
     scores, indices = index.search(_normalized(query_embeddings), min(top_k + 1, n_docs))
     run: dict[str, dict[str, float]] = {}

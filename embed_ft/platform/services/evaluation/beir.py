@@ -34,9 +34,6 @@ from .errors import DatasetNotFound, EvaluationError
 log = logging.getLogger("embed_ft.platform.evaluation")
 
 
-
-
-
 @dataclass
 class BeirDataset:
     """A BEIR set reduced to what retrieval needs: formatted document texts in BEIR order, the split's queries."""
@@ -115,8 +112,9 @@ def parse_beir(
     )
 
 
-def load_beir_folder(folder: Path, *, source: str | None = None, split: str = DEFAULT_SPLIT,
-                     max_file_bytes: int | None = None) -> BeirDataset:
+def load_beir_folder(
+    folder: Path, *, source: str | None = None, split: str = DEFAULT_SPLIT, max_file_bytes: int | None = None
+) -> BeirDataset:
     """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl`` (``.gz`` accepted), ``qrels/<split>.tsv``); a file
     (decompressed) over ``max_file_bytes`` is an ``EvaluationError`` naming it and the limit."""
     folder = Path(folder)
@@ -135,8 +133,12 @@ def load_beir_folder(folder: Path, *, source: str | None = None, split: str = DE
             f"fill that folder with {', '.join(files)}"
         )
     return parse_beir(
-        contents[files[0]], contents[files[1]], contents[files[2]],
-        source=source or str(folder), location=str(folder), qrels_label=files[2],
+        contents[files[0]],
+        contents[files[1]],
+        contents[files[2]],
+        source=source or str(folder),
+        location=str(folder),
+        qrels_label=files[2],
     )
 
 
@@ -153,10 +155,19 @@ def fetch_beir_from_hub(name: str, folder: Path, split: str = DEFAULT_SPLIT) -> 
     from huggingface_hub import snapshot_download
 
     hub_set = hub_beir_set(name, split)
-    main_dir = Path(snapshot_download(hub_set.repo_id, repo_type="dataset", revision=hub_set.revision,
-                                      allow_patterns=hub_set.main_patterns()))
-    qrels_dir = Path(snapshot_download(hub_set.qrels_repo_id, repo_type="dataset", revision=hub_set.qrels_revision,
-                                       allow_patterns=hub_set.qrels_patterns()))
+    main_dir = Path(
+        snapshot_download(
+            hub_set.repo_id, repo_type="dataset", revision=hub_set.revision, allow_patterns=hub_set.main_patterns()
+        )
+    )
+    qrels_dir = Path(
+        snapshot_download(
+            hub_set.qrels_repo_id,
+            repo_type="dataset",
+            revision=hub_set.qrels_revision,
+            allow_patterns=hub_set.qrels_patterns(),
+        )
+    )
     try:
         lay_out_beir(main_dir, qrels_dir, folder, hub_set)
     except HubLayoutError as exc:
@@ -165,7 +176,7 @@ def fetch_beir_from_hub(name: str, folder: Path, split: str = DEFAULT_SPLIT) -> 
 
 def beir_folder_for(files_url: str, beir_root: Path) -> tuple[str, Path]:
     """``file://NAME/`` -> (NAME, beir_root/NAME), refusing paths that leave the root."""
-    name = files_url[len("file://"):].rstrip("/")  # a leading "/" stays: absolute paths are refused
+    name = files_url[len("file://") :].rstrip("/")  # a leading "/" stays: absolute paths are refused
     try:
         validate_repo_path(name, "BEIR dataset name in files_url")
         folder = ensure_within(beir_root, Path(beir_root).joinpath(*name.split("/")))
@@ -176,7 +187,7 @@ def beir_folder_for(files_url: str, beir_root: Path) -> tuple[str, Path]:
 
 def parse_hf_dataset_url(files_url: str) -> tuple[str, str, str]:
     """``hf://datasets/ns/name[/sub/folder]`` -> (ns, name, sub folder or "")."""
-    rest = files_url[len("hf://"):].strip("/")
+    rest = files_url[len("hf://") :].strip("/")
     parts = rest.split("/")
     if len(parts) < 3 or parts[0] != "datasets":
         raise EvaluationError(f"files_url {files_url!r} must look like hf://datasets/<namespace>/<name>")
@@ -250,9 +261,10 @@ def load_beir_dataset(
     except EvaluationError:
         raise
     except Exception as exc:
-        raise DatasetNotFound(f"Data Store dataset {namespace}/{name} (files_url {files_url!r}) was not found: {exc}") from None
+        raise DatasetNotFound(
+            f"Data Store dataset {namespace}/{name} (files_url {files_url!r}) was not found: {exc}"
+        ) from None
     if not repo_dir.is_dir():
         raise DatasetNotFound(f"Data Store dataset {namespace}/{name} (files_url {files_url!r}) has no files")
     folder = ensure_within(repo_dir, repo_dir.joinpath(*sub.split("/"))) if sub else repo_dir
     return load_beir_folder(folder, source=files_url, split=split, max_file_bytes=max_file_bytes)
-

@@ -29,8 +29,6 @@ PROBE_TEXTS = (
 )
 
 
-
-
 def ids_digest(ids: Sequence[str]) -> str:
     """sha256 of the ids in order: what a cache file must have been written for."""
     return hashlib.sha256("\0".join(ids).encode("utf-8")).hexdigest()
@@ -53,8 +51,10 @@ class EmbeddingCache:
         self.root = Path(root)
 
     def key(self, identity: dict[str, Any], input_type: str, texts_fingerprint: str) -> str:
-        material = json.dumps({"embedder": identity, "input_type": input_type, "texts": texts_fingerprint,
-                               "doc_format": DOC_FORMAT}, sort_keys=True)
+        material = json.dumps(
+            {"embedder": identity, "input_type": input_type, "texts": texts_fingerprint, "doc_format": DOC_FORMAT},
+            sort_keys=True,
+        )
         return hashlib.sha256(material.encode()).hexdigest()[:40]
 
     def path(self, key: str) -> Path:
@@ -88,6 +88,10 @@ class EmbeddingCache:
         rows = np.asarray(embeddings, dtype=np.float32)
         self.meta_path(key).unlink(missing_ok=True)  # the old entry stops counting before its array is replaced
         atomic_write(self.path(key), lambda handle: np.save(handle, rows, allow_pickle=False))
-        meta = {"rows": int(rows.shape[0]), "dim": int(rows.shape[1]), "ids_sha256": ids_digest(ids),
-                "probe": probe.astype(np.float32).tolist()}
+        meta = {
+            "rows": int(rows.shape[0]),
+            "dim": int(rows.shape[1]),
+            "ids_sha256": ids_digest(ids),
+            "probe": probe.astype(np.float32).tolist(),
+        }
         atomic_write_text(self.meta_path(key), json.dumps(meta))

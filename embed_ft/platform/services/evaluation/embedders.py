@@ -19,8 +19,6 @@ from .errors import EmbeddingEndpointError, EvaluationCancelled, EvaluationError
 DEFAULT_BATCH_SIZE = 64
 
 
-
-
 def length_sorted_order(texts: Sequence[str]) -> np.ndarray:
     """The order ``SentenceTransformer.encode`` processes texts in (longest first, same ``np.argsort`` call)."""
     return np.argsort([-len(text) for text in texts])
@@ -65,7 +63,7 @@ class Embedder:
         for start in range(0, total, self.batch_size):
             if should_stop is not None and should_stop():
                 raise EvaluationCancelled()
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             batch = [texts[i] for i in idx]
             vectors = self._checked(self.embed_batch(batch, input_type), len(batch), out)
             if out is None:
@@ -88,19 +86,27 @@ class Embedder:
             raise EmbeddingEndpointError(f"embeddings from {where} have 0 dimensions")
         if previous is not None and previous.shape[1] != vectors.shape[1]:
             raise EmbeddingEndpointError(
-                f"embeddings from {where} changed dimension from " f"{previous.shape[1]} to {vectors.shape[1]} between batches"
+                f"embeddings from {where} changed dimension from "
+                f"{previous.shape[1]} to {vectors.shape[1]} between batches"
             )
         if not np.isfinite(vectors).all():
             bad = int((~np.isfinite(vectors)).any(axis=1).sum())
-            raise EmbeddingEndpointError(f"embeddings from {where}: {bad} of {expected_rows} vectors contain NaN or infinity")
+            raise EmbeddingEndpointError(
+                f"embeddings from {where}: {bad} of {expected_rows} vectors contain NaN or infinity"
+            )
         return vectors
 
 
 class CallableEmbedder(Embedder):
     """An embedder over a Python function ``fn(texts, input_type) -> array`` (in-process models, tests)."""
 
-    def __init__(self, fn: Callable[[list[str], str], Any], identity: dict[str, Any], batch_size: int = DEFAULT_BATCH_SIZE,
-                 runtime: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        fn: Callable[[list[str], str], Any],
+        identity: dict[str, Any],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        runtime: dict[str, Any] | None = None,
+    ):
         self._fn = fn
         self._identity = dict(identity)
         self.batch_size = int(batch_size)
@@ -158,8 +164,17 @@ class EndpointEmbedder(Embedder):
     @staticmethod
     def _new_session() -> requests.Session:
         # Retries only for connection errors (the request never reached the server); reads and statuses are final.
-        retry = Retry(total=3, connect=3, read=0, status=0, other=0, redirect=0, allowed_methods=None,
-                      backoff_factor=0.5, raise_on_status=False)
+        retry = Retry(
+            total=3,
+            connect=3,
+            read=0,
+            status=0,
+            other=0,
+            redirect=0,
+            allowed_methods=None,
+            backoff_factor=0.5,
+            raise_on_status=False,
+        )
         session = requests.Session()
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("http://", adapter)
@@ -185,10 +200,13 @@ class EndpointEmbedder(Embedder):
     def _post(self, texts: list[str], input_type: str) -> requests.Response:
         try:
             self.requests_sent += 1
-            return self._session.post(self.url, json=self._body(texts, input_type), headers=self._headers,
-                                      timeout=self.timeout)
+            return self._session.post(
+                self.url, json=self._body(texts, input_type), headers=self._headers, timeout=self.timeout
+            )
         except requests.RequestException as exc:
-            raise EmbeddingEndpointError(f"embeddings request to {self.describe()} failed: {type(exc).__name__}: {exc}") from None
+            raise EmbeddingEndpointError(
+                f"embeddings request to {self.describe()} failed: {type(exc).__name__}: {exc}"
+            ) from None
 
     def embed_batch(self, texts: list[str], input_type: str) -> np.ndarray:
         response = self._post(texts, input_type)
@@ -223,7 +241,8 @@ class EndpointEmbedder(Embedder):
         dims = {v.shape[0] for v in vectors}
         if len(dims) != 1:
             raise EmbeddingEndpointError(
-                f"embeddings endpoint {self.describe()} returned vectors " f"of different dimensions {sorted(dims)} in one batch"
+                f"embeddings endpoint {self.describe()} returned vectors "
+                f"of different dimensions {sorted(dims)} in one batch"
             )
         return np.stack(vectors)
 
@@ -244,4 +263,3 @@ class EndpointEmbedder(Embedder):
         if isinstance(embedding, list):
             return np.asarray(embedding, dtype=np.float32)
         raise TypeError(f"embedding is a {type(embedding).__name__}, expected a list of floats or a base64 string")
-

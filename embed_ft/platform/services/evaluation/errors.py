@@ -19,11 +19,9 @@ class EmbeddingEndpointError(EvaluationError):
     """The embeddings endpoint failed or answered something unusable."""
 
 
-
 class EvaluationCancelled(JobCancelled):
     """Raised between batches when the caller asked to stop."""
 
 
 ProgressFn = Callable[[float, str], None]
 StopFn = Callable[[], bool]
-

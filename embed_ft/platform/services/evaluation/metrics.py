@@ -66,7 +66,6 @@ def compute_metrics(
     return means, per_query
 
 
-
 def nemo_results(
     job_id: str,
     result_id: str,

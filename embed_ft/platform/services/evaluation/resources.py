@@ -71,26 +71,32 @@ class EvaluatorResources:
 
     def _config(self, config: Any) -> dict[str, Any]:
         if config is None:
-            raise InvalidInputError("config", "config is required: an inline retriever config or a 'namespace/name' "
-                                              "reference")
+            raise InvalidInputError(
+                "config", "config is required: an inline retriever config or a 'namespace/name' reference"
+            )
         if isinstance(config, str):
             ns, name = parse_ref(config, "config")
             stored = self.store.get(CONFIG_KIND, f"{ns}/{name}")
             if stored is None:
-                raise NotFoundError(f"evaluation config {config!r} not found; create it with POST /v1/evaluation/configs")
+                raise NotFoundError(
+                    f"evaluation config {config!r} not found; create it with POST /v1/evaluation/configs"
+                )
             config = stored
         return validate_config(config)
 
     def _target(self, target: Any) -> tuple[dict[str, Any], dict[str, str]]:
         """The checked target (api keys redacted) and its api keys."""
         if target is None:
-            raise InvalidInputError("target", "target is required: an inline retriever target or a 'namespace/name' "
-                                              "reference")
+            raise InvalidInputError(
+                "target", "target is required: an inline retriever target or a 'namespace/name' reference"
+            )
         if isinstance(target, str):
             ns, name = parse_ref(target, "target")
             stored = self.store.get(TARGET_KIND, f"{ns}/{name}")
             if stored is None:
-                raise NotFoundError(f"evaluation target {target!r} not found; create it with POST /v1/evaluation/targets")
+                raise NotFoundError(
+                    f"evaluation target {target!r} not found; create it with POST /v1/evaluation/targets"
+                )
             return validate_target(stored), dict(self.service.target_secrets.get(stored["id"], {}))
         return split_secrets(validate_target(target))
 
@@ -103,8 +109,9 @@ class EvaluatorResources:
             optional_str(body, key, "body")
         custom_fields = body.get("custom_fields")
         if custom_fields is not None and not isinstance(custom_fields, dict):
-            raise InvalidInputError("custom_fields", "custom_fields must be a JSON object, got "
-                                                     f"{type(custom_fields).__name__}")
+            raise InvalidInputError(
+                "custom_fields", f"custom_fields must be a JSON object, got {type(custom_fields).__name__}"
+            )
         config = self._config(body.get("config"))
         target, secrets = self._target(body.get("target"))
         job_id = new_id("eval")
@@ -129,8 +136,12 @@ class EvaluatorResources:
     def job_status(self, job_id: str) -> dict[str, Any]:
         details = self.service.get_job(job_id).get("status_details") or {}
         # NeMo's status route has no "status" field (clients poll the job itself); kept in that shape.
-        return {"job_id": job_id, "message": details.get("message"), "progress": details.get("progress"),
-                "task_status": details.get("task_status", {})}
+        return {
+            "job_id": job_id,
+            "message": details.get("message"),
+            "progress": details.get("progress"),
+            "task_status": details.get("task_status", {}),
+        }
 
     def delete_job(self, job_id: str) -> dict[str, Any]:
         doc = self.service.get_job(job_id)
@@ -145,8 +156,10 @@ class EvaluatorResources:
         doc = self.service.get_job(job_id)
         if doc["status"] != COMPLETED:
             detail = (doc.get("status_details") or {}).get("message") or ""
-            raise ConflictError(f"evaluation job {job_id} is {doc['status']}; results exist once it is completed"
-                                + (f" ({detail})" if detail else ""))
+            raise ConflictError(
+                f"evaluation job {job_id} is {doc['status']}; results exist once it is completed"
+                + (f" ({detail})" if detail else "")
+            )
         result = self.store.get(RESULT_KIND, doc["result"]) if doc.get("result") else None
         if result is None:
             raise NotFoundError(f"the results of evaluation job {job_id} are missing from the store")

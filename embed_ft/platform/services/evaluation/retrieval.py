@@ -79,11 +79,25 @@ def search(
     """The top-k run and the method used ("exact" or "approximate")."""
     settings = settings or SearchSettings()
     if settings.approximate_for(len(corpus_ids)):
-        return approximate_search(query_embeddings, query_ids, corpus_embeddings, corpus_ids, top_k,
-                                  nprobe=settings.nprobe, chunk_size=settings.corpus_chunk_size,
-                                  should_stop=should_stop), "approximate"
-    return exact_search(query_embeddings, query_ids, corpus_embeddings, corpus_ids, top_k,
-                        corpus_chunk_size=settings.corpus_chunk_size, should_stop=should_stop), "exact"
+        return approximate_search(
+            query_embeddings,
+            query_ids,
+            corpus_embeddings,
+            corpus_ids,
+            top_k,
+            nprobe=settings.nprobe,
+            chunk_size=settings.corpus_chunk_size,
+            should_stop=should_stop,
+        ), "approximate"
+    return exact_search(
+        query_embeddings,
+        query_ids,
+        corpus_embeddings,
+        corpus_ids,
+        top_k,
+        corpus_chunk_size=settings.corpus_chunk_size,
+        should_stop=should_stop,
+    ), "exact"
 
 
 def exact_search(
@@ -112,7 +126,8 @@ def exact_search(
     # On a GPU machine the chunk is scored there, as BEIR scores its CUDA tensors.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     queries = torch.nn.functional.normalize(
-        torch.from_numpy(np.array(query_embeddings, dtype=np.float32)).to(device), p=2, dim=1)
+        torch.from_numpy(np.array(query_embeddings, dtype=np.float32)).to(device), p=2, dim=1
+    )
     heaps: dict[str, list[tuple[float, str]]] = {qid: [] for qid in query_ids}
     n_docs = len(corpus_ids)
     rows_per_slice = max(1, MAX_SCORE_BLOCK // max(1, min(corpus_chunk_size, n_docs)))
@@ -121,10 +136,11 @@ def exact_search(
             raise EvaluationCancelled()
         end = min(start + corpus_chunk_size, n_docs)
         docs = torch.nn.functional.normalize(
-            torch.from_numpy(np.array(corpus_embeddings[start:end], dtype=np.float32)).to(device), p=2, dim=1)
+            torch.from_numpy(np.array(corpus_embeddings[start:end], dtype=np.float32)).to(device), p=2, dim=1
+        )
         k = min(top_k + 1, end - start)
         for q_start in range(0, len(query_ids), rows_per_slice):
-            scores = torch.mm(queries[q_start:q_start + rows_per_slice], docs.transpose(0, 1))
+            scores = torch.mm(queries[q_start : q_start + rows_per_slice], docs.transpose(0, 1))
             scores[torch.isnan(scores)] = -1
             values, indices = torch.topk(scores, k, dim=1, largest=True, sorted=False)
             for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
@@ -175,8 +191,9 @@ def _embed_with_cache(
     if cache is None:
         return embedder.embed(texts, input_type, on_batch=on_batch, should_stop=should_stop), False
     # The long probe goes alone so that the short ones are not padded to the maximum length.
-    probe = np.concatenate([embedder.embed(list(PROBE_TEXTS[:-1]), input_type),
-                            embedder.embed(list(PROBE_TEXTS[-1:]), input_type)])
+    probe = np.concatenate(
+        [embedder.embed(list(PROBE_TEXTS[:-1]), input_type), embedder.embed(list(PROBE_TEXTS[-1:]), input_type)]
+    )
     key = cache.key(embedder.identity(), input_type, fingerprint)
     cached = cache.load(key, ids, probe)
     if cached is not None:
@@ -224,26 +241,54 @@ def evaluate_retrieval(
         report(0.95 * (dataset.num_queries + done) / total_texts, f"embedded {done}/{total} documents")
 
     t0 = time.perf_counter()
-    query_vectors, query_hit = _embed_with_cache(query_embedder, dataset.query_texts, dataset.query_ids,
-                                                 dataset.queries_fingerprint, "query", cache, on_queries, should_stop)
+    query_vectors, query_hit = _embed_with_cache(
+        query_embedder,
+        dataset.query_texts,
+        dataset.query_ids,
+        dataset.queries_fingerprint,
+        "query",
+        cache,
+        on_queries,
+        should_stop,
+    )
     timings["embed_queries"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    corpus_vectors, corpus_hit = _embed_with_cache(index_embedder, dataset.corpus_texts, dataset.corpus_ids,
-                                                   dataset.corpus_fingerprint, "passage", cache, on_corpus, should_stop)
+    corpus_vectors, corpus_hit = _embed_with_cache(
+        index_embedder,
+        dataset.corpus_texts,
+        dataset.corpus_ids,
+        dataset.corpus_fingerprint,
+        "passage",
+        cache,
+        on_corpus,
+        should_stop,
+    )
     timings["embed_corpus"] = time.perf_counter() - t0
     report(0.96, f"searching top {depth} of {dataset.num_docs} documents for {dataset.num_queries} queries")
     t0 = time.perf_counter()
-    run, method = search(query_vectors, dataset.query_ids, corpus_vectors, dataset.corpus_ids, depth,
-                         search_settings or SearchSettings.from_env(), should_stop=should_stop)
+    run, method = search(
+        query_vectors,
+        dataset.query_ids,
+        corpus_vectors,
+        dataset.corpus_ids,
+        depth,
+        search_settings or SearchSettings.from_env(),
+        should_stop=should_stop,
+    )
     timings["search"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics, per_query = compute_metrics(dataset.qrels, run, metric_names)
     timings["metrics"] = time.perf_counter() - t0
     report(1.0, "metrics computed")
     return TaskEvaluation(
-        metrics=metrics, per_query=per_query, run=run, top_k=depth, num_queries=dataset.num_queries,
-        num_docs=dataset.num_docs, corpus_cache_hit=corpus_hit, query_cache_hit=query_hit, timings_s=timings,
+        metrics=metrics,
+        per_query=per_query,
+        run=run,
+        top_k=depth,
+        num_queries=dataset.num_queries,
+        num_docs=dataset.num_docs,
+        corpus_cache_hit=corpus_hit,
+        query_cache_hit=query_hit,
+        timings_s=timings,
         search=method,
     )
-
-

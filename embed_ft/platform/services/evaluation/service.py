@@ -59,16 +59,21 @@ CANCEL_GRACE_S = 5.0
 def task_status_details(task_status: dict[str, Any]) -> dict[str, Any]:
     """A job's ``status_details`` per task: ``task_status`` maps a task to its status word (the SDK's ``TaskStatus``:
     pending, running, completed, failed); ``task_details`` keeps what the evaluator measured (queries, timings)."""
-    return {"task_status": {task: (doc.get("status") if isinstance(doc, dict) else str(doc)) or "running"
-                            for task, doc in task_status.items()},
-            "task_details": {task: doc for task, doc in task_status.items() if isinstance(doc, dict)}}
+    return {
+        "task_status": {
+            task: (doc.get("status") if isinstance(doc, dict) else str(doc)) or "running"
+            for task, doc in task_status.items()
+        },
+        "task_details": {task: doc for task, doc in task_status.items() if isinstance(doc, dict)},
+    }
 
 
 class EvaluationService:
     """Queued evaluation jobs, run one at a time by the runner's worker thread."""
 
-    def __init__(self, settings: PlatformSettings, store: EntityStore, repos: RepoStore,
-                 serving: ServingRegistry) -> None:
+    def __init__(
+        self, settings: PlatformSettings, store: EntityStore, repos: RepoStore, serving: ServingRegistry
+    ) -> None:
         self.settings = settings
         self.store = store
         self.repos = repos
@@ -111,14 +116,17 @@ class EvaluationService:
                 raise ConflictError(f"evaluation job {job_id} is already {doc['status']}; it cannot be cancelled")
             if not self.jobs.request_cancel(job_id):
                 return self._finish(job_id, CANCELLED, "cancelled before it started")
-            details = {**doc.get("status_details", {}),
-                       "message": "cancellation requested; stopping after the current batch"}
+            details = {
+                **doc.get("status_details", {}),
+                "message": "cancellation requested; stopping after the current batch",
+            }
             return self.store.update(JOB_KIND, job_id, {"status_details": details}) or doc
 
     # ---- running one job
 
-    def _finish(self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None = None,
-                **fields: Any) -> dict[str, Any]:
+    def _finish(
+        self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
         """Write the job's final status, unless it has one already (an abandoned job's thread finishing late)."""
         with self.jobs.lock:
             current = self.store.get(JOB_KIND, job_id)
@@ -126,8 +134,9 @@ class EvaluationService:
                 return current
             return self._write_final(job_id, status, message, task_status, **fields)
 
-    def _write_final(self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None,
-                     **fields: Any) -> dict[str, Any]:
+    def _write_final(
+        self, job_id: str, status: str, message: str, task_status: dict[str, Any] | None, **fields: Any
+    ) -> dict[str, Any]:
         details: dict[str, Any] = {"message": message}
         if task_status is not None:
             details.update(task_status_details(task_status))
@@ -138,8 +147,9 @@ class EvaluationService:
 
     def _run(self, job_id: str) -> None:
         """Run one job in its own thread and wait for it; give up on it when it does not honour a cancel."""
-        worker = threading.Thread(target=self._run_job_guarded, args=(job_id,), name=f"evaluation-{job_id}",
-                                  daemon=True)
+        worker = threading.Thread(
+            target=self._run_job_guarded, args=(job_id,), name=f"evaluation-{job_id}", daemon=True
+        )
         try:
             worker.start()
             while worker.is_alive():
@@ -164,11 +174,16 @@ class EvaluationService:
             self._finish(job_id, FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
     def _abandon(self, job_id: str) -> None:
-        log.warning("evaluation job %s did not stop within %.0f s (a request in flight); it is ended and its "
-                    "thread left to finish on its own", job_id, CANCEL_GRACE_S)
+        log.warning(
+            "evaluation job %s did not stop within %.0f s (a request in flight); it is ended and its "
+            "thread left to finish on its own",
+            job_id,
+            CANCEL_GRACE_S,
+        )
         if self.jobs.cancel_requested(job_id):
-            self._finish(job_id, CANCELLED, "cancelled by request (a request to the embeddings endpoint in flight "
-                                            "was abandoned)")
+            self._finish(
+                job_id, CANCELLED, "cancelled by request (a request to the embeddings endpoint in flight was abandoned)"
+            )
         else:
             self._finish(job_id, FAILED, "The platform stopped while this job was running; submit it again.")
 
@@ -202,10 +217,17 @@ class EvaluationService:
             if current is None or current["status"] in TERMINAL_JOB_STATUSES:
                 return  # ended (cancelled) while its last request was in flight: no result
             self.store.put(RESULT_KIND, result_doc["id"], result_doc)
-        atomic_write_text(self.settings.jobs_dir / job_id / "results.json",
-                          json.dumps(result_doc, indent=1, sort_keys=True))
-        self._finish(job_id, COMPLETED, f"completed in {elapsed:.1f} s", task_status=result_doc["task_status"],
-                     result=result_doc["id"], output_files_url=result_doc["files_url"])
+        atomic_write_text(
+            self.settings.jobs_dir / job_id / "results.json", json.dumps(result_doc, indent=1, sort_keys=True)
+        )
+        self._finish(
+            job_id,
+            COMPLETED,
+            f"completed in {elapsed:.1f} s",
+            task_status=result_doc["task_status"],
+            result=result_doc["id"],
+            output_files_url=result_doc["files_url"],
+        )
 
     def _embedders(self, job_id: str, target: dict[str, Any]) -> tuple[Embedder, Embedder]:
         with self.jobs.lock:
@@ -249,8 +271,9 @@ class EvaluationService:
         identity = {"kind": "platform", "model_id": model_id, "weights": model_fingerprint(entry.path)}
         if entry.runtime is not None:  # vectors of another runtime differ by rounding: cached apart
             identity["runtime"] = entry.runtime.runtime
-        return CallableEmbedder(embed_batch, identity=identity,
-                                runtime=entry.runtime.metadata() if entry.runtime is not None else None)
+        return CallableEmbedder(
+            embed_batch, identity=identity, runtime=entry.runtime.metadata() if entry.runtime is not None else None
+        )
 
     def _evaluate(self, job_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         query_embedder, index_embedder = self._embedders(job_id, doc["target"])
@@ -261,7 +284,9 @@ class EvaluationService:
                 if isinstance(embedder, EndpointEmbedder):
                     embedder.close()
 
-    def _evaluate_tasks(self, job_id: str, doc: dict[str, Any], query_embedder: Embedder, index_embedder: Embedder) -> dict[str, Any]:
+    def _evaluate_tasks(
+        self, job_id: str, doc: dict[str, Any], query_embedder: Embedder, index_embedder: Embedder
+    ) -> dict[str, Any]:
         config, target = doc["config"], doc["target"]
         top_k = target["retriever"]["pipeline"].get("top_k", DEFAULT_TOP_K)
         tasks = config["tasks"]
@@ -271,6 +296,7 @@ class EvaluationService:
         last_write = [0.0, -1]
 
         for index, (task_name, task) in enumerate(tasks.items()):
+
             def progress(fraction: float, message: str, index: int = index, task_name: str = task_name) -> None:
                 percent = int(100 * (index + fraction) / len(tasks))
                 now = time.monotonic()
@@ -283,19 +309,30 @@ class EvaluationService:
             beir_root = self.settings.beir_root
             if beir_root is None:  # PlatformSettings resolves it at construction
                 raise DatasetNotFound(f"no BEIR root is configured for {files_url}")
-            dataset = load_beir_dataset(files_url, beir_root, hf_folder=self._hf_folder,
-                                        max_file_bytes=self.settings.max_dataset_file_bytes)
+            dataset = load_beir_dataset(
+                files_url, beir_root, hf_folder=self._hf_folder, max_file_bytes=self.settings.max_dataset_file_bytes
+            )
             if self.jobs.should_stop(job_id):
                 raise JobCancelled()
             outcome = evaluate_retrieval(
-                dataset, query_embedder, index_embedder, list(task["metrics"]), top_k,
-                cache=self.cache, progress=progress, should_stop=lambda: self.jobs.should_stop(job_id),
+                dataset,
+                query_embedder,
+                index_embedder,
+                list(task["metrics"]),
+                top_k,
+                cache=self.cache,
+                progress=progress,
+                should_stop=lambda: self.jobs.should_stop(job_id),
             )
             task_metrics[task_name] = outcome.metrics
             task_per_query[task_name] = outcome.per_query
             task_status[task_name] = {  # the job shows the status word (SDK: TaskStatus), the rest as task_details
-                "status": "completed", "num_queries": outcome.num_queries, "num_docs": outcome.num_docs,
-                "top_k": outcome.top_k, "corpus_cache_hit": outcome.corpus_cache_hit, "search": outcome.search,
+                "status": "completed",
+                "num_queries": outcome.num_queries,
+                "num_docs": outcome.num_docs,
+                "top_k": outcome.top_k,
+                "corpus_cache_hit": outcome.corpus_cache_hit,
+                "search": outcome.search,
                 "timings_s": {k: round(v, 3) for k, v in outcome.timings_s.items()},
                 "runtime": {"query": query_embedder.runtime, "index": index_embedder.runtime},
             }
@@ -308,8 +345,9 @@ class EvaluationService:
 
     def _report_progress(self, job_id: str, percent: int, message: str, task_status: dict[str, Any]) -> None:
         self.jobs.check_progress(job_id)  # progress hooks: an injected fault fails or stalls the job here
-        self.jobs.update_details(job_id, {"progress": percent, "message": message, **task_status_details(task_status)},
-                                 unless_cancelled=True)  # not over a cancel request's message
+        self.jobs.update_details(
+            job_id, {"progress": percent, "message": message, **task_status_details(task_status)}, unless_cancelled=True
+        )  # not over a cancel request's message
 
     def _hf_folder(self, namespace: str, name: str) -> Path:
         try:

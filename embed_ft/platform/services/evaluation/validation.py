@@ -32,7 +32,9 @@ def validate_config(config: Any) -> dict[str, Any]:
     """Check a retriever config (docs/NEMO_CONTRACT.md section 9) and return it normalised (metric types filled in)."""
     config = require_dict(config, "config")
     if config.get("type") != "retriever":
-        raise InvalidInputError("config", f"config.type {config.get('type')!r} is not supported; the evaluator runs 'retriever' configs")
+        raise InvalidInputError(
+            "config", f"config.type {config.get('type')!r} is not supported; the evaluator runs 'retriever' configs"
+        )
     tasks = require_dict(config.get("tasks"), "config.tasks")
     if not tasks:
         raise InvalidInputError("config.tasks", "config.tasks is empty; give at least one BEIR task")
@@ -44,14 +46,18 @@ def validate_config(config: Any) -> dict[str, Any]:
             raise InvalidInputError(where, f"{where}.type {task.get('type')!r} is not supported; use 'beir'")
         dataset = require_dict(task.get("dataset"), f"{where}.dataset")
         if "files_url" not in dataset:
-            raise InvalidInputError(where, f"{where}.dataset.files_url is missing (e.g. 'file://scifact/' or 'hf://datasets/ns/name')")
+            raise InvalidInputError(
+                where, f"{where}.dataset.files_url is missing (e.g. 'file://scifact/' or 'hf://datasets/ns/name')"
+            )
         try:
             validate_files_url(dataset["files_url"])
         except EvaluationError as exc:
             raise InvalidInputError(where, f"{where}: {exc}") from None
         metrics = require_dict(task.get("metrics"), f"{where}.metrics")
         if not metrics:
-            raise InvalidInputError(where, f"{where}.metrics is empty; give e.g. {{'recall_5': {{'type': 'recall_5'}}}}")
+            raise InvalidInputError(
+                where, f"{where}.metrics is empty; give e.g. {{'recall_5': {{'type': 'recall_5'}}}}"
+            )
         normalised_metrics = {}
         for metric_name, metric in metrics.items():
             metric = require_dict(metric if metric is not None else {}, f"{where}.metrics.{metric_name}")
@@ -61,7 +67,9 @@ def validate_config(config: Any) -> dict[str, Any]:
             except ValueError as exc:
                 raise InvalidInputError(where, f"{where}.metrics.{metric_name}: {exc}") from None
             if metric_type != metric_name:
-                raise InvalidInputError(where, f"{where}.metrics.{metric_name}: the key and its type {metric_type!r} must be equal")
+                raise InvalidInputError(
+                    where, f"{where}.metrics.{metric_name}: the key and its type {metric_type!r} must be equal"
+                )
             normalised_metrics[metric_name] = {**metric, "type": metric_type}
         normalised_tasks[task_name] = {**task, "metrics": normalised_metrics}
     return {**config, "tasks": normalised_tasks}
@@ -73,7 +81,9 @@ def _endpoint(pipeline: dict[str, Any], key: str) -> dict[str, Any]:
     endpoint = require_dict(model.get("api_endpoint"), f"{where}.api_endpoint")
     url, model_id = endpoint.get("url"), endpoint.get("model_id")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-        raise InvalidInputError(where, f"{where}.api_endpoint.url {url!r} must be an http(s) URL of an embeddings endpoint")
+        raise InvalidInputError(
+            where, f"{where}.api_endpoint.url {url!r} must be an http(s) URL of an embeddings endpoint"
+        )
     if not isinstance(model_id, str) or not model_id:
         raise InvalidInputError(where, f"{where}.api_endpoint.model_id must be a non-empty string")
     api_key = endpoint.get("api_key")
@@ -89,17 +99,23 @@ def validate_target(value: Any) -> dict[str, Any]:
     """Check a retriever target; return it unchanged. ``index_embedding_model`` defaults to the query model."""
     target = require_dict(value, "target")
     if target.get("type") != "retriever":
-        raise InvalidInputError("target", f"target.type {target.get('type')!r} is not supported; the evaluator runs 'retriever' targets")
+        raise InvalidInputError(
+            "target", f"target.type {target.get('type')!r} is not supported; the evaluator runs 'retriever' targets"
+        )
     retriever = require_dict(target.get("retriever"), "target.retriever")
     pipeline = require_dict(retriever.get("pipeline"), "target.retriever.pipeline")
     _endpoint(pipeline, "query_embedding_model")
     if pipeline.get("index_embedding_model") is not None:
         _endpoint(pipeline, "index_embedding_model")
     if pipeline.get("ranker_model") is not None:
-        raise InvalidInputError("target", "target.retriever.pipeline.ranker_model is not supported by this platform (dense retrieval only)")
+        raise InvalidInputError(
+            "target", "target.retriever.pipeline.ranker_model is not supported by this platform (dense retrieval only)"
+        )
     top_k = pipeline.get("top_k", DEFAULT_TOP_K)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 10_000:
-        raise InvalidInputError("target", f"target.retriever.pipeline.top_k must be an integer in 1..10000, got {top_k!r}")
+        raise InvalidInputError(
+            "target", f"target.retriever.pipeline.top_k must be an integer in 1..10000, got {top_k!r}"
+        )
     return target
 
 

@@ -16,7 +16,6 @@ class TrainingDataError(ValueError):
     """A dataset that cannot be trained on (no training file); broken files raise ``TripletFileError``."""
 
 
-
 def split_files(repo_dir: Path, split: str) -> list[Path]:
     """The JSONL files of one split: every ``*.jsonl`` under the folder named after it (tutorial layout)."""
     folder = repo_dir / split

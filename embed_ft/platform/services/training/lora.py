@@ -42,8 +42,10 @@ def target_modules_pattern(names: list[str] | None) -> str | None:
     parts = []
     for name in names:
         if "*" in name:
-            raise LoraSetupError(f"lora.target_modules {name!r}: wildcards are not supported on the local platform; "
-                                 f"name modules ({', '.join(NEMO_MODULES)} or the model's own, e.g. 'query')")
+            raise LoraSetupError(
+                f"lora.target_modules {name!r}: wildcards are not supported on the local platform; "
+                f"name modules ({', '.join(NEMO_MODULES)} or the model's own, e.g. 'query')"
+            )
         parts.append(NEMO_MODULES.get(name, re.escape(name)))
     return rf"(?:.*\.)?(?:{'|'.join(parts)})"
 

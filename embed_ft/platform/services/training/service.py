@@ -90,10 +90,14 @@ class CustomizationTrainer:
             status = doc["status"]
             if status in (CREATED, PENDING):
                 self.jobs.request_cancel(job_id)
-                return self._finish(job_id, CANCELLED, "TrainingJobCancelled", "Cancelled before training started.") or doc
+                return (
+                    self._finish(job_id, CANCELLED, "TrainingJobCancelled", "Cancelled before training started.") or doc
+                )
             if status in (RUNNING, CANCELLING):
                 self.jobs.request_cancel(job_id)
-                cancelling = self.jobs.set_status(job_id, CANCELLING, "TrainingJobCancelling", "Stopping the training worker.")
+                cancelling = self.jobs.set_status(
+                    job_id, CANCELLING, "TrainingJobCancelling", "Stopping the training worker."
+                )
                 return cancelling or doc
         return doc
 
@@ -105,8 +109,12 @@ class CustomizationTrainer:
 
     def shutdown(self) -> None:
         def fail_abandoned(job_id: str, doc: dict[str, Any]) -> None:
-            self._finish(job_id, FAILED, "PlatformStopped",
-                         f"The platform stopped while this job was {doc['status']}. Submit it again.")
+            self._finish(
+                job_id,
+                FAILED,
+                "PlatformStopped",
+                f"The platform stopped while this job was {doc['status']}. Submit it again.",
+            )
 
         def stop_worker() -> None:
             process = self._process
@@ -117,10 +125,18 @@ class CustomizationTrainer:
 
     # ---- running one job
 
-    def _finish(self, job_id: str, status: str, message: str, detail: str | None,
-                details: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any] | None:
-        return self.jobs.set_status(job_id, status, message, detail, details={**(details or {}), "status": status},
-                                    **fields)
+    def _finish(
+        self,
+        job_id: str,
+        status: str,
+        message: str,
+        detail: str | None,
+        details: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any] | None:
+        return self.jobs.set_status(
+            job_id, status, message, detail, details={**(details or {}), "status": status}, **fields
+        )
 
     def _execute(self, job_id: str) -> None:
         try:
@@ -184,7 +200,9 @@ class CustomizationTrainer:
             if self.jobs.cancel_requested(job_id) or self._job(job_id)["status"] != PENDING:
                 return
             self.jobs.set_status(
-                job_id, RUNNING, "TrainingJobRunning",
+                job_id,
+                RUNNING,
+                "TrainingJobRunning",
                 f"Training on {n_train} rows ({n_val} validation rows, {n_neg} hard negative(s) per row).",
                 details={**empty_status_details(), "status": RUNNING},
             )
@@ -255,14 +273,20 @@ class CustomizationTrainer:
         ns, name, version = split_model_ref(doc["output_model"])
         target = doc["config_snapshot"]["target"]
         register_model(
-            self.store, ns, f"{name}@{version}", target.get("base_model"), Path(result["output_dir"]),
+            self.store,
+            ns,
+            f"{name}@{version}",
+            target.get("base_model"),
+            Path(result["output_dir"]),
             description=doc.get("description") or f"Fine-tuned by customization job {job_id}",
             peft={"finetuning_type": doc["hyperparameters"].get("finetuning_type", "all_weights")},
             customization_job_id=job_id,
             custom_fields=doc.get("custom_fields") or {},
         )
         self._finish(
-            job_id, COMPLETED, "TrainingJobCompleted",
+            job_id,
+            COMPLETED,
+            "TrainingJobCompleted",
             f"Model saved and registered as {doc['output_model']} ({result['global_step']} steps, "
             f"final train loss {result['train_loss']:.4f}).",
             details={"percentage_done": 100.0},
@@ -278,16 +302,17 @@ class CustomizationTrainer:
             raise LookupError(f"dataset {namespace}/{name} is not in the Entity Store")
         files_url = doc.get("files_url") or f"hf://datasets/{namespace}/{name}"
         prefix = "hf://datasets/"
-        if not files_url.startswith(prefix) or files_url[len(prefix):].strip("/").count("/") != 1:
+        if not files_url.startswith(prefix) or files_url[len(prefix) :].strip("/").count("/") != 1:
             raise LookupError(
                 f"dataset {namespace}/{name} has files_url {files_url!r}; the local platform trains on "
                 "'hf://datasets/<namespace>/<name>' repos of its own Data Store"
             )
-        repo_ns, repo_name = files_url[len(prefix):].strip("/").split("/")
+        repo_ns, repo_name = files_url[len(prefix) :].strip("/").split("/")
         folder = self.repos.files_dir("dataset", repo_ns, repo_name)
         if not folder.is_dir():
             raise LookupError(
-                f"dataset {namespace}/{name}: the Data Store has no repo {repo_ns}/{repo_name} ({files_url})")
+                f"dataset {namespace}/{name}: the Data Store has no repo {repo_ns}/{repo_name} ({files_url})"
+            )
         return folder
 
 

@@ -45,8 +45,10 @@ def check_loss(value: float, step: int, what: str = "loss") -> float:
     if math.isfinite(value):
         return value
     name = str(value)  # "nan", "inf", "-inf": never the JSON token NaN/Infinity in the job's documents
-    raise NonFiniteLoss(f"{what} became {name} at step {step}: training diverged (lower the learning rate or "
-                        "the weight decay); no model was saved")
+    raise NonFiniteLoss(
+        f"{what} became {name} at step {step}: training diverged (lower the learning rate or "
+        "the weight decay); no model was saved"
+    )
 
 
 def worker_threads() -> int:
@@ -170,8 +172,14 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     started = time.monotonic()
     progress_path = Path(spec["progress_path"])
     progress: dict[str, Any] = {
-        "phase": "loading", "percentage_done": 0.0, "steps_completed": 0, "steps_per_epoch": None,
-        "epochs_completed": 0, "train_loss": [], "val_loss": [], "max_steps": None,
+        "phase": "loading",
+        "percentage_done": 0.0,
+        "steps_completed": 0,
+        "steps_per_epoch": None,
+        "epochs_completed": 0,
+        "train_loss": [],
+        "val_loss": [],
+        "max_steps": None,
     }
 
     last_write = [0.0]
@@ -197,7 +205,9 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     if val_rows:
         val_negatives = min(num_negatives, choose_num_negatives(val_rows, None))
         eval_dataset = Dataset.from_dict(triplet_columns(val_rows, val_negatives, strategy, seed))
-    print(f"training rows: {len(train_rows)}, validation rows: {len(val_rows)}, hard negatives per row: {num_negatives}")
+    print(
+        f"training rows: {len(train_rows)}, validation rows: {len(val_rows)}, hard negatives per row: {num_negatives}"
+    )
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = SentenceTransformer(spec["base_model_path"], device=device, local_files_only=True)
@@ -232,8 +242,10 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     precision = str(spec.get("precision") or "").lower()
     use_bf16 = "bf16" in precision and bf16_supported(device)
     use_fp16 = device == "cuda" and not use_bf16 and precision in ("16", "fp16", "16-mixed")
-    print(f"training precision: {'bf16 mixed' if use_bf16 else 'fp16 mixed' if use_fp16 else 'fp32'} "
-          f"(requested {precision or 'none'})")
+    print(
+        f"training precision: {'bf16 mixed' if use_bf16 else 'fp16 mixed' if use_fp16 else 'fp32'} "
+        f"(requested {precision or 'none'})"
+    )
 
     args = SentenceTransformerTrainingArguments(
         output_dir=str(Path(spec["job_dir"]) / "trainer"),
@@ -264,7 +276,9 @@ def _train(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     )
 
     class ProgressCallback(TrainerCallback):
-        def on_train_begin(self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kwargs: Any) -> None:
+        def on_train_begin(
+            self, args: Any, state: Any, control: Any, train_dataloader: Any = None, **kwargs: Any
+        ) -> None:
             nonlocal steps_per_epoch
             if train_dataloader is not None:
                 steps_per_epoch = max(1, len(train_dataloader))
