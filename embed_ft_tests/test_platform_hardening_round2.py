@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from embed_ft.state_layout import BEIR_DIR, BEIR_ROOT_ENV
 from embed_ft_tests.platform_customizer_helpers import (
     TIMEOUT,
     create_config,
@@ -59,24 +60,29 @@ def post_text(url: str, text: str, method: str = "POST") -> requests.Response:
 def server(tmp_path_factory):
     """One subprocess platform (its memory is measurable apart from the test's) with a namespace and a repo."""
     tmp = tmp_path_factory.mktemp("round2")
-    with served_platform(tmp / "home", tmp / "platform.log") as served:
-        assert requests.post(f"{served.url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT).status_code == 201
-        assert (
-            requests.post(f"{served.url}/v1/datastore/namespaces", data={"namespace": NS}, timeout=TIMEOUT).status_code
-            < 300
-        )
-        assert (
-            requests.post(
-                f"{served.url}/v1/hf/api/repos/create",
-                json={"name": REPO, "organization": NS, "type": "dataset"},
-                timeout=TIMEOUT,
-            ).status_code
-            == 200
-        )
-        upload_dataset(served.url, NS, "tiny", jsonl(make_triplets(16)), None, tmp)
-        create_config(served.url, NS)
-        yield served
-        cancel_active_jobs(served.url)
+    # The BEIR sets of file:// tasks under this home (the bomb is written there), not ./dev's shared BEIR root.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(BEIR_ROOT_ENV, str(tmp / "home" / BEIR_DIR))
+        with served_platform(tmp / "home", tmp / "platform.log") as served:
+            assert requests.post(f"{served.url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT).status_code == 201
+            assert (
+                requests.post(
+                    f"{served.url}/v1/datastore/namespaces", data={"namespace": NS}, timeout=TIMEOUT
+                ).status_code
+                < 300
+            )
+            assert (
+                requests.post(
+                    f"{served.url}/v1/hf/api/repos/create",
+                    json={"name": REPO, "organization": NS, "type": "dataset"},
+                    timeout=TIMEOUT,
+                ).status_code
+                == 200
+            )
+            upload_dataset(served.url, NS, "tiny", jsonl(make_triplets(16)), None, tmp)
+            create_config(served.url, NS)
+            yield served
+            cancel_active_jobs(served.url)
 
 
 @pytest.fixture(scope="module")
