@@ -169,6 +169,9 @@ def test_a_runtime_whose_embeddings_differ_is_refused_and_torch_kept(fresh_calib
 @pytest.mark.slow
 def test_auto_is_the_default_of_deployments_status_and_evaluation_metadata(tmp_path, monkeypatch):
     monkeypatch.delenv(RUNTIME_ENV, raising=False)
+    # A platform serves one home per process; earlier tests of this process deployed the same weights from other
+    # homes, and a model already in the in-process cache is not calibrated (nor recorded) for this home again.
+    embedding.unload_model(bundled_minilm_path())
     beir_root = tmp_path / "beir"
     write_beir(beir_root / "tiny")
     with running_platform(tmp_path, beir_root=beir_root) as (base_url, settings):
