@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from dagster import Failure, MetadataValue
@@ -76,3 +77,33 @@ def table_cell(value: Any, digits: int = 4) -> Any:
     if isinstance(value, float):
         return round(value, digits) if math.isfinite(value) else None
     return value
+
+
+def evaluation_metadata(
+    job_id: str,
+    job_url: Any,
+    results_url: Any,
+    model: str,
+    wait_s: float,
+    tasks: Any,
+    per_query: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, float]],
+    queries: Mapping[str, int],
+) -> dict[str, Any]:
+    """An evaluation asset's metadata, the same on both API generations: the job, its scores as stable float keys
+    (``TASK/METRIC``) and each task's query count (``TASK/queries``)."""
+    metadata: dict[str, Any] = {
+        "job_id": job_id,
+        "job_url": job_url,
+        "results_url": results_url,
+        "model": model,
+        "wait_s": float(wait_s),
+        "tasks": MetadataValue.json(tasks),
+        "per_query_scores": "reported" if per_query else "not reported by the evaluator",
+    }
+    for task, scores in metrics.items():
+        for metric, score in scores.items():
+            metadata[f"{task}/{metric}"] = float(score)
+    for task, n in queries.items():
+        metadata[f"{task}/queries"] = float(n)
+    return metadata

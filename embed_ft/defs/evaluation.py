@@ -16,7 +16,7 @@ from ..nemo.v2.files import FilesClient
 from ..resources import DataStoreResource, EntityStoreResource, EvaluatorResource
 from ..spec.experiment import HELDOUT_TASK, EvaluationSpec, ExperimentSpec, task_name
 from .backend import GPU_STAGE_CONDITION
-from .common import CPU_TAGS, GPU_TAGS, OWNERS, backend_errors_as_failures, link, stable_hash
+from .common import CPU_TAGS, GPU_TAGS, OWNERS, backend_errors_as_failures, evaluation_metadata, link, stable_hash
 from .evaluation_v2 import fileset_url, run_evaluation_v2, upload_beir_fileset
 from .experiment_spec import StoredSpec, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
@@ -176,20 +176,17 @@ def run_evaluation(
     value = EvaluationResult(
         model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries
     )
-    metadata: dict[str, Any] = {
-        "job_id": job_id,
-        "job_url": link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}"),
-        "results_url": link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}/results"),
-        "model": nim.model,
-        "wait_s": float(time.monotonic() - started),
-        "tasks": MetadataValue.json(tasks),
-        "per_query_scores": "reported" if per_query else "not reported by the evaluator",
-    }
-    for task, scores in metrics.items():
-        for metric, score in scores.items():
-            metadata[f"{task}/{metric}"] = float(score)
-    for task, n in queries.items():
-        metadata[f"{task}/queries"] = float(n)
+    metadata = evaluation_metadata(
+        job_id,
+        link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}"),
+        link(evaluator.url(), f"{EVALUATION_JOBS}/{job_id}/results"),
+        nim.model,
+        time.monotonic() - started,
+        tasks,
+        per_query,
+        metrics,
+        queries,
+    )
     return value, metadata, identity
 
 

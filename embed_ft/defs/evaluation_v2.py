@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagster import Failure, MetadataValue
+from dagster import Failure
 
 from ..formats.beir import beir_files, read_maybe_gz
 from ..nemo.status import COMPLETED, job_status
@@ -28,7 +28,7 @@ from ..nemo.v2.jobs import failure_text, retrieve_eval_jobs
 from ..nemo.v2.models import ModelsClient, gateway_provider_url
 from ..resources import EvaluatorResource
 from ..spec.experiment import ExperimentSpec
-from .common import link, stable_hash
+from .common import evaluation_metadata, link, stable_hash
 from .remote_jobs import run_remote_job
 from .values import Deployment, EvaluationResult
 
@@ -184,18 +184,15 @@ def run_evaluation_v2(
         model=nim.model, job_id=job_id, tasks=tasks, metrics=metrics, per_query=per_query, queries=queries
     )
     jobs_url = f"{evaluator.url()}{jobs.path}"
-    metadata: dict[str, Any] = {
-        "job_id": job_id,
-        "job_url": link(jobs_url, f"/{names[0]}/status"),
-        "results_url": link(jobs_url, f"/{names[0]}/results"),
-        "model": nim.model,
-        "wait_s": float(time.monotonic() - started),
-        "tasks": MetadataValue.json(tasks),
-        "per_query_scores": "reported" if per_query else "not reported by the evaluator",
-    }
-    for task, scores in metrics.items():
-        for metric, score in scores.items():
-            metadata[f"{task}/{metric}"] = float(score)
-    for task, n in queries.items():
-        metadata[f"{task}/queries"] = float(n)
+    metadata = evaluation_metadata(
+        job_id,
+        link(jobs_url, f"/{names[0]}/status"),
+        link(jobs_url, f"/{names[0]}/results"),
+        nim.model,
+        time.monotonic() - started,
+        tasks,
+        per_query,
+        metrics,
+        queries,
+    )
     return value, metadata, identity

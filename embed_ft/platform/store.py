@@ -213,15 +213,7 @@ class EntityStore:
             try:
                 self._conn.execute(
                     "INSERT INTO entities VALUES (?,?,?,?,?,?,?)",
-                    (
-                        kind,
-                        id,
-                        doc.get("namespace"),
-                        doc.get("name"),
-                        strict_json.dumps(doc),
-                        doc["created_at"],
-                        doc["updated_at"],
-                    ),
+                    _entity_row(kind, id, doc),
                 )
             except sqlite3.IntegrityError as exc:
                 raise AlreadyExists(f"{kind} {id!r} already exists") from exc
@@ -236,15 +228,7 @@ class EntityStore:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)",
-                (
-                    kind,
-                    id,
-                    doc.get("namespace"),
-                    doc.get("name"),
-                    strict_json.dumps(doc),
-                    doc["created_at"],
-                    doc["updated_at"],
-                ),
+                _entity_row(kind, id, doc),
             )
         return doc
 
@@ -313,3 +297,16 @@ class EntityStore:
             for id_, doc in self.rows(kind, newest_first=False)
             if str(doc.get("status", "")).lower() in wanted
         ]
+
+
+def _entity_row(kind: str, id: str, doc: dict[str, Any]) -> tuple[Any, ...]:
+    """The ``entities`` row of a document: its kind, id, namespace, name, JSON and timestamps (insert and put)."""
+    return (
+        kind,
+        id,
+        doc.get("namespace"),
+        doc.get("name"),
+        strict_json.dumps(doc),
+        doc["created_at"],
+        doc["updated_at"],
+    )
