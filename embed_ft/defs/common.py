@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any, Callable
 
@@ -14,22 +13,9 @@ from dagster import Failure, MetadataValue
 
 from ..nemo.errors import NemoConnectionError, NemoError, ServerError
 
-# Matched whole (``fullmatch``): with ``re.match`` and ``$``, a trailing newline would pass.
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 OWNERS = ["team:embed-ft"]
 CPU_TAGS = {"compute": "cpu"}
 GPU_TAGS = {"compute": "gpu"}  # stages that hold a GPU on a NeMo cluster (training, NIMs, evaluations)
-
-
-def validate_name(field: str, value: str) -> str:
-    """A NeMo-safe object name (experiments, datasets): lower-case letters, digits, '.', '_', '-'."""
-    if not value or not NAME_PATTERN.fullmatch(value):
-        raise ValueError(
-            f"{field} must be 1-63 characters of lower-case letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit; got {value!r}"
-        )
-    return value
-
 
 # Backend errors worth a retry of the step: a 5xx the client's own retries did not outlast, no answer at all.
 TRANSIENT_BACKEND_ERRORS = (ServerError, NemoConnectionError)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
-from .common import validate_name
+from ..spec.names import validate_name
 
 EXPERIMENTS_PARTITIONS_NAME = "experiments"
 EXPERIMENTS = DynamicPartitionsDefinition(name=EXPERIMENTS_PARTITIONS_NAME)

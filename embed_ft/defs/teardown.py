@@ -30,7 +30,7 @@ from pydantic import Field, field_validator
 
 from ..nemo.status import deployed_model, deployment_status, is_ready
 from ..resources import DeploymentResource, EntityStoreResource
-from .common import validate_name
+from ..spec.names import validate_name
 from .experiments import EXPERIMENTS, experiment_names
 from .serving import BASELINE_DEPLOYMENT, baseline_nim, deployment_link, fine_tuned_deployment, fine_tuned_nim
 

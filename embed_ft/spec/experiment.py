@@ -24,6 +24,7 @@ from ..data.splitting import SplitOptions
 from ..nemo.customizer import FINETUNING_TYPES
 from ..nemo.evaluator import DEFAULT_METRICS
 from ..profiles import BackendProfile
+from .names import NAME_PATTERN
 
 SHARED_TOKEN = "{shared}"  # in data.source: the shared data folder (see DataSpec.source)
 SHARED_DATA_ENV = "EMBED_FT_SHARED_DATA"  # the shared data folder, when a person points at one
@@ -34,7 +35,6 @@ TASK_URL = re.compile(
     r"|fileset://[a-z][a-z0-9@.+_-]+/(?P<fileset>[a-z][a-z0-9@.+_-]+)/?)$"
 )
 METRIC_NAME = re.compile(r"^(recall_\d+|ndcg_cut_\d+|map_cut_\d+|P_\d+|ndcg|map|recip_rank)$")
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 DAY_S = 7 * 24 * 3600.0
 
 
