@@ -1,7 +1,9 @@
 """A hand-written fake NeMo platform on 127.0.0.1 for contract tests of ``embed_ft.nemo``.
 
-It records every request (method, path, query, headers, body) and answers with the response shapes
-recorded in ``docs/NEMO_CONTRACT.md``: namespaces (JSON and the Data Store's form-encoded ones),
+It records every request (method, path, query, headers, body), validates request bodies with the v1 wire
+contract's request models (``embed_ft/nemo/v1/``: a 422 naming the field, as the embedded platform answers) and
+serves answers that parse as the contract's response models; the shapes are those of ``docs/NEMO_CONTRACT.md``:
+namespaces (JSON and the Data Store's form-encoded ones),
 Entity Store datasets and models, Customizer configs and jobs, Deployment Management (with the
 500-on-existing quirk), Evaluator jobs and results, NIM models and embeddings, and just enough of the
 Hugging Face protocol under ``/v1/hf`` for ``huggingface_hub`` to create a repo, commit, list, download and
@@ -33,8 +35,10 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from embed_ft.nemo.http import ServiceHTTP
+from embed_ft.nemo.v1 import contract as v1, customization as cust, evaluation as ev
 
 Response = tuple[int, Any, dict[str, str]]
 
@@ -205,6 +209,9 @@ class FakeNemo:
                 try:
                     with self.lock:
                         return handler(req, *args)
+                except ValidationError as exc:  # the request does not match the contract: FastAPI's 422 shape
+                    errors = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+                    return 422, {"detail": errors}, {}
                 except Exception as exc:  # a fake bug or a malformed request: answer, do not drop the socket
                     return 500, {"detail": f"fake server error: {type(exc).__name__}: {exc}"}, {}
         return 404, {"detail": f"no route for {req.method} {req.path}"}, {}
@@ -215,16 +222,24 @@ class FakeNemo:
         return [
             # Namespaces
             ("POST", r"/v1/namespaces", self._create_namespace),
-            ("GET", rf"/v1/namespaces/{seg}", lambda r, ns: self._get(self.namespaces, ns, "namespace")),
+            ("GET", rf"/v1/namespaces/{seg}", lambda r, ns: self._get(self.namespaces, ns, "namespace", v1.Namespace)),
             ("POST", r"/v1/datastore/namespaces", self._create_ds_namespace),
-            ("GET", rf"/v1/datastore/namespaces/{seg}", lambda r, ns: self._get(self.ds_namespaces, ns, "namespace")),
+            (
+                "GET",
+                rf"/v1/datastore/namespaces/{seg}",
+                lambda r, ns: self._get(self.ds_namespaces, ns, "namespace", v1.DatastoreNamespace),
+            ),
             ("DELETE", rf"/v1/datastore/namespaces/{seg}", lambda r, ns: self._delete(self.ds_namespaces, ns)),
             # Entity Store
             ("POST", r"/v1/datasets", self._create_dataset),
-            ("GET", rf"/v1/datasets/{seg}/{seg}", lambda r, ns, n: self._get(self.datasets, (ns, n), "dataset")),
+            (
+                "GET",
+                rf"/v1/datasets/{seg}/{seg}",
+                lambda r, ns, n: self._get(self.datasets, (ns, n), "dataset", v1.Dataset),
+            ),
             ("DELETE", rf"/v1/datasets/{seg}/{seg}", lambda r, ns, n: self._delete(self.datasets, (ns, n))),
             ("GET", r"/v1/models", self._list_models),
-            ("GET", rf"/v1/models/{seg}/{seg}", lambda r, ns, n: self._get(self.models, (ns, n), "model")),
+            ("GET", rf"/v1/models/{seg}/{seg}", lambda r, ns, n: self._get(self.models, (ns, n), "model", v1.Model)),
             ("DELETE", rf"/v1/models/{seg}/{seg}", lambda r, ns, n: self._delete(self.models, (ns, n))),
             # Customizer
             ("GET", r"/v1/customization/targets", lambda r: self._paginate(r, list(self.targets.values()))),
@@ -232,17 +247,21 @@ class FakeNemo:
             (
                 "GET",
                 rf"/v1/customization/targets/{seg}/{seg}",
-                lambda r, ns, n: self._get(self.targets, (ns, n), "target"),
+                lambda r, ns, n: self._get(self.targets, (ns, n), "target", cust.Target),
             ),
             ("POST", r"/v1/customization/configs", lambda r: self._create_named(r, self.configs, "config")),
             (
                 "GET",
                 rf"/v1/customization/configs/{seg}/{seg}",
-                lambda r, ns, n: self._get(self.configs, (ns, n), "config"),
+                lambda r, ns, n: self._get(self.configs, (ns, n), "config", cust.Config),
             ),
             ("POST", r"/v1/customization/jobs", self._create_customization_job),
             ("GET", r"/v1/customization/jobs", lambda r: self._list_jobs(r, self.jobs)),
-            ("GET", rf"/v1/customization/jobs/{seg}", lambda r, i: self._get(self.jobs, i, "customization job")),
+            (
+                "GET",
+                rf"/v1/customization/jobs/{seg}",
+                lambda r, i: self._get(self.jobs, i, "customization job", cust.Job),
+            ),
             ("GET", rf"/v1/customization/jobs/{seg}/status", self._customization_status),
             ("POST", rf"/v1/customization/jobs/{seg}/cancel", lambda r, i: self._cancel(self.jobs, i)),
             # Deployment Management
@@ -251,7 +270,7 @@ class FakeNemo:
             (
                 "GET",
                 rf"/v1/deployment/model-deployments/{seg}/{seg}",
-                lambda r, ns, n: self._get(self.deployments, (ns, n), "deployment"),
+                lambda r, ns, n: self._get(self.deployments, (ns, n), "deployment", v1.ModelDeployment),
             ),
             (
                 "DELETE",
@@ -261,7 +280,7 @@ class FakeNemo:
             # Evaluator
             ("POST", r"/v1/evaluation/jobs", self._create_evaluation_job),
             ("GET", r"/v1/evaluation/jobs", lambda r: self._list_jobs(r, self.eval_jobs)),
-            ("GET", rf"/v1/evaluation/jobs/{seg}", lambda r, i: self._get(self.eval_jobs, i, "evaluation job")),
+            ("GET", rf"/v1/evaluation/jobs/{seg}", lambda r, i: self._get(self.eval_jobs, i, "evaluation job", ev.Job)),
             ("POST", rf"/v1/evaluation/jobs/{seg}/cancel", lambda r, i: self._cancel(self.eval_jobs, i)),
             ("GET", rf"/v1/evaluation/jobs/{seg}/results", self._evaluation_results),
             # NIM
@@ -277,12 +296,29 @@ class FakeNemo:
             ("GET", rf"{hf}/datasets/{seg}/{seg}/resolve/main/(.+)", self._hf_resolve),
         ]
 
+    # The v1 contract: requests validated, answers checked
+    @staticmethod
+    def _request(req: Recorded, model: type[BaseModel]) -> dict[str, Any]:
+        """The JSON body, once it validates as the contract's request ``model`` (else a 422 naming the field)."""
+        body = req.json()
+        model.model_validate(body)
+        return body
+
+    @staticmethod
+    def _serve(model: type[BaseModel], doc: dict[str, Any], status: int = 200) -> Response:
+        """A 2xx answer; it must parse as the contract's response ``model`` (a fake bug answers 500)."""
+        try:
+            model.model_validate(doc)
+        except ValidationError as exc:
+            raise AssertionError(f"the fake's answer is not a v1 {model.__name__}: {exc}") from None
+        return status, doc, {}
+
     # Generic handlers
-    def _get(self, table: dict, key: Any, what: str) -> Response:
+    def _get(self, table: dict, key: Any, what: str, model: type[BaseModel]) -> Response:
         if key not in table:
             name = "/".join(key) if isinstance(key, tuple) else key
             return 404, {"detail": f"{what} {name} not found"}, {}
-        return 200, table[key], {}
+        return self._serve(model, table[key])
 
     def _delete(self, table: dict, key: Any) -> Response:
         if table.pop(key, None) is None:
@@ -313,11 +349,11 @@ class FakeNemo:
 
     # Namespaces
     def _create_namespace(self, req: Recorded) -> Response:
-        ns = req.json()["id"]
+        ns = self._request(req, v1.NamespaceRequest)["id"]
         if ns in self.namespaces:
             return 409, {"detail": f"namespace {ns} already exists"}, {}
         self.namespaces[ns] = {"id": ns, "created_at": _now(), "description": None, "project": None}
-        return 201, self.namespaces[ns], {}
+        return self._serve(v1.Namespace, self.namespaces[ns], 201)
 
     def _create_ds_namespace(self, req: Recorded) -> Response:
         if "json" in req.headers.get("content-type", ""):
@@ -332,6 +368,7 @@ class FakeNemo:
 
     # Entity Store
     def _create_dataset(self, req: Recorded) -> Response:
+        self._request(req, v1.DatasetRequest)
         return self._create_named(req, self.datasets, "dataset")
 
     def _list_models(self, req: Recorded) -> Response:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .errors import Conflict, NemoAPIError
+from .errors import Conflict, NemoAPIError, checked_answer
 from .http import CreateResult, ServiceHTTP, create_or_fetch, outcome_unknown, segment
+from .v1.contract import Dataset, DatasetRequest, Model, Namespace, NamespaceRequest
 
 log = logging.getLogger("embed_ft.nemo")
 
@@ -23,7 +24,7 @@ class EntityStoreClient:
         error too (a bad name), so a 422 counts as "exists" only if the namespace can then be read.
         """
         try:
-            self.http.post("/v1/namespaces", json={"id": namespace}, call="create namespace")
+            self.http.post("/v1/namespaces", json=NamespaceRequest(id=namespace).body(), call="create namespace")
             return True
         except NemoAPIError as exc:
             if exc.status == 409:
@@ -35,7 +36,8 @@ class EntityStoreClient:
 
     def get_namespace(self, namespace: str) -> dict[str, Any] | None:
         """The namespace document, or None if it does not exist."""
-        return self.http.get_or_none(f"/v1/namespaces/{segment(namespace)}")
+        doc = self.http.get_or_none(f"/v1/namespaces/{segment(namespace)}")
+        return None if doc is None else checked_answer(Namespace, doc, "Entity Store: get namespace")
 
     # Datasets
     def create_dataset(
@@ -46,14 +48,10 @@ class EntityStoreClient:
         An existing registration that points at different files raises :class:`Conflict` naming both URLs:
         silently training on other files would be worse than stopping.
         """
-        body: dict[str, Any] = {
-            "name": name,
-            "namespace": namespace,
-            "description": description,
-            "files_url": files_url,
-        }
+        request = DatasetRequest(name=name, namespace=namespace, description=description, files_url=files_url)
         if project is not None:
-            body["project"] = project
+            request.project = project
+        body = request.body()
         result = create_or_fetch(
             lambda: self.http.post("/v1/datasets", json=body, call="register dataset"),
             lambda: self.get_dataset(namespace, name),
@@ -72,7 +70,8 @@ class EntityStoreClient:
 
     def get_dataset(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The dataset registration, or None if there is none."""
-        return self.http.get_or_none(f"/v1/datasets/{segment(namespace)}/{segment(name)}")
+        doc = self.http.get_or_none(f"/v1/datasets/{segment(namespace)}/{segment(name)}")
+        return None if doc is None else checked_answer(Dataset, doc, "Entity Store: get dataset")
 
     def delete_dataset(self, namespace: str, name: str) -> bool:
         """Delete the registration; False if there was none."""
@@ -90,7 +89,8 @@ class EntityStoreClient:
 
     def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The model (``name`` may carry a version, ``x@cust-...``), or None if it does not exist."""
-        return self.http.get_or_none(f"/v1/models/{segment(namespace)}/{segment(name)}")
+        doc = self.http.get_or_none(f"/v1/models/{segment(namespace)}/{segment(name)}")
+        return None if doc is None else checked_answer(Model, doc, "Entity Store: get model")
 
     def delete_model(self, namespace: str, name: str) -> bool:
         return self._delete(f"/v1/models/{segment(namespace)}/{segment(name)}")

@@ -13,7 +13,9 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 REDACTED = "***"
 MAX_MESSAGE_CHARS = 500
@@ -179,6 +181,8 @@ class NemoResponseError(NemoError):
         super().__init__(redact(message))
 
 
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+
 # A JSON object as a service answered it (keys are strings; values whatever the contract says).
 JsonObject = dict[str, Any]
 
@@ -219,3 +223,23 @@ def error_for_status(service: str, call: str, status: int, message: str) -> Nemo
     else:
         cls = NemoAPIError
     return cls(service, call, status, message)
+
+
+def parse_answer(model: type[AnswerT], doc: Any, call: str) -> AnswerT:
+    """``doc`` (a 2xx answer) as the contract's response ``model``; a mismatch is a :class:`NemoResponseError`
+    naming the call and the field."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "the body"
+        raise NemoResponseError(
+            f"{call}: the answer does not match the NeMo contract ({model.__name__}): {where}: {first.get('msg')} "
+            f"(got {describe_shape(doc)})"
+        ) from None
+
+
+def checked_answer(model: type[BaseModel], doc: JsonObject, call: str) -> JsonObject:
+    """``doc`` as answered (callers keep reading a plain dict), once it parses as the contract's ``model``."""
+    parse_answer(model, doc, call)
+    return doc

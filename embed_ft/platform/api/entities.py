@@ -1,16 +1,15 @@
 """Entity Store routes (``{NEMO_URL}/v1/namespaces|datasets|models``).
 
 Lists answer the NeMo shape ``{"data": [...], "pagination": {...}}`` with ``filter[field]=value``,
-``sort=[-]field``, ``page``, ``page_size``. Request bodies keep extra fields: NeMo entities carry many optional ones.
+``sort=[-]field``, ``page``, ``page_size``. Request bodies are the v1 contract's (``nemo/v1/contract.py``); they keep
+extra fields: NeMo entities carry many optional ones.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 
+from ...nemo.v1.contract import DatasetRequest, ModelRequest, NamespaceRequest
 from ..services.entities import DATASET_KIND, MODEL_KIND, NAMESPACE_KIND
 from ..store import utc_now
 from .deps import Entities, Listing, Store, paginate
@@ -18,42 +17,11 @@ from .deps import Entities, Listing, Store, paginate
 router = APIRouter()
 
 
-class NamespaceIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    description: str = ""
-    project: str | None = None
-
-
-class DatasetIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    namespace: str
-    description: str = ""
-    files_url: str | None = None
-    project: str | None = None
-    format: str | None = None
-    custom_fields: dict[str, Any] = {}
-
-
-class ModelIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    namespace: str
-    description: str = ""
-    base_model: str | None = None
-    project: str | None = None
-    peft: dict[str, Any] | None = None
-    spec: dict[str, Any] | None = None
-    artifact: dict[str, Any] | None = None
-    custom_fields: dict[str, Any] = {}
-
-
 # ---- namespaces
 
 
 @router.post("/v1/namespaces", status_code=201)
-def create_namespace(body: NamespaceIn, entities: Entities):
+def create_namespace(body: NamespaceRequest, entities: Entities):
     return entities.create_namespace(body.model_dump())
 
 
@@ -82,7 +50,7 @@ def delete_namespace(namespace: str, entities: Entities):
 
 
 @router.post("/v1/datasets", status_code=201)
-def create_dataset(body: DatasetIn, entities: Entities):
+def create_dataset(body: DatasetRequest, entities: Entities):
     return entities.create(DATASET_KIND, body.model_dump())
 
 
@@ -106,7 +74,7 @@ def delete_dataset(namespace: str, name: str, entities: Entities):
 
 
 @router.post("/v1/models", status_code=201)
-def create_model(body: ModelIn, entities: Entities):
+def create_model(body: ModelRequest, entities: Entities):
     return entities.create(MODEL_KIND, body.model_dump(exclude_none=True))
 
 
