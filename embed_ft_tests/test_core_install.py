@@ -1,5 +1,6 @@
 """The core install (`pip install embed-ft`, no `local` extra) is what a NeMo cluster user runs: the clients,
-resources, assets and CLI, without torch, sentence-transformers, peft or FastAPI."""
+resources, assets and CLI, without torch, sentence-transformers, peft or FastAPI. The cluster image
+(deploy/Dockerfile) is that install plus the `prod` extra; its install line and command are run here too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from embed_ft.definitions import defs
+
+from .deploy_files import dockerfile, image_env, serving_image_command
+from .postgres_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # What only `embed-ft[local]` installs (directly or through its dependencies).
@@ -51,10 +57,11 @@ def test_definitions_and_cli_import_without_the_local_packages():
 
 
 @pytest.mark.slow
-def test_core_install_loads_the_definitions_without_torch(tmp_path):
+def test_core_install_loads_the_definitions_without_torch_and_the_cluster_image_serves_them(tmp_path):
     """A fresh venv gets the checkout without extras (pinned by constraints.txt; uv installs it, from its cache on
     a second run): nothing of the local platform is importable, the code location loads and `dg check defs`
-    passes against a cluster configuration, and `embed-ft platform serve` says what to install."""
+    passes against a cluster configuration, and `embed-ft platform serve` says what to install. Then the cluster
+    image's install line adds `prod`, and the image's command serves the code location."""
     venv = tmp_path / "core-venv"
     assert _run([sys.executable, "-m", "venv", str(venv)]).returncode == 0
     python, bin_dir = venv / "bin" / "python", venv / "bin"
@@ -99,3 +106,16 @@ def test_core_install_loads_the_definitions_without_torch(tmp_path):
     serve = _run([str(bin_dir / "embed-ft"), "platform", "serve"], cwd=tmp_path, env=env)
     assert serve.returncode == 2
     assert "pip install 'embed-ft[local]'" in serve.stderr
+
+    # The cluster image: its install line (pip run as uv's, in the image's WORKDIR layout: the checkout) on top of
+    # the core, then its CMD with its ENV (paths under tmp_path), serving every job, still without torch.
+    (install,) = dockerfile()["install"]["cluster"]
+    assert install[:2] == ["pip", "install"]
+    image_install = _run([str(uv), "pip", "install", "--quiet", "--python", str(python), *install[2:]], cwd=REPO)
+    assert image_install.returncode == 0, image_install.stdout[-3000:] + image_install.stderr[-3000:]
+    image = {**env, **image_env(tmp_path / "image")}
+    Path(image["DAGSTER_HOME"]).mkdir(parents=True)
+    with serving_image_command(bin_dir, free_port(), image, cwd=tmp_path) as served:
+        assert {job.name for job in defs.resolve_all_job_defs()} <= served
+    present = _run([str(python), "-c", probe, *LOCAL_ONLY, "dagster_postgres", "dagster_k8s"], cwd=tmp_path)
+    assert present.stdout.split() == ["dagster_postgres", "dagster_k8s"]

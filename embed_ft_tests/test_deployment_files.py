@@ -2,8 +2,8 @@
 
 - the image's command is the code location (pyproject's module), the command Dagster's Helm chart runs for the
   values' user deployment, on the port the image exposes, as a non-root user;
-- that command, run here with the image's environment, serves the code location and passes the chart's readiness
-  probe (`dagster api grpc-health-check`);
+- both image variants install with constraints.txt, as ./dev and CI do (test_core_install.py runs the cluster
+  variant's install in a fresh venv, then the image's command with its environment);
 - every environment variable the code reads is set by the Helm values (tokens from the Kubernetes Secret), or is
   listed below with the reason a cluster does not need it;
 - deploy/dagster.yaml is a valid Dagster instance config, and the Helm values carry the same limits;
@@ -16,31 +16,20 @@ The same instance config is run for real, on PostgreSQL, in test_deployment_post
 from __future__ import annotations
 
 import ast
-import json
-import os
 import re
 import shlex
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
-from dagster import DagsterInstance
-from dagster._core.errors import DagsterUserCodeUnreachableError
 from dagster._core.instance.config import dagster_instance_config
-from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
-from dagster._grpc.client import DagsterGrpcClient
 
+from embed_ft.cli import QUIET_ENV
 from embed_ft.definitions import defs
 
-from .postgres_server import free_port
+from .deploy_files import DEPLOY, REPO, dockerfile
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
 ENV_NAME = re.compile(r"^(NDS|NEMO|NIM|HF|WANDB|EMBED_FT|DAGSTER)_[A-Z0-9_]+$")
 SECRET_NAME = "embed-ft-nemo"
@@ -68,26 +57,6 @@ SET_BY_THE_CODE = {
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def dockerfile() -> dict[str, Any]:
-    """ENV, USER, EXPOSE and CMD (exec form) of deploy/Dockerfile, continuation lines joined."""
-    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text("utf-8"))
-    parsed: dict[str, Any] = {"env": {}, "expose": [], "user": None, "cmd": None}
-    for line in text.splitlines():
-        words = line.strip().split(None, 1)
-        if not words or words[0].startswith("#"):
-            continue
-        instruction, rest = words[0].upper(), words[1] if len(words) > 1 else ""
-        if instruction == "ENV":
-            parsed["env"].update(dict(item.split("=", 1) for item in shlex.split(rest)))
-        elif instruction == "USER":
-            parsed["user"] = rest.strip()
-        elif instruction == "EXPOSE":
-            parsed["expose"] += [int(port) for port in rest.split()]
-        elif instruction == "CMD":
-            parsed["cmd"] = json.loads(rest)
-    return parsed
-
-
 def helm_values() -> dict[str, Any]:
     return yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text("utf-8"))
 
@@ -108,11 +77,82 @@ def env_read_by_the_code() -> dict[str, set[str]]:
     return found
 
 
-def healthy(client: DagsterGrpcClient) -> bool:
-    try:
-        return client.health_check_query() == "SERVING"
-    except DagsterUserCodeUnreachableError:  # not listening yet
-        return False
+# Reads whose variable name is not spelled at the call (a loop or a parameter), and where the names come from.
+INDIRECT_READS = {
+    ("embed_ft/cli.py", "key"): "QUIET_ENV: library switches the CLI sets and restores",
+    ("embed_ft/resources.py", "name"): "_env(NAME): its callers spell NAME",
+    ("embed_ft/homes.py", "name"): "state_layout.FOLDERS' variables",
+    ("embed_ft/state_layout.py", "env"): "state_layout.FOLDERS' variables",
+}
+
+
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level NAME = "..." and NAME, OTHER = "...", "..." assignments."""
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.Assign):
+            continue
+        for target in node.targets:
+            pairs = (
+                zip(target.elts, node.value.elts, strict=True)
+                if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                else [(target, node.value)]
+            )
+            for name, value in pairs:
+                if isinstance(name, ast.Name) and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    found[name.id] = value.value
+    return found
+
+
+def env_reads_outside_the_platform() -> tuple[set[str], set[tuple[str, str]]]:
+    """Every os.environ[...] / .get / .pop / .setdefault, os.getenv and EnvVar/_env call in embed_ft/ (but the
+    embedded platform): the variable names they spell (directly or as a module constant of embed_ft), and the
+    (module, argument) of those that name none."""
+    trees = {p: ast.parse(p.read_text("utf-8")) for p in (REPO / "embed_ft").rglob("*.py")}
+    constants = {name: value for tree in trees.values() for name, value in _string_constants(tree).items()}
+    named: set[str] = set()
+    indirect: set[tuple[str, str]] = set()
+    for path, tree in trees.items():
+        module = str(path.relative_to(REPO))
+        if module.startswith("embed_ft/platform/"):
+            continue
+        for node in ast.walk(tree):
+            arg = None
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "environ"
+            ):
+                arg = node.slice
+            elif isinstance(node, ast.Call) and node.args:
+                func = node.func
+                environ_method = (
+                    isinstance(func, ast.Attribute)
+                    and func.attr in ("get", "pop", "setdefault")
+                    and isinstance(func.value, ast.Attribute)
+                    and func.value.attr == "environ"
+                )
+                if environ_method or (isinstance(func, ast.Attribute) and func.attr == "getenv"):
+                    arg = node.args[0]
+                elif isinstance(func, ast.Name) and func.id in ("EnvVar", "getenv", "_env"):
+                    arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                named.add(arg.value)
+            elif isinstance(arg, ast.Name) and arg.id in constants:
+                named.add(constants[arg.id])
+            elif arg is not None:
+                indirect.add((module, ast.unparse(arg)))
+    return named, indirect
+
+
+def test_the_scan_for_variables_sees_every_variable_the_code_reads():
+    """env_read_by_the_code finds names by their prefixes; every read in the code is of such a name, or an indirect
+    read listed (with where its names come from) in INDIRECT_READS."""
+    named, indirect = env_reads_outside_the_platform()
+    assert {"NDS_URL", "NEMO_TOKEN", "EMBED_FT_BEIR_ROOT", "DAGSTER_HOME"} <= named  # the scan works
+    assert sorted(n for n in named if not ENV_NAME.match(n)) == []
+    assert indirect == set(INDIRECT_READS), "an indirect environment read: list it in INDIRECT_READS, with why"
+    assert set(QUIET_ENV) - {n for n in QUIET_ENV if ENV_NAME.match(n)} == {"TQDM_DISABLE", "TRANSFORMERS_VERBOSITY"}
 
 
 # ------------------------------------------------------------------------------------------------ the image
@@ -148,59 +188,39 @@ def test_the_image_runs_the_code_location_as_the_chart_starts_it_as_a_non_root_u
     assert len(data) == 1
 
 
-def test_both_image_variants_are_built_from_the_declared_extras():
-    text = (DEPLOY / "Dockerfile").read_text("utf-8")
+def dev_setting(name: str) -> str:
+    """A top-level NAME=value (or NAME="${X:-value}") of ./dev."""
+    match = re.search(rf'^{name}="?(?:\$\{{\w+:-)?([^"}}\n]+)', (REPO / "dev").read_text("utf-8"), re.MULTILINE)
+    assert match is not None, name
+    return match.group(1)
+
+
+def test_both_image_variants_install_pinned_by_the_constraints_as_dev_does():
+    image = dockerfile()
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert {"dagster-postgres", "dagster-k8s"} <= {re.split(r"[<>=!~ ]", d)[0] for d in extras["prod"]}
-    assert 'cluster) pip install ".[prod]"' in text  # no torch: the NeMo cluster trains, serves and evaluates
-    local = (
-        r'local\) pip install "torch==\$\{TORCH_VERSION\}" --index-url "\$TORCH_INDEX"'
-        r' && pip install "\.\[prod,local\]"'
-    )
-    assert re.search(local, text)  # CPU torch first, from its own index
+    assert "constraints.txt" in image["copy"]
+    # cluster: no torch (the NeMo cluster trains, serves and evaluates); local: CPU torch first, from its own index,
+    # exactly the version ./dev pins, then the project with the embedded platform.
+    assert image["install"] == {
+        "cluster": [["pip", "install", "-c", "constraints.txt", ".[prod]"]],
+        "local": [
+            ["pip", "install", "torch==${TORCH_VERSION}", "--index-url", "$TORCH_INDEX"],
+            ["pip", "install", "-c", "constraints.txt", ".[prod,local]"],
+        ],
+    }
+    assert image["args"]["TORCH_VERSION"] == dev_setting("TORCH_VERSION")
+    assert image["args"]["TORCH_INDEX"] == dev_setting("TORCH_CPU_INDEX")
+    assert {"prod", "local"} <= set(dev_setting("EXTRAS").split(","))  # what ./dev and CI install and test
+    constraints = (REPO / "constraints.txt").read_text("utf-8")
+    assert f"\ntorch=={dev_setting('TORCH_VERSION')}\n" in constraints
     ignored = (REPO / ".dockerignore").read_text("utf-8").split()
-    assert ignored[ignored.index("*") + 1 : ignored.index("*") + 4] == ["!pyproject.toml", "!README.md", "!embed_ft/"]
-
-
-@pytest.mark.slow
-def test_the_image_command_serves_the_code_location_outside_a_container(tmp_path):
-    """The image's CMD and ENV, run here: only the bind address (loopback), the port (a free one) and the image's
-    absolute paths (moved under tmp_path) differ."""
-    image = dockerfile()
-    port = free_port()
-    cmd = [str(Path(sys.executable).with_name(image["cmd"][0])), *image["cmd"][1:]]
-    cmd[cmd.index("-h") + 1] = "127.0.0.1"
-    cmd[cmd.index("-p") + 1] = str(port)
-    env = dict(os.environ)
-    env.update({k: str(tmp_path / v.lstrip("/")) if v.startswith("/") else v for k, v in image["env"].items()})
-    for name in ("NDS_URL", "NEMO_URL", "NIM_URL"):
-        env[name] = "http://127.0.0.1:9"  # a cluster's configuration: loading the definitions contacts nobody
-    Path(env["DAGSTER_HOME"]).mkdir(parents=True)
-    server = subprocess.Popen(
-        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        client = DagsterGrpcClient(port=port, host="127.0.0.1")
-        deadline = time.monotonic() + 120
-        while not healthy(client):
-            assert server.poll() is None, server.stdout.read().decode()[-3000:] if server.stdout else ""
-            assert time.monotonic() < deadline, "the code server did not start within 120 s"
-            time.sleep(0.5)
-        # The chart's readiness probe, as the chart runs it.
-        probe = [str(Path(sys.executable).with_name("dagster")), "api", "grpc-health-check", "-p", str(port)]
-        assert subprocess.run(probe, check=False, env=env, capture_output=True, timeout=60).returncode == 0
-        origin = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=port, location_name="embed_ft")
-        with DagsterInstance.ephemeral() as instance, origin.create_location(instance) as location:
-            (repository,) = location.get_repositories().values()
-            served = {job.name for job in repository.get_all_jobs()}
-        assert {job.name for job in defs.resolve_all_job_defs()} <= served
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(30)
+    assert ignored[ignored.index("*") + 1 : ignored.index("*") + 5] == [
+        "!pyproject.toml",
+        "!README.md",
+        "!constraints.txt",
+        "!embed_ft/",
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ helm values

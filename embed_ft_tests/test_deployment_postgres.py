@@ -38,11 +38,11 @@ from embed_ft.defs.experiments import prepare_experiment_run
 from embed_ft.history import report_history
 from embed_ft.spec.presets import DEFAULT_PRESET
 
+from .deploy_files import DEPLOY, dockerfile, image_command
 from .fault_scenarios import FaultControl, jobs, wait_for
 from .lineage_fixtures import write_beir_set, write_specter_jsonl
 from .platform_server import running_platform
 from .postgres_server import PostgresServer, free_port, running_postgres
-from .test_deployment_files import DEPLOY, dockerfile
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the module's first test also starts everything
 
@@ -132,13 +132,9 @@ class Deployment:
     def start_code_server(self) -> None:
         """deploy/Dockerfile's CMD with the image's ENV: only the bind address (loopback), the port and the
         instance's paths differ (the image's DAGSTER_HOME is the chart's mount point)."""
-        image = dockerfile()
         self.code_port = free_port()
-        cmd = [str(BIN / image["cmd"][0]), *image["cmd"][1:]]
-        cmd[cmd.index("-h") + 1] = "127.0.0.1"
-        cmd[cmd.index("-p") + 1] = str(self.code_port)
-        env = {**{k: v for k, v in image["env"].items() if not v.startswith("/")}, **self.env()}
-        self._start("code-server", cmd, env)
+        env = {**{k: v for k, v in dockerfile()["env"].items() if not v.startswith("/")}, **self.env()}
+        self._start("code-server", image_command(BIN, self.code_port), env)
         workspace = yaml.safe_load((DEPLOY / "workspace.yaml").read_text("utf-8"))
         workspace["load_from"][0]["grpc_server"]["port"] = self.code_port
         (self.root / "workspace.yaml").write_text(yaml.safe_dump(workspace))
