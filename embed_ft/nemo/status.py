@@ -16,9 +16,10 @@ CREATED, PENDING, RUNNING, CANCELLING = "created", "pending", "running", "cancel
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 # v2 only: a running job is "active"; a paused one is still the same job (waited on, reattached to).
 ACTIVE, PAUSED, PAUSING, RESUMING = "active", "paused", "pausing", "resuming"
+ERROR = "error"  # v2's failed
 ACTIVE_JOB_STATUSES = frozenset({CREATED, PENDING, RUNNING, CANCELLING, ACTIVE, PAUSED, PAUSING, RESUMING})
 TERMINAL_JOB_STATUSES = frozenset({COMPLETED, FAILED, CANCELLED})
-_JOB_STATUS_ALIASES = {"error": FAILED}
+_JOB_STATUS_ALIASES = {ERROR: FAILED}
 
 # Deployments.
 READY = "ready"

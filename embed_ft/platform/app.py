@@ -14,10 +14,10 @@ import hmac
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from .api import customizer, datastore, deployment, entities, evaluator, nim
+from .api import customizer, datastore, deployment, entities, evaluator, nim, v2_customization, v2_models
 from .api.body import RequestBodyGuard
 from .api.errors import HANDLED, domain_error_handler
 from .context import PlatformContext, build_context
@@ -25,7 +25,15 @@ from .settings import NIM_PATH_PREFIX, PlatformSettings
 
 HEALTH_PATHS = ("/health", "/v1/health/ready", "/v1/health/live")
 UNAUTHENTICATED_PATHS = {*HEALTH_PATHS, *(f"{NIM_PATH_PREFIX}{path}" for path in HEALTH_PATHS[1:])}
-ROUTERS = (datastore.router, entities.router, customizer.router, deployment.router, evaluator.router)
+ROUTERS = (
+    datastore.router,
+    entities.router,
+    customizer.router,
+    deployment.router,
+    evaluator.router,
+    v2_customization.router,  # NeMo Platform v2: automodel jobs
+    v2_models.router,  # v2: deployment configs, deployments, their providers and gateway routes
+)
 # Changes the app once it is built (the tests' fault injection, embed_ft_tests/faults.py, is the one user); what it
 # returns, if anything, is called with the context when the platform starts.
 AppExtension = Callable[[FastAPI], Callable[[PlatformContext], None] | None]
@@ -74,6 +82,13 @@ def create_app(settings: PlatformSettings | None = None, extensions: Sequence[Ap
         app.include_router(router)
     app.include_router(nim.router, prefix=NIM_PATH_PREFIX)  # NIM_URL
     app.add_api_route("/v1/embeddings", nim.create_embeddings, methods=["POST"])  # the root alias (see above)
+    # v2's inference gateway in front of a deployment's provider: the same route, once the deployment is READY.
+    app.add_api_route(
+        v2_models.GATEWAY_EMBEDDINGS,
+        nim.create_embeddings,
+        methods=["POST"],
+        dependencies=[Depends(v2_models.ready_provider)],
+    )
     for extend in extensions:
         if (started := extend(app)) is not None:
             on_start.append(started)

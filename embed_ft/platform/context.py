@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from . import set_aside
 from .home_lock import serve_lock
+from .services.automodel import AutomodelService
 from .services.customization import CustomizationService
 from .services.datastore_namespaces import DatastoreNamespaces
 from .services.deployments import DeploymentService
@@ -24,6 +25,8 @@ from .services.model_weights import seed_defaults
 from .services.repo_store import RepoStore
 from .services.serving import ServingRegistry
 from .services.training.service import CustomizationTrainer
+from .services.v2_deployments import V2Deployments
+from .services.v2_filesets import FilesetFetcher
 from .settings import PlatformSettings
 from .store import EntityStore
 
@@ -43,6 +46,8 @@ class PlatformContext:
     customization: CustomizationService
     evaluator: EvaluationService
     evaluator_resources: EvaluatorResources
+    automodel: AutomodelService  # v2 automodel jobs, run by `trainer`
+    v2_deployments: V2Deployments  # v2 deployment configs and deployments, over `deployments`
     home_lock: ExitStack = field(default_factory=ExitStack)  # the home's serve lock, released by close()
 
     def close(self) -> None:
@@ -81,6 +86,8 @@ def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
     repos = RepoStore(settings)
     serving = ServingRegistry()
     trainer = CustomizationTrainer(settings, store, repos)
+    filesets = FilesetFetcher(settings)
+    trainer.fetch_v2_dataset = filesets.fetch_job_data
     evaluator = EvaluationService(settings, store, repos, serving)
     deployments = DeploymentService(settings, store, serving)
     ctx = PlatformContext(
@@ -95,6 +102,8 @@ def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
         customization=CustomizationService(settings, store, trainer),
         evaluator=evaluator,
         evaluator_resources=EvaluatorResources(store, evaluator),
+        automodel=AutomodelService(settings, store, trainer, filesets),
+        v2_deployments=V2Deployments(settings, store, deployments),
         home_lock=home_lock,
     )
     seed_defaults(store)

@@ -52,6 +52,12 @@ class PlatformSettings:
     # Data Store and cache folders and the bundled model): trusted by the operator, never named by a request.
     # $EMBED_FT_MODEL_ROOTS, os.pathsep-separated, when not given.
     model_roots: tuple[Path, ...] | None = None
+    # The NeMo Platform v2 Files service whose filesets v2 automodel jobs train on (its base URL, e.g. a local
+    # `nemo-helix`): $EMBED_FT_V2_FILES_URL when not given; without it a v2 job's create answers 422.
+    v2_files_url: str | None = None
+    # One v2 job's training data fetched from there: at most this many files and bytes (the Data Store's upload cap).
+    max_fileset_files: int = 10_000
+    max_fileset_bytes: int = 2 * 1024**3
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -63,6 +69,8 @@ class PlatformSettings:
             env_roots = os.environ.get("EMBED_FT_MODEL_ROOTS", "")
             self.model_roots = tuple(Path(p) for p in env_roots.split(os.pathsep) if p)
         self.model_roots = tuple(Path(p).resolve() for p in self.model_roots)
+        if self.v2_files_url is None:
+            self.v2_files_url = os.environ.get("EMBED_FT_V2_FILES_URL") or None
         if self.token is None:
             self.token = os.environ.get("EMBED_FT_PLATFORM_TOKEN") or None
 

@@ -178,6 +178,18 @@ class JobResult(Response):
     download_url: str | None = None
 
 
+class JobResponse(JobStatusResponse):
+    """``POST .../jobs``, ``GET .../jobs/{name}``, ``POST .../cancel``: Helix's ``BaseJob`` (the stored canonical
+    ``spec`` of its kind, e.g. an automodel job's with its ``output``)."""
+
+    workspace: str | None = None
+    description: str | None = None
+    project: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict)
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
 # --- Evals: retrieve-eval (BEIR retrieval) ---------------------------------------------------------------------
 class EmbeddingEndpoint(Request):
     """An OpenAI-compatible embeddings endpoint (``url`` is the ``/v1`` base or the full ``/v1/embeddings``)."""
@@ -269,6 +281,17 @@ class AutomodelJobSpec(Request):
     output: AutomodelOutput | None = None
 
 
+class AutomodelOutputResponse(Response):
+    """The canonical spec's ``output`` (``nemo_automodel_plugin.schema.OutputResponse``): the model entity
+    ``{workspace}/{name}`` the job registers (an embedding model: ``type`` "model"), its weights in fileset
+    ``{workspace}/{fileset}``."""
+
+    name: str
+    type: Literal["model", "adapter"] = "model"
+    fileset: str
+    description: str | None = None
+
+
 class AutomodelJobRequest(Request):
     name: Name
     description: str | None = None
@@ -277,12 +300,33 @@ class AutomodelJobRequest(Request):
 
 
 # --- Models: deployments (upper-case statuses: `nemo/status.py`) ------------------------------------------------
+class DeploymentModelSpec(Request):
+    """``ModelDeploymentConfigModelSpec``: the model entity ``{model_namespace}/{model_name}`` to serve (both
+    empty: the image's own model)."""
+
+    model_namespace: str | None = Field(default=None, max_length=255)
+    model_name: str | None = Field(default=None, max_length=255)
+    model_revision: str | None = Field(default=None, max_length=255)
+    model_type: str | None = None
+    lora_enabled: bool | None = None
+
+
+class ContainerExecutorConfig(Request):
+    gpu: int = Field(ge=0)
+    image_name: str | None = Field(default=None, max_length=500)
+    image_tag: str | None = Field(default=None, max_length=255)
+    disk_size: str | None = None
+    health_check_path: str | None = None
+    additional_envs: dict[str, str] | None = None
+    additional_args: list[str] | None = None
+
+
 class CreateDeploymentConfigRequest(Request):
     name: Name
     description: str | None = Field(default=None, max_length=1000)
     engine: Literal["nim", "vllm", "generic"] = "nim"
-    model_spec: dict[str, Any]  # {"model_namespace": ws, "model_name": name} or {} for the image's own model
-    executor_config: dict[str, Any]  # {"gpu": 1, "image_name": ..., "image_tag": ...}
+    model_spec: DeploymentModelSpec
+    executor_config: ContainerExecutorConfig
 
 
 class CreateDeploymentRequest(Request):
@@ -291,11 +335,32 @@ class CreateDeploymentRequest(Request):
     config_version: int | None = None
 
 
+# ModelDeploymentStatus, upper case.
+DeploymentStatus = Literal["UNKNOWN", "CREATED", "PENDING", "READY", "ERROR", "DELETING", "DELETED", "LOST"]
+
+
+class DeploymentConfig(Response):
+    id: str | None = None
+    name: str
+    workspace: str
+    engine: str = "nim"
+    model_spec: dict[str, Any] = Field(default_factory=dict)
+    executor_config: dict[str, Any] = Field(default_factory=dict)
+    entity_version: int = 1
+    description: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
 class Deployment(Response):
     id: str | None = None
     name: str
     workspace: str
     config: str
+    config_version: int | None = None
+    entity_version: int | None = None
     status: str = "UNKNOWN"
     status_message: str = ""
-    model_provider_id: str | None = None
+    model_provider_id: str | None = None  # workspace/name of the provider that routes to it
+    created_at: str | None = None
+    updated_at: str | None = None

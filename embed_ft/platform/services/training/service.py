@@ -15,7 +15,7 @@ import multiprocessing
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from embed_ft.formats.nemo_jsonl import TripletFileError
 from embed_ft.nemo.status import CANCELLED, CANCELLING, COMPLETED, CREATED, FAILED, PENDING, RUNNING
@@ -72,6 +72,8 @@ class CustomizationTrainer:
         self.repos = repos
         self.jobs = JobRunner(store, JOB_KIND, "customization job", log_status=False)
         self._process: multiprocessing.process.BaseProcess | None = None
+        # Fetches a v2 job's filesets (``doc["v2_dataset"]``) into a folder; set by the context (``v2_filesets``).
+        self.fetch_v2_dataset: Callable[[dict[str, Any], Path], None] = _no_v2_files
         self._last_clock_update = 0.0
 
     # ---- the service's API
@@ -152,7 +154,12 @@ class CustomizationTrainer:
         job_id = doc["id"]
         dataset = doc["dataset"]
         dataset_label = f"{dataset['namespace']}/{dataset['name']}"
-        repo_dir = self._dataset_files_dir(dataset["namespace"], dataset["name"])
+        if doc.get("v2_dataset"):  # a v2 automodel job: its filesets, fetched into the job's folder
+            repo_dir = self.settings.jobs_dir / job_id / "dataset"
+            shutil.rmtree(repo_dir, ignore_errors=True)
+            self.fetch_v2_dataset(doc["v2_dataset"], repo_dir)
+        else:
+            repo_dir = self._dataset_files_dir(dataset["namespace"], dataset["name"])
         train_files = split_files(repo_dir, TRAINING_SPLIT)
         if not train_files:
             raise TrainingDataError(f"dataset {dataset_label} has no training file ({TRAINING_SPLIT}/*.jsonl)")
@@ -275,7 +282,7 @@ class CustomizationTrainer:
         register_model(
             self.store,
             ns,
-            f"{name}@{version}",
+            f"{name}@{version}" if version else name,  # v2 outputs are unversioned model entities
             target.get("base_model"),
             Path(result["output_dir"]),
             description=doc.get("description") or f"Fine-tuned by customization job {job_id}",
@@ -314,6 +321,10 @@ class CustomizationTrainer:
                 f"dataset {namespace}/{name}: the Data Store has no repo {repo_ns}/{repo_name} ({files_url})"
             )
         return folder
+
+
+def _no_v2_files(source: dict[str, Any], dest: Path) -> None:
+    raise TrainingDataError("this platform reads no v2 filesets")
 
 
 def _stop_process(process: Any) -> None:

@@ -1,0 +1,250 @@
+"""The embedded platform's NeMo Platform v2 routes (automodel jobs, deployment configs, deployments, the gateway),
+driven through our v2 clients on a real `platform serve` over loopback, with the training data in a fileset of a
+real Helix (the `helix` fixture): the one code path the lineage uses against a cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from embed_ft.nemo.errors import NemoAPIError
+from embed_ft.nemo.http import ServiceHTTP
+from embed_ft.nemo.nim import NimClient
+from embed_ft.nemo.polling import poll
+from embed_ft.nemo.status import CANCELLED, COMPLETED, FAILED, is_failed, is_ready, is_terminal, job_status
+from embed_ft.nemo.v2 import contract
+from embed_ft.nemo.v2.files import FilesClient, fileset_ref
+from embed_ft.nemo.v2.jobs import automodel_jobs, failure_text, job_name
+from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
+
+from .helix_server import helix_venv
+from .platform_server import running_platform
+
+pytestmark = pytest.mark.slow  # Helix start-up, and real (tiny) training runs in a spawned worker
+
+WS = "embed-ft-v2-tests"
+BASE_TARGET = "sentence-transformers/all-minilm-l6-v2@v1"  # the platform's default target (the packaged MiniLM)
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TOPICS = ["cats", "rockets", "bread", "markets", "rivers", "chess", "violins", "glaciers"]
+
+
+def triplets(n: int = 16) -> str:
+    rows = []
+    for i in range(n):
+        topic, other = TOPICS[i % len(TOPICS)], TOPICS[(i + 3) % len(TOPICS)]
+        rows.append(
+            {
+                "query": f"question {i} about {topic}",
+                "pos_doc": f"A passage about {topic}, number {i}.",
+                "neg_doc": [f"A passage about {other}.", f"Something unrelated {i}."],
+            }
+        )
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def upload(helix_url: str, fileset: str, files: dict[str, str], tmp_path: Path) -> str:
+    client = FilesClient(ServiceHTTP(helix_url, "files"))
+    client.ensure_workspace(WS)
+    client.ensure_fileset(WS, fileset, purpose="dataset")
+    local = {}
+    for path, text in files.items():
+        target = tmp_path / fileset / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        local[path] = target
+    client.upload_files(WS, fileset, local)
+    return fileset_ref(WS, fileset)
+
+
+def job_request(
+    training: str, max_steps: int = 2, output: str | None = None, epochs: int = 1
+) -> contract.AutomodelJobRequest:
+    return contract.AutomodelJobRequest(
+        name="placeholder",  # the client names it from the idempotency key
+        spec=contract.AutomodelJobSpec(
+            model=BASE_TARGET,
+            dataset=contract.AutomodelDataset(training=training),
+            training=contract.AutomodelTraining(finetuning_type="all_weights", max_seq_length=64),
+            schedule=contract.AutomodelSchedule(epochs=epochs, max_steps=max_steps),
+            batch=contract.AutomodelBatch(global_batch_size=4),
+            optimizer=contract.AutomodelOptimizer(learning_rate=1e-5),
+            output=contract.AutomodelOutput(name=output) if output else None,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def platform(helix, tmp_path_factory):
+    """`platform serve` reading filesets from the Helix fixture's Files service."""
+    with running_platform(tmp_path_factory.mktemp("v2-platform"), v2_files_url=helix.url) as (url, settings):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def data(helix, platform, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("v2-data")
+    return {
+        "good": upload(
+            helix.url, "sft-good", {"training/train.jsonl": triplets(), "validation/val.jsonl": triplets(4)}, folder
+        ),
+        "flat": upload(helix.url, "sft-flat", {"train.jsonl": triplets()}, folder),
+        "broken": upload(helix.url, "sft-broken", {"train.jsonl": '{"query": "no positive"}\n'}, folder),
+    }
+
+
+def wait_job(jobs, name: str, timeout_s: float = 400) -> dict:
+    return poll(lambda: jobs.get(name), is_terminal, timeout_s=timeout_s, interval_s=0.5, what=f"job {name}")
+
+
+def test_automodel_job_trains_reattaches_and_its_output_deploys(platform, data):
+    http = ServiceHTTP(platform, "platform", timeout=(5.0, 60.0))
+    jobs, models = automodel_jobs(http, WS), ModelsClient(http)
+    key = "1a" * 32
+    assert jobs.find(key) is None
+    job = jobs.create(job_request(data["good"], output="minilm-sft-good"), key)
+    assert job["id"] == job_name("embed-ft-sft", key)
+    assert job["status"] in ("created", "pending", "active")
+    assert job["spec"]["output"] == {"name": "minilm-sft-good", "type": "model", "fileset": "minilm-sft-good"}
+    assert jobs.find(key)["job_id"] == job["job_id"]  # reattach by name, not resubmit
+    with pytest.raises(NemoAPIError) as twice:  # the same name again: 409
+        http.post(jobs.path, json={**job_request(data["good"]).body(), "name": job["id"]})
+    assert twice.value.status == 409
+    done = wait_job(jobs, job["id"])
+    assert job_status(done) == COMPLETED, failure_text(done)
+    assert done["status_details"]["steps_completed"] == 2
+    assert [r.name for r in jobs.results(job["id"])] == ["output-model"]
+    output = json.loads(jobs.download_result(job["id"], "output-model"))
+    assert output["model"] == f"{WS}/minilm-sft-good"
+    assert models.get_model(WS, "minilm-sft-good").base_model == BASE_TARGET
+    listed = http.get(jobs.path, params={"filter[status]": "completed"})
+    assert [j["name"] for j in listed["data"]] == [job["id"]]
+
+    # The output model and the base model deploy; each answers /v1/embeddings through the gateway route.
+    vectors = {}
+    for name, (model_ns, model_name) in {
+        "tuned": (WS, "minilm-sft-good"),
+        "base": tuple(BASE_MODEL.split("/")),
+    }.items():
+        config = contract.CreateDeploymentConfigRequest(
+            name=f"{name}-config",
+            model_spec=contract.DeploymentModelSpec(model_namespace=model_ns, model_name=model_name),
+            executor_config=contract.ContainerExecutorConfig(gpu=0),
+        )
+        assert models.ensure_deployment_config(WS, config).created
+        created = models.ensure_deployment(WS, contract.CreateDeploymentRequest(name=name, config=config.name))
+        assert created["status"] in ("PENDING", "READY")
+        ready = poll(
+            lambda n=name: models.get_deployment(WS, n).model_dump(),
+            lambda d: is_ready(d) or is_failed(d),
+            timeout_s=120,
+            interval_s=0.5,
+            what=f"deployment {name}",
+        )
+        assert ready["status"] == "READY", ready["status_message"]
+        provider = models.get_provider(WS, ready["model_provider_id"].split("/")[1])
+        models.wait_for_provider(WS, provider.name)
+        gateway = NimClient(ServiceHTTP(gateway_provider_url(platform, WS, provider.name), "gateway"))
+        vectors[name] = gateway.embed(["cats purr all day"], provider.served_models[0])[0]
+        assert len(vectors[name]) == 384
+    assert vectors["tuned"] != vectors["base"]  # two steps moved the weights
+    models.delete_deployment(WS, "tuned")
+    assert models.get_deployment(WS, "tuned") is None
+    assert not models.provider_ready(WS, "tuned")  # the gateway no longer routes to it
+
+
+def test_flat_fileset_trains_and_cancel_ends_cancelled(platform, data):
+    http = ServiceHTTP(platform, "platform")
+    jobs = automodel_jobs(http, WS)
+    long = jobs.create(job_request(data["flat"], max_steps=100_000, epochs=1000), "2b" * 32)
+    poll(
+        lambda: jobs.get(long["id"]),
+        lambda d: d["status"] == "active" or is_terminal(d),
+        timeout_s=300,
+        interval_s=0.5,
+        what="training to start",
+    )
+    jobs.cancel(long["id"])
+    ended = wait_job(jobs, long["id"], timeout_s=120)
+    assert job_status(ended) == CANCELLED
+    assert jobs.cancel(long["id"])["status"] == CANCELLED  # a second cancel: 409 -> the job as it is
+
+
+def test_failure_text_and_bad_input_name_the_field(platform, data):
+    http = ServiceHTTP(platform, "platform")
+    jobs = automodel_jobs(http, WS)
+    broken = jobs.create(job_request(data["broken"]), "3c" * 32)
+    ended = wait_job(jobs, broken["id"], timeout_s=300)
+    assert job_status(ended) == FAILED
+    assert "sft-broken" in failure_text(ended)
+    assert "broken row" in failure_text(ended)
+
+    def refused(body: dict, field: str, status: int = 422) -> None:
+        answer = requests.post(f"{platform}{jobs.path}", json=body, timeout=30)
+        assert answer.status_code == status, answer.text
+        assert field in answer.text
+
+    good = {**job_request(data["good"]).body(), "name": "bad-input-probe"}
+    refused({**good, "name": "Bad_Name"}, "name")
+    refused(
+        {**good, "spec": {**good["spec"], "dataset": {"training": f"{WS}/no-such-fileset"}}}, "spec.dataset.training"
+    )
+    refused({**good, "spec": {**good["spec"], "schedule": {"max_steps": 10**9}}}, "spec.schedule.max_steps")
+    refused({**good, "spec": {**good["spec"], "model": "nowhere/no-model"}}, "spec.model")
+    refused({**good, "spec": {**good["spec"], "dataset": {"training": f"{WS}/x#../up"}}}, "spec.dataset.training")
+    refused({**good, "spec": {**good["spec"], "unknown": 1}}, "unknown")
+    deployments = f"{platform}{contract.workspace_path(contract.MODELS, WS, 'deployments')}"
+    answer = requests.post(deployments, json={"name": "nothing", "config": "no-such-config"}, timeout=30)
+    assert answer.status_code == 422
+    assert "config" in answer.text
+
+
+def test_accepted_request_bodies_validate_against_installed_helix_schemas(data):
+    """Every body these routes accept is one Helix's own request models (from the installed package) accept."""
+    spec = job_request(data["good"], output="out-name").spec
+    lora = spec.model_copy(
+        update={
+            "training": contract.AutomodelTraining(
+                finetuning_type="lora_merged", lora=contract.AutomodelLoRA(rank=8, alpha=16, dropout=0.1)
+            )
+        }
+    )
+    bodies = {
+        "automodel": [
+            contract.AutomodelJobRequest(name="job-a", spec=spec, custom_fields={"k": "v"}).body(),
+            contract.AutomodelJobRequest(name="job-b", description="d", spec=lora).body(),
+        ],
+        "config": [
+            contract.CreateDeploymentConfigRequest(
+                name="cfg",
+                model_spec=contract.DeploymentModelSpec(model_namespace=WS, model_name="m"),
+                executor_config=contract.ContainerExecutorConfig(gpu=0, image_name="nim", image_tag="1"),
+            ).body()
+        ],
+        "deployment": [contract.CreateDeploymentRequest(name="dep", config="cfg", config_version=1).body()],
+    }
+    script = (
+        "import json, sys\n"
+        "from nemo_automodel_plugin.schema import AutomodelJobInput\n"
+        "from nemo_helix_plugin.jobs.api_factory import BaseJobRequest\n"
+        "from nhx.core.models.schemas import CreateModelDeploymentConfigRequest, CreateModelDeploymentRequest\n"
+        "kinds = {'automodel': BaseJobRequest[AutomodelJobInput], 'config': CreateModelDeploymentConfigRequest,\n"
+        "         'deployment': CreateModelDeploymentRequest}\n"
+        "for kind, bodies in json.load(sys.stdin).items():\n"
+        "    for body in bodies:\n"
+        "        kinds[kind].model_validate(body)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [str(helix_venv() / "bin" / "python"), "-c", script],
+        input=json.dumps(bodies),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
