@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import pytest
 import requests
 
 from embed_ft.defs.experiments import validate_experiment_name
+from embed_ft_tests.home_probes import child_env, wait_until as probe_wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 START_BOUND_S = 400.0  # dg dev loads the code location (torch, Dagster) on 2 shared cores
 STOP_BOUND_S = 120.0
 
@@ -31,23 +30,16 @@ def embed_ft_command(*args: str) -> list[str]:
     return [str(script), *args] if script.is_file() else [sys.executable, "-m", "embed_ft.cli", *args]
 
 
-def child_env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["DAGSTER_HOME"] = str(tmp_path / "dagster-home")
-    env["EMBED_FT_HOME"] = str(tmp_path / "platform-home")
-    env["NEMO_URL"] = "http://127.0.0.1:9"  # a remote platform is configured: `ui` starts no local one
-    return env
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    return child_env(
+        DAGSTER_HOME=str(tmp_path / "dagster-home"),
+        EMBED_FT_HOME=str(tmp_path / "platform-home"),
+        NEMO_URL="http://127.0.0.1:9",  # a remote platform is configured: `ui` starts no local one
+    )
 
 
 def wait_until(check: Callable[[], object], what: str, bound_s: float) -> object:
-    deadline = time.monotonic() + bound_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {bound_s:.0f} s")
+    return probe_wait_until(check, what, bound_s, interval_s=0.5)
 
 
 def free_port() -> int:
@@ -105,7 +97,7 @@ def test_f17_run_refuses_an_experiment_name_with_a_trailing_newline(tmp_path):
     done = subprocess.run(
         embed_ft_command("run", "--experiment", "exp1\n", "--dry-run"),
         cwd=tmp_path,
-        env=child_env(tmp_path),
+        env=cli_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
@@ -125,7 +117,7 @@ def test_f18_ui_stops_everything_it_started_on_sigterm(tmp_path):
     ui = subprocess.Popen(
         embed_ft_command("ui", "--port", str(port)),
         cwd=tmp_path,
-        env=child_env(tmp_path),
+        env=cli_env(tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

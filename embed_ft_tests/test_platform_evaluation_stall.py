@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from embed_ft.platform.app import create_app
 from embed_ft.platform.settings import PlatformSettings
+from embed_ft_tests.home_probes import wait_until as probe_wait_until
 from embed_ft_tests.test_platform_evaluator import fake_embeddings_server, job_body, write_beir
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -64,13 +64,7 @@ def stalled_endpoint() -> Iterator[StalledEndpoint]:
 
 
 def wait_until(check, what: str, bound_s: float = BOUND_S):
-    deadline = time.monotonic() + bound_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {bound_s:.0f} s")
+    return probe_wait_until(check, what, bound_s, interval_s=0.05)
 
 
 def job(client: TestClient, job_id: str) -> dict:

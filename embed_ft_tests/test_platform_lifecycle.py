@@ -8,7 +8,6 @@ timed assertion.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -16,8 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -27,26 +25,10 @@ import requests
 from embed_ft.platform.home_lock import flock_holders
 from embed_ft.platform.launcher import ensure_running, status, stop
 from embed_ft.platform.settings import PlatformSettings
+from embed_ft_tests.home_probes import REPO_ROOT, child_env, commit, create_repo, wait_until
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BOUND_S = 120.0  # generous bound of every wait below (a shared, loaded machine)
-
-
-def wait_until(check: Callable[[], object], what: str, bound_s: float = BOUND_S) -> object:
-    deadline = time.monotonic() + bound_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {bound_s:.0f} s")
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "EMBED_FT_PLATFORM_TOKEN"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    return env
 
 
 def healthy_url(home: Path, pid: int) -> str | None:
@@ -65,7 +47,12 @@ def serving(home: Path, log: Path, *extra: str) -> Iterator[tuple[subprocess.Pop
     command = [sys.executable, "-m", "embed_ft.platform", "serve", "--home", str(home), "--port", "0", *extra]
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=REPO_ROOT,
+            env=child_env(without=("EMBED_FT_PLATFORM_TOKEN",)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         url = wait_until(
@@ -73,6 +60,7 @@ def serving(home: Path, log: Path, *extra: str) -> Iterator[tuple[subprocess.Pop
                 process.poll() is None and healthy_url(home, process.pid) or (process.poll() is not None and "exited")
             ),
             "the platform to start",
+            BOUND_S,
         )
         assert url != "exited", f"the platform exited: {log.read_text()[-2000:]}"
         yield process, str(url)
@@ -172,33 +160,8 @@ def test_f15_home_is_private_and_query_string_tokens_are_not_logged(tmp_path):
         for query in ("token=QUERYSECRET1", "page=1&access_token=QUERYSECRET2", "api_key=QUERYSECRET3"):
             requests.get(f"{url}/v1/namespaces?{query}", timeout=TIMEOUT)
         requests.post(f"{url}/v1/datastore/namespaces", data={"namespace": "perm"}, headers=bearer, timeout=TIMEOUT)
-        created = requests.post(
-            f"{url}/v1/hf/api/repos/create",
-            headers=bearer,
-            timeout=TIMEOUT,
-            json={"name": "files", "organization": "perm", "type": "dataset"},
-        )
-        assert created.status_code == 200, created.text
-        lines = [
-            json.dumps({"key": "header", "value": {"summary": "perm"}}),
-            json.dumps(
-                {
-                    "key": "file",
-                    "value": {
-                        "path": "d/x.txt",
-                        "encoding": "base64",
-                        "content": base64.b64encode(b"private").decode(),
-                    },
-                }
-            ),
-        ]
-        committed = requests.post(
-            f"{url}/v1/hf/api/datasets/perm/files/commit/main",
-            data="\n".join(lines) + "\n",
-            headers={**bearer, "Content-Type": "application/x-ndjson"},
-            timeout=TIMEOUT,
-        )
-        assert committed.status_code == 200, committed.text
+        create_repo(url, "perm", "files", headers=bearer)
+        commit(url, "perm", "files", {"d/x.txt": b"private"}, headers=bearer)
         modes = _modes(home)
     finally:
         stop(settings)

@@ -11,55 +11,30 @@ real platform on it (loopback HTTP).
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 import requests
-from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from embed_ft.platform.cli import platform_group
+from embed_ft_tests.home_probes import (
+    LIST_ROUTES,
+    STAMP,
+    STORED_KINDS,
+    commit,
+    create_repo,
+    delete_repo,
+    put_rows,
+    status_text,
+)
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT
 from embed_ft_tests.platform_server import running_platform
 
 NS = "fuzz-ns"
 REPOS = ("alpha", "beta")
-KINDS = (
-    "namespace",
-    "dataset",
-    "model",
-    "customization_target",
-    "customization_config",
-    "customization_job",
-    "datastore_namespace",
-    "deployment_config",
-    "model_deployment",
-    "evaluation_config",
-    "evaluation_target",
-    "evaluation_job",
-    "evaluation_result",
-)
-LIST_ROUTES = (
-    "/v1/namespaces",
-    "/v1/datasets",
-    "/v1/models",
-    "/v1/customization/targets",
-    "/v1/customization/configs",
-    "/v1/customization/jobs",
-    "/v1/datastore/namespaces",
-    "/v1/deployment/configs",
-    "/v1/deployment/model-deployments",
-    "/v1/evaluation/configs",
-    "/v1/evaluation/targets",
-    "/v1/evaluation/jobs",
-    "/v1/evaluation/results",
-    "/nim/v1/models",
-)
-STAMP = "2030-01-01T00:00:00+00:00"
+KINDS = tuple(STORED_KINDS)
 GOOD_DOC = json.dumps(
     {
         "name": "x",
@@ -86,9 +61,6 @@ unreadable_data = st.one_of(
 odd_ids = ids.map(lambda s: f"odd-{s}")  # never the id of an unreadable row
 wrong_types = st.fixed_dictionaries(
     {
-        "name": st.just("odd"),  # the identifying fields are whole; the others have the wrong types
-        "namespace": st.just(NS),
-        "id": st.just("odd"),
         "status": st.one_of(st.sampled_from(["running", "pending", "ready"]), st.lists(st.integers(), max_size=2)),
         "status_details": st.one_of(st.text(max_size=5), st.integers(), st.none(), st.lists(st.none(), max_size=2)),
         "artifact": st.one_of(st.text(max_size=5), st.integers(), st.lists(st.none(), max_size=2)),
@@ -96,7 +68,32 @@ wrong_types = st.fixed_dictionaries(
         "config_snapshot": st.one_of(st.integers(), st.text(max_size=5), st.none()),
         "hyperparameters": st.one_of(st.integers(), st.lists(st.none(), max_size=2), st.none()),
     }
-).map(json.dumps)
+)
+MISSING = "<missing>"
+# What happens to one field that names the row: gone, not text, empty, or naming another row.
+identity_damage = st.sampled_from([MISSING, None, 5, [], {"a": 1}, "", "someone-else"])
+
+
+@st.composite
+def odd_row(draw) -> tuple[str, str, str, bool]:
+    """(kind, key, JSON, damaged): a JSON object whose other fields have the wrong types; when ``damaged``, one
+    field that names the row is missing, not text, empty or names another row (the row is set aside)."""
+    kind = draw(st.sampled_from(KINDS))
+    name = draw(odd_ids)
+    doc = {"name": name, "namespace": NS, "id": name, "created_at": STAMP, "updated_at": STAMP, **draw(wrong_types)}
+    if kind == "datastore_namespace":
+        doc["namespace"] = name
+    key = STORED_KINDS[kind].key(doc)
+    damaged = draw(st.none() | st.tuples(st.sampled_from(STORED_KINDS[kind].key_fields), identity_damage))
+    if damaged is not None:
+        field, value = damaged
+        if value == MISSING:
+            del doc[field]
+        else:
+            doc[field] = value
+    return kind, key, json.dumps(doc), damaged is not None
+
+
 record_damage = st.sampled_from(["truncate", "empty", "list", "garbage", "no-head-commit"])
 home_file_damage = st.sampled_from(["platform.json", "set_aside.json", "serve.lock"])
 
@@ -111,9 +108,7 @@ def damage(draw):
             unique_by=lambda row: (row[0], row[1]),
         )
     )
-    odd = draw(
-        st.lists(st.tuples(st.sampled_from(KINDS), odd_ids, wrong_types), max_size=4, unique_by=lambda r: (r[0], r[1]))
-    )
+    odd = draw(st.lists(odd_row(), max_size=5, unique_by=lambda row: (row[0], row[1])))
     repos = draw(
         st.dictionaries(
             st.sampled_from(REPOS), st.tuples(st.sampled_from(["repo.json", "manifest"]), record_damage), max_size=2
@@ -134,32 +129,8 @@ def template_home(tmp_path_factory) -> Path:
         requests.post(f"{base_url}/v1/namespaces", json={"id": NS}, timeout=TIMEOUT).raise_for_status()
         requests.post(f"{base_url}/v1/datastore/namespaces", data={"namespace": NS}, timeout=TIMEOUT)
         for name in REPOS:
-            created = requests.post(
-                f"{base_url}/v1/hf/api/repos/create",
-                timeout=TIMEOUT,
-                json={"name": name, "organization": NS, "type": "dataset"},
-            )
-            assert created.status_code == 200, created.text
-            lines = [
-                json.dumps({"key": "header", "value": {"summary": "fuzz"}}),
-                json.dumps(
-                    {
-                        "key": "file",
-                        "value": {
-                            "path": "d/f.txt",
-                            "encoding": "base64",
-                            "content": base64.b64encode(b"data").decode(),
-                        },
-                    }
-                ),
-            ]
-            done = requests.post(
-                f"{base_url}/v1/hf/api/datasets/{NS}/{name}/commit/main",
-                timeout=TIMEOUT,
-                data="\n".join(lines) + "\n",
-                headers={"Content-Type": "application/x-ndjson"},
-            )
-            assert done.status_code == 200, done.text
+            create_repo(base_url, NS, name)
+            commit(base_url, NS, name, {"d/f.txt": b"data"})
         return settings.home
 
 
@@ -180,11 +151,7 @@ def damage_record(path: Path, how: str) -> None:
 
 
 def apply(home: Path, rows, odd, repos, files) -> None:
-    with sqlite3.connect(home / "state.sqlite3") as db:
-        for kind, id_, data in [*rows, *odd]:
-            db.execute(
-                "INSERT OR REPLACE INTO entities VALUES (?,?,?,?,?,?,?)", (kind, id_, NS, id_, data, STAMP, STAMP)
-            )
+    put_rows(home, [*rows, *((kind, key, data) for kind, key, data, _ in odd)], NS)
     for name, (which, how) in repos.items():
         rdir = home / "datastore" / "datasets" / NS / name
         head = json.loads((rdir / "repo.json").read_text())["head"]
@@ -196,7 +163,13 @@ def apply(home: Path, rows, odd, repos, files) -> None:
 # ------------------------------------------------------------------------------------------------- the property
 
 
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    phases=(Phase.explicit, Phase.generate),  # no shrinking: each example starts a platform (minutes to shrink)
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(case=damage())
 def test_start_up_serves_the_rest_and_names_what_it_set_aside(template_home, tmp_path_factory, case):
     rows, odd, repos, files = case
@@ -209,6 +182,14 @@ def test_start_up_serves_the_rest_and_names_what_it_set_aside(template_home, tmp
             answer = requests.get(f"{base_url}{route}", params={"page_size": 1000}, timeout=TIMEOUT)
             assert answer.status_code == 200, f"GET {route}: {answer.status_code} {answer.text[:300]}"
         assert NS in [n.get("id") for n in requests.get(f"{base_url}/v1/namespaces", timeout=TIMEOUT).json()["data"]]
+        for kind, key, _, damaged in odd:
+            route = f"{STORED_KINDS[kind].list_route}/{key}"
+            answer = requests.get(f"{base_url}{route}", timeout=TIMEOUT)
+            expected = 404 if damaged else 200  # set aside, or served with its odd fields read as empty
+            assert answer.status_code == expected, f"GET {route}: {answer.status_code} {answer.text[:300]}"
+            if kind.endswith("_job"):
+                answer = requests.get(f"{base_url}{route}/status", timeout=TIMEOUT)
+                assert answer.status_code == expected, f"GET {route}/status: {answer.status_code} {answer.text[:300]}"
         for name in REPOS:
             info = requests.get(f"{base_url}/v1/hf/api/datasets/{NS}/{name}", timeout=TIMEOUT)
             expected = 409 if name in repos else 200
@@ -216,14 +197,11 @@ def test_start_up_serves_the_rest_and_names_what_it_set_aside(template_home, tmp
                 f"repo {name} ({repos.get(name)}): {info.status_code} {info.text[:300]}"
             )
             if name in repos:
-                deleted = requests.delete(
-                    f"{base_url}/v1/hf/api/repos/delete",
-                    timeout=TIMEOUT,
-                    json={"name": name, "organization": NS, "type": "dataset"},
-                )
+                deleted = delete_repo(base_url, NS, name)
                 assert deleted.status_code == 200, f"damaged repo {name} cannot be deleted: {deleted.text[:300]}"
-        shown = CliRunner().invoke(platform_group, ["status", "--home", str(home)]).output
-    for kind, id_, _ in rows:
+        shown = status_text(home)
+    set_aside = [(kind, id_) for kind, id_, _ in rows] + [(kind, key) for kind, key, _, damaged in odd if damaged]
+    for kind, id_ in set_aside:
         assert f"stored {kind} '{id_}'" in shown, f"platform status does not name {kind} {id_}: {shown[-1500:]}"
     for name in repos:
         assert f"datasets/{NS}/{name}" in shown, f"platform status does not name repo {name}: {shown[-1500:]}"

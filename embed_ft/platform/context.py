@@ -23,6 +23,7 @@ from .services.evaluation.service import EvaluationService
 from .services.leftovers import clean_crash_leftovers, damaged_repos
 from .services.model_weights import seed_defaults
 from .services.repo_store import RepoStore
+from .services.row_keys import ROW_KEYS
 from .services.serving import ServingRegistry
 from .services.training.service import CustomizationTrainer
 from .services.v2_deployments import V2Deployments
@@ -79,7 +80,7 @@ def build_context(settings: PlatformSettings) -> PlatformContext:
 
 
 def _build(settings: PlatformSettings, home_lock: ExitStack) -> PlatformContext:
-    store = EntityStore(settings.db_path)
+    store = EntityStore(settings.db_path, ROW_KEYS)
     removed = clean_crash_leftovers(settings, store)
     if removed:
         log.warning("removed %d leftover(s) of a platform that was killed", len(removed))

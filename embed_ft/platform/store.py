@@ -5,7 +5,8 @@ Every entity (namespace, dataset, model, target, config, job, deployment) is one
 atomic, crash-safe updates, so a restarted platform sees every completed entity.
 
 A row the platform cannot read back (not JSON, JSON that is not an object, nesting deep enough to exhaust the
-reader's recursion) is *set aside*: moved to the ``quarantined`` table with the reason, logged by kind and id, and
+reader's recursion), or whose document does not name it (a field of its kind's key missing, not text, or naming
+another row; the timestamps the store writes missing) is *set aside*: moved to the ``quarantined`` table with the reason, logged by kind and id, and
 listed by ``quarantined()`` (``embed-ft platform status`` shows them). The rest of the home is served; the (kind, id)
 is free again, so the entity can be created anew; the row's text stays in the table for a person to look at.
 """
@@ -22,7 +23,7 @@ import string
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from . import strict_json
 
@@ -63,6 +64,20 @@ def decode_document(data: Any) -> dict[str, Any]:
     return doc
 
 
+def naming_problem(doc: dict[str, Any], id_: Any, key_fields: tuple[str, ...]) -> str | None:
+    """Why ``doc`` cannot be the document of row ``id_`` whose key is its ``key_fields`` joined by ``/``; None when
+    it can. Every document of a kind with a key carries the ``created_at`` and ``updated_at`` the store writes."""
+    for field in (*key_fields, "created_at", "updated_at"):
+        value = doc.get(field)
+        if not isinstance(value, str) or not value:
+            shown = "missing" if field not in doc else f"{json.dumps(value)[:40]}, not a name"
+            return f"its field {field!r} is {shown}"
+    named = "/".join(doc[field] for field in key_fields)
+    if named != id_:
+        return f"its fields {'/'.join(key_fields)} name {named[:120]!r}, not this row"
+    return None
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -81,8 +96,11 @@ class EntityStore:
     (see the module docstring): when the store opens, and by any read that meets one later.
     """
 
-    def __init__(self, db_path: Path):
+    def __init__(self, db_path: Path, row_keys: Mapping[str, tuple[str, ...]] | None = None):
+        """``row_keys``: for each kind, the document fields whose values, joined by ``/``, are a row's id; a row of
+        such a kind whose document does not name it so is set aside (other kinds are not checked)."""
         self.db_path = Path(db_path)
+        self.row_keys = dict(row_keys or {})
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
@@ -110,10 +128,19 @@ class EntityStore:
         write it guards are one step (the serving process is the only writer of its home: one server per home)."""
         return self._lock
 
+    def document(self, kind: Any, id_: Any, data: Any) -> dict[str, Any]:
+        """The document a row holds; ``UnreadableRow`` when it holds none or one that does not name the row."""
+        doc = decode_document(data)
+        key_fields = self.row_keys.get(kind)
+        problem = naming_problem(doc, id_, key_fields) if key_fields else None
+        if problem is not None:
+            raise UnreadableRow(f"the document does not name its row: {problem}")
+        return doc
+
     def _row_to_doc(self, kind: Any, id_: Any, data: Any) -> dict[str, Any] | None:
         """The document of one row, or None after setting an unreadable row aside."""
         try:
-            return decode_document(data)
+            return self.document(kind, id_, data)
         except UnreadableRow as exc:
             self.quarantine(kind, id_, str(exc))
             return None
@@ -150,7 +177,7 @@ class EntityStore:
         count = 0
         for kind, id_, data in rows:
             try:
-                decode_document(data)
+                self.document(kind, id_, data)
             except UnreadableRow as exc:
                 self.quarantine(kind, id_, str(exc))
                 count += 1
@@ -189,7 +216,7 @@ class EntityStore:
                 if not isinstance(data, str) or not _SUSPECT_ROW.search(data):
                     continue
                 try:
-                    doc = decode_document(data)
+                    doc = self.document(kind, id_, data)
                 except UnreadableRow:
                     continue  # set aside when the store opened; reads set aside one that went bad since
                 problem = strict_json.find_problem(doc)
@@ -247,7 +274,7 @@ class EntityStore:
                     self._conn.execute("ROLLBACK")
                     return None
                 try:
-                    stored = decode_document(row[0])
+                    stored = self.document(kind, id, row[0])
                 except UnreadableRow:
                     self._conn.execute("ROLLBACK")
                     self._row_to_doc(kind, id, row[0])  # sets it aside
