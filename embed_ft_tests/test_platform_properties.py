@@ -15,15 +15,18 @@ under a minute on 2 cores.
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import re
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
+from embed_ft.platform.settings import PlatformSettings
 from embed_ft_tests.platform_customizer_helpers import create_config, deploy
 from embed_ft_tests.test_platform_hardening import served_platform
 
@@ -413,3 +416,178 @@ def test_multibyte_and_overlong_path_parameters_never_5xx(platform):
 
     check()
     assert set(broken_lists(base_url, spec)) - known_broken == set()
+
+
+# ------------------------------------------------ query strings, raw path bytes, bodies at the limits (issue 24)
+
+GENERATED = dict(deadline=None, derandomize=True, database=None, phases=[Phase.generate])
+
+
+def raw_request(base_url: str, method: str, target: str, body: bytes | None = None) -> tuple[int, str]:
+    """Send ``target`` (path and query) byte for byte: no client re-quoting, no dot-segment removal."""
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT[1])
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, target, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(300).decode("utf-8", "replace")
+    finally:
+        connection.close()
+
+
+def _bracketed(segments: list[str]) -> str:
+    return "".join(f"[{segment}]" for segment in segments)
+
+
+anything = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+multibyte_text = st.text(st.characters(min_codepoint=0x80, max_codepoint=0x10FFFF, blacklist_categories=("Cs",)))
+segments = st.lists(st.one_of(anything, st.sampled_from(["name", "custom_fields", "a.b", "peft", "gte", "lt"])))
+deep = st.one_of(st.sampled_from([9, 100, 1000, 5000]), st.integers(min_value=9, max_value=5000))
+query_keys = st.one_of(
+    st.tuples(st.sampled_from(["filter", "search"]), segments.map(lambda s: s[:14])).map(
+        lambda t: t[0] + _bracketed(t[1])
+    ),
+    deep.map(lambda depth: "filter" + "[a]" * depth),  # past MAX_FILTER_DEPTH
+    deep.map(lambda depth: "search[" + "a." * depth + "a]"),
+    st.sampled_from(["sort", "page", "page_size", "filter", "search[", "filter]]", "filter[]"]),
+    anything,
+)
+query_values = st.one_of(
+    anything,
+    multibyte_text.map(lambda text: text[:300]),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.sampled_from(
+        [
+            "",
+            "true",
+            "false",
+            "nan",
+            "inf",
+            "-0",
+            "1e999",
+            "٣",
+            "0x10",
+            " 7 ",
+            "9" * 5000,
+            "-created_at",
+            "-",
+            ".",
+            "a..b",
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:59:59-14:00",
+            "2025-13-45",
+            "x" * 4000,
+        ]
+    ),
+)
+# Raw query strings a client library would never write: bad percent escapes, lone separators, encoded brackets.
+raw_queries = st.lists(
+    st.sampled_from(
+        [
+            "%ff",
+            "%",
+            "%zz",
+            "%00",
+            "&",
+            "=",
+            "==",
+            "filter%5Bname%5D=%ff",
+            "filter[=x",
+            "page=%ff",
+            "sort=%c0%af",
+            "search%5B%5D=1",
+            "page_size=1%00",
+            "filter[name]=%e6%95%b0",
+        ]
+    ),
+    min_size=1,
+    max_size=5,
+).map("&".join)
+
+
+def test_list_query_strings_never_5xx(platform):
+    """Hypothesis: every list route gets random query strings: ``filter[...]``/``search[...]`` keys of random
+    depth (to 5,000 brackets or dotted parts) and text (brackets, dots, multibyte, range operators),
+    ``sort``/``page``/``page_size`` of any text (huge, negative, non-ASCII digits, 5,000 digits), overlong values,
+    and raw strings with broken percent escapes. No 5xx; a malformed list parameter is a 4xx."""
+    base_url, spec = platform
+    routes = list_routes(spec)
+
+    @settings(max_examples=150, suppress_health_check=list(HealthCheck), **GENERATED)
+    @given(
+        route=st.sampled_from(routes),
+        params=st.lists(st.tuples(query_keys, query_values), max_size=6),
+        raw=st.none() | raw_queries,
+    )
+    def check(route, params, raw):
+        if raw is None:
+            response = requests.get(f"{base_url}{route}", params=params, timeout=TIMEOUT)
+            status, text = response.status_code, response.text[:300]
+        else:
+            status, text = raw_request(base_url, "GET", f"{route}?{raw}")
+        assert status < 500, f"GET {route} {repr(params or raw)[:400]} -> {status}: {text}"
+
+    check()
+    assert broken_lists(base_url, spec) == []
+
+
+raw_names = st.one_of(
+    st.binary(min_size=1, max_size=400).map(lambda raw: quote(raw, safe="")),  # any bytes, invalid UTF-8 too
+    st.sampled_from([".", "..", "%2e%2e", "%2E", "%00", "%2F", "a%2F..%2F..", "%ff" * 300, "a" * 3000, "~", "%20"]),
+)
+
+
+def test_raw_bytes_and_dot_segments_in_path_parameters_never_5xx(platform):
+    """Hypothesis: every route with path parameters gets raw percent-encoded bytes (invalid UTF-8, NUL, encoded
+    slashes), dot segments and overlong names in each parameter, sent byte for byte. No 5xx."""
+    base_url, spec = platform
+    routes = routes_with_path_parameters(spec)
+
+    @settings(max_examples=120, suppress_health_check=list(HealthCheck), **GENERATED)
+    @given(route=st.sampled_from(routes), name=raw_names)
+    def check(route, name):
+        method, path = route
+        target = re.sub(r"\{(\w+)(?::path)?\}", lambda _: name, path)
+        status, text = raw_request(base_url, method, target, b"{}" if method in ("POST", "PATCH", "PUT") else None)
+        assert status < 500, f"{method} {target[:200]} -> {status}: {text}"
+
+    check()
+    assert broken_lists(base_url, spec) == []
+
+
+def _padded(spec: dict, route: dict, size: int) -> bytes:
+    """The route's template body padded to exactly ``size`` bytes with multibyte text (3 bytes a character) in its
+    ``description`` or, where it has none, an extra field."""
+    field = ("description",) if "description" in (_resolve(spec, route["schema"]).get("properties") or {}) else None
+    field = field or ("poison_extra_field",)
+    bare = render(spec, route, field, '""')
+    room = size - len(bare)
+    return render(spec, route, field, json.dumps("数" * (room // 3) + "a" * (room % 3), ensure_ascii=False))
+
+
+def test_bodies_at_the_size_limits_never_5xx(platform):
+    """Every JSON write route with a body of exactly the limit (``max_json_body_bytes``, 1 MiB), one byte under
+    and one byte over: no 5xx, and over the limit 413. ``/v1/embeddings`` at its own limits (characters in all,
+    inputs): one input of exactly ``max_embedding_chars`` is embedded, one more character or input is a 413."""
+    base_url, spec = platform
+    limits = PlatformSettings()
+    failures = []
+    for route in (r for r in write_routes(spec) if not r["ndjson"]):
+        for size in (limits.max_json_body_bytes - 1, limits.max_json_body_bytes, limits.max_json_body_bytes + 1):
+            body = _padded(spec, route, size)
+            assert len(body) == size, (route["path"], len(body), size)
+            response = send(base_url, route, body)
+            over = size > limits.max_json_body_bytes
+            if response.status_code >= 500 or (over and response.status_code != 413):
+                failures.append(f"{route['method']} {route['path']} {size} bytes -> {response.status_code}")
+    assert not failures, "\n".join(failures)
+    url = f"{base_url}/v1/embeddings"
+    at_limit = {"model": BASE_MODEL, "input": ["a" * limits.max_embedding_chars]}
+    assert requests.post(url, json=at_limit, timeout=TIMEOUT).status_code == 200
+    for over in (
+        {"model": BASE_MODEL, "input": ["a" * (limits.max_embedding_chars + 1)]},
+        {"model": BASE_MODEL, "input": ["a"] * (limits.max_embedding_inputs + 1)},
+    ):
+        assert requests.post(url, json=over, timeout=TIMEOUT).status_code == 413
+    assert broken_lists(base_url, spec) == []
