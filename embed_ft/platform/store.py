@@ -6,9 +6,10 @@ atomic, crash-safe updates, so a restarted platform sees every completed entity.
 
 A row the platform cannot read back (not JSON, JSON that is not an object, nesting deep enough to exhaust the
 reader's recursion), or whose document does not name it (a field of its kind's key missing, not text, or naming
-another row; the timestamps the store writes missing) is *set aside*: moved to the ``quarantined`` table with the reason, logged by kind and id, and
-listed by ``quarantined()`` (``embed-ft platform status`` shows them). The rest of the home is served; the (kind, id)
-is free again, so the entity can be created anew; the row's text stays in the table for a person to look at.
+another row; the timestamps the store writes missing) is *set aside*: moved to the ``quarantined`` table with the
+reason, logged by kind and id, and listed by ``quarantined()`` (``embed-ft platform status`` shows them). The rest
+of the home is served; the (kind, id) is free again, so the entity can be created anew; the row's text stays in the
+table for a person to look at.
 """
 
 from __future__ import annotations
