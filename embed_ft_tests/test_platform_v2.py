@@ -116,6 +116,8 @@ def test_automodel_job_trains_reattaches_and_its_output_deploys(platform, data):
     done = wait_job(jobs, job["id"])
     assert job_status(done) == COMPLETED, failure_text(done)
     assert done["status_details"]["steps_completed"] == 2
+    task = done["steps"][0]["tasks"][0]  # where a cluster's automodel job reports progress
+    assert (task["status"], task["status_details"]["step"], task["status_details"]["max_steps"]) == (COMPLETED, 2, 2)
     assert [r.name for r in jobs.results(job["id"])] == ["output-model"]
     output = json.loads(jobs.download_result(job["id"], "output-model"))
     assert output["model"] == f"{WS}/minilm-sft-good"
@@ -171,6 +173,8 @@ def test_flat_fileset_trains_and_cancel_ends_cancelled(platform, data):
     ended = wait_job(jobs, long["id"], timeout_s=120)
     assert job_status(ended) == CANCELLED
     assert jobs.cancel(long["id"])["status"] == CANCELLED  # a second cancel: 409 -> the job as it is
+    http.delete(f"{jobs.path}/{long['id']}")  # an ended job can be forgotten
+    assert jobs.get_or_none(long["id"]) is None
 
 
 def test_failure_text_and_bad_input_name_the_field(platform, data):
@@ -196,6 +200,13 @@ def test_failure_text_and_bad_input_name_the_field(platform, data):
     refused({**good, "spec": {**good["spec"], "model": "nowhere/no-model"}}, "spec.model")
     refused({**good, "spec": {**good["spec"], "dataset": {"training": f"{WS}/x#../up"}}}, "spec.dataset.training")
     refused({**good, "spec": {**good["spec"], "unknown": 1}}, "unknown")
+    producing = jobs.create(job_request(data["good"], output="dup-output"), "4d" * 32)
+    refused({**good, "spec": {**good["spec"], "output": {"name": "dup-output"}}}, "spec.output.name", status=409)
+    jobs.cancel(producing["id"])
+    refused(
+        {**good, "spec": {**good["spec"], "training": {"finetuning_type": "all_weights", "precision": "fp8"}}},
+        "spec.training.precision",
+    )
     deployments = f"{platform}{contract.workspace_path(contract.MODELS, WS, 'deployments')}"
     answer = requests.post(deployments, json={"name": "nothing", "config": "no-such-config"}, timeout=30)
     assert answer.status_code == 422

@@ -72,6 +72,12 @@ def cancel_automodel_job(workspace: str, name: str, automodel: Automodel):
     return _job(automodel.cancel(workspace, name))
 
 
+@router.delete(JOBS + "/{name}", status_code=204)
+def delete_automodel_job(workspace: str, name: str, automodel: Automodel):
+    """An ended job is forgotten (its output model stays); an active one answers 409."""
+    automodel.delete(workspace, name)
+
+
 @router.get(JOBS + "/{name}/results")
 def list_automodel_job_results(workspace: str, name: str, request: Request, automodel: Automodel):
     """A completed job has one result, ``output-model``: its output model entity (download: JSON)."""

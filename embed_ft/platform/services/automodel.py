@@ -132,19 +132,21 @@ class AutomodelService:
         last = (job.get("status_logs") or [{}])[-1]
         message = last.get("detail") or last.get("message") or ""
         details = {k: v for k, v in (job.get("status_details") or {}).items() if k != "status"}
+        v2_status = V2_JOB_STATUS.get(status, status)
+        error = {"message": message} if status == FAILED else None
         return {
             "id": record["id"],
             "name": record["name"],
             "workspace": record["namespace"],
             "description": record.get("description"),
             "spec": record["spec"],
-            "status": V2_JOB_STATUS.get(status, status),
+            "status": v2_status,
             "status_details": {**details, "message": message},
-            "error_details": {"message": message} if status == FAILED else None,
+            "error_details": error,
             "custom_fields": record.get("custom_fields") or {},
             "created_at": record.get("created_at"),
             "updated_at": job.get("updated_at") or record.get("updated_at"),
-            "steps": [],
+            "steps": [_training_step(v2_status, details, job.get("hyperparameters") or {}, error)],
         }
 
     def get(self, workspace: str, name: str) -> dict[str, Any]:
@@ -162,6 +164,16 @@ class AutomodelService:
         self.trainer.cancel(record["id"])
         return self.document(record)
 
+    def delete(self, workspace: str, name: str) -> None:
+        """Forget an ended job (409 while it is active, as Helix); its output model stays."""
+        record = self._record(workspace, name)
+        job = self.store.get(JOB_KIND, record["id"]) or {}
+        if job and job.get("status") not in TERMINAL_JOB_STATUSES:
+            raise ConflictError(f"automodel job {workspace}/{name} is {job.get('status')}: cancel it first")
+        with self.store.atomic():
+            self.store.delete(AUTOMODEL_KIND, f"{workspace}/{name}")
+            self.store.delete(JOB_KIND, record["id"])
+
     def output(self, workspace: str, name: str) -> dict[str, Any] | None:
         """The output model of a completed job (``OUTPUT_RESULT``), else None."""
         doc = self.get(workspace, name)
@@ -170,3 +182,20 @@ class AutomodelService:
         out = doc["spec"]["output"]
         model = self.store.get(MODEL_KIND, f"{workspace}/{out['name']}") or {}
         return {**out, "model": f"{workspace}/{out['name']}", "base_model": model.get("base_model")}
+
+
+def _training_step(
+    status: str, details: dict[str, Any], hp: dict[str, Any], error: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Helix's ``steps[name="training"].tasks[]``: where a cluster's automodel job reports its progress."""
+    steps_per_epoch = details.get("steps_per_epoch") or 0
+    planned = hp.get("max_steps") or steps_per_epoch * int(hp.get("epochs") or 1) or None  # max_steps wins (HF)
+    progress = {
+        "phase": "training",
+        "step": details.get("steps_completed", 0),
+        "max_steps": planned,
+        "percentage_done": details.get("percentage_done", 0.0),
+        "train_loss": details.get("train_loss"),
+    }
+    task = {"name": "training", "status": status, "status_details": progress, "error_details": error}
+    return {"name": "training", "status": status, "tasks": [task]}
