@@ -259,3 +259,48 @@ def test_accepted_request_bodies_validate_against_installed_helix_schemas(data):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_restart_keeps_jobs_and_deployments_and_fails_an_interrupted_job(helix, data, tmp_path):
+    """A job active when the platform stops is `error` after the restart, saying why; a READY v2 deployment is served
+    again; configs and jobs are still found by name."""
+    with running_platform(tmp_path, v2_files_url=helix.url) as (url, _settings):
+        http = ServiceHTTP(url, "platform")
+        jobs, models = automodel_jobs(http, WS), ModelsClient(http)
+        spec = contract.DeploymentModelSpec(model_namespace="sentence-transformers", model_name="all-MiniLM-L6-v2")
+        config = contract.CreateDeploymentConfigRequest(
+            name="base-config", model_spec=spec, executor_config=contract.ContainerExecutorConfig(gpu=0)
+        )
+        models.ensure_deployment_config(WS, config)
+        models.ensure_deployment(WS, contract.CreateDeploymentRequest(name="base", config="base-config"))
+        poll(
+            lambda: models.get_deployment(WS, "base").model_dump(),
+            is_ready,
+            timeout_s=120,
+            interval_s=0.5,
+            what="deployment",
+        )
+        job = jobs.create(job_request(data["flat"], max_steps=100_000, epochs=1000), "5e" * 32)
+        poll(
+            lambda: jobs.get(job["id"]),
+            lambda d: d["status"] == "active",
+            timeout_s=300,
+            interval_s=0.5,
+            what="training to start",
+        )
+    with running_platform(tmp_path, v2_files_url=helix.url) as (url, _settings):
+        http = ServiceHTTP(url, "platform")
+        jobs, models = automodel_jobs(http, WS), ModelsClient(http)
+        interrupted = jobs.find("5e" * 32)
+        assert job_status(interrupted) == FAILED
+        assert "platform stopped" in failure_text(interrupted).lower()
+        restored = poll(
+            lambda: models.get_deployment(WS, "base").model_dump(),
+            lambda d: is_ready(d) or is_failed(d),
+            timeout_s=120,
+            interval_s=0.5,
+            what="restored deployment",
+        )
+        assert restored["status"] == "READY"
+        gateway = NimClient(ServiceHTTP(gateway_provider_url(url, WS, "base"), "gateway"))
+        assert len(gateway.embed(["bread"], BASE_MODEL)[0]) == 384

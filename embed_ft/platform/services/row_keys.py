@@ -7,6 +7,7 @@ instead of answering 500 on the list and get routes that read those fields.
 
 from __future__ import annotations
 
+from .automodel import AUTOMODEL_KIND
 from .customization import CONFIG_KIND as CUSTOMIZATION_CONFIG_KIND
 from .datastore_namespaces import DATASTORE_NAMESPACE_KIND
 from .deployments import CONFIG_KIND as DEPLOYMENT_CONFIG_KIND, DEPLOYMENT_KIND
@@ -15,6 +16,7 @@ from .evaluation.resources import CONFIG_KIND as EVALUATION_CONFIG_KIND, TARGET_
 from .evaluation.service import JOB_KIND as EVALUATION_JOB_KIND, RESULT_KIND as EVALUATION_RESULT_KIND
 from .model_weights import TARGET_KIND as CUSTOMIZATION_TARGET_KIND
 from .training.service import JOB_KIND as CUSTOMIZATION_JOB_KIND
+from .v2_deployments import CONFIG_KIND as V2_DEPLOYMENT_CONFIG_KIND
 
 NAMED = ("namespace", "name")  # entities addressed as <namespace>/<name>
 ROW_KEYS: dict[str, tuple[str, ...]] = {
@@ -31,4 +33,6 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
     EVALUATION_TARGET_KIND: NAMED,
     EVALUATION_JOB_KIND: ("id",),
     EVALUATION_RESULT_KIND: ("id",),
+    AUTOMODEL_KIND: NAMED,  # v2: <workspace>/<name>
+    V2_DEPLOYMENT_CONFIG_KIND: NAMED,
 }
