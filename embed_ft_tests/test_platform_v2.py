@@ -61,13 +61,13 @@ def upload(helix_url: str, fileset: str, files: dict[str, str], tmp_path: Path) 
 
 
 def job_request(
-    training: str, max_steps: int = 2, output: str | None = None, epochs: int = 1
+    training: str, max_steps: int = 2, output: str | None = None, epochs: int = 1, validation: str | None = None
 ) -> contract.AutomodelJobRequest:
     return contract.AutomodelJobRequest(
         name="placeholder",  # the client names it from the idempotency key
         spec=contract.AutomodelJobSpec(
             model=BASE_TARGET,
-            dataset=contract.AutomodelDataset(training=training),
+            dataset=contract.AutomodelDataset(training=training, validation=validation),
             training=contract.AutomodelTraining(finetuning_type="all_weights", max_seq_length=64),
             schedule=contract.AutomodelSchedule(epochs=epochs, max_steps=max_steps),
             batch=contract.AutomodelBatch(global_batch_size=4),
@@ -105,7 +105,9 @@ def test_automodel_job_trains_reattaches_and_its_output_deploys(platform, data):
     jobs, models = automodel_jobs(http, WS), ModelsClient(http)
     key = "1a" * 32
     assert jobs.find(key) is None
-    job = jobs.create(job_request(data["good"], output="minilm-sft-good"), key)
+    # Folders of one fileset, as the lineage names them (the root's training/ layout is read too: see below).
+    good = data["good"]
+    job = jobs.create(job_request(f"{good}#training/", output="minilm-sft-good", validation=f"{good}#validation/"), key)
     assert job["id"] == job_name("embed-ft-sft", key)
     assert job["status"] in ("created", "pending", "active")
     assert job["spec"]["output"] == {"name": "minilm-sft-good", "type": "model", "fileset": "minilm-sft-good"}
@@ -116,6 +118,7 @@ def test_automodel_job_trains_reattaches_and_its_output_deploys(platform, data):
     done = wait_job(jobs, job["id"])
     assert job_status(done) == COMPLETED, failure_text(done)
     assert done["status_details"]["steps_completed"] == 2
+    assert done["status_details"]["val_loss"] is not None  # the #validation/ folder was read
     task = done["steps"][0]["tasks"][0]  # where a cluster's automodel job reports progress
     assert (task["status"], task["status_details"]["step"], task["status_details"]["max_steps"]) == (COMPLETED, 2, 2)
     assert [r.name for r in jobs.results(job["id"])] == ["output-model"]
@@ -161,7 +164,8 @@ def test_automodel_job_trains_reattaches_and_its_output_deploys(platform, data):
 def test_flat_fileset_trains_and_cancel_ends_cancelled(platform, data):
     http = ServiceHTTP(platform, "platform")
     jobs = automodel_jobs(http, WS)
-    long = jobs.create(job_request(data["flat"], max_steps=100_000, epochs=1000), "2b" * 32)
+    flat = data["flat"]  # its validation folder is empty: the job trains without validation rows
+    long = jobs.create(job_request(flat, max_steps=100_000, epochs=1000, validation=f"{flat}#validation/"), "2b" * 32)
     poll(
         lambda: jobs.get(long["id"]),
         lambda d: d["status"] == "active" or is_terminal(d),

@@ -62,7 +62,7 @@ class AutomodelService:
         validation = None
         if spec.dataset.validation:
             validation = parse_fileset_ref(spec.dataset.validation, ws, "spec.dataset.validation")
-            self.filesets.check(validation, "spec.dataset.validation")
+            self.filesets.check(validation, "spec.dataset.validation", required=False)
         out = checked_name(output_name(spec, training.name, request.name), "spec.output.name")
         if self.store.get(MODEL_KIND, f"{ws}/{out}") is not None or any(
             r.get("output_model") == f"{ws}/{out}" and r.get("status") not in TERMINAL_JOB_STATUSES

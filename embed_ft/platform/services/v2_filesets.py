@@ -101,13 +101,14 @@ class FilesetFetcher:
             )
         return selected
 
-    def check(self, ref: FilesetRef, field: str) -> None:
-        """A job's create: the fileset exists and has files (else a 422 naming ``field``)."""
+    def check(self, ref: FilesetRef, field: str, required: bool = True) -> None:
+        """A job's create: the fileset exists and, when ``required``, has files there (else a 422 naming ``field``).
+        A validation folder may be empty: the job then trains without validation rows, as on v1."""
         try:
             files = self.list_files(ref)
         except (FilesetError, NotFoundError) as exc:
             raise InvalidInputError(field, f"{field}: {exc}") from None
-        if not files:
+        if required and not files:
             raise InvalidInputError(field, f"{field}: fileset {ref.label} has no files")
 
     def fetch_job_data(self, source: dict[str, Any], dest: Path) -> None:
