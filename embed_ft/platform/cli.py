@@ -49,6 +49,10 @@ def platform_group() -> None:
 @click.option("--max-upload-bytes", type=int, help="largest accepted upload")
 @click.option("--client-timeout", type=float, help="seconds a request may stop arriving before it is dropped (30)")
 @click.option("--allow-remote", is_flag=True, help="allow a non-loopback --host (a token is then required)")
+@click.option(
+    "--v2-files-url",
+    help="NeMo Platform v2 base URL whose filesets v2 automodel jobs train on (default $EMBED_FT_V2_FILES_URL)",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str,
@@ -59,6 +63,7 @@ def serve(
     max_upload_bytes: int | None,
     client_timeout: float | None,
     allow_remote: bool,
+    v2_files_url: str | None,
     log_level: str,
 ) -> None:
     """Serve the platform in the foreground until SIGTERM/Ctrl-C."""
@@ -73,6 +78,7 @@ def serve(
         token=token,
         max_upload_bytes=max_upload_bytes,
         client_read_timeout_s=client_timeout,
+        v2_files_url=v2_files_url,
     )
     try:
         serve_forever(settings, allow_remote=allow_remote, log_level=log_level)
