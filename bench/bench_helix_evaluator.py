@@ -41,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from embed_ft.defs.evaluation_v2 import upload_beir_fileset
 from embed_ft.defs.significance import per_query_scores as v1_per_query
+from embed_ft.helix import running_helix
 from embed_ft.nemo.deployment import DeploymentClient
 from embed_ft.nemo.evaluator import (
     EvaluatorClient,
@@ -61,7 +62,6 @@ from embed_ft.nemo.v2.evaluation import (
 from embed_ft.nemo.v2.files import FilesClient, fileset_ref
 from embed_ft.nemo.v2.jobs import retrieve_eval_jobs
 from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
-from embed_ft_tests.helix_server import running_helix
 from embed_ft_tests.platform_server import running_platform
 
 

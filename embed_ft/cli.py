@@ -20,8 +20,10 @@ from typing import Any, Iterator, Optional, TextIO
 import click
 from dagster import DagsterInstance
 
+from .backends import BACKEND_HELP, BACKENDS, ENV, helix_group, still_running_lines, use_backend
 from .console import RunConsole, error_text
 from .definitions import defs
+from .defs.backend import backend_defaults
 from .defs.experiment_spec import spec_history, stored_spec
 from .defs.experiments import experiment_names, prepare_experiment_run, validate_experiment_name
 from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
@@ -30,13 +32,11 @@ from .defs.report_metadata import results_lines
 from .foreground import run_foreground
 from .history import REPORT_ASSET, history_line, latest_reports, latest_table, report_history
 from .homes import Homes, apply_default_homes, fill_preset_data
-from .nemo.errors import NemoError
-from .nemo.http import ServiceHTTP
 from .platform.cli import platform_group
-from .platform.launcher import ensure_running, status as platform_status
+from .platform.launcher import ensure_running
 from .platform.settings import PlatformSettings
-from .profiles import BackendProfile, get_profile, profile_for_backend
-from .resources import DEFAULT_NAMESPACE, resources_from_env
+from .profiles import BackendProfile, get_profile
+from .resources import resources_from_env
 from .run_options import add_spec_options, changes_from_params
 from .spec.changes import SpecError, apply_changes, differences, flat, spec_version
 from .spec.experiment import ExperimentSpec
@@ -74,39 +74,6 @@ def quiet(log_path: Path) -> Iterator[None]:
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-
-
-def _platform_lines(state: dict) -> list[str]:
-    if not state["running"]:
-        return []
-    return [f"  local platform {state['url']} (pid {state['pid']}) -> stop: embed-ft platform stop"]
-
-
-def still_running_lines() -> list[str]:
-    """What holds resources after a run (the local platform, NIM deployments) and the command that stops each.
-
-    Asks only what is already up: a stopped local platform is not started to be asked."""
-    lines = []
-    nemo_url = os.environ.get("NEMO_URL")
-    state = platform_status(PlatformSettings())
-    lines += _platform_lines(state)
-    url = nemo_url or (state["url"] if state["healthy"] else None)
-    if url:
-        namespace = os.environ.get("NEMO_NAMESPACE") or DEFAULT_NAMESPACE
-        try:
-            answer = ServiceHTTP(url, "deployment", token=os.environ.get("NEMO_TOKEN") or None).get(
-                "/v1/deployment/model-deployments"
-            )
-            deployments = [d for d in (answer or {}).get("data", []) if d.get("namespace") == namespace]
-        except NemoError as exc:
-            deployments = []
-            lines.append(f"  (could not list deployments: {exc})")
-        for d in deployments:
-            status = (d.get("status_details") or {}).get("status") or d.get("status") or "?"
-            lines.append(f"  deployment {d.get('namespace')}/{d.get('name')} ({status}) -> stop: embed-ft teardown")
-    if not lines:
-        return ["nothing is left running"]
-    return ["still running (holding resources):", *lines]
 
 
 def _header(out: TextIO, preset: str, spec: Optional[ExperimentSpec], experiment: str, homes: Homes) -> None:
@@ -165,13 +132,15 @@ def main() -> None:
     show_default=True,
     help="The experiment (partition) whose spec this run stores and uses.",
 )
+@click.option("--backend", type=click.Choice(BACKENDS), default=ENV, show_default=True, help=BACKEND_HELP)
 @add_spec_options
 @click.option("--dry-run", is_flag=True, help="Check the spec, source and tasks, print the spec, launch nothing.")
 @click.option("-v", "--verbose", is_flag=True, help="Dagster's event log and full tracebacks.")
-def run(preset: str, experiment: str, dry_run: bool, verbose: bool, **options: Any) -> None:
+def run(preset: str, experiment: str, backend: str, dry_run: bool, verbose: bool, **options: Any) -> None:
     """Check, then materialize the whole lineage headless with exactly the preset's spec plus the options given."""
     out = sys.stdout  # captured before `quiet` redirects it
     homes = apply_default_homes()
+    out.writelines(f"{line}\n" for line in use_backend(backend))
     changes = changes_from_params(options)
     job = defs.resolve_job_def(LINEAGE_JOB)
     resources = initialized(resources_from_env())
@@ -179,11 +148,15 @@ def run(preset: str, experiment: str, dry_run: bool, verbose: bool, **options: A
     spec: Optional[ExperimentSpec] = None
     try:
         validate_experiment_name(experiment)
-        spec = build_run_spec(preset, changes, profile_for_backend(resources["customizer"].uses_local_platform))
-    except SpecError as exc:
-        problems = [Problem("config", str(exc), "correct that option (embed-ft run --help)")]
     except ValueError as exc:
         problems = [Problem("config", f"--experiment: {exc}", "choose another experiment name")]
+    try:
+        profile = backend_defaults(resources["customizer"])
+        spec = build_run_spec(preset, changes, profile) if not problems else None
+    except SpecError as exc:
+        problems = [Problem("config", str(exc), "correct that option (embed-ft run --help)")]
+    except ValueError as exc:  # the API generation: a bad EMBED_FT_NEMO_API, or v2 without its URL
+        problems = [Problem("backend", str(exc), "set EMBED_FT_NEMO_API and the NeMo URLs (README), or --backend")]
     _header(out, preset, spec, experiment, homes)
     if spec is not None:
         source = spec.data.resolved().source
@@ -342,9 +315,12 @@ def teardown(experiments: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
-def ui(port: int) -> None:
+@click.option("--backend", type=click.Choice(BACKENDS), default=ENV, show_default=True, help=BACKEND_HELP)
+def ui(port: int, backend: str) -> None:
     """Start the local platform (if no NeMo URLs are set) and `dg dev` (Dagster webserver + daemon) on 127.0.0.1."""
     ensure_dagster_home()
+    for line in use_backend(backend):
+        click.echo(line)
     if not os.environ.get("NEMO_URL"):
         click.echo(f"local platform: {ensure_running(PlatformSettings())}")
     # In a checkout, the dg project of pyproject.toml ([tool.dg], code location `embed_ft`); elsewhere, the module.
@@ -370,6 +346,7 @@ def ui(port: int) -> None:
 
 
 main.add_command(platform_group)
+main.add_command(helix_group)
 
 
 if __name__ == "__main__":

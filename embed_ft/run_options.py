@@ -131,9 +131,13 @@ def _fmt(value: Any) -> str:
 
 def default_text(option: SpecOption) -> str:
     """The field's default per profile (one value when they agree) and the presets that change it."""
-    per_profile = {name: flat(default_spec(profile))[option.field] for name, profile in PROFILES.items()}
-    values = set(map(_fmt, per_profile.values()))
-    text = values.pop() if len(values) == 1 else ", ".join(f"{_fmt(v)} ({n})" for n, v in per_profile.items())
+    by_value: dict[str, list[str]] = {}  # each value once, with the profiles that have it
+    for name, profile in PROFILES.items():
+        by_value.setdefault(_fmt(flat(default_spec(profile))[option.field]), []).append(name)
+    if len(by_value) == 1:
+        text = next(iter(by_value))
+    else:
+        text = ", ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
     presets = [f"{name}: {_fmt(p.changes[option.field])}" for name, p in PRESETS.items() if option.field in p.changes]
     return text + (f"; {', '.join(presets)}" if presets else "")
 

@@ -15,7 +15,13 @@ DAGSTER_HOME_ENV, DAGSTER_HOME_DIR = "DAGSTER_HOME", "dagster_home"  # run and m
 PLATFORM_HOME_ENV, PLATFORM_HOME_DIR = "EMBED_FT_HOME", "platform"  # the local platform's state
 DATA_ROOT_ENV, DATA_ROOT_DIR = "EMBED_FT_DATA_ROOT", "data"  # snapshots and splits
 BEIR_ROOT_ENV, BEIR_DIR = "EMBED_FT_BEIR_ROOT", "beir"  # BEIR sets of file://NAME/ tasks (under a home or shared data)
-FOLDERS = {DAGSTER_HOME_ENV: DAGSTER_HOME_DIR, PLATFORM_HOME_ENV: PLATFORM_HOME_DIR, DATA_ROOT_ENV: DATA_ROOT_DIR}
+HELIX_HOME_ENV, HELIX_HOME_DIR = "EMBED_FT_HELIX_HOME", "helix"  # the local NeMo Platform v2 server (--backend helix)
+FOLDERS = {
+    DAGSTER_HOME_ENV: DAGSTER_HOME_DIR,
+    PLATFORM_HOME_ENV: PLATFORM_HOME_DIR,
+    DATA_ROOT_ENV: DATA_ROOT_DIR,
+    HELIX_HOME_ENV: HELIX_HOME_DIR,
+}
 
 
 def fallback(env: str) -> Path:

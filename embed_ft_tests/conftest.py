@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helix_server import running_helix
+from embed_ft.helix import running_helix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

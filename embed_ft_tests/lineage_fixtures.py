@@ -1,9 +1,12 @@
-"""Tiny but real inputs for end-to-end lineage tests: SPECTER-layout triplets and a BEIR set on disk."""
+"""Tiny but real inputs for end-to-end lineage tests: SPECTER-layout triplets and a BEIR set on disk; and what one
+experiment's lineage on them must give on either NeMo API generation (the report's checks, the metadata keys)."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 TOPICS = {
@@ -182,3 +185,55 @@ def materialize_with_spec(
             os.environ.pop("EMBED_FT_DATA_ROOT", None)
         else:
             os.environ["EMBED_FT_DATA_ROOT"] = saved
+
+
+# --- One experiment's whole lineage on tiny data, shared by the v1 (test_lineage_e2e) and v2 (test_lineage_v2_helix)
+# lineage tests: the inputs, the report's checks, and what both generations must materialize with which keys.
+TINY_TASK = "file://tinybeir/"
+TINY_TASKS = {"tinybeir", "heldout"}
+TINY_QUERIES = 8  # per task: the held-out split's test_size, and the tiny BEIR set's queries
+
+
+@dataclass(frozen=True)
+class TinyInputs:
+    source: Path  # SPECTER-layout triplets
+    beir_root: Path  # holds the BEIR set of TINY_TASK
+
+
+def tiny_inputs(tmp_path: Path) -> TinyInputs:
+    source = write_specter_jsonl(Path(tmp_path) / "source" / "triplets.jsonl")
+    beir_root = Path(tmp_path) / "beir"
+    write_beir_set(beir_root)
+    return TinyInputs(source=source, beir_root=beir_root)
+
+
+def assert_tiny_report(report) -> None:
+    """What a report of the tiny lineage must say on any backend: both tasks, scores in [0, 1], deltas that are
+    the differences, and per-query paired tests that honestly call 8 queries too few."""
+    from embed_ft.defs.significance import TOO_FEW
+
+    assert {row.task for row in report.rows} == TINY_TASKS
+    for row in report.rows:
+        assert 0.0 <= row.baseline <= 1.0
+        assert 0.0 <= row.fine_tuned <= 1.0
+        assert math.isclose(row.delta, row.fine_tuned - row.baseline)
+    assert {t.verdict for t in report.tests} == {TOO_FEW}
+    assert {t.queries for t in report.tests} == {TINY_QUERIES}
+
+
+def materialized_metadata_keys(result) -> dict[str, list[str]]:
+    """``{asset: sorted metadata keys}`` of every materialization of a run (``materialize``'s result)."""
+    keys: dict[str, list[str]] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        keys[materialization.asset_key.to_user_string()] = sorted(materialization.metadata)
+    return keys
+
+
+METADATA_KEYS_FILE = Path(__file__).with_name("lineage_metadata_keys.json")
+
+
+def lineage_metadata_keys() -> dict[str, list[str]]:
+    """The assets a tiny lineage run materializes and each one's metadata keys (recorded from a v1 run on the
+    embedded platform; `materialized_metadata_keys`): the graph and keys both API generations must give."""
+    return json.loads(METADATA_KEYS_FILE.read_text())

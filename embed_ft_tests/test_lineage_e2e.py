@@ -4,20 +4,25 @@ with both, a rerun without config that uses the stored settings, and a teardown 
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import requests
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from embed_ft.definitions import lineage_assets
 from embed_ft.defs.leaderboard import leaderboard_rows
-from embed_ft.defs.significance import TOO_FEW
 from embed_ft.defs.teardown import teardown_deployments_job
 from embed_ft.history import latest_reports
 from embed_ft.resources import resources_for_url
 
-from .lineage_fixtures import materialize_experiment, tiny_lineage_run_config, write_beir_set, write_specter_jsonl
+from .lineage_fixtures import (
+    TINY_TASK,
+    assert_tiny_report,
+    lineage_metadata_keys,
+    materialize_experiment,
+    materialized_metadata_keys,
+    tiny_inputs,
+    tiny_lineage_run_config,
+)
 from .platform_server import running_platform
 
 pytestmark = pytest.mark.slow
@@ -30,25 +35,17 @@ def listed(base_url: str, path: str) -> list[dict]:
 
 
 def test_two_experiments_share_one_baseline_on_the_local_platform(tmp_path):
-    source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
-    beir_root = tmp_path / "beir"
-    write_beir_set(beir_root)
-    with running_platform(tmp_path, beir_root=beir_root) as (base_url, _settings):
+    inputs = tiny_inputs(tmp_path)
+    source = inputs.source
+    with running_platform(tmp_path, beir_root=inputs.beir_root) as (base_url, _settings):
         resources = resources_for_url(base_url)
         instance = DagsterInstance.ephemeral()
-        first = materialize_experiment(
-            instance, resources, tiny_lineage_run_config(str(source), "file://tinybeir/"), "steps-3"
-        )
+        first = materialize_experiment(instance, resources, tiny_lineage_run_config(str(source), TINY_TASK), "steps-3")
         assert first.success
-        report = first.output_for_node("evaluation_report")
-        assert {row.task for row in report.rows} == {"tinybeir", "heldout"}
-        for row in report.rows:
-            assert 0.0 <= row.baseline <= 1.0
-            assert 0.0 <= row.fine_tuned <= 1.0
-            assert math.isclose(row.delta, row.fine_tuned - row.baseline)
         # The local evaluator reports per-query scores; 8 queries per task are too few for a claim, and say so.
-        assert {t.verdict for t in report.tests} == {TOO_FEW}
-        assert {t.queries for t in report.tests} == {8}
+        assert_tiny_report(first.output_for_node("evaluation_report"))
+        # The graph and the metadata keys of every asset: the one expectation the v2 lineage test checks too.
+        assert materialized_metadata_keys(first) == lineage_metadata_keys()
         check = first.get_asset_check_evaluations()
         beats = [e for e in check if e.check_name == "fine_tuned_beats_baseline"]
         assert beats[0].passed is False
@@ -64,7 +61,7 @@ def test_two_experiments_share_one_baseline_on_the_local_platform(tmp_path):
 
         # A second experiment: its own model, NIM and evaluation; the baseline's jobs are reattached, not rerun.
         second = materialize_experiment(
-            instance, resources, tiny_lineage_run_config(str(source), "file://tinybeir/", max_steps=4), "steps-4"
+            instance, resources, tiny_lineage_run_config(str(source), TINY_TASK, max_steps=4), "steps-4"
         )
         assert second.success
         assert (

@@ -5,22 +5,22 @@ evaluation report as on v1. Training and serving run on our local platform (Heli
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import requests
 from dagster import AssetKey, DagsterInstance, materialize
 
 from embed_ft.definitions import lineage_assets
-from embed_ft.defs.significance import TOO_FEW
 from embed_ft.nemo.status import COMPLETED
 from embed_ft.resources import EvaluatorResource, resources_for_url
 
 from .lineage_fixtures import (
+    TINY_TASK,
+    assert_tiny_report,
+    lineage_metadata_keys,
     materialize_experiment,
+    materialized_metadata_keys,
+    tiny_inputs,
     tiny_lineage_run_config,
-    write_beir_set,
-    write_specter_jsonl,
 )
 from .platform_server import running_platform
 
@@ -36,27 +36,17 @@ def helix_list(url: str, path: str) -> list[dict]:
 
 
 def test_report_through_helix_retrieve_eval(tmp_path, helix, monkeypatch):
-    source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
-    beir_root = tmp_path / "beir"
-    write_beir_set(beir_root)
-    monkeypatch.setenv("EMBED_FT_BEIR_ROOT", str(beir_root))  # file:// tasks are uploaded from here on v2
-    with running_platform(tmp_path, beir_root=beir_root) as (base_url, _settings):
+    inputs = tiny_inputs(tmp_path)
+    monkeypatch.setenv("EMBED_FT_BEIR_ROOT", str(inputs.beir_root))  # file:// tasks are uploaded from here on v2
+    with running_platform(tmp_path, beir_root=inputs.beir_root) as (base_url, _settings):
         resources = resources_for_url(base_url)
         resources["evaluator"] = EvaluatorResource(base_url=helix.url, api="v2")
         instance = DagsterInstance.ephemeral()
-        run = materialize_experiment(
-            instance, resources, tiny_lineage_run_config(str(source), "file://tinybeir/"), "v2"
-        )
+        run = materialize_experiment(instance, resources, tiny_lineage_run_config(str(inputs.source), TINY_TASK), "v2")
         assert run.success
-        report = run.output_for_node("evaluation_report")
-        assert {row.task for row in report.rows} == {"tinybeir", "heldout"}
-        for row in report.rows:
-            assert 0.0 <= row.baseline <= 1.0
-            assert 0.0 <= row.fine_tuned <= 1.0
-            assert math.isclose(row.delta, row.fine_tuned - row.baseline)
         # Helix reports per-query scores (row-scores): the paired tests run, and 8 queries are too few for a claim.
-        assert {t.verdict for t in report.tests} == {TOO_FEW}
-        assert {t.queries for t in report.tests} == {8}
+        assert_tiny_report(run.output_for_node("evaluation_report"))
+        assert materialized_metadata_keys(run) == lineage_metadata_keys()
 
         baseline = run.output_for_node("baseline_evaluation")
         evaluation = instance.get_latest_materialization_event(AssetKey("baseline_evaluation")).asset_materialization

@@ -112,7 +112,7 @@ def test_every_readme_command_parses_and_the_cheap_ones_run(cli_env, shared_data
 
 def test_run_options_are_the_spec_fields_and_each_reaches_its_field(cli_env, tmp_path):
     options = {f"--{option.name}": option for option in spec_options()}
-    own = {"--preset", "--experiment", "--dry-run", "--verbose"}
+    own = {"--preset", "--experiment", "--backend", "--dry-run", "--verbose"}
     assert {p.opts[-1] if p.opts[-1].startswith("--") else p.opts[0] for p in run.params} == own | set(options)
     assert len(options) == len([f for f in leaf_fields() if f not in ("profile", "preset")])
     source = write_specter_jsonl(tmp_path / "src" / "triplets.jsonl")
@@ -167,8 +167,9 @@ def test_run_options_are_the_spec_fields_and_each_reaches_its_field(cli_env, tmp
 
 def test_help_shows_each_option_with_its_defaults_and_unit():
     text = " ".join(invoke("run", "--help").output.split())
-    assert "[training.learning_rate; default: 2e-05 (local), 5e-06 (nemo); scifact: 8e-05]" in text
-    assert "[remote.training_timeout_s; default: 7200.0 (local), 14400.0 (nemo)] [unit: s]" in text
+    # A value shared by several profiles is written once, with all of them.
+    assert "[training.learning_rate; default: 2e-05 (local, local-v2), 5e-06 (nemo, nemo-v2); scifact: 8e-05]" in text
+    assert "[remote.training_timeout_s; default: 7200.0 (local, local-v2), 14400.0 (nemo, nemo-v2)] [unit: s]" in text
     assert "--max-steps INTEGER|NONE" in text
     assert "smoke: 3] [unit: steps]" in text
 

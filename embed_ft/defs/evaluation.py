@@ -22,7 +22,7 @@ from .experiment_spec import StoredSpec, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
 from .significance import per_query_scores, query_counts
-from .training import ensure_repo, file_sha256, upload_if_changed
+from .uploads import ensure_repo, file_sha256, upload_if_changed
 from .values import Deployment, EvaluationResult, HeldoutDataset, TripletSplits
 
 EVALUATION_CODE_VERSION = "2"

@@ -94,8 +94,10 @@ def task_fileset(files: FilesClient, workspace: str, task_url: str) -> str:
 
 def register_nim(evaluator: EvaluatorResource, workspace: str, nim: Deployment) -> str:
     """Register the NIM as a model provider (and its model as a model entity) on the v2 platform; returns the
-    gateway's OpenAI-compatible base for it. A v2 cluster's own NIM deployments are providers already; ours (the
-    local platform's NIM routes) are added by URL."""
+    gateway's OpenAI-compatible base for it. A NIM deployed on the v2 profile is behind the gateway already
+    (`serving_v2.py`: ``nim.provider``); a v1 deployment's NIM routes are added by URL."""
+    if nim.provider:
+        return nim.nim_url
     http = evaluator.http()
     models = ModelsClient(http)
     provider = provider_name(nim.deployment)

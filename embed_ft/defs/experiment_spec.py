@@ -174,7 +174,7 @@ def experiment_spec(
 ) -> MaterializeResult:
     experiment = context.partition_key
     previous = stored_spec(context.instance, experiment)
-    profile = backend_defaults(customizer.uses_local_platform)
+    profile = backend_defaults(customizer)
     try:
         spec = build_spec(config.preset, config.changes, previous.spec if previous else None, profile)
     except (SpecError, ValueError) as exc:

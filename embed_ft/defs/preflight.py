@@ -5,7 +5,8 @@ the CLI calls it with the spec it built before launching a run, and the `preflig
 stored spec (`experiment_spec.py`) at the start of runs launched from the UI. The spec itself was validated when it
 was built (`spec/changes.py`). Checks, in order (a later check needs the earlier ones to pass):
 
-1. profile: the spec was made for the backend the resources point at (the local platform, or a NeMo cluster);
+1. profile: the services speak one NeMo API generation, and the spec was made for the backend the resources point
+   at (the local platform or a NeMo cluster, v1 or v2);
 2. source (when the run holds `specter_raw`): a local path exists and loads, a BEIR folder has the split's files,
    a Hub id resolves (so the Hub is reachable);
 3. tasks (when the run holds an evaluation): `file://NAME/` is a BEIR set in the embedded platform's BEIR root;
@@ -75,9 +76,26 @@ class Problem:
         return f"{self.what}: {self.why} -> fix: {self.fix}"
 
 
-def profile_problems(spec: ExperimentSpec, uses_local_platform: bool) -> list[Problem]:
-    """The spec's profile is the one of the backend that trains (the Customizer's)."""
-    backend = backend_defaults(uses_local_platform).name
+def profile_problems(spec: ExperimentSpec, resources: Mapping[str, Any]) -> list[Problem]:
+    """Every resource speaks the same NeMo API generation, and the spec's profile is the one of the backend that
+    trains (the Customizer's)."""
+    try:
+        apis = {key: resource.api_profile() for key, resource in resources.items() if hasattr(resource, "api_profile")}
+        backend = backend_defaults(resources["customizer"]).name
+    except ValueError as exc:
+        return [Problem("backend", str(exc), "set EMBED_FT_NEMO_API and the NeMo URLs (README), or --backend")]
+    # The services that hand each other data (uploads, models, deployments) speak one generation; the Evaluator may
+    # be a v2 server evaluating what a v1 backend serves (its NIMs are registered there as providers).
+    trainers = {key: api for key, api in apis.items() if key != "evaluator"}
+    if len(set(trainers.values())) > 1:
+        found = ", ".join(f"{key} {api}" for key, api in sorted(trainers.items()))
+        return [
+            Problem(
+                "backend",
+                f"the services speak different NeMo API generations ({found})",
+                "set EMBED_FT_NEMO_API=v1 or v2 instead of auto, with URLs of that generation",
+            )
+        ]
     if spec.profile == backend:
         return []
     return [
@@ -152,7 +170,7 @@ def task_problems(urls: list[str], evaluator: EvaluatorResource, datastore: Data
                 Problem(
                     what,
                     "fileset:// tasks are NeMo Platform v2 filesets",
-                    "set EMBED_FT_NEMO_API=v2 and NEMO_EVALUATOR_URL, or choose another --task",
+                    "set EMBED_FT_NEMO_API=v2 and NEMO_URL (or --backend helix), or choose another --task",
                 )
             )
             continue
@@ -198,7 +216,11 @@ def v2_task_problems(url: str, name: str, evaluator: EvaluatorResource) -> list[
         try:
             found = FilesClient(evaluator.http()).get_fileset(workspace, fileset) is not None
         except NemoError as exc:
-            return [Problem(what, f"the v2 server cannot be asked: {exc}", "check NEMO_EVALUATOR_URL and its token")]
+            return [
+                Problem(
+                    what, f"the v2 server cannot be asked: {exc}", "check NEMO_URL (NEMO_EVALUATOR_URL) and its token"
+                )
+            ]
         return (
             []
             if found
@@ -233,7 +255,7 @@ def v2_task_problems(url: str, name: str, evaluator: EvaluatorResource) -> list[
 def preflight_problems(job_def, spec: ExperimentSpec, resources: Mapping[str, Any]) -> list[Problem]:
     """Every reason this run of ``spec`` cannot work, before it creates anything (see the module docstring)."""
     evaluator: EvaluatorResource = resources["evaluator"]
-    problems = profile_problems(spec, resources["customizer"].uses_local_platform)
+    problems = profile_problems(spec, resources)
     graph = job_def.graph
     if not problems and graph.has_node_named("specter_raw"):
         problems += source_problems(spec.data)

@@ -1,5 +1,6 @@
 """Serving stage: deploy each experiment's fine-tuned model, and the base model once, as NIMs; wait until the gateway
-serves them. `teardown.py` deletes them again."""
+serves them (on the v2 profile through the v2 deployments and the inference gateway, `serving_v2.py`).
+`teardown.py` deletes them again."""
 
 import time
 from typing import Any
@@ -8,6 +9,7 @@ from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResu
 
 from ..nemo.deployment import DEPLOYMENTS, nim_deployment_body
 from ..nemo.status import deployed_model, deployment_status, is_failed, is_ready
+from ..nemo.v2.models import ModelsClient
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from ..spec.experiment import ExperimentSpec
 from .backend import GPU_STAGE_CONDITION
@@ -21,6 +23,7 @@ from .remote_jobs import (
     remote_wait,
     wait_for_remote,
 )
+from .serving_v2 import DeploymentsV2, deploy_and_wait_v2, deployment_url
 from .values import Deployment, FineTunedModel
 
 NIM_CODE_VERSION = "2"
@@ -34,7 +37,32 @@ def fine_tuned_deployment(experiment: str) -> str:
 
 
 def deployment_link(deployment: DeploymentResource, full_name: str):
+    if deployment.api_profile() == "v2":
+        return deployment_url(deployment, full_name)
     return link(deployment.url(), f"{DEPLOYMENTS}/{full_name}")
+
+
+def deployments_client(deployment: DeploymentResource) -> Any:
+    """The deployments of either API generation, through ``get_deployment(ns, name)`` and
+    ``delete_deployment(ns, name)`` (teardown, the live checks)."""
+    if deployment.api_profile() == "v2":
+        return DeploymentsV2(ModelsClient(deployment.http()))
+    return deployment.client()
+
+
+def deploy(
+    context,
+    spec: ExperimentSpec,
+    deployment: DeploymentResource,
+    nim: NimResource,
+    entity_store: EntityStoreResource,
+    name: str,
+    model: str,
+) -> Deployment:
+    """Deploy ``model`` as ``<namespace>/name`` with the clients of the resources' API generation."""
+    if deployment.api_profile() == "v2":
+        return deploy_and_wait_v2(context, spec, deployment, entity_store, nim, entity_store.namespace, name, model)
+    return deploy_and_wait(context, spec, deployment, nim, entity_store.namespace, name, model)
 
 
 def deploy_and_wait(
@@ -160,9 +188,7 @@ def fine_tuned_nim(
 ) -> MaterializeResult:
     used = run_spec(context)
     name = fine_tuned_deployment(context.partition_key)
-    info = deploy_and_wait(
-        context, used.spec, deployment, nim, entity_store.namespace, name, fine_tuned_model.output_model
-    )
+    info = deploy(context, used.spec, deployment, nim, entity_store, name, fine_tuned_model.output_model)
     return _result(info, deployment, used)
 
 
@@ -189,5 +215,5 @@ def baseline_nim(
 ) -> MaterializeResult:
     used = run_spec(context)
     model = used.spec.serving.base_model
-    info = deploy_and_wait(context, used.spec, deployment, nim, entity_store.namespace, BASELINE_DEPLOYMENT, model)
+    info = deploy(context, used.spec, deployment, nim, entity_store, BASELINE_DEPLOYMENT, model)
     return _result(info, deployment, used)

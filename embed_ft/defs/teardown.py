@@ -32,13 +32,20 @@ from ..nemo.status import deployed_model, deployment_status, is_ready
 from ..resources import DeploymentResource, EntityStoreResource
 from ..spec.names import validate_name
 from .experiments import EXPERIMENTS, experiment_names
-from .serving import BASELINE_DEPLOYMENT, baseline_nim, deployment_link, fine_tuned_deployment, fine_tuned_nim
+from .serving import (
+    BASELINE_DEPLOYMENT,
+    baseline_nim,
+    deployment_link,
+    deployments_client,
+    fine_tuned_deployment,
+    fine_tuned_nim,
+)
 
 LIVE_CHECK = "deployment_live"
 
 
 def _live_result(deployment: DeploymentResource, namespace: str, name: str) -> AssetCheckResult:
-    doc = deployment.client().get_deployment(namespace, name)
+    doc = deployments_client(deployment).get_deployment(namespace, name)
     status = deployment_status(doc) if doc else "absent"
     return AssetCheckResult(
         passed=bool(doc) and is_ready(doc),
@@ -127,7 +134,7 @@ def delete_deployments(
     deployment: DeploymentResource,
     entity_store: EntityStoreResource,
 ) -> list[str]:
-    dm, ns = deployment.client(), entity_store.namespace
+    dm, ns = deployments_client(deployment), entity_store.namespace
     known = experiment_names(context.instance)
     chosen = config.experiments or known
     removed: list[str] = []

@@ -1,13 +1,10 @@
-"""Training stage: upload the triplets to the Data Store, then fine-tune with the Customizer."""
+"""Training stage: upload the triplets to the Data Store, then fine-tune with the Customizer (on the v2 profile:
+a fileset and an automodel job, `training_v2.py`)."""
 
-import hashlib
-import json
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, asset
 
 from ..nemo.customizer import failure_detail, lora_parameters, sft_config_body, sft_job_body
 from ..nemo.status import COMPLETED, job_status
@@ -15,65 +12,24 @@ from ..resources import CustomizerResource, DataStoreResource, EntityStoreResour
 from ..spec.changes import spec_version
 from ..spec.experiment import TrainingSpec
 from .backend import GPU_STAGE_CONDITION
-from .charts import loss_curve_png, markdown_image
 from .common import (
     CPU_TAGS,
     GPU_TAGS,
     OWNERS,
     backend_errors_as_failures,
     link,
-    markdown_table,
     stable_hash,
 )
 from .experiment_spec import SPEC_ASSET, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
+from .model_metadata import describe_training, model_metadata
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
+from .training_v2 import fine_tuned_model_v2, training_dataset_v2
+from .uploads import ensure_repo, upload_if_changed
 from .values import FineTunedModel, TripletSplits, UploadedDataset
 
 TRAINING_DATASET_CODE_VERSION = "1"
 FINE_TUNED_MODEL_CODE_VERSION = "3"
-MANIFEST_PATH = "embed_ft_manifest.json"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def upload_if_changed(context, ds_client, repo_id: str, files: dict[str, Path], message: str) -> dict[str, Any]:
-    """Upload ``files`` (path in repo -> local file) unless the repo already holds exactly these contents.
-
-    A manifest of content hashes travels with the files, so re-materializing unchanged data uploads nothing.
-    """
-    manifest = {
-        path: {"sha256": file_sha256(local), "size": Path(local).stat().st_size} for path, local in files.items()
-    }
-    remote_files = ds_client.list_files(repo_id)
-    if MANIFEST_PATH in remote_files:
-        with tempfile.TemporaryDirectory() as tmp:
-            remote_manifest = json.loads(Path(ds_client.download(repo_id, MANIFEST_PATH, tmp)).read_text())
-        unchanged = remote_manifest == manifest and all(remote_files.get(p) == m["size"] for p, m in manifest.items())
-        if unchanged:
-            context.log.info(f"{repo_id} already holds these {len(files)} files; nothing uploaded.")
-            return {"uploaded": False, "commit": ds_client.head_revision(repo_id), "manifest": manifest}
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest_file = Path(tmp) / "manifest.json"
-        manifest_file.write_text(json.dumps(manifest, sort_keys=True, indent=1))
-        commit = ds_client.upload_files(
-            repo_id, {**{p: Path(local) for p, local in files.items()}, MANIFEST_PATH: manifest_file}, message
-        )
-    return {"uploaded": True, "commit": commit or ds_client.head_revision(repo_id), "manifest": manifest}
-
-
-def ensure_repo(ds_client, namespace: str, name: str) -> str:
-    """The Data Store repo ``namespace/name``, created (with its namespace) when missing; returns its id."""
-    repo_id = f"{namespace}/{name}"
-    ds_client.ensure_namespace(namespace)
-    ds_client.create_repo(repo_id)
-    return repo_id
 
 
 @asset(
@@ -94,6 +50,8 @@ def training_dataset(
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     used = run_spec(context)
+    if datastore.api_profile() == "v2":
+        return training_dataset_v2(context, used, specter_triplets, datastore, entity_store.namespace)
     config = used.spec.data
     ns = entity_store.namespace
     es, ds = entity_store.client(), datastore.client()
@@ -182,29 +140,6 @@ def customization_bodies(
     return {"config": config_body, "job": job_body, "target": target}
 
 
-def describe_training(status: dict) -> str:
-    parts = [f"status={job_status(status)}"]
-    if status.get("percentage_done") is not None:
-        parts.append(f"{float(status['percentage_done']):.0f}%")
-    if status.get("steps_completed") is not None:
-        parts.append(f"step {status['steps_completed']} ({status.get('steps_per_epoch') or '?'} per epoch)")
-    for key in ("train_loss", "val_loss"):
-        if status.get(key) is not None:
-            parts.append(f"{key}={float(status[key]):.4f}")
-    logs = status.get("status_logs") or []
-    if logs and logs[-1].get("message"):
-        parts.append(f"last log: {logs[-1]['message']}")
-    return ", ".join(parts)
-
-
-def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:
-    metrics = ((status.get("metrics") or {}).get("metrics")) or {}
-    return {
-        key: [(int(p.get("step", i)), float(p["value"])) for i, p in enumerate(metrics.get(key) or []) if "value" in p]
-        for key in ("train_loss", "val_loss")
-    }
-
-
 @asset(
     deps=[SPEC_ASSET],
     automation_condition=GPU_STAGE_CONDITION,
@@ -228,6 +163,8 @@ def fine_tuned_model(
     entity_store: EntityStoreResource,
 ) -> MaterializeResult:
     used = run_spec(context)
+    if customizer.api_profile() == "v2":
+        return fine_tuned_model_v2(context, used, training_dataset, customizer, FINE_TUNED_MODEL_CODE_VERSION)
     config, remote = used.spec.training, used.spec.remote
     experiment = context.partition_key
     cz = customizer.client()
@@ -278,48 +215,14 @@ def fine_tuned_model(
         target=bodies["target"],
         experiment=experiment,
     )
-    metadata = model_metadata(context, value, status, job_body, training_dataset, customizer.url(), entity_store.url())
+    metadata = model_metadata(
+        value,
+        status,
+        job_body["hyperparameters"],
+        training_dataset,
+        link(customizer.url(), f"/v1/customization/jobs/{job_id}"),
+        link(entity_store.url(), f"/v1/models/{output_model.split('@', 1)[0]}"),
+    )
     metadata.update(used_spec_metadata(used, "training"))
     metadata["wait_s"] = float(time.monotonic() - started)
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))
-
-
-def model_metadata(
-    context,
-    model: FineTunedModel,
-    status: dict,
-    job_body: dict,
-    dataset: UploadedDataset,
-    nemo_url: str,
-    entity_url: str,
-) -> dict[str, Any]:
-    """What the model's page shows: where it lives, the hyperparameters and data it was trained with, the loss."""
-    series = loss_series(status)
-    val_by_step = dict(series["val_loss"])
-    rows = [[step, value, val_by_step.get(step, "")] for step, value in series["train_loss"]]
-    chart = loss_curve_png(series, title=f"{model.experiment}: training loss")
-    ns_name = model.output_model.split("@", 1)[0]
-    metadata: dict[str, Any] = {
-        "experiment": model.experiment,
-        "job_id": model.job_id,
-        "job_url": link(nemo_url, f"/v1/customization/jobs/{model.job_id}"),
-        "output_model": model.output_model,
-        "model_url": link(entity_url, f"/v1/models/{ns_name}"),
-        "target": model.target,
-        "hyperparameters": MetadataValue.json(job_body["hyperparameters"]),
-        "training_data_version": dataset.data_version,
-        "training_dataset": f"{dataset.namespace}/{dataset.name}",
-        "loss_chart": MetadataValue.md(markdown_image(chart, "training loss") if chart else "no loss reported"),
-        "loss_curve": MetadataValue.md(
-            markdown_table(["step", "train_loss", "val_loss"], rows) if rows else "no loss reported"
-        ),
-    }
-    if status.get("elapsed_time") is not None:
-        metadata["duration_s"] = float(status["elapsed_time"])
-    if series["train_loss"]:
-        metadata["train_loss_final"] = float(series["train_loss"][-1][1])
-    if series["val_loss"]:
-        metadata["val_loss_final"] = float(series["val_loss"][-1][1])
-    if status.get("steps_completed") is not None:
-        metadata["steps_completed"] = float(status["steps_completed"])
-    return metadata

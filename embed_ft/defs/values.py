@@ -97,8 +97,9 @@ class Deployment:
     model: str
     served_name: str
     dimension: int
-    nim_url: str
+    nim_url: str  # the OpenAI-compatible base (v2: the inference gateway's route to ``provider``)
     ready_after_s: float
+    provider: Optional[str] = None  # v2: the gateway's model provider of this deployment (None on v1)
 
 
 @dataclass(frozen=True)
