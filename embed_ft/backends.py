@@ -6,12 +6,14 @@ or reused. And what is still running after a run, with the command that stops it
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-from .helix import Helix, ensure_helix, helix_state, stop_helix_home
+from .helix import Helix, HelixError, ensure_helix, helix_state, stop_helix_home
 from .nemo.errors import NemoError
 from .nemo.http import ServiceHTTP
 from .nemo.v2.contract import MODELS, workspace_path
@@ -28,8 +30,10 @@ BACKEND_HELP = (
     "reused) for files, models, the gateway and evaluation, the embedded platform's v2 routes for training and "
     "serving."
 )
-# Where the embedded platform's automodel route reads training filesets from (the v2 Files service).
+# Where the embedded platform's automodel route reads training filesets from (the v2 Files service:
+# `platform/settings.py`); and the record of the platform started with it, in the Helix home.
 PLATFORM_FILES_URL_ENV = "EMBED_FT_V2_FILES_URL"
+PAIRED_PLATFORM_FILE = "paired_platform.json"
 
 
 def helix_backend_env(helix_url: str, local_url: str) -> dict[str, str]:
@@ -37,13 +41,44 @@ def helix_backend_env(helix_url: str, local_url: str) -> dict[str, str]:
     return {API_ENV: "v2", "NEMO_URL": helix_url, "NEMO_CUSTOMIZER_URL": local_url, "NEMO_DEPLOYMENT_URL": local_url}
 
 
+class BackendError(click.ClickException):
+    """A backend that cannot be used as it is; the message says what to do."""
+
+
+def _paired_platform(helix_home: Path, files_url: str) -> str:
+    """The embedded platform reading its training filesets from ``files_url``: started here with that setting, or
+    the one started so before (recorded in the Helix home). One started otherwise is not restarted behind its
+    users' backs: the error says how."""
+    settings = PlatformSettings()
+    record_path = helix_home / PAIRED_PLATFORM_FILE
+    current = platform_status(settings)
+    if current["running"]:
+        try:
+            paired = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            paired = {}
+        if paired.get("pid") != current["pid"] or paired.get("files_url") != files_url:
+            raise BackendError(
+                f"the embedded platform (pid {current['pid']}, {settings.home}) was not started for Helix {files_url}"
+                f" (its automodel jobs could not read Helix's filesets): stop it with `embed-ft platform stop`, then"
+                " rerun with --backend helix"
+            )
+    os.environ[PLATFORM_FILES_URL_ENV] = files_url
+    url = ensure_running(settings)
+    record_path.write_text(json.dumps({"pid": platform_status(settings)["pid"], "files_url": files_url}))
+    return url
+
+
 def use_backend(backend: str) -> list[str]:
     """Make ``backend`` this process's backend (its servers up, its variables set); lines saying what it uses."""
     if backend != HELIX:
         return []
-    helix = ensure_helix(fallback(HELIX_HOME_ENV))
-    os.environ[PLATFORM_FILES_URL_ENV] = helix.url
-    local_url = ensure_running(PlatformSettings())
+    helix_home = fallback(HELIX_HOME_ENV)
+    try:
+        helix = ensure_helix(helix_home)
+    except HelixError as exc:
+        raise BackendError(f"--backend helix: {exc}") from None
+    local_url = _paired_platform(helix_home, helix.url)
     os.environ.update(helix_backend_env(helix.url, local_url))
     return [
         f"backend helix (NeMo Platform v2): Helix {helix.url} (pid {helix.pid}), embedded platform {local_url}",

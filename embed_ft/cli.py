@@ -22,7 +22,7 @@ from dagster import DagsterInstance
 
 from .backends import BACKEND_HELP, BACKENDS, ENV, helix_group, still_running_lines, use_backend
 from .console import RunConsole, error_text
-from .definitions import defs
+from .definitions import build_defs, defs
 from .defs.backend import backend_defaults
 from .defs.experiment_spec import spec_history, stored_spec
 from .defs.experiments import experiment_names, prepare_experiment_run, validate_experiment_name
@@ -142,7 +142,8 @@ def run(preset: str, experiment: str, backend: str, dry_run: bool, verbose: bool
     homes = apply_default_homes()
     out.writelines(f"{line}\n" for line in use_backend(backend))
     changes = changes_from_params(options)
-    job = defs.resolve_job_def(LINEAGE_JOB)
+    # Read the environment again: --backend has just set it (`defs` read it when it was imported).
+    job = build_defs(resources_from_env()).resolve_job_def(LINEAGE_JOB)
     resources = initialized(resources_from_env())
     problems: list[Problem] = []
     spec: Optional[ExperimentSpec] = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
@@ -69,10 +71,17 @@ gpu_stages_automation = AutomationConditionSensorDefinition(
     "experiment's stored spec. Stopped by default (GPU cost): start it in Automation -> gpu_stages_automation.",
 )
 
-defs = Definitions(
-    assets=[data_refresh.specter_source, *lineage_assets],
-    asset_checks=lineage_checks,
-    jobs=[full_lineage_job, experiment_job, teardown.teardown_deployments_job, data_refresh.data_refresh_job],
-    sensors=[data_refresh.specter_source_sensor, gpu_stages_automation],
-    resources=resources_from_env(),
-)
+
+def build_defs(resources: dict[str, Any]) -> Definitions:
+    """The code location with ``resources``: the environment's when loaded (``defs``); the CLI builds it again
+    after `--backend` has set the environment (`backends.use_backend`)."""
+    return Definitions(
+        assets=[data_refresh.specter_source, *lineage_assets],
+        asset_checks=lineage_checks,
+        jobs=[full_lineage_job, experiment_job, teardown.teardown_deployments_job, data_refresh.data_refresh_job],
+        sensors=[data_refresh.specter_source_sensor, gpu_stages_automation],
+        resources=resources,
+    )
+
+
+defs = build_defs(resources_from_env())

@@ -138,13 +138,23 @@ def healthy(url: str) -> bool:
     return body.get("status") == "healthy" and not services.get("not_ready") and controllers.get("healthy") is True
 
 
-def _start(home: Path) -> tuple[subprocess.Popen, Helix]:
-    """Start Helix detached (its own session and process group) with all its state under ``home``."""
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _start(home: Path, port: Optional[int] = None) -> tuple[subprocess.Popen, Helix]:
+    """Start Helix detached (its own session and process group) with all its state under ``home``, on ``port``
+    when it is free (a restarted Helix keeps its URL), else on a free one."""
     venv = helix_venv()
     home = Path(home).resolve()
     for sub in ("home", "data", "jobs", "files", "xdg"):
         (home / sub).mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port if port and _port_free(port) else free_port()
     url = f"http://127.0.0.1:{port}"
     config = home / "platform.yaml"
     config.write_text(platform_config(home, url))
@@ -219,14 +229,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def helix_state(home: Path) -> Optional[Helix]:
-    """The detached Helix of ``home`` when its recorded process is alive and healthy, else None."""
+def _record(home: Path) -> Optional[Helix]:
     try:
         record = json.loads((Path(home) / STATE_FILE).read_text())
-        helix = Helix(url=str(record["url"]), pid=int(record["pid"]), home=Path(home), log=Path(record["log"]))
+        return Helix(url=str(record["url"]), pid=int(record["pid"]), home=Path(home), log=Path(record["log"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return helix if _pid_alive(helix.pid) and healthy(helix.url) else None
+
+
+def helix_state(home: Path) -> Optional[Helix]:
+    """The detached Helix of ``home`` when its recorded process is alive and healthy, else None."""
+    helix = _record(home)
+    return helix if helix is not None and _pid_alive(helix.pid) and healthy(helix.url) else None
 
 
 def ensure_helix(home: Path) -> Helix:
@@ -237,7 +251,8 @@ def ensure_helix(home: Path) -> Helix:
     if found is not None:
         return found
     home.mkdir(parents=True, exist_ok=True)
-    process, helix = _start(home)
+    previous = _record(home)
+    process, helix = _start(home, port=int(previous.url.rsplit(":", 1)[1]) if previous else None)
     try:
         _wait_healthy(process, helix)
     except BaseException:

@@ -217,8 +217,8 @@ def resources_from_env() -> dict[str, NemoServiceResource]:
     def located(url: Any, token: Any) -> dict[str, Any]:
         return dict(base_url=url, token=token, api=api if url else DEFAULT_API)
 
-    def nemo_service(url_env: str, token_env: str = "NEMO_TOKEN") -> dict[str, Any]:
-        return located(_env(url_env) or _env("NEMO_URL"), _env(token_env) or _env("NEMO_TOKEN"))
+    def nemo_service(url: Any, token: Any = None) -> dict[str, Any]:
+        return located(url or _env("NEMO_URL"), token or _env("NEMO_TOKEN"))
 
     return {
         "datastore": DataStoreResource(
@@ -226,11 +226,13 @@ def resources_from_env() -> dict[str, NemoServiceResource]:
             hf_token=_env("HF_TOKEN"),
         ),
         "entity_store": EntityStoreResource(
-            **nemo_service("NEMO_URL"), namespace=os.environ.get("NEMO_NAMESPACE") or DEFAULT_NAMESPACE
+            **nemo_service(None), namespace=os.environ.get("NEMO_NAMESPACE") or DEFAULT_NAMESPACE
         ),
-        "customizer": CustomizerResource(**nemo_service("NEMO_CUSTOMIZER_URL"), wandb_api_key=_env("WANDB_API_KEY")),
-        "deployment": DeploymentResource(**nemo_service("NEMO_DEPLOYMENT_URL")),
-        "evaluator": EvaluatorResource(**nemo_service("NEMO_EVALUATOR_URL", "NEMO_EVALUATOR_TOKEN")),
+        "customizer": CustomizerResource(
+            **nemo_service(_env("NEMO_CUSTOMIZER_URL")), wandb_api_key=_env("WANDB_API_KEY")
+        ),
+        "deployment": DeploymentResource(**nemo_service(_env("NEMO_DEPLOYMENT_URL"))),
+        "evaluator": EvaluatorResource(**nemo_service(_env("NEMO_EVALUATOR_URL"), _env("NEMO_EVALUATOR_TOKEN"))),
         "nim": NimResource(
             **located(_env("NIM_URL") or platform, _env("NIM_TOKEN") or (platform and _env("NEMO_TOKEN")))
         ),

@@ -42,6 +42,11 @@ NOT_FOR_A_CLUSTER = {
     "EMBED_FT_SPECTER_REVISION": "optional, with EMBED_FT_SPECTER_SOURCE",
     "DAGSTER_HOME": "set by the chart (dagsterHome) and the image",
     "NEMO_EVALUATOR_URL": "optional: the Evaluator on its own (v2) server; unset, NEMO_URL's",
+    "NEMO_CUSTOMIZER_URL": "optional: a Customizer served apart from NEMO_URL (--backend helix: the embedded platform)",
+    "NEMO_DEPLOYMENT_URL": "optional: deployments served apart from NEMO_URL (--backend helix: the embedded platform)",
+    "EMBED_FT_HELIX_HOME": "the local NeMo Platform v2 server of `--backend helix`: its state folder",
+    "EMBED_FT_HELIX_VENV": "the local NeMo Platform v2 server of `--backend helix`: its venv",
+    "EMBED_FT_V2_FILES_URL": "the embedded platform's Files service (`--backend helix` sets it to the local Helix)",
 }
 # Variables embed-ft sets itself: switches for libraries, and EMBED_FT_PRESET_DATA (homes.py, on every command).
 SET_BY_THE_CODE = {
@@ -51,6 +56,7 @@ SET_BY_THE_CODE = {
     "HF_HUB_OFFLINE",
     "HF_DATASETS_OFFLINE",
     "WANDB_DISABLED",
+    "NEMO_TELEMETRY_ENABLED",  # in the environment embed_ft/helix.py gives the local Helix server
 }
 
 

@@ -22,7 +22,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from embed_ft.backends import PLATFORM_FILES_URL_ENV, helix_backend_env
 from embed_ft.cli import main, run
+from embed_ft.helix import stop_helix_home
 from embed_ft.platform.launcher import stop as stop_platform
 from embed_ft.platform.settings import PlatformSettings
 from embed_ft.run_options import markdown_table, spec_options
@@ -67,11 +69,20 @@ def parse(args: list[str]) -> click.Context | None:
 @pytest.fixture
 def cli_env(tmp_path, monkeypatch):
     """State of this test only; the CLI sets variables in-process, monkeypatch restores them."""
-    for name, sub in (("DAGSTER_HOME", "dagster_home"), ("EMBED_FT_HOME", "platform"), ("EMBED_FT_DATA_ROOT", "data")):
+    for name, sub in (
+        ("DAGSTER_HOME", "dagster_home"),
+        ("EMBED_FT_HOME", "platform"),
+        ("EMBED_FT_DATA_ROOT", "data"),
+        ("EMBED_FT_HELIX_HOME", "helix"),
+    ):
         monkeypatch.setenv(name, str(tmp_path / sub))
     monkeypatch.delenv("EMBED_FT_BEIR_ROOT", raising=False)
+    for name in helix_backend_env("", ""):  # what `--backend helix` sets
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(PLATFORM_FILES_URL_ENV, raising=False)
     yield tmp_path
     stop_platform(PlatformSettings(home=tmp_path / "platform"))
+    stop_helix_home(tmp_path / "helix")
 
 
 def invoke(*args: str):

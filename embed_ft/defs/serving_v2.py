@@ -17,6 +17,7 @@ from dagster import Failure
 
 from ..nemo.status import deployment_status, is_failed, is_ready
 from ..nemo.v2.contract import MODELS, CreateDeploymentConfigRequest, CreateDeploymentRequest, workspace_path
+from ..nemo.v2.files import FilesClient
 from ..nemo.v2.models import ModelsClient, gateway_provider_url
 from ..platform.settings import service_urls
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
@@ -88,6 +89,7 @@ def gateway_provider(
     upstream = gateway_provider_url(deployment.url(), workspace, made) if made else None
     upstream = upstream or service_urls(deployment.url())["NIM_URL"]
     provider = provider_name(f"{workspace}/{doc.get('name')}")
+    FilesClient(providers.http).ensure_workspace(workspace)  # the baseline NIM may come before any upload
     providers.ensure_provider(workspace, provider, upstream, description=f"embed-ft NIM {workspace}/{doc.get('name')}")
     return provider
 

@@ -181,7 +181,9 @@ def fine_tuned_model_v2(
         job_id=name, output_model=output_model, served_name=output_model, target=config.target, experiment=experiment
     )
     sections = request.spec.model_dump(mode="json", exclude_none=True)
-    hyperparameters = {key: sections[key] for key in ("training", "schedule", "batch", "optimizer") if key in sections}
+    hyperparameters: dict[str, Any] = {
+        k: sections[k] for k in ("training", "schedule", "batch", "optimizer") if k in sections
+    }
     metadata = model_metadata(
         value,
         v1_shaped_status(doc),
