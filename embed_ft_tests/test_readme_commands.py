@@ -77,9 +77,9 @@ def cli_env(tmp_path, monkeypatch):
     ):
         monkeypatch.setenv(name, str(tmp_path / sub))
     monkeypatch.delenv("EMBED_FT_BEIR_ROOT", raising=False)
-    for name in helix_backend_env("", ""):  # what `--backend helix` sets
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(PLATFORM_FILES_URL_ENV, raising=False)
+    for name in [*helix_backend_env("", ""), PLATFORM_FILES_URL_ENV]:  # what `--backend helix` sets
+        monkeypatch.setenv(name, "")  # recorded, so that the value the CLI sets is undone after the test
+        monkeypatch.delenv(name)
     yield tmp_path
     stop_platform(PlatformSettings(home=tmp_path / "platform"))
     stop_helix_home(tmp_path / "helix")
