@@ -493,7 +493,9 @@ def test_customization_job_create_get_status_list_cancel(sdk, cust_job, cust_dat
 def test_mismatch_p_tuning_is_refused_with_422(platform, cust_dataset):
     """Issue 12, mismatch 4 (1/2): SDK 1.5's fine-tuning types are ``lora``, ``lora_merged``, ``all_weights``;
     ``p_tuning`` is refused with 422, for a config's training option and for a job's hyperparameters."""
-    config = sft_config_body("ptuning@v1", "sdk-cust", DEFAULT_TARGET, finetuning_type="p_tuning")
+    # Our builders refuse p_tuning themselves (the v1 contract's models): the bodies are edited after building.
+    config = sft_config_body("ptuning@v1", "sdk-cust", DEFAULT_TARGET)
+    config["training_options"][0]["finetuning_type"] = "p_tuning"
     response = requests.post(f"{platform.base}/v1/customization/configs", json=config, timeout=TIMEOUT)
     assert response.status_code == 422, f"config with finetuning_type p_tuning: {response.status_code} {response.text}"
     job = sft_job_body(
@@ -502,8 +504,8 @@ def test_mismatch_p_tuning_is_refused_with_422(platform, cust_dataset):
         cust_dataset.namespace,
         cust_dataset.name,
         f"{cust_dataset.namespace}/ptuned",
-        finetuning_type="p_tuning",
     )
+    job["hyperparameters"]["finetuning_type"] = "p_tuning"
     response = requests.post(f"{platform.base}/v1/customization/jobs", json=job, timeout=TIMEOUT)
     assert response.status_code == 422, response.text
     assert "finetuning_type" in response.text, response.text

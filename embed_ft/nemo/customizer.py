@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from ..profiles import NEMO_V1
+from .errors import checked_answer
 from .http import (
     CreateResult,
     ServiceHTTP,
@@ -17,10 +18,29 @@ from .http import (
     find_by_idempotency_key,
     segment,
 )
+from .v1.contract import IDEMPOTENCY_FIELD
+from .v1.customization import (
+    FINETUNING_TYPES,
+    Config,
+    ConfigRequest,
+    Job,
+    JobRequest,
+    JobStatus,
+    LoraParameters,
+    Target,
+    TargetRequest,
+)
 
 log = logging.getLogger("embed_ft.nemo")
 
-IDEMPOTENCY_FIELD = "embed_ft_idempotency_key"
+__all__ = [
+    "FINETUNING_TYPES",
+    "IDEMPOTENCY_FIELD",
+    "CustomizerClient",
+    "lora_parameters",
+    "sft_config_body",
+    "sft_job_body",
+]
 JOBS = "/v1/customization/jobs"
 CONFIGS = "/v1/customization/configs"
 TARGETS = "/v1/customization/targets"
@@ -63,29 +83,42 @@ def sft_config_body(
     training_precision: str = "bf16",
     max_seq_length: int = NEMO_V1.max_seq_length,
 ) -> dict[str, Any]:
-    """The tutorial's customization config body (defaults are the tutorial's values)."""
-    return {
-        "name": name,
-        "namespace": namespace,
-        "target": target,
-        "training_options": [
-            {
-                "training_type": training_type,
-                "finetuning_type": finetuning_type,
-                "num_gpus": num_gpus,
-                "num_nodes": num_nodes,
-                "micro_batch_size": micro_batch_size,
-                "tensor_parallel_size": tensor_parallel_size,
-                "pipeline_parallel_size": pipeline_parallel_size,
-                "use_sequence_parallel": use_sequence_parallel,
-            }
-        ],
-        "training_precision": training_precision,
-        "max_seq_length": max_seq_length,
-    }
+    """The tutorial's customization config body (defaults are the tutorial's values), as the contract's
+    ``ConfigRequest`` (a value it refuses raises here, before anything is sent)."""
+    return config_request(
+        {
+            "name": name,
+            "namespace": namespace,
+            "target": target,
+            "training_options": [
+                {
+                    "training_type": training_type,
+                    "finetuning_type": finetuning_type,
+                    "num_gpus": num_gpus,
+                    "num_nodes": num_nodes,
+                    "micro_batch_size": micro_batch_size,
+                    "tensor_parallel_size": tensor_parallel_size,
+                    "pipeline_parallel_size": pipeline_parallel_size,
+                    "use_sequence_parallel": use_sequence_parallel,
+                }
+            ],
+            "training_precision": training_precision,
+            "max_seq_length": max_seq_length,
+        }
+    )
 
 
-FINETUNING_TYPES = ("all_weights", "lora", "lora_merged")  # SDK 1.5 FinetuningType
+def config_request(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as the contract's ``ConfigRequest`` sends it (validated; only the fields it sets)."""
+    return ConfigRequest.model_validate(body).body()
+
+
+def job_request(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as the contract's customization ``JobRequest`` sends it (validated: bounded hyperparameters, no
+    unknown key; only the fields it sets)."""
+    return JobRequest.model_validate(body).body()
+
+
 LORA_FINETUNING_TYPES = ("lora", "lora_merged")
 
 
@@ -101,7 +134,7 @@ def lora_parameters(
         body["adapter_dropout"] = adapter_dropout
     if target_modules:
         body["target_modules"] = list(target_modules)
-    return body
+    return LoraParameters.model_validate(body).body()
 
 
 def sft_job_body(
@@ -122,8 +155,9 @@ def sft_job_body(
     description: str | None = None,
     lora: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The tutorial's customization job body; optional keys are added only when given. ``lora``
-    (:func:`lora_parameters`) goes to ``hyperparameters.lora`` for the ``lora``/``lora_merged`` fine-tuning types."""
+    """The tutorial's customization job body, as the contract's ``JobRequest``; optional keys are added only when
+    given. ``lora`` (:func:`lora_parameters`) goes to ``hyperparameters.lora`` for the ``lora``/``lora_merged``
+    fine-tuning types."""
     body: dict[str, Any] = {
         "name": name,
         "config": config,
@@ -146,7 +180,7 @@ def sft_job_body(
         body["integrations"] = integrations
     if description:
         body["description"] = description
-    return body
+    return job_request(body)
 
 
 # Hyperparameters the Customizer's job list can filter on (SDK 1.5 ``CustomizationJobListFilter``).
@@ -185,9 +219,11 @@ class CustomizerClient:
         return list(self.http.iter_pages(TARGETS, call="list customization targets"))
 
     def get_target(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.http.get_or_none(f"{TARGETS}/{segment(namespace)}/{segment(name)}")
+        doc = self.http.get_or_none(f"{TARGETS}/{segment(namespace)}/{segment(name)}")
+        return None if doc is None else checked_answer(Target, doc, "Customizer: get customization target")
 
     def create_target(self, body: dict[str, Any]) -> CreateResult:
+        body = TargetRequest.model_validate(body).body()
         return create_or_fetch(
             lambda: self.http.post(TARGETS, json=body, call="create customization target"),
             lambda: self.get_target(body["namespace"], body["name"]),
@@ -197,6 +233,7 @@ class CustomizerClient:
     # Configs
     def create_config(self, body: dict[str, Any]) -> CreateResult:
         """Create a config (name should carry a version, ``x@v1``); 409 -> the existing one, ``created=False``."""
+        body = config_request(body)
         return create_or_fetch(
             lambda: self.http.post(CONFIGS, json=body, call="create customization config"),
             lambda: self.get_config(body["namespace"], body["name"]),
@@ -204,7 +241,8 @@ class CustomizerClient:
         )
 
     def get_config(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.http.get_or_none(f"{CONFIGS}/{segment(namespace)}/{segment(name)}")
+        doc = self.http.get_or_none(f"{CONFIGS}/{segment(namespace)}/{segment(name)}")
+        return None if doc is None else checked_answer(Config, doc, "Customizer: get customization config")
 
     # Jobs
     def create_job(self, body: dict[str, Any], idempotency_key: str | None = None) -> CreateResult:
@@ -213,7 +251,7 @@ class CustomizerClient:
         If the answer is lost after sending, the job is looked up by its key and returned when found
         (``recovered=True``); without a key, or when not found, the error is raised.
         """
-        body = with_idempotency_key(body, idempotency_key)
+        body = with_idempotency_key(job_request(body), idempotency_key)
         return create_job_once(
             self.http, JOBS, body, idempotency_key, "customization job", lambda key: self.find_job(key, like=body)
         )
@@ -240,11 +278,13 @@ class CustomizerClient:
         return list(self.http.iter_pages(JOBS, params=params, max_pages=max_pages, call="list customization jobs"))
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self.http.get_object(f"{JOBS}/{segment(job_id)}", call="get customization job")
+        doc = self.http.get_object(f"{JOBS}/{segment(job_id)}", call="get customization job")
+        return checked_answer(Job, doc, "Customizer: get customization job")
 
     def get_status(self, job_id: str) -> dict[str, Any]:
         """The ``/status`` document: percentage_done, steps, train/val loss, metrics, status_logs."""
-        return self.http.get_object(f"{JOBS}/{segment(job_id)}/status", call="get customization job status")
+        doc = self.http.get_object(f"{JOBS}/{segment(job_id)}/status", call="get customization job status")
+        return checked_answer(JobStatus, doc, "Customizer: get customization job status")
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Ask the job to stop. A job that already ended is returned as it is instead of raising."""

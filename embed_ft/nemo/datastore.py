@@ -26,12 +26,14 @@ from .errors import (
     NemoAPIError,
     NemoResponseError,
     NotFound,
+    checked_answer,
     error_for_status,
     message_from_body,
     redact,
     register_secret,
 )
 from .http import DEFAULT_TIMEOUT, ServiceHTTP, segment
+from .v1.contract import DatastoreNamespace, DatastoreNamespaceForm
 
 log = logging.getLogger("embed_ft.nemo")
 T = TypeVar("T")
@@ -111,7 +113,8 @@ class DataStoreClient:
     def ensure_namespace(self, namespace: str) -> bool:
         """Create the Data Store namespace; True if created, False if it existed (409/422, as the tutorial)."""
         try:
-            self.http.post("/v1/datastore/namespaces", data={"namespace": namespace}, call="create namespace")
+            form = DatastoreNamespaceForm(namespace=namespace).body()
+            self.http.post("/v1/datastore/namespaces", data=form, call="create namespace")
             return True
         except NemoAPIError as exc:
             if exc.status in (409, 422):
@@ -119,7 +122,8 @@ class DataStoreClient:
             raise
 
     def get_namespace(self, namespace: str) -> dict[str, Any] | None:
-        return self.http.get_or_none(f"/v1/datastore/namespaces/{segment(namespace)}")
+        doc = self.http.get_or_none(f"/v1/datastore/namespaces/{segment(namespace)}")
+        return None if doc is None else checked_answer(DatastoreNamespace, doc, "Data Store: get namespace")
 
     def delete_namespace(self, namespace: str) -> bool:
         try:

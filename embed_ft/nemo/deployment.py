@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..profiles import NEMO_V1
-from .errors import Conflict, NemoAPIError
+from .errors import Conflict, NemoAPIError, checked_answer
 from .http import CreateResult, ServiceHTTP, create_or_fetch, segment
 
 # The deployment status helpers live in status.py; importing them here keeps `nemo.deployment` the one place a
 # deployment caller (bench/bench_embeddings.py) needs.
 from .status import deployed_model, deployment_status, is_failed, is_ready
+from .v1.contract import DeploymentSpec, ModelDeployment, ModelDeploymentRequest, NimDeployment
 
 __all__ = [
     "EMBEDQA_IMAGE",
@@ -34,7 +35,9 @@ def nim_deployment_body(
     image_name: str = EMBEDQA_IMAGE, image_tag: str = EMBEDQA_TAG, gpu: int = 1, disable_lora_support: bool = True
 ) -> dict[str, Any]:
     """The tutorial's ``nim_deployment``: the embedding NIM has no LoRA support, so it must be disabled."""
-    return {"image_name": image_name, "image_tag": image_tag, "gpu": gpu, "disable_lora_support": disable_lora_support}
+    return NimDeployment(
+        image_name=image_name, image_tag=image_tag, gpu=gpu, disable_lora_support=disable_lora_support
+    ).body()
 
 
 class DeploymentClient:
@@ -47,11 +50,9 @@ class DeploymentClient:
         An existing deployment serving a different model raises :class:`Conflict`: it has to be deleted
         first, otherwise the wrong model would be measured.
         """
-        body: dict[str, Any] = {
-            "name": name,
-            "namespace": namespace,
-            "config": {"model": model, "nim_deployment": nim_deployment},
-        }
+        body = ModelDeploymentRequest(
+            name=name, namespace=namespace, config=DeploymentSpec(model=model, nim_deployment=nim_deployment)
+        ).body()
         result = create_or_fetch(
             lambda: self.http.post(DEPLOYMENTS, json=body, call="create model deployment"),
             lambda: self.get_deployment(namespace, name),
@@ -70,7 +71,8 @@ class DeploymentClient:
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The deployment, or None if it does not exist."""
-        return self.http.get_or_none(f"{DEPLOYMENTS}/{segment(namespace)}/{segment(name)}")
+        doc = self.http.get_or_none(f"{DEPLOYMENTS}/{segment(namespace)}/{segment(name)}")
+        return None if doc is None else checked_answer(ModelDeployment, doc, "Deployment Management: get deployment")
 
     def delete_deployment(self, namespace: str, name: str) -> bool:
         """Delete (free the GPU); False if it did not exist."""

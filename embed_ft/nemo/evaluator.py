@@ -8,8 +8,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from .customizer import IDEMPOTENCY_FIELD, idempotency_key_of, with_idempotency_key
-from .errors import NemoResponseError, register_secret
+from .errors import NemoResponseError, checked_answer, register_secret
 from .http import CreateResult, ServiceHTTP, cancel_job, create_job_once, find_by_idempotency_key, segment
+from .v1.evaluation import (
+    ApiEndpoint,
+    BeirDataset,
+    BeirTask,
+    EmbeddingModel,
+    Job as EvaluationJob,
+    JobRequest as EvaluationJobRequest,
+    MetricSpec,
+    Retriever,
+    RetrieverConfig,
+    RetrieverPipeline,
+    RetrieverTarget,
+)
 
 log = logging.getLogger("embed_ft.nemo")
 
@@ -26,35 +39,34 @@ __all__ = [
 ]
 
 
-# Request bodies (exactly the tutorial's shapes)
+# Request bodies (exactly the tutorial's shapes), built with the v1 contract's models
 def beir_task(files_url: str, metrics: Iterable[str] = DEFAULT_METRICS, name: str = "my-beir-task") -> dict[str, Any]:
     """``{name: {"type": "beir", "dataset": {"files_url"}, "metrics": {m: {"type": m}}}}``; merge several with ``|``."""
     metrics = list(metrics)
     if not metrics:
         raise ValueError(f"BEIR task {name!r} needs at least one metric")
-    return {name: {"type": "beir", "dataset": {"files_url": files_url}, "metrics": {m: {"type": m} for m in metrics}}}
+    task = BeirTask(
+        type="beir", dataset=BeirDataset(files_url=files_url), metrics={m: MetricSpec(type=m) for m in metrics}
+    )
+    return {name: task.body()}
 
 
 def retriever_config(namespace: str, tasks: dict[str, Any]) -> dict[str, Any]:
     if not tasks:
         raise ValueError("a retriever evaluation config needs at least one task")
-    return {"type": "retriever", "namespace": namespace, "tasks": tasks}
+    return RetrieverConfig.model_validate({"type": "retriever", "namespace": namespace, "tasks": tasks}).body()
 
 
 def retriever_target(nim_url: str, model_id: str, top_k: int = 10, api_key: str = "") -> dict[str, Any]:
     """The tutorial's retriever target: the same NIM endpoint embeds queries and the index."""
     register_secret(api_key)
-    endpoint = {"url": f"{nim_url.rstrip('/')}/v1/embeddings", "model_id": model_id, "api_key": api_key}
-    return {
-        "type": "retriever",
-        "retriever": {
-            "pipeline": {
-                "query_embedding_model": {"api_endpoint": dict(endpoint)},
-                "index_embedding_model": {"api_endpoint": dict(endpoint)},
-                "top_k": top_k,
-            }
-        },
-    }
+    endpoint = ApiEndpoint(url=f"{nim_url.rstrip('/')}/v1/embeddings", model_id=model_id, api_key=api_key)
+    pipeline = RetrieverPipeline(
+        query_embedding_model=EmbeddingModel(api_endpoint=endpoint),
+        index_embedding_model=EmbeddingModel(api_endpoint=endpoint),
+        top_k=top_k,
+    )
+    return RetrieverTarget(type="retriever", retriever=Retriever(pipeline=pipeline)).body()
 
 
 # Results parsing
@@ -196,7 +208,8 @@ class EvaluatorClient:
         self, config: dict[str, Any] | str, target: dict[str, Any] | str, idempotency_key: str | None = None
     ) -> CreateResult:
         """Submit an evaluation job (inline ``config``/``target`` or ``ns/name`` refs); never resubmitted blindly."""
-        body = with_idempotency_key({"config": config, "target": target}, idempotency_key)
+        request = EvaluationJobRequest.model_validate({"config": config, "target": target})
+        body = with_idempotency_key(request.body(), idempotency_key)
         return create_job_once(self.http, JOBS, body, idempotency_key, "evaluation job", self.find_job)
 
     def find_job(self, idempotency_key: str) -> dict[str, Any] | None:
@@ -213,7 +226,8 @@ class EvaluatorClient:
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """The job (poll this one: its ``status`` and ``status_details.progress``)."""
-        return self.http.get_object(f"{JOBS}/{segment(job_id)}", call="get evaluation job")
+        doc = self.http.get_object(f"{JOBS}/{segment(job_id)}", call="get evaluation job")
+        return checked_answer(EvaluationJob, doc, "Evaluator: get evaluation job")
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Ask the job to stop. A job that already ended is returned as it is instead of raising."""

@@ -12,6 +12,7 @@ from typing import Any
 from .errors import NemoResponseError
 from .http import ServiceHTTP
 from .polling import poll
+from .v1.contract import EmbeddingsRequest, ServedModels
 
 
 def decode_base64_embedding(value: str, index: int) -> list[float]:
@@ -35,7 +36,8 @@ class NimClient:
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise NemoResponseError(f"NIM: GET /v1/models should return {{'data': [...]}}, got {str(body)[:200]!r}")
-        return [str(item["id"]) for item in data if isinstance(item, dict) and item.get("id")]
+        served = ServedModels.model_validate(body)
+        return [str(item["id"]) for item in served.data if isinstance(item, dict) and item.get("id")]
 
     def wait_for_model(
         self,
@@ -73,16 +75,12 @@ class NimClient:
             return []
         if encoding_format not in ("float", "base64"):
             raise ValueError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}")
-        body: dict[str, Any] = {
-            "input": list(texts),
-            "model": model,
-            "input_type": input_type,
-            "encoding_format": encoding_format,
-        }
-        if truncate:
-            body["truncate"] = truncate
-        if dimensions:
-            body["dimensions"] = dimensions
+        request = EmbeddingsRequest.model_validate(
+            {"input": list(texts), "model": model, "input_type": input_type, "encoding_format": encoding_format}
+            | ({"truncate": truncate} if truncate else {})
+            | ({"dimensions": dimensions} if dimensions else {})
+        )
+        body = request.body()
         response = self.http.post("/v1/embeddings", json=body, call=f"embed {len(texts)} texts with {model}")
         data = response.get("data") if isinstance(response, dict) else None
         if not isinstance(data, list) or len(data) != len(texts):

@@ -144,7 +144,8 @@ class RepoRequest(Request):
     model_config = ConfigDict(extra="allow")  # huggingface_hub adds private, sdk, exist_ok and the like
     name: str = Field(description="the repo's name, or 'namespace/name' without organization")
     organization: str | None = Field(None, description="the Data Store namespace")
-    type: Literal["dataset", "model"] | None = Field(None, description="repo type (default model, as the Hub)")
+    # Any string: the Data Store answers an unserved type (space) with a 400 naming it.
+    type: str | None = Field(None, description="repo type: dataset or model (default model, as the Hub)")
 
 
 class RepoCreated(Response):
@@ -199,7 +200,7 @@ class ModelDeployment(Response):
     name: str
     namespace: str
     config: str | dict[str, Any] | None = None
-    status_details: DeploymentStatusDetails = Field(default_factory=DeploymentStatusDetails)
+    status_details: DeploymentStatusDetails | None = None
     url: str | None = None
     deployed: bool | None = None
     models: list[Any] | None = None
@@ -232,11 +233,7 @@ class EmbeddingsResponse(Response):
     usage: dict[str, Any] | None = None
 
 
-class ServedModel(Response):
-    id: str
-
-
 class ServedModels(Response):
     """``GET {NIM_URL}/v1/models``: the served models (entries without an id are skipped by the client)."""
 
-    data: list[dict[str, Any]]
+    data: list[Any]  # {"id", "object", "owned_by", ...}

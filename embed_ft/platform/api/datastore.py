@@ -1,5 +1,6 @@
 """Data Store routes: the Hugging Face Hub protocol under ``/v1/hf`` (as ``huggingface_hub.HfApi`` speaks it), and
-the form-encoded Data Store namespaces under ``/v1/datastore/namespaces``.
+the form-encoded Data Store namespaces under ``/v1/datastore/namespaces``. The bodies we parse here (a namespace form,
+a repo create/delete) are the v1 contract's (``nemo/v1/contract.py``); the rest is ``huggingface_hub``'s protocol.
 
 Errors of the ``/v1/hf`` routes carry ``X-Error-Code``/``X-Error-Message`` (see ``api/errors.py``). Repos live on
 disk (``services/repo_store.py``); commit bodies are streamed line by line into staging files.
@@ -11,8 +12,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ...nemo.v1.contract import DatastoreNamespaceForm, RepoRequest
 from ..paths import validate_name, validate_repo_path
 from ..services.errors import MalformedRequestError, NotFoundError, PayloadTooLargeError
 from ..services.repo_commit import CommitUpload
@@ -20,6 +23,7 @@ from ..services.repo_store import DEFAULT_BRANCH, REPO_TYPES, RepoStore
 from ..store import AlreadyExists
 from ..strict_json import loads
 from .deps import Namespaces, Repos, Settings
+from .errors import validation_message
 
 router = APIRouter()
 
@@ -77,8 +81,12 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _repo_id_from_payload(data: dict) -> tuple[str, str, str]:
-    name, organization = data.get("name"), data.get("organization")
-    repo_type = data.get("type") or "model"
+    try:
+        request = RepoRequest.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedRequestError(f"repo request: {validation_message(exc)}") from None
+    name, organization = request.name, request.organization
+    repo_type = request.type or "model"
     if repo_type not in REPO_TYPES.values():
         raise MalformedRequestError(f"repo type {repo_type!r} is not supported; use 'dataset' or 'model'")
     if organization is None and isinstance(name, str) and "/" in name:
@@ -226,9 +234,13 @@ async def create_datastore_namespace(request: Request, namespaces: Namespaces, s
         namespace = (await read_json_object(request, settings.max_json_body_bytes)).get("namespace")
     else:
         namespace = (await request.form()).get("namespace")
-    if not isinstance(namespace, str) or not namespace:
-        raise MalformedRequestError("form field 'namespace' is required (body namespace=<name>, form-encoded)")
-    return namespaces.create(namespace)
+    try:
+        form = DatastoreNamespaceForm.model_validate({"namespace": namespace})
+    except ValidationError:
+        raise MalformedRequestError(
+            "form field 'namespace' is required (body namespace=<name>, form-encoded)"
+        ) from None
+    return namespaces.create(form.namespace)
 
 
 @router.get("/v1/datastore/namespaces")

@@ -1,50 +1,27 @@
 """Deployment Management routes (``{NEMO_URL}/v1/deployment/...``).
 
 Creating a deployment that exists answers **500**, replicating the documented quirk of the real Deployment
-Management service so that clients written against this platform handle it.
+Management service so that clients written against this platform handle it. Bodies are the v1 contract's
+(``nemo/v1/contract.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 
+from ...nemo.v1.contract import DeploymentConfigRequest, ModelDeploymentRequest
 from ..services.deployments import CONFIG_KIND, DEPLOYMENT_KIND, DeploymentExists
 from .deps import Deployments, Listing, Store, paginate
 
 router = APIRouter()
 
 
-class DeploymentSpec(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    model: str
-    nim_deployment: dict[str, Any] | None = None
-
-
-class DeploymentConfigIn(DeploymentSpec):
-    name: str
-    namespace: str
-    description: str | None = None
-    project: str | None = None
-
-
-class ModelDeploymentIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    namespace: str
-    config: str | DeploymentSpec
-    description: str | None = None
-    project: str | None = None
-
-
 # ---- configs
 
 
 @router.post("/v1/deployment/configs")
-def create_deployment_config(body: DeploymentConfigIn, deployments: Deployments):
+def create_deployment_config(body: DeploymentConfigRequest, deployments: Deployments):
     return deployments.create_config(body.model_dump(exclude_none=True))
 
 
@@ -68,7 +45,7 @@ def delete_deployment_config(namespace: str, name: str, deployments: Deployments
 
 
 @router.post("/v1/deployment/model-deployments")
-def create_model_deployment(body: ModelDeploymentIn, deployments: Deployments):
+def create_model_deployment(body: ModelDeploymentRequest, deployments: Deployments):
     try:
         return deployments.create_deployment(body.model_dump(exclude_none=True))
     except DeploymentExists as exc:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from ..paths import InvalidPathError
 from ..services.errors import (
@@ -83,6 +84,13 @@ def _safe_error(error: dict[str, Any]) -> dict[str, Any]:
     if "input" in error and _echoable(error["input"]):
         out["input"] = error["input"]
     return out
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first error of a pydantic validation, naming its field: ``field.path: message``."""
+    first = _safe_error(dict(exc.errors()[0]))
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
 
 
 async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:

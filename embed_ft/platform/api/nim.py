@@ -5,13 +5,11 @@ models). ``app.py`` mounts this router under ``NIM_PATH_PREFIX`` (NIM_URL), apar
 
 from __future__ import annotations
 
-from typing import Literal
-
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 
+from ...nemo.v1.contract import EmbeddingsRequest
 from ..services.embedding import encode_base64
 from ..services.serving import check_embedding_input
 from .deps import Serving, Settings
@@ -21,17 +19,6 @@ router = APIRouter()
 ENCODE_WORKERS = 2
 
 
-class EmbeddingsIn(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send "user" and the like
-    input: str | list[str]
-    model: str
-    input_type: Literal["query", "passage"] | None = None
-    encoding_format: Literal["float", "base64"] = "float"
-    # NIM's own default is NONE (refuse over-long input); END matches OpenAI clients, which never send it.
-    truncate: Literal["NONE", "START", "END"] = "END"
-    dimensions: int | None = None
-
-
 @router.get("/v1/models")
 def list_served_models(serving: Serving):
     """The NIM/OpenAI model list: every served model under its unversioned name."""
@@ -39,7 +26,7 @@ def list_served_models(serving: Serving):
 
 
 @router.post("/v1/embeddings")
-async def create_embeddings(body: EmbeddingsIn, request: Request, serving: Serving, settings: Settings):
+async def create_embeddings(body: EmbeddingsRequest, request: Request, serving: Serving, settings: Settings):
     """Encodes run in a worker thread (at most ``ENCODE_WORKERS`` at once), never on the event loop, so /health
     answers meanwhile; between batches the encode asks whether the client is still there and stops if not."""
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
