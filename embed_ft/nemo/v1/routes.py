@@ -3,8 +3,8 @@
 and the embedded platform serves each one here).
 
 ``None`` as the request model: the route takes no JSON body (a GET, a DELETE, a cancel) or one that is not ours
-(the Hugging Face protocol's commit upload, which ``huggingface_hub`` writes). ``None`` as the response model: the
-answer is not a JSON object the clients parse (a file, a 204, the Hub's tree listing).
+(the Hugging Face protocol's preupload and commit, which ``huggingface_hub`` writes). ``None`` as the response
+model: the answer is not a JSON object the clients parse (a file, a 204, the Hub's tree listing).
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ from . import contract as c, customization as cust, evaluation as ev
 
 class Route(NamedTuple):
     method: str
-    path: str  # FastAPI-style template: /v1/models/{namespace}/{name}
+    path: str  # FastAPI-style template under the base: /v1/models/{namespace}/{name}
     request: type[BaseModel] | None
     response: type[BaseModel] | None
+    base: str = "NEMO_URL"  # the base URL the path is appended to: NEMO_URL, NDS_URL or NIM_URL
+
+
+NDS = "NDS_URL"
+NIM = "NIM_URL"
 
 
 NS = "{namespace}/{name}"
+HF_REPO = "/v1/hf/api/datasets/{namespace}/{name}"
 ROUTES: tuple[Route, ...] = (
     # Entity Store
     Route("POST", "/v1/namespaces", c.NamespaceRequest, c.Namespace),
@@ -39,11 +45,18 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"/v1/models/{NS}", None, c.Model),
     Route("DELETE", f"/v1/models/{NS}", None, c.DeleteResponse),
     # Data Store: namespaces (form-encoded) and the Hugging Face protocol under /v1/hf
-    Route("POST", "/v1/datastore/namespaces", c.DatastoreNamespaceForm, c.DatastoreNamespace),
-    Route("GET", "/v1/datastore/namespaces/{namespace}", None, c.DatastoreNamespace),
-    Route("DELETE", "/v1/datastore/namespaces/{namespace}", None, None),
-    Route("POST", "/v1/hf/api/repos/create", c.RepoRequest, c.RepoCreated),
-    Route("DELETE", "/v1/hf/api/repos/delete", c.RepoRequest, None),
+    Route("POST", "/v1/datastore/namespaces", c.DatastoreNamespaceForm, c.DatastoreNamespace, NDS),
+    Route("GET", "/v1/datastore/namespaces/{namespace}", None, c.DatastoreNamespace, NDS),
+    Route("DELETE", "/v1/datastore/namespaces/{namespace}", None, None, NDS),
+    Route("POST", "/v1/hf/api/repos/create", c.RepoRequest, c.RepoCreated, NDS),
+    Route("DELETE", "/v1/hf/api/repos/delete", c.RepoRequest, None, NDS),
+    # ... the rest of the Hub protocol is huggingface_hub's own (its bodies and answers are not ours to model)
+    Route("GET", f"{HF_REPO}", None, None, NDS),
+    Route("POST", f"{HF_REPO}/preupload/{{revision}}", None, None, NDS),
+    Route("POST", f"{HF_REPO}/commit/{{revision}}", None, None, NDS),
+    Route("GET", f"{HF_REPO}/tree/{{revision}}", None, None, NDS),
+    Route("GET", "/v1/hf/datasets/{namespace}/{name}/resolve/{revision}/{path}", None, None, NDS),
+    Route("HEAD", "/v1/hf/datasets/{namespace}/{name}/resolve/{revision}/{path}", None, None, NDS),
     # Customizer
     Route("POST", "/v1/customization/targets", cust.TargetRequest, cust.Target),
     Route("GET", "/v1/customization/targets", None, c.ListPage[cust.Target]),
@@ -79,6 +92,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/evaluation/results", None, c.ListPage[ev.Results]),
     Route("GET", "/v1/evaluation/results/{result_id}", None, ev.Results),
     # NIM (under NIM_URL)
-    Route("POST", "/v1/embeddings", c.EmbeddingsRequest, c.EmbeddingsResponse),
-    Route("GET", "/v1/models", None, c.ServedModels),
+    Route("POST", "/v1/embeddings", c.EmbeddingsRequest, c.EmbeddingsResponse, NIM),
+    Route("GET", "/v1/models", None, c.ServedModels, NIM),
+    Route("GET", "/v1/health/ready", None, None, NIM),
+    Route("GET", "/v1/health/live", None, None, NIM),
 )

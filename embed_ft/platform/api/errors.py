@@ -90,7 +90,7 @@ def validation_message(exc: ValidationError) -> str:
     """The first error of a pydantic validation, naming its field: ``field.path: message``."""
     first = _safe_error(dict(exc.errors()[0]))
     where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
+    return f"{where} is required" if first["type"] == "missing" else f"{where}: {first['msg']}"
 
 
 async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -1,18 +1,45 @@
 """Evaluator routes (``{NEMO_URL}/v1/evaluation/...``): retriever jobs over BEIR tasks, configs and targets.
 
-Bodies are free-form JSON checked by ``services/evaluation/validation.py`` (unknown task type, metric, files_url or
-endpoint -> 422 naming it); ``services/evaluation/service.py`` runs the jobs.
+Bodies must parse as the v1 contract's models (``nemo/v1/evaluation.py``); where one does not, the evaluator's own
+checks (``services/evaluation/validation.py``: unknown task type, metric, files_url or endpoint) name the problem
+first, in their words, else the contract's message does (422 naming the field). The service checks again what a
+type cannot say (known metrics, reachable BEIR sets, stored references); ``services/evaluation/service.py`` runs
+the jobs.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body
+from collections.abc import Callable
+from typing import Any
 
+from fastapi import APIRouter, Body
+from pydantic import BaseModel, ValidationError
+
+from ...nemo.v1.evaluation import JobRequest, RetrieverConfig, RetrieverTarget
+from ..services.errors import InvalidInputError
 from ..services.evaluation.resources import CONFIG_KIND, TARGET_KIND
 from ..services.evaluation.service import JOB_KIND
+from ..services.evaluation.validation import validate_config, validate_target
 from .deps import Evaluator, EvaluatorDocs, Listing, Store, paginate
+from .errors import validation_message
 
 router = APIRouter()
+
+
+def contract_checked(model: type[BaseModel], body: Any, named: dict[str | None, Callable[[Any], Any]]) -> Any:
+    """``body``, once it parses as the contract's ``model``. If it does not, the evaluator's checks of its inline
+    parts (``named``: a key of the body, or None for the whole body) raise their own message first."""
+    if not isinstance(body, dict):
+        return body  # the service answers "must be a JSON object"
+    try:
+        model.model_validate(body)
+    except ValidationError as exc:
+        for key, check in named.items():
+            part = body if key is None else body.get(key)
+            if isinstance(part, dict):
+                check(part)
+        raise InvalidInputError(None, validation_message(exc)) from None
+    return body
 
 
 # ---- configs and targets
@@ -20,7 +47,7 @@ router = APIRouter()
 
 @router.post("/v1/evaluation/configs", status_code=200)
 def create_config(docs: EvaluatorDocs, body: dict = Body(...)):
-    return docs.create_named(CONFIG_KIND, body)
+    return docs.create_named(CONFIG_KIND, contract_checked(RetrieverConfig, body, {None: validate_config}))
 
 
 @router.get("/v1/evaluation/configs")
@@ -40,7 +67,7 @@ def delete_config(namespace: str, name: str, docs: EvaluatorDocs):
 
 @router.post("/v1/evaluation/targets", status_code=200)
 def create_target(docs: EvaluatorDocs, body: dict = Body(...)):
-    return docs.create_named(TARGET_KIND, body)
+    return docs.create_named(TARGET_KIND, contract_checked(RetrieverTarget, body, {None: validate_target}))
 
 
 @router.get("/v1/evaluation/targets")
@@ -63,7 +90,8 @@ def delete_target(namespace: str, name: str, docs: EvaluatorDocs):
 
 @router.post("/v1/evaluation/jobs", status_code=200)
 def create_job(docs: EvaluatorDocs, body: dict = Body(...)):
-    return docs.create_job(body)
+    checks: dict[str | None, Callable[[Any], Any]] = {"config": validate_config, "target": validate_target}
+    return docs.create_job(contract_checked(JobRequest, body, checks))
 
 
 @router.get("/v1/evaluation/jobs")
