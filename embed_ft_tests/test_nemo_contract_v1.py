@@ -109,13 +109,14 @@ def test_the_embedded_platform_serves_every_contract_route_and_validates_with_it
     assert problems == []
 
 
-def test_the_platform_api_defines_no_body_models_of_its_own():
-    """The platform's api modules import their body models from the contract (no second copy to drift)."""
+def test_the_platform_v1_api_defines_no_body_models_of_its_own():
+    """The platform's v1 api modules import their body models from the contract (no second copy to drift)."""
     api = Path(__file__).resolve().parents[1] / "embed_ft" / "platform" / "api"
+    v1_modules = ("customizer", "datastore", "deployment", "entities", "evaluator", "nim")
     own = [
-        f"{p.name}: {m}"
-        for p in sorted(api.glob("*.py"))
-        for m in re.findall(r"^class (\w+)\(BaseModel\)", p.read_text(), re.M)
+        f"{name}.py: {model}"
+        for name in v1_modules
+        for model in re.findall(r"^class (\w+)\((?:BaseModel|Request)\)", (api / f"{name}.py").read_text(), re.M)
     ]
     assert own == []
 

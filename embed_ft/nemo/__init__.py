@@ -1,7 +1,7 @@
 """Thin clients of the NeMo Microservices v1 wire contract (no Dagster here).
 
 One client per service over a shared :class:`ServiceHTTP` (timeouts, safe retries, typed errors,
-redacted secrets). The contract is ``docs/NEMO_CONTRACT.md``.
+redacted secrets). The contract's models are ``embed_ft.nemo.v1`` (described in ``docs/NEMO_CONTRACT.md``).
 """
 
 from .customizer import CustomizerClient, failure_detail, sft_config_body, sft_job_body
