@@ -182,3 +182,14 @@ def test_the_fake_serves_embeddings_as_the_contract_says(fake_nemo):  # noqa: F8
     assert len(vectors[0]) == fake_nemo.embedding_dim
     with pytest.raises(ValidationError, match="truncate"):
         NimClient(fast_http(fake_nemo, "NIM")).embed(["a"], "ns/model", truncate="sideways")
+
+
+def test_the_contract_accepts_what_the_evaluator_accepts():
+    """The Evaluator's own defaults are the contract's: no index model (the query model's), a metric without type."""
+    endpoint = {"api_endpoint": {"url": "http://127.0.0.1:9/v1/embeddings", "model_id": "ns/m"}}
+    target = {"type": "retriever", "retriever": {"pipeline": {"query_embedding_model": endpoint, "top_k": 5}}}
+    config = {"type": "retriever", "tasks": {"t": {"dataset": {"files_url": "file://t/"}, "metrics": {"recall_5": {}}}}}
+    ev.JobRequest.model_validate({"config": config, "target": target})
+    with pytest.raises(ValidationError, match="top_k"):
+        target["retriever"]["pipeline"]["top_k"] = 10_001
+        ev.RetrieverTarget.model_validate(target)

@@ -16,7 +16,7 @@ from .contract import Request, Response
 
 class MetricSpec(Request):
     model_config = ConfigDict(extra="allow")
-    type: str = Field(description="the metric's name: recall_5, ndcg_cut_10, ...")
+    type: str | None = Field(None, description="the metric's name: recall_5, ndcg_cut_10, ... (default: its key)")
 
 
 class BeirDataset(Request):
@@ -30,7 +30,9 @@ class BeirTask(Request):
     model_config = ConfigDict(extra="allow")
     type: Literal["beir"] = Field("beir", description="the only task type the retriever evaluation runs")
     dataset: BeirDataset = Field(description="where the BEIR set is")
-    metrics: dict[str, MetricSpec] = Field(min_length=1, description="{name: {type: name}}")
+    metrics: dict[str, MetricSpec | None] = Field(
+        min_length=1, description="{name: {type: name}} ({} or null: the key)"
+    )
 
 
 class RetrieverConfig(Request):
@@ -58,8 +60,8 @@ class EmbeddingModel(Request):
 class RetrieverPipeline(Request):
     model_config = ConfigDict(extra="allow")
     query_embedding_model: EmbeddingModel = Field(description="embeds the queries")
-    index_embedding_model: EmbeddingModel = Field(description="embeds the corpus")
-    top_k: int = Field(10, ge=1, description="retrieved documents per query")
+    index_embedding_model: EmbeddingModel | None = Field(None, description="embeds the corpus (default: the query's)")
+    top_k: int = Field(10, ge=1, le=10_000, description="retrieved documents per query")
 
 
 class Retriever(Request):
