@@ -1,6 +1,7 @@
-"""Helpers of the recovery, start-up fuzz and lifecycle tests (issue 24): damage a home's stored rows the way a
-crash, a disk error or an older version leaves them, fill its Data Store over HTTP, read what ``embed-ft platform
-status`` says of it, and wait on a condition with a bound (never a timed assertion).
+"""Helpers of the hardening, recovery, start-up fuzz and lifecycle tests (issues 11, 24): serve a home with the
+public entry point ``embed-ft platform serve`` as a subprocess, damage its stored rows the way a crash, a disk
+error or an older version leaves them, fill its Data Store over HTTP, read what ``embed-ft platform status`` says
+of it, and wait on a condition with a bound (never a timed assertion).
 
 ``STORED_KINDS`` is the tests' own statement of each kind the platform stores: its list route, and which fields
 of a document name its row (the row's key is their values joined by ``/``; the single-item route is the list
@@ -12,9 +13,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,3 +159,84 @@ def child_env(without: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
     env = {**{k: v for k, v in os.environ.items() if k not in without}, **extra}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     return env
+
+
+def serve_command(home: Path, *extra: str) -> list[str]:
+    """``embed-ft platform serve`` (the console script of this venv), or ``python -m embed_ft.platform serve``."""
+    script = Path(sys.executable).with_name("embed-ft")
+    head = (
+        [str(script), "platform", "serve"] if script.is_file() else [sys.executable, "-m", "embed_ft.platform", "serve"]
+    )
+    return [*head, "--home", str(home), "--port", "0", "--log-level", "warning", *extra]
+
+
+def healthy_url(home: Path, pid: int) -> str | None:
+    """The URL of the server ``pid`` when ``<home>/platform.json`` names it and it answers ``/health``."""
+    try:
+        state = json.loads((home / "platform.json").read_text())
+        if state.get("pid") == pid and requests.get(f"{state['url']}/health", timeout=2).status_code == 200:
+            return state["url"]
+    except (OSError, ValueError, KeyError, requests.RequestException):
+        pass
+    return None
+
+
+class ServedPlatform:
+    """One ``embed-ft platform serve`` process in its own session (``extra`` arguments, ``env`` of the child);
+    its URL comes from ``<home>/platform.json``."""
+
+    def __init__(self, home: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.log = log
+        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                serve_command(home, *extra),
+                cwd=REPO_ROOT,
+                env=env or child_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            started = wait_until(
+                lambda: self.process.poll() is not None or healthy_url(home, self.pid), "the platform to start", 120
+            )
+        except AssertionError:
+            self.kill()
+            raise AssertionError(f"platform did not start within 120 s: {log.read_text()[-2000:]}") from None
+        if started is True:
+            raise AssertionError(f"platform exited with {self.process.returncode}: {log.read_text()[-2000:]}")
+        self.url = str(started)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS line")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)  # to the whole session: a worker it spawned goes too
+
+
+@contextmanager
+def served_platform(home: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[ServedPlatform]:
+    platform = ServedPlatform(home, log, *extra, env=env)
+    try:
+        yield platform
+    finally:
+        platform.stop()

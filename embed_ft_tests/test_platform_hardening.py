@@ -18,10 +18,8 @@ import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,6 +27,7 @@ import numpy as np
 import pytest
 import requests
 
+from embed_ft_tests.home_probes import REPO_ROOT, ServedPlatform, child_env, serve_command, served_platform
 from embed_ft_tests.platform_customizer_helpers import (
     TIMEOUT,
     create_config,
@@ -43,7 +42,6 @@ from embed_ft_tests.platform_customizer_helpers import (
 )
 from embed_ft_tests.platform_server import running_platform
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 NS = "harden-ns"
 CONFIG = f"{NS}/minilm-sft@v1"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -128,90 +126,6 @@ def git_blob_oid_of_stream(size: int, blocks: Iterator[bytes]) -> str:
     for block in blocks:
         h.update(block)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------- the platform as a subprocess (public entry)
-
-
-def serve_command(home: Path, *extra: str) -> list[str]:
-    """``embed-ft platform serve`` (the console script of this venv), or ``python -m embed_ft.platform serve``."""
-    script = Path(sys.executable).with_name("embed-ft")
-    head = (
-        [str(script), "platform", "serve"] if script.is_file() else [sys.executable, "-m", "embed_ft.platform", "serve"]
-    )
-    return [*head, "--home", str(home), "--port", "0", "--log-level", "warning", *extra]
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-class ServedPlatform:
-    """One ``embed-ft platform serve`` process in its own session; its URL comes from ``<home>/platform.json``."""
-
-    def __init__(self, home: Path, log: Path) -> None:
-        self.home = home
-        self.log = log
-        self.process = subprocess.Popen(
-            serve_command(home),
-            cwd=REPO_ROOT,
-            env=child_env(),
-            stdout=open(log, "ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.url = self._wait_started()
-
-    def _wait_started(self, timeout_s: float = 120) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"platform exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                state = json.loads((self.home / "platform.json").read_text())
-                if state.get("pid") == self.process.pid:
-                    url = state["url"]
-                    if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                        return url
-            except (OSError, ValueError, KeyError, requests.RequestException):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"platform did not start within {timeout_s} s: {self.log.read_text()[-2000:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line")
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-
-@contextmanager
-def served_platform(home: Path, log: Path) -> Iterator[ServedPlatform]:
-    platform = ServedPlatform(home, log)
-    try:
-        yield platform
-    finally:
-        platform.stop()
 
 
 # ------------------------------------------------------------------------------------------- module platform
@@ -615,7 +529,7 @@ def test_09_embeddings_input_count_is_capped(served):
     assert_prompt_single_encode(served)
 
 
-def assert_prompt_single_encode(served: "ServedPlatform", limit_s: float = 10) -> None:
+def assert_prompt_single_encode(served: ServedPlatform, limit_s: float = 10) -> None:
     started = time.monotonic()
     try:
         ok = (

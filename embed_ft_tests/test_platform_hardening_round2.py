@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from embed_ft.state_layout import BEIR_DIR, BEIR_ROOT_ENV
+from embed_ft_tests.home_probes import served_platform
 from embed_ft_tests.platform_customizer_helpers import (
     TIMEOUT,
     create_config,
@@ -33,7 +34,6 @@ from embed_ft_tests.test_platform_hardening import (
     file_line,
     header_line,
     repo_files,
-    served_platform,
 )
 from embed_ft_tests.test_platform_properties import list_routes
 

@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from embed_ft.platform.services.model_weights import bundled_minilm_path
+from embed_ft_tests.home_probes import served_platform
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT, deploy, embeddings, wait_for
 from embed_ft_tests.platform_server import running_platform
-from embed_ft_tests.test_platform_hardening import served_platform
 
 NS = "in-use-ns"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

@@ -14,7 +14,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,49 +24,23 @@ import requests
 from embed_ft.platform.home_lock import flock_holders
 from embed_ft.platform.launcher import ensure_running, status, stop
 from embed_ft.platform.settings import PlatformSettings
-from embed_ft_tests.home_probes import REPO_ROOT, child_env, commit, create_repo, wait_until
+from embed_ft_tests.home_probes import child_env, commit, create_repo, served_platform
 from embed_ft_tests.platform_customizer_helpers import TIMEOUT
 
 BOUND_S = 120.0  # generous bound of every wait below (a shared, loaded machine)
 
 
-def healthy_url(home: Path, pid: int) -> str | None:
-    try:
-        state = json.loads((home / "platform.json").read_text())
-        if state.get("pid") == pid and requests.get(f"{state['url']}/health", timeout=2).status_code == 200:
-            return state["url"]
-    except (OSError, ValueError, KeyError, requests.RequestException):
-        pass
-    return None
-
-
 @contextmanager
 def serving(home: Path, log: Path, *extra: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """``python -m embed_ft.platform serve`` on ``home`` in its own session; yields (process, url)."""
-    command = [sys.executable, "-m", "embed_ft.platform", "serve", "--home", str(home), "--port", "0", *extra]
-    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=child_env(without=("EMBED_FT_PLATFORM_TOKEN",)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = wait_until(
-            lambda: (
-                process.poll() is None and healthy_url(home, process.pid) or (process.poll() is not None and "exited")
-            ),
-            "the platform to start",
-            BOUND_S,
-        )
-        assert url != "exited", f"the platform exited: {log.read_text()[-2000:]}"
-        yield process, str(url)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
+    """``embed-ft platform serve`` on ``home`` in its own session, no token in its environment; yields (process,
+    url); killed at the end if it still runs."""
+    env = child_env(without=("EMBED_FT_PLATFORM_TOKEN",))
+    with served_platform(home, log, *extra, env=env) as served:
+        try:
+            yield served.process, served.url
+        finally:
+            if served.process.poll() is None:
+                served.kill()
 
 
 def test_f12_sigterm_shuts_down_cleanly_and_removes_the_state_file(tmp_path):

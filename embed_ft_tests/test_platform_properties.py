@@ -27,8 +27,8 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from embed_ft.platform.settings import PlatformSettings
+from embed_ft_tests.home_probes import served_platform
 from embed_ft_tests.platform_customizer_helpers import create_config, deploy
-from embed_ft_tests.test_platform_hardening import served_platform
 
 TIMEOUT = (5, 60)
 NS = "prop-ns"
