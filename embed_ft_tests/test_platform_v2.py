@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from embed_ft.helix import helix_venv
 from embed_ft.nemo.errors import NemoAPIError
 from embed_ft.nemo.http import ServiceHTTP
 from embed_ft.nemo.nim import NimClient
@@ -21,7 +22,6 @@ from embed_ft.nemo.v2.files import FilesClient, fileset_ref
 from embed_ft.nemo.v2.jobs import automodel_jobs, failure_text, job_name
 from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
 
-from .helix_server import helix_venv
 from .platform_server import running_platform
 
 pytestmark = pytest.mark.slow  # Helix start-up, and real (tiny) training runs in a spawned worker
