@@ -114,6 +114,31 @@ def test_a_terminated_run_is_not_retried(interrupt):
     assert TERMINATED in failure.event_specific_data.error.to_string()
 
 
+def test_a_terminated_step_stops_the_run_and_the_next_run_is_not_interrupted():
+    """Ctrl-C on `embed-ft run` (the in-process executor): the interrupted remote-job step fails for good and the run
+    stops there; before, the interruption became an ordinary failure and the run went on to the next step (a second
+    Ctrl-C was needed). The interruption does not outlive its run: the next run in the process completes."""
+    started = []
+
+    @asset(retry_policy=RetryPolicy(max_retries=2))
+    @not_retried_when_terminated
+    def interrupted_thing() -> None:
+        started.append("interrupted_thing")
+        raise KeyboardInterrupt()
+
+    @asset
+    def unrelated_thing() -> None:  # no dependency: the executor would run it after the failure
+        started.append("unrelated_thing")
+
+    result = materialize(
+        [interrupted_thing, unrelated_thing], instance=DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    assert started == ["interrupted_thing"]
+    assert materialize([unrelated_thing], instance=DagsterInstance.ephemeral()).success
+    assert started == ["interrupted_thing", "unrelated_thing"]
+
+
 def test_every_remote_job_asset_stops_for_good_when_terminated():
     for name in REMOTE_JOB_ASSETS:
         compute = defs.resolve_assets_def(AssetKey(name)).op.compute_fn.decorated_fn
