@@ -121,7 +121,8 @@ def still_running_lines() -> list[str]:
             lines.append(f"  (could not list deployments: {exc})")
         for d in deployments:
             status = (d.get("status_details") or {}).get("status") or d.get("status") or "?"
-            lines.append(f"  deployment {d.get('namespace')}/{d.get('name')} ({status}) -> stop: embed-ft teardown")
+            stop = "embed-ft teardown" + (" --backend helix" if os.environ.get(PLATFORM_FILES_URL_ENV) else "")
+            lines.append(f"  deployment {d.get('namespace')}/{d.get('name')} ({status}) -> stop: {stop}")
     if not lines:
         return ["nothing is left running"]
     return ["still running (holding resources):", *lines]

@@ -22,7 +22,7 @@ from dagster import DagsterInstance
 
 from .backends import BACKEND_HELP, BACKENDS, ENV, helix_group, still_running_lines, use_backend
 from .console import RunConsole, error_text
-from .definitions import build_defs, defs
+from .definitions import build_defs
 from .defs.backend import backend_defaults
 from .defs.experiment_spec import spec_history, stored_spec
 from .defs.experiments import experiment_names, prepare_experiment_run, validate_experiment_name
@@ -296,10 +296,12 @@ def experiments_show(name: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--experiment", "experiments", multiple=True, help="Experiment whose NIMs are deleted (repeatable).")
-def teardown(experiments: tuple[str, ...]) -> None:
+@click.option("--backend", type=click.Choice(BACKENDS), default=ENV, show_default=True, help=BACKEND_HELP)
+def teardown(experiments: tuple[str, ...], backend: str) -> None:
     """Delete NIM deployments (they hold GPUs): runs teardown_deployments_job."""
     apply_default_homes()
-    job = defs.resolve_job_def("teardown_deployments_job")
+    use_backend(backend)
+    job = build_defs(resources_from_env()).resolve_job_def("teardown_deployments_job")
     ops = [node.name for node in job.graph.nodes]
     run_config = {"ops": {ops[0]: {"config": {"experiments": list(experiments)}}}} if experiments else {}
     with DagsterInstance.get() as instance:
