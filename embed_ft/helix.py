@@ -39,6 +39,9 @@ STARTUP_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 20.0
 INSTALL_TIMEOUT_S = 900.0
 STATE_FILE = "helix.json"
+# Popen objects of the detached servers this process started: kept so that no finalizer warns about a running child
+# at some garbage collection (as `platform/launcher.py` keeps its own), and reaped when stopped here.
+_children: dict[int, subprocess.Popen] = {}
 
 
 class HelixError(RuntimeError):
@@ -258,6 +261,7 @@ def ensure_helix(home: Path) -> Helix:
     except BaseException:
         stop_process(process)
         raise
+    _children[process.pid] = process
     record = {"url": helix.url, "pid": helix.pid, "log": str(helix.log)}
     (home / STATE_FILE).write_text(json.dumps(record))
     return helix
@@ -269,13 +273,20 @@ def stop_helix_home(home: Path) -> bool:
     (Path(home) / STATE_FILE).unlink(missing_ok=True)
     if found is None:
         return False
+    child = _children.pop(found.pid, None)  # started by this process: poll it (a zombie counts as alive by pid)
+
+    def alive() -> bool:
+        return child.poll() is None if child is not None else _pid_alive(found.pid)
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         if not _signal_group(found.pid, sig):
-            return True
-        deadline = time.monotonic() + STOP_TIMEOUT_S / 2
-        while time.monotonic() < deadline and _pid_alive(found.pid):
-            time.sleep(0.2)
-        if not _pid_alive(found.pid):
             break
-    _signal_group(found.pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT_S / 2
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.2)
+        if not alive():
+            break
+    _signal_group(found.pid, signal.SIGKILL)  # job subprocesses left in the group
+    if child is not None:
+        child.wait(timeout=STOP_TIMEOUT_S)
     return True
