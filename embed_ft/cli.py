@@ -30,7 +30,7 @@ from .defs.leaderboard import leaderboard_markdown, leaderboard_rows
 from .defs.preflight import Problem, initialized, preflight_problems
 from .defs.report_metadata import results_lines
 from .foreground import run_foreground
-from .history import REPORT_ASSET, history_line, latest_reports, latest_table, report_history
+from .history import REPORT_ASSET, history_line, history_place, latest_reports, latest_table, report_history
 from .homes import Homes, apply_default_homes, fill_preset_data
 from .platform.cli import platform_group
 from .platform.launcher import ensure_running
@@ -188,6 +188,7 @@ def run(preset: str, experiment: str, backend: str, dry_run: bool, verbose: bool
             with quiet(log_path):
                 result = _launch(job, run_config, experiment, instance, run_id, verbose)
         console.summary(result.success, time.monotonic() - started)
+        place = history_place(instance, homes.dagster_home)
     if verbose:
         for event in result.all_events:
             if event.is_step_failure:
@@ -204,7 +205,7 @@ def run(preset: str, experiment: str, backend: str, dry_run: bool, verbose: bool
         report = result.output_for_node(REPORT_ASSET)
         out.write("\nresults (test queries never seen in training; heldout = train queries kept out):\n")
         out.write("".join(f"  {line}\n" for line in results_lines(report.rows, report.tests)))
-    out.write(f"run {run_id} in {homes.dagster_home}; embed-ft report shows it again\n")
+    out.write(f"run {run_id} in {place}; embed-ft report shows it again\n")
     out.write("\n".join(still_running_lines()) + "\n")
     raise SystemExit(0 if result.success else 1)
 
@@ -221,23 +222,24 @@ def report(history: bool, metric: str, leaderboard: bool) -> None:
     with DagsterInstance.get() as instance:
         entries = report_history(instance)
         board = leaderboard_rows(latest_reports(instance), metric) if leaderboard else []
+        place = history_place(instance, homes.dagster_home)
     if not entries:
         raise click.ClickException(
-            f"no {REPORT_ASSET} yet in {homes.dagster_home} (the history, DAGSTER_HOME). "
+            f"no {REPORT_ASSET} yet in {place} (the history, DAGSTER_HOME). "
             "Create one with: embed-ft run   (or ./dev run; --preset smoke for a quick check)"
         )
     latest = entries[-1]
     if leaderboard:
         click.echo(f"leaderboard ({metric}, every experiment's latest report):")
         click.echo(leaderboard_markdown(board))
-        click.echo(f"\nhistory lives in {homes.dagster_home}")
+        click.echo(f"\nhistory lives in {place}")
         return
     click.echo(f"latest report: {latest.date}, experiment {latest.experiment}, run {latest.run_id}")
     click.echo("\n".join(f"  {line}" for line in latest_table(latest)))
     if history:
         click.echo(f"\nhistory of {metric} (baseline -> fine-tuned), oldest first:")
         click.echo("\n".join(history_line(entry, metric) for entry in entries))
-    click.echo(f"\nhistory lives in {homes.dagster_home}")
+    click.echo(f"\nhistory lives in {place}")
 
 
 @main.group(invoke_without_command=True)

@@ -91,3 +91,12 @@ def latest_reports(instance: DagsterInstance) -> dict[str, Report]:
         if isinstance(value, Report):
             reports[experiment] = value
     return reports
+
+
+def history_place(instance: DagsterInstance, dagster_home: object) -> str:
+    """Where the history is kept: the PostgreSQL database a production instance names in DAGSTER_HOME's
+    ``dagster.yaml`` (deploy/dagster.yaml), else the DAGSTER_HOME folder itself (SQLite files)."""
+    storage = type(instance.run_storage).__name__
+    if "Postgres" in storage:
+        return f"PostgreSQL (the storage {dagster_home}/dagster.yaml names)"
+    return str(dagster_home)

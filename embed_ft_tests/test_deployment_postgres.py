@@ -321,6 +321,9 @@ def test_embed_ft_run_and_report_work_unchanged_against_postgres(deployment, fir
     report = deployment.cli("report", timeout=120)
     assert report.returncode == 0, report.stderr
     assert ", experiment base, run " in report.stdout.splitlines()[0]
+    # Where the history is, as the CLI says it: the database, not the DAGSTER_HOME folder.
+    assert report.stdout.splitlines()[-1].startswith("history lives in PostgreSQL"), report.stdout[-300:]
+    assert "; embed-ft report shows it again" in out and " in PostgreSQL (" in out
     with deployment.instance() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert [entry.experiment for entry in report_history(instance)] == ["base"]
