@@ -21,6 +21,7 @@ from .http import (
 from .v1.contract import IDEMPOTENCY_FIELD
 from .v1.customization import (
     FINETUNING_TYPES,
+    LORA_FINETUNING_TYPES,
     Config,
     ConfigRequest,
     Job,
@@ -117,9 +118,6 @@ def job_request(body: dict[str, Any]) -> dict[str, Any]:
     """``body`` as the contract's customization ``JobRequest`` sends it (validated: bounded hyperparameters, no
     unknown key; only the fields it sets)."""
     return JobRequest.model_validate(body).body()
-
-
-LORA_FINETUNING_TYPES = ("lora", "lora_merged")
 
 
 def lora_parameters(

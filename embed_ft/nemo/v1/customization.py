@@ -16,6 +16,7 @@ from ...profiles import LOCAL
 from .contract import Request, Response
 
 FINETUNING_TYPES = ("all_weights", "lora", "lora_merged")  # SDK 1.5 FinetuningType
+LORA_FINETUNING_TYPES = ("lora", "lora_merged")  # the types that train PEFT adapters
 FinetuningType = Literal["lora", "lora_merged", "all_weights"]
 OPTIMIZERS = ("adam_with_cosine_annealing", "adam_with_flat_lr", "adamw_with_cosine_annealing", "adamw_with_flat_lr")
 MAX_STEPS = 1_000_000

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from embed_ft.nemo.status import CREATED, FAILED, TERMINAL_JOB_STATUSES
+from embed_ft.nemo.v1.customization import FINETUNING_TYPES
 
 from ..paths import MAX_SEGMENT_LENGTH, InvalidPathError, ensure_within
 from ..settings import PlatformSettings
@@ -31,7 +32,6 @@ from .model_weights import (
 from .training.service import JOB_KIND, CustomizationTrainer, empty_status_details
 
 CONFIG_KIND = "customization_config"
-FINETUNING_TYPES = ("all_weights", "lora", "lora_merged")  # SDK 1.5's FinetuningType, all trained here
 MODEL_PRECISIONS = ("int8", "bf16", "fp16", "fp32", "fp8-mixed", "bf16-mixed")  # SDK 1.5's ModelPrecision
 WORKER_LOG = "training-worker"
 

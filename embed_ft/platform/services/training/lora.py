@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-LORA_FINETUNING_TYPES = ("lora", "lora_merged")
 DEFAULT_ADAPTER_DIM = 8
 DEFAULT_ALPHA = 16
 # NeMo (Megatron) module names -> the matching modules of a BERT-style encoder (regex over full module names).

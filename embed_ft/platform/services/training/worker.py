@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from embed_ft.formats.files import atomic_write_text
+from embed_ft.nemo.v1.customization import LORA_FINETUNING_TYPES
 
 from .data import TRAINING_SPLIT, VALIDATION_SPLIT, choose_num_negatives, read_split, triplet_columns
-from .lora import LORA_FINETUNING_TYPES, add_lora_adapter, finish_lora
+from .lora import add_lora_adapter, finish_lora
 
 # Validation loss is computed on at most this many rows, so that evaluating it stays cheap on a CPU.
 MAX_VALIDATION_ROWS = 512
