@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -323,7 +324,7 @@ def test_embed_ft_run_and_report_work_unchanged_against_postgres(deployment, fir
     assert ", experiment base, run " in report.stdout.splitlines()[0]
     # Where the history is, as the CLI says it: the database, not the DAGSTER_HOME folder.
     assert report.stdout.splitlines()[-1].startswith("history lives in PostgreSQL"), report.stdout[-300:]
-    assert "; embed-ft report shows it again" in out and " in PostgreSQL (" in out
+    assert re.search(r"^run \S+ in PostgreSQL \(.*; embed-ft report shows it again$", out, re.M), out[-500:]
     with deployment.instance() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert [entry.experiment for entry in report_history(instance)] == ["base"]
