@@ -10,6 +10,8 @@ from pathlib import Path
 
 import grimp
 
+from .python_source import parse_file
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "embed_ft"
 MAX_MODULE_LINES = 400
@@ -86,7 +88,7 @@ def test_no_import_cycle_between_modules():
 
 
 def _function_level_imports(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text())
+    tree = parse_file(path)
     found = []
     for func in ast.walk(tree):
         if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):

@@ -29,6 +29,7 @@ from embed_ft.cli import QUIET_ENV
 from embed_ft.definitions import defs
 
 from .deploy_files import DEPLOY, REPO, dockerfile
+from .python_source import parse_file
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
 ENV_NAME = re.compile(r"^(NDS|NEMO|NIM|HF|WANDB|EMBED_FT|DAGSTER)_[A-Z0-9_]+$")
@@ -77,7 +78,7 @@ def env_read_by_the_code() -> dict[str, set[str]]:
     """Every variable name spelled out in embed_ft/ -> the modules that name it."""
     found: dict[str, set[str]] = {}
     for path in (REPO / "embed_ft").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        for node in ast.walk(parse_file(path)):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and ENV_NAME.match(node.value):
                 found.setdefault(node.value, set()).add(str(path.relative_to(REPO)))
     return found
@@ -114,7 +115,7 @@ def env_reads_outside_the_platform() -> tuple[set[str], set[tuple[str, str]]]:
     """Every os.environ[...] / .get / .pop / .setdefault, os.getenv and EnvVar/_env call in embed_ft/ (but the
     embedded platform): the variable names they spell (directly or as a module constant of embed_ft), and the
     (module, argument) of those that name none."""
-    trees = {p: ast.parse(p.read_text("utf-8")) for p in (REPO / "embed_ft").rglob("*.py")}
+    trees = {p: parse_file(p) for p in (REPO / "embed_ft").rglob("*.py")}
     constants = {name: value for tree in trees.values() for name, value in _string_constants(tree).items()}
     named: set[str] = set()
     indirect: set[tuple[str, str]] = set()
