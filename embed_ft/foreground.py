@@ -3,7 +3,8 @@
 ``embed-ft ui`` runs ``dg dev``, which starts the Dagster webserver, the daemon and code servers. The tree runs
 in a process group of its own; SIGINT (Ctrl-C), SIGTERM (a service manager, ``kill``) and SIGHUP (a closed
 terminal) sent to this command are all forwarded to that group as SIGINT, the signal ``dg dev`` shuts its children
-down on; whatever of the group is still there ``STOP_GRACE_S`` after ``dg dev`` exits is killed. Without this,
+down on; whatever of the group is still there ``STOP_GRACE_S`` after ``dg dev`` exits (or after the signal, if
+``dg dev`` itself hangs) is killed. Without this,
 SIGTERM ended the command and left ``dg dev`` and its children running with the port held.
 """
 
@@ -37,10 +38,11 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Interrupt ``process``'s group, wait up to ``grace_s`` for all of it to exit, then kill what is left."""
+def stop_group(process: subprocess.Popen, grace_s: float | None = None) -> None:
+    """Interrupt ``process``'s group, wait up to ``grace_s`` (default ``STOP_GRACE_S``) for all of it to exit, then
+    kill what is left."""
     _signal_group(process.pid, signal.SIGINT)
-    deadline = time.monotonic() + grace_s
+    deadline = time.monotonic() + (STOP_GRACE_S if grace_s is None else grace_s)
     while time.monotonic() < deadline:
         if process.poll() is not None and not _group_alive(process.pid):
             return
@@ -52,17 +54,28 @@ def stop_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None
 def run_foreground(command: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
     """Run ``command`` (and everything it starts) until it exits or we are signalled; its exit status."""
     process = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
-    stopping = []
+    stopping: list[float] = []  # when each forwarded signal came
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
+        stopping.append(time.monotonic())
         _signal_group(process.pid, signal.SIGINT)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        code = process.wait()
+        code = _wait_bounded(process, stopping)
     finally:
         stop_group(process)  # what dg dev started and did not stop; at once if all of it is gone
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0 if stopping and code in (0, -signal.SIGINT, 128 + signal.SIGINT) else code
+
+
+def _wait_bounded(process: subprocess.Popen, stopping: list[float]) -> int:
+    """``process``'s exit status; once we were signalled, at most ``STOP_GRACE_S`` more (``dg dev`` can hang in its
+    shutdown, e.g. while a code server is still loading on a busy machine; a service manager expects us gone)."""
+    while True:
+        try:
+            return process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if stopping and time.monotonic() - stopping[0] > STOP_GRACE_S:
+                return -signal.SIGINT

@@ -148,3 +148,30 @@ def test_f18_ui_stops_everything_it_started_on_sigterm(tmp_path):
                 os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
             ui.wait(timeout=60)
+
+
+HANGING_CHILD = (
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); print('up', flush=True); time.sleep(600)"
+)
+
+
+def test_a_foreground_tree_that_ignores_the_interrupt_is_killed_after_the_grace(tmp_path):
+    """`embed-ft ui`'s foreground runner: a `dg dev` that hangs in its shutdown (here: a child that ignores SIGINT)
+    no longer keeps the command alive after SIGTERM; after the grace (1 s here) the group is killed and the command
+    exits 0, as a service manager expects."""
+    runner = (
+        "import os, sys, embed_ft.foreground as f; f.STOP_GRACE_S = 1.0; "
+        f"raise SystemExit(f.run_foreground([sys.executable, '-c', {HANGING_CHILD!r}], env=dict(os.environ)))"
+    )
+    ui = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert ui.stdout is not None
+        assert ui.stdout.readline().strip() == "up"
+        child = [pid for pid, parent in _parent_pids().items() if parent == ui.pid]
+        assert len(child) == 1, child
+        os.kill(ui.pid, signal.SIGTERM)
+        assert ui.wait(timeout=60) == 0
+        assert child[0] not in _parent_pids()
+    finally:
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
