@@ -16,7 +16,7 @@ from dagster import Backoff, DagsterExecutionInterruptedError, Failure, Jitter, 
 from dagster._utils.interrupts import _received_interrupt
 
 from ..nemo.polling import PollTimeout, poll
-from ..nemo.status import COMPLETED, is_active, is_terminal, job_status
+from ..nemo.status import COMPLETED, deployment_status, is_active, is_failed, is_ready, is_terminal, job_status
 
 # The retry policy of the remote-job assets (training, the NIM deployments, the evaluations). A retry is safe: it
 # finds its job again by the idempotency key (`reattach_or_submit`) or its deployment by name, so it waits on the
@@ -25,6 +25,11 @@ from ..nemo.status import COMPLETED, is_active, is_terminal, job_status
 # 4xx fail at once (`Failure(allow_retries=False)`). Waits of about 10 s, then 20 s, so a restarting service is back.
 REMOTE_JOB_RETRY_POLICY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 TIMEOUT_HINT = "raise timeout_s in the run config and materialize again: the new run reattaches to it."
+GONE = "gone"  # the status the deployment waits give a deployment that no longer exists
+DEPLOYMENT_TIMEOUT_HINT = (
+    "it holds a GPU: run teardown_deployments_job to remove it, or raise remote.deployment_timeout_s and "
+    "materialize again (the new run waits on the same deployment)."
+)
 TERMINATED = "Run terminated: the step stopped (its remote job, if it had one, was cancelled) and is not retried."
 
 
@@ -118,6 +123,56 @@ def wait_for_remote(
             # Back off modestly: a long job is not polled every few seconds, a short one is not waited on for long.
             max_interval_s=4 * interval_s,
         )
+
+
+def wait_for_removal(
+    context, *, name: str, fetch: Callable[[], Optional[dict]], timeout_s: float, interval_s: float
+) -> None:
+    """Wait until the deleted deployment ``name`` (``namespace/name``) is gone (``fetch`` returns None)."""
+    wait_for_remote(
+        context,
+        what=f"removal of deployment {name}",
+        fetch=lambda: fetch() or {"status": GONE},
+        is_done=lambda doc: deployment_status(doc) == GONE,
+        status_of=deployment_status,
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+    )
+
+
+def wait_for_deployment(
+    context,
+    *,
+    name: str,
+    model: str,
+    fetch: Callable[[], Optional[dict]],
+    message_of: Callable[[dict], Optional[str]],
+    no_message: str,
+    timeout_s: float,
+    interval_s: float,
+) -> dict:
+    """Wait until the deployment ``name`` (``namespace/name``) of ``model`` is ready, failed or gone (``fetch``
+    returns None) and return it when ready; else fail, not retried, with its status message (``message_of``, or
+    ``no_message`` when it has none). Both API generations: only where the message lives differs."""
+    doc = wait_for_remote(
+        context,
+        what=f"deployment {name}",
+        fetch=lambda: fetch() or {"status": GONE},
+        is_done=lambda d: is_ready(d) or is_failed(d) or deployment_status(d) == GONE,
+        status_of=deployment_status,
+        # no cancel: a half-started NIM is torn down by the teardown job, not by a terminated run
+        timeout_s=timeout_s,
+        interval_s=interval_s,
+        describe=lambda d: f"status={deployment_status(d)} {message_of(d) or ''}",
+        timeout_hint=DEPLOYMENT_TIMEOUT_HINT,
+    )
+    if not is_ready(doc):
+        raise Failure(
+            f"Deployment {name} of {model} ended {deployment_status(doc)}: {message_of(doc) or no_message}. "
+            "Run teardown_deployments_job to remove it.",
+            allow_retries=False,
+        )
+    return doc
 
 
 def reattach_or_submit(

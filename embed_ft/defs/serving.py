@@ -5,10 +5,10 @@ serves them (on the v2 profile through the v2 deployments and the inference gate
 import time
 from typing import Any
 
-from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, asset
 
 from ..nemo.deployment import DEPLOYMENTS, nim_deployment_body
-from ..nemo.status import deployed_model, deployment_status, is_failed, is_ready
+from ..nemo.status import deployed_model, deployment_status, is_failed
 from ..nemo.v2.models import ModelsClient
 from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from ..spec.experiment import ExperimentSpec
@@ -21,13 +21,13 @@ from .remote_jobs import (
     not_retried_when_terminated,
     progress_logger,
     remote_wait,
-    wait_for_remote,
+    wait_for_deployment,
+    wait_for_removal,
 )
 from .serving_v2 import DeploymentsV2, deploy_and_wait_v2, deployment_url
 from .values import Deployment, FineTunedModel
 
 NIM_CODE_VERSION = "2"
-GONE = "gone"  # the status this module gives a deployment that no longer exists
 BASELINE_DEPLOYMENT = "baseline-nim"  # one base-model NIM shared by every experiment
 
 
@@ -80,9 +80,6 @@ def deploy_and_wait(
     timeout_s, interval_s = spec.remote.deployment_timeout_s, spec.remote.poll_interval_s
     served_name = model.split("@", 1)[0]
 
-    def current() -> dict:
-        return dm.get_deployment(namespace, name) or {"status": GONE}
-
     existing = dm.get_deployment(namespace, name)
     if existing is not None and (deployed_model(existing) != model or is_failed(existing)):
         context.log.info(
@@ -90,12 +87,10 @@ def deploy_and_wait(
             f"replacing it with {model}."
         )
         dm.delete_deployment(namespace, name)
-        wait_for_remote(
+        wait_for_removal(
             context,
-            what=f"removal of deployment {namespace}/{name}",
-            fetch=current,
-            is_done=lambda doc: deployment_status(doc) == GONE,
-            status_of=deployment_status,
+            name=f"{namespace}/{name}",
+            fetch=lambda: dm.get_deployment(namespace, name),
             timeout_s=timeout_s,
             interval_s=interval_s,
         )
@@ -106,26 +101,16 @@ def deploy_and_wait(
         context.log.info(f"Requested deployment {namespace}/{name} of {model}")
 
     started = time.monotonic()
-    doc = wait_for_remote(
+    wait_for_deployment(
         context,
-        what=f"deployment {namespace}/{name}",
-        fetch=current,
-        is_done=lambda d: is_ready(d) or is_failed(d) or deployment_status(d) == GONE,
-        status_of=deployment_status,
-        # no cancel: a half-started NIM is torn down by the teardown job, not by a terminated run
+        name=f"{namespace}/{name}",
+        model=model,
+        fetch=lambda: dm.get_deployment(namespace, name),
+        message_of=lambda d: (d.get("status_details") or {}).get("description"),
+        no_message="no description",
         timeout_s=timeout_s,
         interval_s=interval_s,
-        describe=lambda d: f"status={deployment_status(d)} {(d.get('status_details') or {}).get('description') or ''}",
-        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise "
-        "remote.deployment_timeout_s and materialize again (the new run waits on the same deployment).",
     )
-    if not is_ready(doc):
-        description = (doc.get("status_details") or {}).get("description") or "no description"
-        raise Failure(
-            f"Deployment {namespace}/{name} of {model} ended {deployment_status(doc)}: {description}. "
-            "Run teardown_deployments_job to remove it.",
-            allow_retries=False,
-        )
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
     what = f"NIM gateway listing {served_name}"
     with remote_wait(context, what, remaining):

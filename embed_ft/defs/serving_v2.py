@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from dagster import Failure
 
-from ..nemo.status import deployment_status, is_failed, is_ready
+from ..nemo.status import deployment_status, is_failed
 from ..nemo.v2.contract import MODELS, CreateDeploymentConfigRequest, CreateDeploymentRequest, workspace_path
 from ..nemo.v2.files import FilesClient
 from ..nemo.v2.models import ModelsClient, gateway_provider_url
@@ -24,10 +24,9 @@ from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from ..spec.experiment import ExperimentSpec
 from .common import link, stable_hash
 from .evaluation_v2 import provider_name
-from .remote_jobs import progress_logger, remote_wait, wait_for_remote
+from .remote_jobs import progress_logger, remote_wait, wait_for_deployment, wait_for_removal
 from .values import Deployment
 
-GONE = "gone"  # the status this module gives a deployment that no longer exists
 CONFIG_NAME_CHARS = 50  # + "-" + 10 hash characters: within the v2 name's 63
 
 
@@ -111,9 +110,6 @@ def deploy_and_wait_v2(
     timeout_s, interval_s = spec.remote.deployment_timeout_s, spec.remote.poll_interval_s
     config = deployment_config(spec, name, model)
 
-    def current() -> dict:
-        return deployments.get_deployment(workspace, name) or {"status": GONE}
-
     existing = deployments.get_deployment(workspace, name)
     if existing is not None and (not _uses_config(existing, workspace, config.name) or is_failed(existing)):
         context.log.info(
@@ -121,12 +117,10 @@ def deploy_and_wait_v2(
             f"replacing it with {config.name} ({model})."
         )
         deployments.delete_deployment(workspace, name)
-        wait_for_remote(
+        wait_for_removal(
             context,
-            what=f"removal of deployment {workspace}/{name}",
-            fetch=current,
-            is_done=lambda doc: deployment_status(doc) == GONE,
-            status_of=deployment_status,
+            name=f"{workspace}/{name}",
+            fetch=lambda: deployments.get_deployment(workspace, name),
             timeout_s=timeout_s,
             interval_s=interval_s,
         )
@@ -136,24 +130,16 @@ def deploy_and_wait_v2(
         models.ensure_deployment(workspace, CreateDeploymentRequest(name=name, config=config.name))
         context.log.info(f"Requested deployment {workspace}/{name} of {model} (config {config.name})")
     started = time.monotonic()
-    doc = wait_for_remote(
+    doc = wait_for_deployment(
         context,
-        what=f"deployment {workspace}/{name}",
-        fetch=current,
-        is_done=lambda d: is_ready(d) or is_failed(d) or deployment_status(d) == GONE,
-        status_of=deployment_status,
+        name=f"{workspace}/{name}",
+        model=model,
+        fetch=lambda: deployments.get_deployment(workspace, name),
+        message_of=lambda d: d.get("status_message"),
+        no_message="no message",
         timeout_s=timeout_s,
         interval_s=interval_s,
-        describe=lambda d: f"status={deployment_status(d)} {d.get('status_message') or ''}",
-        timeout_hint="it holds a GPU: run teardown_deployments_job to remove it, or raise "
-        "remote.deployment_timeout_s and materialize again (the new run waits on the same deployment).",
     )
-    if not is_ready(doc):
-        raise Failure(
-            f"Deployment {workspace}/{name} of {model} ended {deployment_status(doc)}: "
-            f"{doc.get('status_message') or 'no message'}. Run teardown_deployments_job to remove it.",
-            allow_retries=False,
-        )
     providers = ModelsClient(entity_store.http())
     provider = gateway_provider(doc, deployment, nim, providers, workspace)
     remaining = max(1.0, timeout_s - (time.monotonic() - started))
