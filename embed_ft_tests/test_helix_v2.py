@@ -103,6 +103,11 @@ def test_every_request_model_matches_helix_openapi(helix):
         required_missing = [f for f in theirs.get("required", []) if f not in model.model_fields]
         assert not required_missing, f"Helix's {name} requires {required_missing}, which {model.__name__} lacks"
     assert set(schemas["HelixJobStatus"]["enum"]) == set(contract.JobStatus.__args__)
+    # The list pagination (one model for v1 and v2): Helix's has the same fields, all integers.
+    pagination = schemas["PaginationData"]["properties"]
+    assert {name: field.get("type") for name, field in pagination.items()} == dict.fromkeys(
+        contract.Pagination.model_fields, "integer"
+    )
     # The name pattern is Helix's own.
     assert schemas["WorkspaceInput"]["properties"]["name"]["pattern"] == contract.NAME_PATTERN
 

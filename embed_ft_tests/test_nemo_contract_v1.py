@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
+from nemo_microservices.types.shared.pagination_data import PaginationData
 from pydantic import ValidationError
 
 from embed_ft.nemo.customizer import CustomizerClient, lora_parameters, sft_config_body, sft_job_body
@@ -18,6 +19,7 @@ from embed_ft.nemo.errors import NemoAPIError, NemoResponseError, parse_answer
 from embed_ft.nemo.nim import NimClient
 from embed_ft.nemo.v1 import contract as v1, customization as cust, evaluation as ev
 from embed_ft.nemo.v1.routes import NIM, ROUTES, Route
+from embed_ft.nemo.wire import Pagination
 from embed_ft.platform.api import nim as nim_api
 from embed_ft.platform.app import ROUTERS, create_app
 from embed_ft.platform.settings import NIM_PATH_PREFIX, PlatformSettings
@@ -193,3 +195,12 @@ def test_the_contract_accepts_what_the_evaluator_accepts():
     with pytest.raises(ValidationError, match="top_k"):
         target["retriever"]["pipeline"]["top_k"] = 10_001
         ev.RetrieverTarget.model_validate(target)
+
+
+def test_pagination_has_the_sdk_s_fields_and_types():
+    """One ``Pagination`` serves v1 and v2: the v1 SDK's ``PaginationData`` has the same int fields (Helix's is
+    checked against its OpenAPI document in ``test_helix_v2.py``)."""
+    sdk = {name: field.annotation for name, field in PaginationData.model_fields.items()}
+    ours = {name: field.annotation for name, field in Pagination.model_fields.items()}
+    assert ours == sdk
+    assert v1.ListPage.model_fields["pagination"].annotation == Pagination | None

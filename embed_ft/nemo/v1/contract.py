@@ -18,6 +18,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..wire import Pagination as Pagination, Response as Response  # shared with v2 (re-exported for v1's modules)
+
 T = TypeVar("T")
 
 IDEMPOTENCY_FIELD = "embed_ft_idempotency_key"  # the custom_fields key a long job's idempotency key travels in
@@ -29,20 +31,6 @@ class Request(BaseModel):
     def body(self) -> dict[str, Any]:
         """The JSON body as the caller set it: defaults the caller did not set are left to the server."""
         return self.model_dump(mode="json", exclude_unset=True)
-
-
-class Response(BaseModel):
-    """An answer: every field is kept; the declared ones are those a client reads."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class Pagination(Response):
-    page: int = 1
-    page_size: int = 0
-    current_page_size: int = 0
-    total_pages: int = 0
-    total_results: int = 0
 
 
 class ListPage(Response, Generic[T]):

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..wire import Pagination as Pagination, Response as Response  # shared with v1
+
 # Names of workspaces, filesets, models, providers, jobs, deployments: Helix's one pattern.
 NAME_PATTERN = r"^[a-z](?!.*--)[a-z0-9\-@.+_]{1,62}(?<!-)$"
 NAME_MAX = 63
@@ -54,19 +56,7 @@ class Request(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class Response(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
 T = TypeVar("T")
-
-
-class Pagination(Response):
-    page: int = 1
-    page_size: int = 0
-    current_page_size: int = 0
-    total_pages: int = 0
-    total_results: int = 0
 
 
 class Page(Response, Generic[T]):
