@@ -10,6 +10,7 @@ from dagster import MetadataValue
 from ..nemo.status import job_status
 from .charts import loss_curve_png, markdown_image
 from .common import markdown_table
+from .experiment_spec import StoredSpec, used_spec_metadata
 from .values import FineTunedModel, UploadedDataset
 
 
@@ -43,9 +44,12 @@ def model_metadata(
     dataset: UploadedDataset,
     job_url: Any,
     model_url: Any,
+    used: StoredSpec,
+    wait_s: float,
 ) -> dict[str, Any]:
     """The model asset's metadata. ``status`` is the job's status in the v1 shape (``metrics.metrics.train_loss``,
-    ``elapsed_time``, ``steps_completed``): the v2 job's is read into it first (`training_v2.v1_shaped_status`)."""
+    ``elapsed_time``, ``steps_completed``): the v2 job's is read into it first (`training_v2.v1_shaped_status`).
+    ``used`` is the spec the run used, ``wait_s`` how long the asset waited on the job."""
     series = loss_series(status)
     val_by_step = dict(series["val_loss"])
     rows = [[step, value, val_by_step.get(step, "")] for step, value in series["train_loss"]]
@@ -73,4 +77,6 @@ def model_metadata(
         metadata["val_loss_final"] = float(series["val_loss"][-1][1])
     if status.get("steps_completed") is not None:
         metadata["steps_completed"] = float(status["steps_completed"])
+    metadata.update(used_spec_metadata(used, "training"))
+    metadata["wait_s"] = float(wait_s)
     return metadata

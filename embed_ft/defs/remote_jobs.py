@@ -234,6 +234,18 @@ def run_remote_job(
     return job_id, doc
 
 
+def require_completed(what: str, job_id: str, doc: dict, detail: Callable[[dict], str]) -> None:
+    """Fail, not retried, unless the remote job ``job_id`` (a ``what``, e.g. ``"automodel job"``) completed, with
+    the job's own text (``detail(doc)``): a retry would run the job again from scratch, and its error is the answer."""
+    final = job_status(doc)
+    if final != COMPLETED:
+        raise Failure(
+            f"{what[:1].upper()}{what[1:]} {job_id} ended {final}: {detail(doc)}",
+            metadata={"job_id": job_id, "status": final},
+            allow_retries=False,
+        )
+
+
 def _cancel_submitted(
     context,
     what: str,

@@ -4,10 +4,9 @@ a fileset and an automodel job, `training_v2.py`)."""
 import time
 from typing import Any
 
-from dagster import AssetExecutionContext, DataVersion, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, asset
 
 from ..nemo.customizer import failure_detail, lora_parameters, sft_config_body, sft_job_body
-from ..nemo.status import COMPLETED, job_status
 from ..resources import CustomizerResource, DataStoreResource, EntityStoreResource
 from ..spec.changes import spec_version
 from ..spec.experiment import TrainingSpec
@@ -23,7 +22,7 @@ from .common import (
 from .experiment_spec import SPEC_ASSET, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
 from .model_metadata import describe_training, model_metadata
-from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
+from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, require_completed, run_remote_job
 from .training_v2 import fine_tuned_model_v2, training_dataset_v2
 from .uploads import ensure_repo, upload_if_changed
 from .values import FineTunedModel, TripletSplits, UploadedDataset
@@ -198,14 +197,9 @@ def fine_tuned_model(
         interval_s=remote.poll_interval_s,
         describe=describe_training,
     )
-    final = job_status(status)
-    if final != COMPLETED:
-        raise Failure(
-            f"Customization job {job_id} ended {final}: "
-            f"{failure_detail(status) or 'no detail reported by the Customizer'}",
-            metadata={"job_id": job_id, "status": final},
-            allow_retries=False,  # a retry would train again from scratch: the job's own error is the answer
-        )
+    require_completed(
+        "customization job", job_id, status, lambda doc: failure_detail(doc) or "no detail reported by the Customizer"
+    )
     job = cz.get_job(job_id)
     output_model = job.get("output_model") or f"{job_body['output_model']}@{job_id}"
     value = FineTunedModel(
@@ -222,7 +216,7 @@ def fine_tuned_model(
         training_dataset,
         link(customizer.url(), f"/v1/customization/jobs/{job_id}"),
         link(entity_store.url(), f"/v1/models/{output_model.split('@', 1)[0]}"),
+        used,
+        wait_s=time.monotonic() - started,
     )
-    metadata.update(used_spec_metadata(used, "training"))
-    metadata["wait_s"] = float(time.monotonic() - started)
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))

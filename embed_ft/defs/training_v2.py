@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dagster import DataVersion, Failure, MaterializeResult
+from dagster import DataVersion, MaterializeResult
 
-from ..nemo.status import COMPLETED, job_status
 from ..nemo.v2.contract import (
     FILES,
     MODELS,
@@ -38,7 +37,7 @@ from .common import link, stable_hash
 from .evaluation_v2 import fileset_url
 from .experiment_spec import StoredSpec, used_spec_metadata
 from .model_metadata import describe_training, model_metadata
-from .remote_jobs import run_remote_job
+from .remote_jobs import require_completed, run_remote_job
 from .uploads import FilesetRepo, upload_if_changed
 from .values import FineTunedModel, TripletSplits, UploadedDataset
 
@@ -169,13 +168,7 @@ def fine_tuned_model_v2(
         interval_s=remote.poll_interval_s,
         describe=lambda d: describe_training(v1_shaped_status(d)),
     )
-    final = job_status(doc)
-    if final != COMPLETED:
-        raise Failure(
-            f"Automodel job {name} ended {final}: {failure_text(doc)}",
-            metadata={"job_id": name, "status": final},
-            allow_retries=False,  # a retry would train again from scratch: the job's own error is the answer
-        )
+    require_completed("automodel job", name, doc, failure_text)
     output_model = fileset_ref(workspace, output_name)
     value = FineTunedModel(
         job_id=name, output_model=output_model, served_name=output_model, target=config.target, experiment=experiment
@@ -191,7 +184,7 @@ def fine_tuned_model_v2(
         dataset,
         link(customizer.url(), f"{jobs.path}/{name}/status"),
         link(customizer.url(), workspace_path(MODELS, workspace, "models", output_name)),
+        used,
+        wait_s=time.monotonic() - started,
     )
-    metadata.update(used_spec_metadata(used, "training"))
-    metadata["wait_s"] = float(time.monotonic() - started)
     return MaterializeResult(value=value, metadata=metadata, data_version=DataVersion(output_model))
