@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 
 from embed_ft.helix import helix_venv
 from embed_ft.nemo.errors import NemoAPIError
@@ -21,6 +22,8 @@ from embed_ft.nemo.v2 import contract
 from embed_ft.nemo.v2.files import FilesClient, fileset_ref
 from embed_ft.nemo.v2.jobs import automodel_jobs, failure_text, job_name
 from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
+from embed_ft.platform.app import create_app
+from embed_ft.platform.settings import PlatformSettings
 
 from .platform_server import running_platform
 
@@ -263,6 +266,45 @@ def test_accepted_request_bodies_validate_against_installed_helix_schemas(data):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_lists_page_filter_and_sort_and_a_missing_object_is_a_404_naming_it(tmp_path):
+    """The v2 list and get routes (one helper: ``api/deps.answer``/``answer_page``): the list envelope, paged,
+    filtered and sorted, each item in its contract shape; a get of what does not exist is a 404 naming it."""
+    models = contract.workspace_path(contract.MODELS, WS)
+    jobs = contract.workspace_path(contract.CUSTOMIZATION, WS, "automodel", "jobs")
+    spec = contract.DeploymentModelSpec(model_namespace=WS, model_name="m1")
+    with TestClient(create_app(PlatformSettings(home=tmp_path / "home"))) as client:
+        for name in ("cfg-b", "cfg-a", "cfg-c"):
+            config = contract.CreateDeploymentConfigRequest(
+                name=name, model_spec=spec, executor_config=contract.ContainerExecutorConfig(gpu=0)
+            )
+            assert client.post(f"{models}/deployment-configs", json=config.body()).status_code == 201
+        page = client.get(f"{models}/deployment-configs", params={"sort": "name", "page": 2, "page_size": 2}).json()
+        assert [c["name"] for c in page["data"]] == ["cfg-c"]
+        expected = contract.Pagination(page=2, page_size=2, current_page_size=1, total_pages=2, total_results=3)
+        assert page["pagination"] == expected.model_dump()
+        assert page["sort"] == "name"
+        found = client.get(f"{models}/deployment-configs", params={"filter[name]": "cfg-a"}).json()
+        assert [c["name"] for c in found["data"]] == ["cfg-a"]
+        got = contract.DeploymentConfig.model_validate(client.get(f"{models}/deployment-configs/cfg-a").json())
+        assert (got.workspace, got.model_spec) == (WS, spec.body())
+        assert client.get(f"{models}/deployments").json()["data"] == []
+        assert client.get(jobs).json()["pagination"]["total_results"] == 0
+        assert client.post("/v1/namespaces", json={"id": WS}).status_code == 201
+        assert client.post("/v1/models", json={"name": "m1", "namespace": WS, "base_model": BASE_MODEL}).is_success
+        entity = contract.ModelEntity.model_validate(client.get(f"{models}/models/m1").json())
+        assert (entity.workspace, entity.fileset, entity.base_model) == (WS, f"{WS}/m1", BASE_MODEL)
+        missing = {
+            f"{models}/deployment-configs/nope": "deployment config",
+            f"{models}/deployments/nope": "deployment",
+            f"{models}/models/nope": "model",
+            f"{jobs}/nope": "automodel job",
+        }
+        for path, what in missing.items():
+            answer = client.get(path)
+            assert answer.status_code == 404, path
+            assert answer.json() == {"detail": f"{what} {WS}/nope not found"}
 
 
 def test_restart_keeps_jobs_and_deployments_and_fails_an_interrupted_job(helix, data, tmp_path):

@@ -1,4 +1,5 @@
-"""What routes depend on: the platform context and its services (``Annotated`` aliases), and list pagination."""
+"""What routes depend on: the platform context and its services (``Annotated`` aliases), list pagination, and
+answers shown through the wire contract's response models."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import operator
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Iterable
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
+
+from embed_ft.nemo.v1.contract import Pagination
 
 from ..context import PlatformContext
 from ..services.customization import CustomizationService
@@ -305,14 +309,27 @@ def paginate(query: ListQuery, docs: list[dict], aliases: Aliases | None = None)
     return {
         "object": "list",
         "data": chunk,
-        "pagination": {
-            "page": page,
-            "page_size": page_size,
-            "current_page_size": len(chunk),
-            "total_pages": max(1, math.ceil(len(docs) / page_size)),
-            "total_results": len(docs),
-        },
+        "pagination": Pagination(
+            page=page,
+            page_size=page_size,
+            current_page_size=len(chunk),
+            total_pages=max(1, math.ceil(len(docs) / page_size)),
+            total_results=len(docs),
+        ).model_dump(),
         "sort": query.sort,
         "filter": query.echo["filter"],
         "search": query.echo["search"],
     }
+
+
+# ---- answers in the contract's shape (the v2 routes: a service's document -> Helix's response model)
+
+
+def answer(model: type[BaseModel], doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` as the response model ``model`` shows it: checked, JSON-typed, every field kept."""
+    return model.model_validate(doc).model_dump(mode="json")
+
+
+def answer_page(query: ListQuery, model: type[BaseModel], docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The list answer of ``docs``, each shown as ``model``, then filtered, sorted and paged (:func:`paginate`)."""
+    return paginate(query, [answer(model, doc) for doc in docs])

@@ -7,7 +7,7 @@ applies the rules that need the store and the Files service, and the platform's 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -23,7 +23,7 @@ from embed_ft.nemo.v2.contract import (
 
 from ..services.automodel import OUTPUT_RESULT, AutomodelService
 from ..services.errors import NotFoundError
-from .deps import Context, Listing, paginate
+from .deps import Context, Listing, answer, answer_page
 
 router = APIRouter()
 JOBS = workspace_path(CUSTOMIZATION, "{workspace}", "automodel", "jobs")
@@ -37,39 +37,33 @@ def _automodel(ctx: Context) -> AutomodelService:
 Automodel = Annotated[AutomodelService, Depends(_automodel)]
 
 
-def _job(doc: dict[str, Any]) -> dict[str, Any]:
-    return JobResponse.model_validate(doc).model_dump(mode="json")
-
-
 @router.post(JOBS, status_code=201)
 def create_automodel_job(workspace: str, body: AutomodelJobRequest, automodel: Automodel):
     """Create (409 when a job of this name exists in the workspace: a retry finds it by name)."""
-    return _job(automodel.create(workspace, body))
+    return answer(JobResponse, automodel.create(workspace, body))
 
 
 @router.get(JOBS)
 def list_automodel_jobs(workspace: str, automodel: Automodel, query: Listing):
     """The v2 list envelope; ``filter[name]``, ``filter[status]``, ``filter[spec.<path>]``, ``sort=[-]created_at``."""
-    return paginate(query, [_job(d) for d in automodel.list(workspace)])
+    return answer_page(query, JobResponse, automodel.list(workspace))
 
 
 @router.get(JOBS + "/{name}")
 def get_automodel_job(workspace: str, name: str, automodel: Automodel):
-    return _job(automodel.get(workspace, name))
+    return answer(JobResponse, automodel.get(workspace, name))
 
 
 @router.get(JOBS + "/{name}/status")
 def get_automodel_job_status(workspace: str, name: str, automodel: Automodel):
     doc = automodel.get(workspace, name)
-    return JobStatusResponse.model_validate({k: v for k, v in doc.items() if k in STATUS_FIELDS}).model_dump(
-        mode="json"
-    )
+    return answer(JobStatusResponse, {k: v for k, v in doc.items() if k in STATUS_FIELDS})
 
 
 @router.post(JOBS + "/{name}/cancel")
 def cancel_automodel_job(workspace: str, name: str, automodel: Automodel):
     """Pending -> cancelled at once; active -> cancelling, then cancelled. A job that ended answers 409."""
-    return _job(automodel.cancel(workspace, name))
+    return answer(JobResponse, automodel.cancel(workspace, name))
 
 
 @router.delete(JOBS + "/{name}", status_code=204)

@@ -10,7 +10,7 @@ Bodies are validated by the v2 wire contract; answers are Helix's shapes.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -27,10 +27,8 @@ from embed_ft.nemo.v2.contract import (
     workspace_path,
 )
 
-from ..services.entities import MODEL_KIND
-from ..services.errors import NotFoundError
 from ..services.v2_deployments import V2Deployments
-from .deps import Context, Listing, Serving, Store, paginate
+from .deps import Context, Listing, Serving, answer, answer_page
 
 router = APIRouter()
 CONFIGS = workspace_path(MODELS, "{workspace}", "deployment-configs")
@@ -51,30 +49,22 @@ def ready_provider(workspace: str, provider: str, v2: V2) -> None:
     v2.require_ready_provider(workspace, provider)
 
 
-def _config(doc: dict[str, Any]) -> dict[str, Any]:
-    return DeploymentConfig.model_validate(doc).model_dump(mode="json")
-
-
-def _deployment(doc: dict[str, Any]) -> dict[str, Any]:
-    return Deployment.model_validate(doc).model_dump(mode="json")
-
-
 # ---- deployment configs
 
 
 @router.post(CONFIGS, status_code=201)
 def create_deployment_config(workspace: str, body: CreateDeploymentConfigRequest, v2: V2):
-    return _config(v2.create_config(workspace, body))
+    return answer(DeploymentConfig, v2.create_config(workspace, body))
 
 
 @router.get(CONFIGS)
 def list_deployment_configs(workspace: str, v2: V2, query: Listing):
-    return paginate(query, [_config(d) for d in v2.list_configs(workspace)])
+    return answer_page(query, DeploymentConfig, v2.list_configs(workspace))
 
 
 @router.get(CONFIGS + "/{name}")
 def get_deployment_config(workspace: str, name: str, v2: V2):
-    return _config(v2.get_config(workspace, name))
+    return answer(DeploymentConfig, v2.get_config(workspace, name))
 
 
 @router.delete(CONFIGS + "/{name}", status_code=204)
@@ -88,17 +78,17 @@ def delete_deployment_config(workspace: str, name: str, v2: V2):
 @router.post(DEPLOYMENTS, status_code=201)
 def create_deployment(workspace: str, body: CreateDeploymentRequest, v2: V2):
     """Answers PENDING at once; the model loads in the background, then READY (or ERROR with the reason)."""
-    return _deployment(v2.create_deployment(workspace, body))
+    return answer(Deployment, v2.create_deployment(workspace, body))
 
 
 @router.get(DEPLOYMENTS)
 def list_deployments(workspace: str, v2: V2, query: Listing):
-    return paginate(query, [_deployment(d) for d in v2.list_deployments(workspace)])
+    return answer_page(query, Deployment, v2.list_deployments(workspace))
 
 
 @router.get(DEPLOYMENTS + "/{name}")
 def get_deployment(workspace: str, name: str, v2: V2):
-    return _deployment(v2.get_deployment(workspace, name))
+    return answer(Deployment, v2.get_deployment(workspace, name))
 
 
 @router.get(DEPLOYMENTS + "/{name}/status")
@@ -109,7 +99,7 @@ def get_deployment_status(workspace: str, name: str, v2: V2):
 
 @router.delete(DEPLOYMENTS + "/{name}")
 def delete_deployment(workspace: str, name: str, v2: V2):
-    return JSONResponse(_deployment(v2.delete_deployment(workspace, name)), status_code=202)
+    return JSONResponse(answer(Deployment, v2.delete_deployment(workspace, name)), status_code=202)
 
 
 # ---- providers and model entities
@@ -117,17 +107,13 @@ def delete_deployment(workspace: str, name: str, v2: V2):
 
 @router.get(workspace_path(MODELS, "{workspace}", "providers", "{name}"))
 def get_provider(workspace: str, name: str, v2: V2):
-    return ModelProvider.model_validate(v2.provider(workspace, name)).model_dump(mode="json")
+    return answer(ModelProvider, v2.provider(workspace, name))
 
 
 @router.get(workspace_path(MODELS, "{workspace}", "models", "{name}"))
-def get_model_entity(workspace: str, name: str, store: Store):
+def get_model_entity(workspace: str, name: str, v2: V2):
     """A model entity this platform holds (a v2 automodel job's output is ``{ws}/{spec.output.name}``)."""
-    doc = store.get(MODEL_KIND, f"{workspace}/{name}")
-    if doc is None:
-        raise NotFoundError(f"model {workspace}/{name} not found")
-    entity = {**doc, "workspace": workspace, "fileset": f"{workspace}/{name}"}
-    return ModelEntity.model_validate(entity).model_dump(mode="json")
+    return answer(ModelEntity, v2.model_entity(workspace, name))
 
 
 # ---- the inference gateway, per provider

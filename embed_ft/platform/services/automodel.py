@@ -23,7 +23,7 @@ from ..settings import PlatformSettings
 from ..store import AlreadyExists, EntityStore, new_id, utc_now
 from .automodel_spec import hyperparameters, output_name, precision
 from .entities import MODEL_KIND
-from .errors import ConflictError, InvalidInputError, NotFoundError, checked_name
+from .errors import ConflictError, InvalidInputError, checked_name, found
 from .jobs import status_log_entry
 from .model_weights import ModelNotFound, resolve_model_path, split_model_ref
 from .training.service import JOB_KIND, CustomizationTrainer, empty_status_details
@@ -120,10 +120,7 @@ class AutomodelService:
     # ---- read
 
     def _record(self, workspace: str, name: str) -> dict[str, Any]:
-        record = self.store.get(AUTOMODEL_KIND, f"{workspace}/{name}")
-        if record is None:
-            raise NotFoundError(f"automodel job {workspace}/{name} not found")
-        return record
+        return found(self.store.get(AUTOMODEL_KIND, f"{workspace}/{name}"), f"automodel job {workspace}/{name}")
 
     def document(self, record: dict[str, Any]) -> dict[str, Any]:
         """The v2 job (Helix's ``BaseJob``): canonical spec, v2 status, details and, on error, ``error_details``."""

@@ -5,6 +5,8 @@ Services raise these and never HTTP errors, so the same rule answers the same wa
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..paths import InvalidPathError, validate_name
 
 
@@ -43,6 +45,13 @@ class InvalidInputError(DomainError):
     def __init__(self, field: str | None, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def found(doc: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """``doc``, the store's answer for ``what``; a ``NotFoundError`` "``what`` not found" (404) where it had none."""
+    if doc is None:
+        raise NotFoundError(f"{what} not found")
+    return doc
 
 
 def checked_name(value: object, what: str) -> str:

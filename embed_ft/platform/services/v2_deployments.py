@@ -19,7 +19,8 @@ from embed_ft.nemo.v2.contract import CreateDeploymentConfigRequest, CreateDeplo
 from ..settings import PlatformSettings
 from ..store import AlreadyExists, EntityStore, new_id, utc_now
 from .deployments import DEPLOYMENT_KIND, DeploymentService
-from .errors import ConflictError, InvalidInputError, NotFoundError, checked_name
+from .entities import MODEL_KIND
+from .errors import ConflictError, InvalidInputError, NotFoundError, checked_name, found
 from .model_weights import unversioned
 
 CONFIG_KIND = "v2_deployment_config"
@@ -65,10 +66,7 @@ class V2Deployments:
             raise ConflictError(f"deployment config {ws}/{request.name} already exists") from None
 
     def get_config(self, workspace: str, name: str) -> dict[str, Any]:
-        doc = self.store.get(CONFIG_KIND, f"{workspace}/{name}")
-        if doc is None:
-            raise NotFoundError(f"deployment config {workspace}/{name} not found")
-        return doc
+        return found(self.store.get(CONFIG_KIND, f"{workspace}/{name}"), f"deployment config {workspace}/{name}")
 
     def list_configs(self, workspace: str) -> list[dict[str, Any]]:
         return self.store.list(CONFIG_KIND, namespace=workspace)
@@ -103,9 +101,7 @@ class V2Deployments:
 
     def _v2_doc(self, workspace: str, name: str) -> dict[str, Any]:
         doc = self.store.get(DEPLOYMENT_KIND, f"{workspace}/{name}")
-        if doc is None or CONFIG_FIELD not in doc:
-            raise NotFoundError(f"deployment {workspace}/{name} not found")
-        return doc
+        return found(doc if doc is not None and CONFIG_FIELD in doc else None, f"deployment {workspace}/{name}")
 
     def _v2_deployments(self, workspace: str) -> list[dict[str, Any]]:
         return [d for d in self.store.list(DEPLOYMENT_KIND, namespace=workspace) if CONFIG_FIELD in d]
@@ -138,6 +134,14 @@ class V2Deployments:
         self._v2_doc(workspace, name)
         doc = self.deployments.delete_deployment(f"{workspace}/{name}")
         return {**self.document(doc), "status": "DELETED", "status_message": "undeployed"}
+
+    # ---- model entities: what a deployment config names
+
+    def model_entity(self, workspace: str, name: str) -> dict[str, Any]:
+        """A model entity this platform holds, in v2's shape (Helix's ``ModelEntity``: its weights are the fileset
+        ``{ws}/{name}``)."""
+        doc = found(self.store.get(MODEL_KIND, f"{workspace}/{name}"), f"model {workspace}/{name}")
+        return {**doc, "workspace": workspace, "fileset": f"{workspace}/{name}"}
 
     # ---- the provider each deployment makes, and what the inference gateway routes to
 
