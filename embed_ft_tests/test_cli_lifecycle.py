@@ -91,6 +91,7 @@ def test_f17_experiment_names_are_matched_whole(name):
         validate_experiment_name(name)
 
 
+@pytest.mark.slow  # 8 s: the whole CLI as a subprocess
 def test_f17_run_refuses_an_experiment_name_with_a_trailing_newline(tmp_path):
     """F17: ``embed-ft run --experiment $'exp1\\n' --dry-run`` passed preflight (the pattern's ``$`` admits a
     trailing newline); now the name is refused before anything is created, naming the rule."""

@@ -129,6 +129,7 @@ def dg_env(dagster_home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # 5 s: dg check defs as a subprocess
 def test_dg_check_defs(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     proc = subprocess.run(

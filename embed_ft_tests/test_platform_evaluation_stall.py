@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from embed_ft.platform.app import create_app
@@ -85,6 +86,7 @@ def platform(tmp_path: Path, **settings: float) -> Iterator[TestClient]:
         yield client
 
 
+@pytest.mark.slow  # 6 s: waits out a stalled endpoint
 def test_f11_cancel_ends_a_job_stalled_on_its_endpoint_and_the_queue_goes_on(tmp_path):
     """F11: cancel answered 200 but the job kept waiting on the endpoint (10 minutes), then ended ``failed``, and
     every later evaluation waited behind it. Now it ends ``cancelled`` at once and the next job runs."""

@@ -244,6 +244,7 @@ def write_bomb(folder: Path, inflated_mib: int) -> int:
     return (folder / "corpus.jsonl.gz").stat().st_size
 
 
+@pytest.mark.slow  # 5 s: a platform subprocess decompressing a bomb
 def test_gzip_bomb_in_an_evaluation_dataset_fails_the_job_without_the_memory(server):
     """F2: a 0.78 MB corpus.jsonl.gz (768 MiB of spaces) grew the server's RSS by 1.5 GiB (decompressed whole).
     Now the decompressed size is measured by streaming: the job fails naming the file and the limit, and the

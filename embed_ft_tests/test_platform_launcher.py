@@ -27,6 +27,7 @@ def _dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow  # 6 s: a detached platform started and stopped
 def test_ensure_running_status_stop_with_a_detached_process(tmp_path):
     # The configured port is taken by someone else: the launcher must pick another and record it.
     squatter = socket.socket()

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 
 from embed_ft.platform.home_lock import flock_holders
@@ -92,6 +93,7 @@ def _closed_by_server(sock: socket.socket) -> bool:
     return True
 
 
+@pytest.mark.slow  # 5 s: waits for the server to drop stalled sockets
 def test_f13_half_sent_requests_are_dropped(tmp_path):
     """F13: no header or body read timeout: half-sent requests were held open (300 for 65 s). Now a connection
     whose request head or body stops arriving is closed after ``--client-timeout``, and the server keeps serving."""

@@ -170,6 +170,7 @@ def apply(home: Path, rows, odd, repos, files) -> None:
     phases=(Phase.explicit, Phase.generate),  # no shrinking: each example starts a platform (minutes to shrink)
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+@pytest.mark.slow  # 6 s: platform restarts over damaged stores
 @given(case=damage())
 def test_start_up_serves_the_rest_and_names_what_it_set_aside(template_home, tmp_path_factory, case):
     rows, odd, repos, files = case

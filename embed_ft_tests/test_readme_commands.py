@@ -100,6 +100,7 @@ def test_the_readme_shows_the_commands_a_newcomer_needs():
     assert any(c.startswith("./dev run --preset tutorial") for c in commands)
 
 
+@pytest.mark.slow  # 12 s: every README command
 def test_every_readme_command_parses_and_the_cheap_ones_run(cli_env, shared_data, monkeypatch):
     monkeypatch.setenv("EMBED_FT_BEIR_ROOT", str(shared_data / "beir"))
     for words in readme_commands():

@@ -993,6 +993,7 @@ def test_launchpad_finetuning_types_are_the_sdk_s():
 OLD_JOBS = 2_000
 
 
+@pytest.mark.slow  # 13 s: 2,000 jobs over HTTP
 def test_mismatch_idempotency_lookup_finds_an_old_job_among_more_than_2000(tmp_path):
     """Issue 12, mismatch 3: on a platform holding > 2,000 jobs, our lookup by idempotency key still finds the job
     submitted before all the others (today it scans at most 20 pages x 100 jobs, so a rerun would submit it again)."""
