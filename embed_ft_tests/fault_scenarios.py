@@ -389,8 +389,13 @@ def _serve(args: argparse.Namespace) -> None:
 def _materialize(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
+    from embed_ft.resources import resources_for_v2
+
     spec = json.loads(Path(args.args_file).read_text())
-    resources = make_resources(spec["base_url"], token=spec.get("token"))
+    if spec.get("v2_platform_url"):  # the v2 profile: that NeMo Platform, and our platform's v2 routes at base_url
+        resources = resources_for_v2(spec["v2_platform_url"], spec["base_url"])
+    else:
+        resources = make_resources(spec["base_url"], token=spec.get("token"))
     result = materialize_assets(spec["assets"], resources, spec["run_config"], DagsterInstance.get())
     print(f"run {result.run_id} success={result.success}", flush=True)
     return 0 if result.success else 1
