@@ -114,6 +114,22 @@ def test_a_terminated_run_is_not_retried(interrupt):
     assert TERMINATED in failure.event_specific_data.error.to_string()
 
 
+def test_dagster_retries_an_interruption_under_a_retry_policy():
+    """The premise of `not_retried_when_terminated` turning the interruption into a Failure (and of its private
+    interrupt flag): re-raised as it is, Dagster retries it. If an upgrade stops doing so, re-raising may do."""
+    calls = []
+
+    @asset(retry_policy=RetryPolicy(max_retries=1))
+    def interrupted_thing() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt()
+
+    result = materialize([interrupted_thing], instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert calls == [1, 1]
+    assert len(step_events(result, "STEP_UP_FOR_RETRY", "interrupted_thing")) == 1
+
+
 def test_a_terminated_step_stops_the_run_and_the_next_run_is_not_interrupted():
     """Ctrl-C on `embed-ft run` (the in-process executor): the interrupted remote-job step fails for good and the run
     stops there; before, the interruption became an ordinary failure and the run went on to the next step (a second

@@ -45,9 +45,14 @@ def not_retried_when_terminated(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
-            # The Failure hides the interruption from the in-process executor (`embed-ft run`), which would go on to
-            # the next step; recorded as captured, it interrupts that step at its start and the run stops there.
-            # Dagster clears the record when the run ends. (No public API sets it: pinned by test_remote_retries.)
+            # Why Dagster's private flag (read in dagster 1.13): re-raising the interruption instead would be retried,
+            # since a step's user-code boundary turns it into a RetryRequested under the retry policy
+            # (`_core/execution/plan/utils.py`). The Failure ends the step for good, but the in-process executor of
+            # `embed-ft run` never polls for interruptions and goes on to the next step; it stops only at a step whose
+            # boundary (`raise_interrupts_as`) finds this flag set, which only the SIGINT handler of the run's
+            # `capture_interrupts` sets. No public API sets it (the exported `raise_execution_interrupts` only reads
+            # it), and signalling ourselves would raise again inside this step. The run's end clears it.
+            # Pinned by test_remote_retries::test_a_terminated_step_stops_the_run_and_the_next_run_is_not_interrupted.
             _received_interrupt["received"] = True
             raise Failure(TERMINATED, allow_retries=False) from None
 
