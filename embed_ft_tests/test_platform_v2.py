@@ -18,11 +18,14 @@ from embed_ft.nemo.http import ServiceHTTP
 from embed_ft.nemo.nim import NimClient
 from embed_ft.nemo.polling import poll
 from embed_ft.nemo.status import CANCELLED, COMPLETED, FAILED, is_failed, is_ready, is_terminal, job_status
+from embed_ft.nemo.v1.customization import Hyperparameters, LoraParameters
 from embed_ft.nemo.v2 import contract
 from embed_ft.nemo.v2.files import FilesClient, fileset_ref
 from embed_ft.nemo.v2.jobs import automodel_jobs, failure_text, job_name
 from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
 from embed_ft.platform.app import create_app
+from embed_ft.platform.services.automodel_spec import V2_FIELDS, hyperparameters
+from embed_ft.platform.services.errors import InvalidInputError
 from embed_ft.platform.settings import PlatformSettings
 
 from .platform_server import running_platform
@@ -305,6 +308,63 @@ def test_lists_page_filter_and_sort_and_a_missing_object_is_a_404_naming_it(tmp_
             answer = client.get(path)
             assert answer.status_code == 404, path
             assert answer.json() == {"detail": f"{what} {WS}/nope not found"}
+
+
+def v2_spec(**values: object) -> contract.AutomodelJobSpec:
+    """An automodel spec with ``values`` set at their v2 paths (``schedule.epochs=...``, given as
+    ``schedule__epochs``)."""
+    body: dict = {
+        "model": f"{WS}/m",
+        "dataset": {"training": f"{WS}/fs"},
+        "training": {"finetuning_type": "lora", "lora": {}},
+        "batch": {"global_batch_size": 8},
+        "optimizer": {"learning_rate": 1e-5},
+    }
+    for path, value in values.items():
+        *parents, leaf = path.split("__")
+        node = body
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return contract.AutomodelJobSpec.model_validate(body)
+
+
+def upper_bound(model: type, key: str) -> float | None:
+    return next((m.le for m in model.model_fields[key].metadata if getattr(m, "le", None) is not None), None)
+
+
+def test_v2_hyperparameters_are_the_v1_contract_s_with_its_bounds_and_defaults():
+    """A v2 spec's hyperparameters are built with the v1 contract's ``Hyperparameters`` (one definition of each
+    limit and default): a value past a v1 upper bound is refused naming the v2 field it was sent in, the bound
+    itself is accepted, and what is stored is what a v1 job with the same values stores."""
+    checked = 0
+    for v1_path, v2_field in V2_FIELDS.items():
+        model = LoraParameters if v1_path[0] == "lora" else Hyperparameters
+        bound = upper_bound(model, v1_path[-1])
+        if bound is None:
+            continue
+        at_path = v2_field.removeprefix("spec.").replace(".", "__")
+        beyond = bound + 1 if isinstance(bound, int) else bound * 1.5
+        assert hyperparameters(v2_spec(**{at_path: bound})), v2_field
+        with pytest.raises(InvalidInputError) as refused:
+            hyperparameters(v2_spec(**{at_path: beyond}))
+        assert refused.value.field == v2_field
+        assert str(bound) in str(refused.value)
+        checked += 1
+    assert checked == 9  # every bounded hyperparameter: epochs ... max_seq_length, LoRA rank and alpha
+    with pytest.raises(InvalidInputError) as infinite:
+        hyperparameters(v2_spec(optimizer__weight_decay=float("inf")))
+    assert infinite.value.field == "spec.optimizer.weight_decay"
+    spec = v2_spec(schedule__epochs=3, schedule__seed=7, training__lora__rank=4, training__lora__dropout=0.1)
+    v1 = Hyperparameters(
+        finetuning_type="lora",
+        epochs=3,
+        seed=7,
+        batch_size=8,
+        learning_rate=1e-5,
+        lora={"adapter_dim": 4, "adapter_dropout": 0.1},
+    )
+    assert hyperparameters(spec) == v1.model_dump(exclude_none=True)
 
 
 def test_restart_keeps_jobs_and_deployments_and_fails_an_interrupted_job(helix, data, tmp_path):
