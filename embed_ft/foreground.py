@@ -3,22 +3,28 @@
 ``embed-ft ui`` runs ``dg dev``, which starts the Dagster webserver, the daemon and code servers. The tree runs
 in a process group of its own; SIGINT (Ctrl-C), SIGTERM (a service manager, ``kill``) and SIGHUP (a closed
 terminal) sent to this command are all forwarded to that group as SIGINT, the signal ``dg dev`` shuts its children
-down on; whatever of the group is still there ``STOP_GRACE_S`` after ``dg dev`` exits (or after the signal, if
-``dg dev`` itself hangs) is killed. Without this,
-SIGTERM ended the command and left ``dg dev`` and its children running with the port held.
+down on. Whatever of the group is still there ``STOP_GRACE_S`` after the first signal (``dg dev`` can hang in its
+shutdown), or after ``dg dev`` exits on its own, is killed: the command is gone within ``STOP_GRACE_S`` of a signal.
+Without this, SIGTERM ended the command and left ``dg dev`` and its children running with the port held. If this
+command is killed outright (SIGKILL, the OOM killer), Linux sends ``dg dev`` SIGTERM (its parent-death signal),
+which it shuts its children down on as on SIGINT; before, the whole tree was left running, re-parented to init.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import FrameType
 
 STOP_GRACE_S = 30.0
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PARENT_DEATH_SIGNAL = signal.SIGTERM
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _group_alive(pgid: int) -> bool:
@@ -51,9 +57,29 @@ def stop_group(process: subprocess.Popen, grace_s: float | None = None) -> None:
     process.wait()
 
 
+def _start(command: list[str], env: dict[str, str], cwd: Path | None) -> subprocess.Popen:
+    """``command`` in a session of its own; on Linux it gets ``PARENT_DEATH_SIGNAL`` when this process dies."""
+    if not sys.platform.startswith("linux"):
+        return subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it before exec
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(PARENT_DEATH_SIGNAL), 0, 0, 0)
+        if os.getppid() != parent:  # it died before the call above
+            os.kill(os.getpid(), PARENT_DEATH_SIGNAL)
+
+    return subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True, preexec_fn=die_with_parent)
+
+
+def _grace_left(stopping: list[float]) -> float:
+    """What is left of ``STOP_GRACE_S`` since the first signal (all of it when none came)."""
+    return STOP_GRACE_S if not stopping else max(0.0, STOP_GRACE_S - (time.monotonic() - stopping[0]))
+
+
 def run_foreground(command: list[str], env: dict[str, str], cwd: Path | None = None) -> int:
     """Run ``command`` (and everything it starts) until it exits or we are signalled; its exit status."""
-    process = subprocess.Popen(command, env=env, cwd=cwd, start_new_session=True)
+    process = _start(command, env, cwd)
     stopping: list[float] = []  # when each forwarded signal came
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -64,7 +90,7 @@ def run_foreground(command: list[str], env: dict[str, str], cwd: Path | None = N
     try:
         code = _wait_bounded(process, stopping)
     finally:
-        stop_group(process)  # what dg dev started and did not stop; at once if all of it is gone
+        stop_group(process, _grace_left(stopping))  # what dg dev left; at once if all of it is gone
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0 if stopping and code in (0, -signal.SIGINT, 128 + signal.SIGINT) else code

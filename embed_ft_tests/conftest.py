@@ -1,4 +1,5 @@
-"""Suite-wide settings: no network beyond loopback, no user state leaking in; in CI, no test skips."""
+"""Suite-wide settings: no network beyond loopback, no user state leaking in; in CI, no test skips; no test leaves
+processes running (embed_ft_tests/process_guard.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from embed_ft.helix import running_helix
+from embed_ft_tests import process_guard
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -20,6 +22,7 @@ REQUIRE_ALL = "EMBED_FT_REQUIRE_ALL"
 def pytest_configure(config):
     # The Hugging Face Hub is unreachable here: fail fast instead of retrying, and never read a user's token.
     scratch = Path(tempfile.mkdtemp(prefix="embed-ft-tests-"))
+    process_guard.start_session()  # every process started from here on carries this session's token
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(scratch / "hf_home")
@@ -44,6 +47,12 @@ def pytest_configure(config):
         "EMBED_FT_NEMO_API",
     ):
         os.environ.pop(name, None)
+
+
+# No test leaves processes running: the leaked-process guard's hooks (embed_ft_tests/process_guard.py).
+pytest_runtest_teardown = process_guard.pytest_runtest_teardown
+pytest_sessionfinish = process_guard.pytest_sessionfinish
+pytest_terminal_summary = process_guard.pytest_terminal_summary
 
 
 @pytest.fixture(scope="session")

@@ -176,3 +176,29 @@ def test_a_foreground_tree_that_ignores_the_interrupt_is_killed_after_the_grace(
     finally:
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
+
+
+def test_a_foreground_tree_goes_when_the_command_is_killed_outright(tmp_path):
+    """`embed-ft ui` killed with SIGKILL (kill -9, the OOM killer, a test's fallback) cannot stop `dg dev`; the tree
+    used to live on, re-parented to init, with the port held. Now `dg dev` gets SIGTERM when its parent dies (here a
+    child that ignores SIGINT, as a hung `dg dev`, and exits on SIGTERM)."""
+    runner = (
+        "import os, sys, embed_ft.foreground as f; "
+        f"f.run_foreground([sys.executable, '-c', {HANGING_CHILD!r}], env=dict(os.environ))"
+    )
+    ui = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child: list[int] = []
+    try:
+        assert ui.stdout is not None
+        assert ui.stdout.readline().strip() == "up"
+        child = [pid for pid, parent in _parent_pids().items() if parent == ui.pid]
+        assert len(child) == 1, child
+        os.kill(ui.pid, signal.SIGKILL)
+        ui.wait(timeout=60)
+        wait_until(lambda: not running(child[0]), "the foreground tree to exit with its parent", STOP_BOUND_S)
+    finally:
+        for pid in [ui.pid, *child]:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        if ui.poll() is None:
+            ui.wait(timeout=60)

@@ -17,6 +17,7 @@ import yaml
 from dagster import AssetKey, Definitions
 
 from embed_ft.definitions import defs
+from embed_ft.foreground import STOP_GRACE_S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,9 +198,12 @@ def test_embed_ft_ui_runs_dg_dev_without_supersession_warning(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
-                proc.wait(timeout=60)
+                # embed-ft ui is gone within STOP_GRACE_S of the signal. This wait was 60 s while the command took up
+                # to 2 x 30 s, so the SIGKILL below could come first and leave the dg dev tree running under init.
+                proc.wait(timeout=STOP_GRACE_S + 90)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # dg dev then gets SIGTERM, its parent-death signal
+                proc.wait(timeout=60)
     output = log.read_text(errors="replace")
     assert "SupersessionWarning" not in output
     assert "dagster dev" not in output

@@ -1,0 +1,169 @@
+"""The suite fails when a test leaves processes behind, and names the test.
+
+At session start a token unique to this pytest session goes into ``os.environ`` (``EMBED_FT_TEST_SESSION``), so
+every process the suite starts, and everything those start, carries it in ``/proc/<pid>/environ``. After each test
+(its fixtures torn down) the guard looks for processes with the token that are no longer descendants of pytest:
+orphans, re-parented to init, which nothing in the suite will ever stop (a ``dg dev`` tree whose ``embed-ft ui`` was
+killed, a server daemonized by a test). Descendants are not judged per test: module and session fixtures keep
+their servers running across tests. At session end every process with the token is judged, descendant or not.
+Processes found get a bounded grace to finish exiting, then the rest are killed and the test (or the session) fails
+with their pids, parents and command lines.
+
+Blind spot: a process started with an environment built from scratch (``env={...}`` without ``os.environ``) does
+not carry the token and escapes the guard; children build their environment from ``os.environ`` here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SESSION_TOKEN_VAR = "EMBED_FT_TEST_SESSION"
+EXIT_GRACE_S = 10.0  # a tree stopped by its test may still be unwinding (SIGINT handlers, atexit)
+_POLL_S = 0.2
+_PROC = Path("/proc")
+_first_seen: dict[tuple[int, str], str] = {}  # (pid, start time) -> the test after which it was first seen
+_session_leaks: list[str] = []
+
+
+@dataclass(frozen=True)
+class Stray:
+    pid: int
+    parent: int
+    started: str  # start time in clock ticks since boot: with the pid, one process even if the pid is reused
+    command: str
+
+    def describe(self) -> str:
+        return f"pid {self.pid} (parent {self.parent}): {self.command[:300]}"
+
+
+def start_session() -> str:
+    """Give this session (and every process it starts from now on) its token."""
+    token = uuid.uuid4().hex
+    os.environ[SESSION_TOKEN_VAR] = token
+    return token
+
+
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """State, parent pid and start time of ``pid``; None once it is gone."""
+    try:
+        fields = (_PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1]), fields[19]
+
+
+def _carries(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in (_PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
+def _command(pid: int) -> str:
+    try:
+        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def marked_processes(token: str) -> Iterator[Stray]:
+    """Live processes (not zombies) other than this one whose environment carries ``token``."""
+    marker = f"{SESSION_TOKEN_VAR}={token}".encode()
+    me = os.getpid()
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me or not _carries(int(entry.name), marker):
+            continue
+        stat = _stat(int(entry.name))
+        if stat is not None and stat[0] not in ("Z", "X"):
+            yield Stray(int(entry.name), stat[1], stat[2], _command(int(entry.name)))
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    seen: set[int] = set()
+    while pid > 1 and pid not in seen:
+        if pid == ancestor:
+            return True
+        seen.add(pid)
+        stat = _stat(pid)
+        if stat is None:
+            return False
+        pid = stat[1]
+    return False
+
+
+def strays(token: str, orphans_only: bool) -> list[Stray]:
+    """Processes with ``token``: all of them, or (``orphans_only``) those no longer descending from this process."""
+    me = os.getpid()
+    return [p for p in marked_processes(token) if not (orphans_only and _descends_from(p.pid, me))]
+
+
+def reap(token: str, orphans_only: bool) -> list[Stray]:
+    """The strays still there after ``EXIT_GRACE_S``, killed (SIGKILL); empty when there were none."""
+    found = strays(token, orphans_only)
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while found and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        found = strays(token, orphans_only)
+    for process in found:
+        stat = _stat(process.pid)
+        if stat is not None and stat[2] == process.started:  # the same process, not a reused pid
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return found
+
+
+def _token() -> str | None:
+    return os.environ.get(SESSION_TOKEN_VAR)
+
+
+def note_survivors(nodeid: str) -> None:
+    """Remember after which test each live process with the token was first seen (named if it outlives the session)."""
+    if token := _token():
+        for process in marked_processes(token):
+            _first_seen.setdefault((process.pid, process.started), nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the test's teardown: fail it if it left orphans (killed here), and note what it left running."""
+    try:
+        return (yield)
+    finally:
+        if token := _token():
+            leaked = reap(token, orphans_only=True)
+            note_survivors(item.nodeid)
+            if leaked:
+                lines = "\n  ".join(p.describe() for p in leaked)
+                pytest.fail(
+                    f"{item.nodeid} left processes running, no longer under pytest (killed now):\n  {lines}",
+                    pytrace=False,
+                )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every process with the token still alive when the session ends fails the run (and is killed)."""
+    token = _token()
+    if not token:
+        return
+    for process in reap(token, orphans_only=False):
+        origin = _first_seen.get((process.pid, process.started), "a test or fixture")
+        _session_leaks.append(f"{process.describe()} (first seen after {origin})")
+    if _session_leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _session_leaks:
+        terminalreporter.section("processes left running at the end of the session (killed)", red=True)
+        for line in _session_leaks:
+            terminalreporter.write_line(line)
