@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 import requests
+from dagster import Failure, build_asset_context
 
+from embed_ft.defs.evaluation_v2 import run_evaluation_v2
+from embed_ft.defs.values import Deployment
 from embed_ft.nemo.deployment import DeploymentClient
 from embed_ft.nemo.errors import Conflict, NemoAPIError
 from embed_ft.nemo.http import ServiceHTTP
@@ -33,6 +36,9 @@ from embed_ft.nemo.v2.jobs import (
 )
 from embed_ft.nemo.v2.models import ModelsClient, gateway_provider_url
 from embed_ft.nemo.v2.profile import probe, resolve
+from embed_ft.profiles import get_profile
+from embed_ft.resources import EvaluatorResource
+from embed_ft.spec.presets import preset_spec
 
 from .platform_server import running_platform
 
@@ -224,3 +230,40 @@ def test_failed_job_explains_itself_and_cancel_stops_one(helix, local_nim, tmp_p
     again = jobs.create(bad, "1e" * 32)
     assert again["id"] == job_name("embed-ft-eval", "1e" * 32, 2)
     jobs.cancel(again["id"])
+
+
+def test_a_failed_retrieve_eval_job_fails_the_evaluation_at_once_with_helix_s_text(helix, local_nim, tmp_path):
+    """The evaluation assets run under the remote-job retry policy; a retrieve-eval job that ended failed is an
+    answer, not a transient error, so the step fails without a retry (as on v1), naming the job and Helix's text."""
+    files = FilesClient(http(helix.url))
+    files.ensure_workspace(WORKSPACE)
+    files.ensure_fileset(WORKSPACE, "tiny-beir-failing", purpose="dataset")
+    files.upload_files(WORKSPACE, "tiny-beir-failing", write_beir(tmp_path / "beir"))
+    spec = preset_spec("smoke", get_profile("local-v2"))
+    nim = Deployment(
+        deployment=f"{WORKSPACE}/nowhere",
+        model="no-such/model",
+        served_name="no-such/model",
+        dimension=384,
+        nim_url=local_nim,
+        ready_after_s=0.0,
+        provider="nowhere",  # already behind a gateway: its URL is used as it is
+    )
+    evaluator = EvaluatorResource(base_url=helix.url, api="v2")
+    with pytest.raises(Failure) as failed:
+        run_evaluation_v2(
+            build_asset_context(),
+            spec,
+            "baseline",
+            nim,
+            {"tiny": f"fileset://{WORKSPACE}/tiny-beir-failing"},
+            "v0",
+            evaluator,
+            WORKSPACE,
+            timeout_s=300,
+        )
+    assert failed.value.allow_retries is False
+    assert re.match(r"Evaluation job \S+ of no-such/model on tiny ended failed: ", failed.value.description or ""), (
+        failed.value.description
+    )
+    assert failed.value.description != "no detail reported"

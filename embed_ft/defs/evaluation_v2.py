@@ -174,8 +174,10 @@ def run_evaluation_v2(
             describe=lambda d: f"status={job_status(d)} {(d.get('status_details') or {}).get('message') or ''}",
         )
         if job_status(doc) != COMPLETED:
-            raise Failure(
-                f"Evaluation job {name} of {nim.model} on {task} ended {job_status(doc)}: {failure_text(doc)}"
+            raise Failure(  # the job's own answer, not a transient error: a retry would only run it again
+                f"Evaluation job {name} of {nim.model} on {task} ended {job_status(doc)}: {failure_text(doc)}",
+                metadata={"job_id": name, "status": job_status(doc)},
+                allow_retries=False,
             )
         metrics[task] = flat_metrics(jobs.download_result(name, FLAT_METRICS_RESULT), list(config.metrics))
         per_query[task] = per_query_scores(jobs.download_result(name, ROW_SCORES_RESULT), list(config.metrics))
