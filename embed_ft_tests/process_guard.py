@@ -5,7 +5,8 @@ every process the suite starts, and everything those start, carries it in ``/pro
 (its fixtures torn down) the guard looks for processes with the token that are no longer descendants of pytest:
 orphans, re-parented to init, which nothing in the suite will ever stop (a ``dg dev`` tree whose ``embed-ft ui`` was
 killed, a server daemonized by a test). Descendants are not judged per test: module and session fixtures keep
-their servers running across tests. At session end every process with the token is judged, descendant or not.
+their servers running across tests. At session end every process with the token is judged, descendant or not,
+except the interpreter's own helpers (multiprocessing's resource tracker: it exits with pytest).
 Processes found get a bounded grace to finish exiting, then the rest are killed and the test (or the session) fails
 with their pids, parents and command lines.
 
@@ -28,6 +29,7 @@ import pytest
 SESSION_TOKEN_VAR = "EMBED_FT_TEST_SESSION"
 EXIT_GRACE_S = 10.0  # a tree stopped by its test may still be unwinding (SIGINT handlers, atexit)
 _POLL_S = 0.2
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "joblib.externals.loky")
 _PROC = Path("/proc")
 _first_seen: dict[tuple[int, str], str] = {}  # (pid, start time) -> the test after which it was first seen
 _session_leaks: list[str] = []
@@ -99,10 +101,19 @@ def _descends_from(pid: int, ancestor: int) -> bool:
     return False
 
 
+def _interpreter_helper(process: Stray) -> bool:
+    """A helper this interpreter started for itself (multiprocessing's resource tracker or fork server, a joblib
+    worker); it lives until pytest exits, then exits by itself."""
+    return process.parent == os.getpid() and any(name in process.command for name in INTERPRETER_HELPERS)
+
+
 def strays(token: str, orphans_only: bool) -> list[Stray]:
-    """Processes with ``token``: all of them, or (``orphans_only``) those no longer descending from this process."""
+    """Processes with ``token``: those no longer descending from this process (``orphans_only``), or all but this
+    interpreter's own helpers."""
     me = os.getpid()
-    return [p for p in marked_processes(token) if not (orphans_only and _descends_from(p.pid, me))]
+    if orphans_only:
+        return [p for p in marked_processes(token) if not _descends_from(p.pid, me)]
+    return [p for p in marked_processes(token) if not _interpreter_helper(p)]
 
 
 def reap(token: str, orphans_only: bool) -> list[Stray]:
