@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,14 @@ class Stray:
     pid: int
     parent: int
     started: str  # start time in clock ticks since boot: with the pid, one process even if the pid is reused
-    command: str
+
+    @cached_property
+    def command(self) -> str:  # read only when needed: most scans find nothing to report
+        try:
+            raw = (_PROC / str(self.pid) / "cmdline").read_bytes()
+        except OSError:
+            return "?"
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip()
 
     def describe(self) -> str:
         return f"pid {self.pid} (parent {self.parent}): {self.command[:300]}"
@@ -69,36 +77,40 @@ def _carries(pid: int, marker: bytes) -> bool:
         return False
 
 
-def _command(pid: int) -> str:
-    try:
-        return (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return "?"
-
-
-def marked_processes(token: str) -> Iterator[Stray]:
+def marked_processes(token: str) -> list[Stray]:
     """Live processes (not zombies) other than this one whose environment carries ``token``."""
     marker = f"{SESSION_TOKEN_VAR}={token}".encode()
     me = os.getpid()
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me or not _carries(int(entry.name), marker):
+    found = []
+    for entry in os.listdir(_PROC):
+        if not entry.isdigit() or int(entry) == me or not _carries(int(entry), marker):
             continue
-        stat = _stat(int(entry.name))
+        stat = _stat(int(entry))
         if stat is not None and stat[0] not in ("Z", "X"):
-            yield Stray(int(entry.name), stat[1], stat[2], _command(int(entry.name)))
+            found.append(Stray(int(entry), stat[1], stat[2]))
+    return found
 
 
-def _descends_from(pid: int, ancestor: int) -> bool:
-    seen: set[int] = set()
-    while pid > 1 and pid not in seen:
-        if pid == ancestor:
-            return True
-        seen.add(pid)
-        stat = _stat(pid)
-        if stat is None:
-            return False
-        pid = stat[1]
-    return False
+def _orphans(marked: list[Stray]) -> list[Stray]:
+    """Those of ``marked`` that do not descend from this process (their parent chain ends at init)."""
+    me = os.getpid()
+    parents = {process.pid: process.parent for process in marked}
+
+    def descends(pid: int) -> bool:
+        seen: set[int] = set()
+        while pid > 1 and pid not in seen:
+            if pid == me:
+                return True
+            seen.add(pid)
+            if pid not in parents:  # an ancestor without the token
+                stat = _stat(pid)
+                if stat is None:
+                    return False
+                parents[pid] = stat[1]
+            pid = parents[pid]
+        return False
+
+    return [process for process in marked if not descends(process.pid)]
 
 
 def _interpreter_helper(process: Stray) -> bool:
@@ -110,19 +122,21 @@ def _interpreter_helper(process: Stray) -> bool:
 def strays(token: str, orphans_only: bool) -> list[Stray]:
     """Processes with ``token``: those no longer descending from this process (``orphans_only``), or all but this
     interpreter's own helpers."""
-    me = os.getpid()
+    marked = marked_processes(token)
     if orphans_only:
-        return [p for p in marked_processes(token) if not _descends_from(p.pid, me)]
-    return [p for p in marked_processes(token) if not _interpreter_helper(p)]
+        return _orphans(marked)
+    return [p for p in marked if not _interpreter_helper(p)]
 
 
-def reap(token: str, orphans_only: bool) -> list[Stray]:
-    """The strays still there after ``EXIT_GRACE_S``, killed (SIGKILL); empty when there were none."""
+def reap(token: str, orphans_only: bool) -> list[tuple[Stray, str]]:
+    """The strays still there after ``EXIT_GRACE_S``, each with its description, killed (SIGKILL); empty when there
+    were none."""
     found = strays(token, orphans_only)
     deadline = time.monotonic() + EXIT_GRACE_S
     while found and time.monotonic() < deadline:
         time.sleep(_POLL_S)
         found = strays(token, orphans_only)
+    described = [(process, process.describe()) for process in found]  # before the kill: its command line goes
     for process in found:
         stat = _stat(process.pid)
         if stat is not None and stat[2] == process.started:  # the same process, not a reused pid
@@ -130,18 +144,17 @@ def reap(token: str, orphans_only: bool) -> list[Stray]:
                 os.kill(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    return found
+    return described
 
 
 def _token() -> str | None:
     return os.environ.get(SESSION_TOKEN_VAR)
 
 
-def note_survivors(nodeid: str) -> None:
+def _note_survivors(marked: list[Stray], nodeid: str) -> None:
     """Remember after which test each live process with the token was first seen (named if it outlives the session)."""
-    if token := _token():
-        for process in marked_processes(token):
-            _first_seen.setdefault((process.pid, process.started), nodeid)
+    for process in marked:
+        _first_seen.setdefault((process.pid, process.started), nodeid)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -151,10 +164,11 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         if token := _token():
-            leaked = reap(token, orphans_only=True)
-            note_survivors(item.nodeid)
+            marked = marked_processes(token)  # one scan of /proc per test (a few ms) when nothing leaked
+            leaked = reap(token, orphans_only=True) if _orphans(marked) else []
+            _note_survivors(marked_processes(token) if leaked else marked, item.nodeid)
             if leaked:
-                lines = "\n  ".join(p.describe() for p in leaked)
+                lines = "\n  ".join(description for _, description in leaked)
                 pytest.fail(
                     f"{item.nodeid} left processes running, no longer under pytest (killed now):\n  {lines}",
                     pytrace=False,
@@ -166,9 +180,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     token = _token()
     if not token:
         return
-    for process in reap(token, orphans_only=False):
+    for process, description in reap(token, orphans_only=False):
         origin = _first_seen.get((process.pid, process.started), "a test or fixture")
-        _session_leaks.append(f"{process.describe()} (first seen after {origin})")
+        _session_leaks.append(f"{description} (first seen after {origin})")
     if _session_leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
