@@ -10,8 +10,12 @@ except the interpreter's own helpers (multiprocessing's resource tracker: it exi
 Processes found get a bounded grace to finish exiting, then the rest are killed and the test (or the session) fails
 with their pids, parents and command lines.
 
+An orphan left by a module or session fixture's teardown is reported on the test whose teardown ran it (the last
+one of that module or session).
+
 Blind spot: a process started with an environment built from scratch (``env={...}`` without ``os.environ``) does
-not carry the token and escapes the guard; children build their environment from ``os.environ`` here.
+not carry the token and escapes the guard, with everything it starts: here the Helix server and its job processes
+(``embed_ft.helix.helix_environment`` passes only PATH and its own folders).
 """
 
 from __future__ import annotations
