@@ -48,8 +48,7 @@ def test_platform_commands_run_without_dagster():
 
 
 def test_every_other_command_is_the_whole_cli():
-    out = _probe("report", "--help")
-    assert out[0].startswith("Usage: embed-ft report [OPTIONS]"), out
+    out = _probe("--help")
+    assert out[0].startswith("Usage: embed-ft [OPTIONS] COMMAND [ARGS]"), out
     assert out[-2:] == ["imported: ['dagster', 'embed_ft.cli', 'embed_ft.definitions']", "exit: 0"]
-    listing = "\n".join(_probe("--help"))
-    assert all(f"  {name} " in listing for name in ("run", "ui", "report", "platform", "helix")), listing
+    assert all(any(line.startswith(f"  {name} ") for line in out) for name in ("run", "ui", "report", "platform")), out

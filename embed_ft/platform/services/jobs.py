@@ -25,6 +25,8 @@ from ..store import EntityStore, utc_now
 log = logging.getLogger("embed_ft.platform.jobs")
 
 QUEUE_POLL_S = 0.2
+# Put on the queue by `stop` so the worker wakes at once instead of at its next poll (no job has an empty id).
+_WAKE_UP = ""
 
 
 class JobAborted(Exception):
@@ -104,6 +106,7 @@ class JobRunner:
         its service did not finish. ``interrupt()`` (after ``stopping`` is set) ends the running job's work at
         once; ``fail_abandoned(job_id, doc)`` marks an abandoned job failed, in the service's words."""
         self._stopping.set()
+        self._queue.put(_WAKE_UP)
         running = self._current
         if interrupt is not None:
             interrupt()
@@ -195,15 +198,19 @@ class JobRunner:
         drained = []
         while True:
             try:
-                drained.append(self._queue.get_nowait())
+                job_id = self._queue.get_nowait()
             except queue.Empty:
                 return drained
+            if job_id != _WAKE_UP:
+                drained.append(job_id)
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 job_id = self._queue.get(timeout=QUEUE_POLL_S)
             except queue.Empty:
+                continue
+            if job_id == _WAKE_UP:
                 continue
             with self.lock:
                 if job_id in self._cancel_requested:  # cancelled while queued: its service already marked it
