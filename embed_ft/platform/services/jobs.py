@@ -195,7 +195,7 @@ class JobRunner:
     # ---- the worker
 
     def _drain_queue(self) -> list[str]:
-        drained = []
+        drained: list[str] = []
         while True:
             try:
                 job_id = self._queue.get_nowait()
