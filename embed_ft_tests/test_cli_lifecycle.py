@@ -156,12 +156,11 @@ HANGING_CHILD = (
 )
 
 
-def test_a_foreground_tree_that_ignores_the_interrupt_is_killed_after_the_grace(tmp_path):
-    """`embed-ft ui`'s foreground runner: a `dg dev` that hangs in its shutdown (here: a child that ignores SIGINT)
-    no longer keeps the command alive after SIGTERM; after the grace (1 s here) the group is killed and the command
-    exits 0, as a service manager expects."""
+def _foreground_hanging_child(setup: str = "") -> tuple[subprocess.Popen, int]:
+    """The foreground runner (``embed-ft ui``'s, after ``setup``) over a child that ignores SIGINT, as a hung
+    ``dg dev``: ``(runner, child pid)`` once the child is up."""
     runner = (
-        "import os, sys, embed_ft.foreground as f; f.STOP_GRACE_S = 1.0; "
+        f"import os, sys, embed_ft.foreground as f; {setup}"
         f"raise SystemExit(f.run_foreground([sys.executable, '-c', {HANGING_CHILD!r}], env=dict(os.environ)))"
     )
     ui = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -170,9 +169,22 @@ def test_a_foreground_tree_that_ignores_the_interrupt_is_killed_after_the_grace(
         assert ui.stdout.readline().strip() == "up"
         child = [pid for pid, parent in _parent_pids().items() if parent == ui.pid]
         assert len(child) == 1, child
+    except BaseException:
+        os.killpg(ui.pid, signal.SIGKILL)
+        ui.wait(timeout=60)
+        raise
+    return ui, child[0]
+
+
+def test_a_foreground_tree_that_ignores_the_interrupt_is_killed_after_the_grace(tmp_path):
+    """`embed-ft ui`'s foreground runner: a `dg dev` that hangs in its shutdown (here: a child that ignores SIGINT)
+    no longer keeps the command alive after SIGTERM; after the grace (1 s here) the group is killed and the command
+    exits 0, as a service manager expects."""
+    ui, child = _foreground_hanging_child("f.STOP_GRACE_S = 1.0; ")
+    try:
         os.kill(ui.pid, signal.SIGTERM)
         assert ui.wait(timeout=60) == 0
-        assert child[0] not in _parent_pids()
+        assert child not in _parent_pids()
     finally:
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
@@ -182,22 +194,13 @@ def test_a_foreground_tree_goes_when_the_command_is_killed_outright(tmp_path):
     """`embed-ft ui` killed with SIGKILL (kill -9, the OOM killer, a test's fallback) cannot stop `dg dev`; the tree
     used to live on, re-parented to init, with the port held. Now `dg dev` gets SIGTERM when its parent dies (here a
     child that ignores SIGINT, as a hung `dg dev`, and exits on SIGTERM)."""
-    runner = (
-        "import os, sys, embed_ft.foreground as f; "
-        f"f.run_foreground([sys.executable, '-c', {HANGING_CHILD!r}], env=dict(os.environ))"
-    )
-    ui = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    child: list[int] = []
+    ui, child = _foreground_hanging_child()
     try:
-        assert ui.stdout is not None
-        assert ui.stdout.readline().strip() == "up"
-        child = [pid for pid, parent in _parent_pids().items() if parent == ui.pid]
-        assert len(child) == 1, child
         os.kill(ui.pid, signal.SIGKILL)
         ui.wait(timeout=60)
-        wait_until(lambda: not running(child[0]), "the foreground tree to exit with its parent", STOP_BOUND_S)
+        wait_until(lambda: not running(child), "the foreground tree to exit with its parent", STOP_BOUND_S)
     finally:
-        for pid in [ui.pid, *child]:
+        for pid in (ui.pid, child):
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
         if ui.poll() is None:
