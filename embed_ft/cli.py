@@ -180,7 +180,7 @@ def run(preset: str, experiment: str, backend: str, dry_run: bool, verbose: bool
     run_id = str(uuid.uuid4())  # known before launch, so the console can listen to this run's events
     log_path = homes.dagster_home / "last_run.log"
     started = time.monotonic()
-    with DagsterInstance.get() as instance, RunConsole(out, tty=False if verbose else None) as console:
+    with DagsterInstance.get() as instance, RunConsole(out, tty=False if verbose else None, run_id=run_id) as console:
         instance.add_event_listener(run_id, console.handle)
         if verbose:
             result = _launch(job, run_config, experiment, instance, run_id, verbose)

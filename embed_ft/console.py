@@ -1,10 +1,11 @@
 """What `embed-ft run` prints for people: one line per step as it starts and ends, live progress of remote work,
 one line per failure (step, reason, fix) and what is still running (the results table is `defs/report_metadata.py`'s).
 
-`RunConsole.handle` is a Dagster event-log listener (``instance.add_event_listener``): it reads step events and the
-progress lines the assets log (``"<what>: status=..."``, see `defs/remote_jobs.py`). On a terminal the progress line
-of the running step is rewritten in place every second; otherwise progress is printed as plain lines, at most one
-per step every ``throttle_s`` seconds.
+`RunConsole.handle` is a Dagster event-log listener (``instance.add_event_listener``) for the step events; the
+progress of remote work comes typed (`defs/progress.py`: the console subscribes for its run while it is entered,
+the assets publish `RemoteProgress` as they poll). On a terminal the progress line of the running step is rewritten
+in place every second; otherwise progress is printed as plain lines, at most one per step every ``throttle_s``
+seconds.
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ from typing import Any, Callable, Optional, TextIO
 
 from dagster import EventLogEntry
 
+from .defs.progress import RemoteProgress, subscribe
+
 PREFLIGHT_CHECK = "preflight_passed"
 DEFAULT_FIX = "rerun with -v to see Dagster's event log"
-TRAINING = re.compile(
-    r"customization job \S+: status=(?P<status>\w+)(?:, (?P<pct>[\d.]+)%)?"
-    r"(?:, step (?P<step>\d+) \((?P<per_epoch>\d+|\?) per epoch\))?(?:.*?train_loss=(?P<loss>[\d.]+))?"
-)
-EVALUATION = re.compile(r"evaluation job \S+: status=(?P<status>\w+) progress=(?P<pct>[\d.]+|None)\s*(?P<message>.*)")
-DEPLOYMENT = re.compile(r"^deployment (?P<name>\S+): status=(?P<status>\S+)\s*(?P<detail>.*)")
 FIXES = (
     ("Connection refused", "start the platform (embed-ft platform serve) or check NDS_URL/NEMO_URL/NIM_URL"),
     ("Invalid run config", "correct the option named above (embed-ft run --help)"),
@@ -56,41 +53,39 @@ def fix_for(reason: str) -> str:
     return next((fix for needle, fix in FIXES if needle in reason), DEFAULT_FIX)
 
 
-def describe_progress(message: str, elapsed_s: float) -> Optional[str]:
-    """A short progress text from an asset's progress log line, or None when the line is no progress."""
-    match = TRAINING.search(message)
-    if match:
-        parts = []
-        pct = float(match["pct"]) if match["pct"] else None
-        if match["step"]:
-            step = int(match["step"])
-            total = round(step * 100 / pct) if pct else None
-            parts.append(f"step {step}/{total or '?'}")
-            if match["per_epoch"] and match["per_epoch"] != "?":
-                per_epoch = int(match["per_epoch"])
-                epochs = max(1, round(total / per_epoch)) if total else "?"
-                parts.append(
-                    f"epoch {min(step // per_epoch + 1, epochs if isinstance(epochs, int) else 10**9)}/{epochs}"
-                )
-        if match["loss"]:
-            parts.append(f"loss {float(match['loss']):.3f}")
-        if pct:
-            parts.append(f"{pct:.0f}%")
-            if 0 < pct < 100:
-                parts.append(f"ETA {duration(elapsed_s * (100 - pct) / pct)}")
-        return "training " + (", ".join(parts) or match["status"])
-    match = EVALUATION.search(message)
-    if match:
-        detail = match["message"].strip() or match["status"]
-        return f"evaluation {detail}" + (f" ({float(match['pct']):.0f}%)" if match["pct"] not in (None, "None") else "")
-    match = DEPLOYMENT.search(message)
-    if match:
-        return f"deployment {match['name']}: {match['status']}" + (
-            f" {match['detail'].strip()}" if match["detail"].strip() else ""
-        )
-    if message.startswith("NIM gateway listing"):
-        return message
-    return None
+def describe_progress(progress: RemoteProgress, elapsed_s: float) -> str:
+    """A short progress text of a remote job or deployment; ``elapsed_s`` since its step started (for the ETA)."""
+    if progress.kind == "training":
+        return "training " + (", ".join(_training_parts(progress, elapsed_s)) or progress.status)
+    if progress.kind == "evaluation":
+        if progress.percent is not None:
+            return f"evaluation {progress.message or progress.status} ({progress.percent:.0f}%)"
+        # No percent (Helix's retrieve-eval reports none): the status and how long it has run.
+        subject = f"{progress.message}: " if progress.message else ""
+        return f"evaluation {subject}{progress.status}, {duration(elapsed_s)} elapsed"
+    if progress.kind == "deployment":
+        return f"deployment {progress.name}: {progress.status}" + (f" {progress.message}" if progress.message else "")
+    return f"NIM gateway listing {progress.name}: {progress.status}"
+
+
+def _training_parts(progress: RemoteProgress, elapsed_s: float) -> list[str]:
+    """Step of total, epoch of epochs, loss, percent and ETA: whichever the job reports."""
+    parts = []
+    pct, step = progress.percent or None, progress.step
+    if step is not None:
+        total = progress.total_steps or (round(step * 100 / pct) if pct else None)
+        parts.append(f"step {step}/{total or '?'}")
+        per_epoch = progress.steps_per_epoch
+        if per_epoch:
+            epochs = max(1, round(total / per_epoch)) if total else None
+            parts.append(f"epoch {min(step // per_epoch + 1, epochs or 10**9)}/{epochs or '?'}")
+    if progress.loss is not None:
+        parts.append(f"loss {progress.loss:.3f}")
+    if pct:
+        parts.append(f"{pct:.0f}%")
+        if 0 < pct < 100:
+            parts.append(f"ETA {duration(elapsed_s * (100 - pct) / pct)}")
+    return parts
 
 
 class RunConsole:
@@ -103,8 +98,11 @@ class RunConsole:
         tty: Optional[bool] = None,
         throttle_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        run_id: Optional[str] = None,
     ) -> None:
+        """``run_id``: the run whose progress to show while entered (None: any run in this process)."""
         self.out = out
+        self.run_id = run_id
         self.tty = out.isatty() if tty is None else tty
         self.throttle_s = throttle_s
         self.clock = clock
@@ -117,6 +115,7 @@ class RunConsole:
         self._live = ""
         self._stop = threading.Event()
         self._ticker: Optional[threading.Thread] = None
+        self._unsubscribe: Callable[[], None] = lambda: None
 
     # ---------------------------------------------------------------------------------------------- output
 
@@ -146,6 +145,7 @@ class RunConsole:
             self._live = text
 
     def __enter__(self) -> "RunConsole":
+        self._unsubscribe = subscribe(self.show_progress, self.run_id)
         if self.tty:
             self._ticker = threading.Thread(target=self._tick, name="embed-ft-console", daemon=True)
             self._ticker.start()
@@ -156,6 +156,7 @@ class RunConsole:
             self._draw_live()
 
     def __exit__(self, *exc: Any) -> None:
+        self._unsubscribe()
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
@@ -188,10 +189,9 @@ class RunConsole:
         self.failures.append(text)
         self.line(text)
 
-    def progress_message(self, step: str, message: str) -> None:
-        text = describe_progress(message, self.clock() - self.started.get(step, self.clock()))
-        if text is None:
-            return
+    def show_progress(self, step: str, progress: RemoteProgress) -> None:
+        """The subscriber of `defs/progress.py`: the step's progress line, redrawn or printed (throttled)."""
+        text = describe_progress(progress, self.clock() - self.started.get(step, self.clock()))
         self.progress[step] = text
         if self.tty:
             self._draw_live()
@@ -205,9 +205,7 @@ class RunConsole:
     def handle(self, entry: EventLogEntry) -> None:
         """Event-log listener: called by the Dagster instance for every event of the run."""
         event = entry.dagster_event
-        if event is None:
-            if entry.step_key and entry.user_message:
-                self.progress_message(entry.step_key, entry.user_message)
+        if event is None:  # a log line: for the UI and --verbose; progress comes typed (`show_progress`)
             return
         kind, step = event.event_type_value, event.step_key or ""
         if kind == "STEP_START":

@@ -1,16 +1,24 @@
-"""What `embed-ft run` prints: step lines with durations, progress parsed from the assets' log lines (in place on a
-terminal, throttled otherwise), one line per failure, and the events of a real Dagster run turned into those lines."""
+"""What `embed-ft run` prints: step lines with durations, the typed progress the assets publish (in place on a
+terminal, throttled otherwise), one line per failure, and the events and progress of a real Dagster run turned into
+those lines."""
 
 from __future__ import annotations
 
 import io
 import uuid
+from dataclasses import replace
 
-from dagster import DagsterInstance, Definitions, Failure, asset, define_asset_job
+import pytest
+from dagster import DagsterInstance, Definitions, Failure, asset, build_asset_context, define_asset_job
 
 from embed_ft.console import RunConsole, describe_progress, duration
+from embed_ft.defs.progress import RemoteProgress, publish, subscribe
 from embed_ft.defs.report_metadata import results_lines
 from embed_ft.defs.values import PairedTest, ReportRow
+
+from .fault_scenarios import TRAINING_ASSETS, failure_text, make_resources, materialize_assets, run_config
+from .lineage_fixtures import write_specter_jsonl
+from .platform_server import hub_online, running_platform  # noqa: F401  (fixture)
 
 
 class FakeClock:
@@ -21,24 +29,57 @@ class FakeClock:
         return self.now
 
 
-TRAINING_LINE = (
-    "customization job cust-abc: status=running, 40%, step 30 (25 per epoch), train_loss=0.6620, val_loss=0.7000"
+TRAINING = RemoteProgress(
+    "training", "cust-abc", "running", percent=40.0, step=30, steps_per_epoch=25, loss=0.662, message="epoch 2"
 )
-EVALUATION_LINE = "baseline evaluation job eval-1: status=running progress=42 scifact: embedded 1200/5183 documents"
-DEPLOYMENT_LINE = "deployment embed-sft-ns/default-ft-nim: status=pending starting the model server"
+EVALUATION = RemoteProgress(
+    "evaluation", "eval-1", "running", percent=42.0, message="scifact: embedded 1200/5183 documents"
+)
+DEPLOYMENT = RemoteProgress("deployment", "embed-sft-ns/default-ft-nim", "pending", message="starting the model server")
 
 
 def test_training_progress_has_step_total_epoch_loss_and_eta():
-    text = describe_progress(TRAINING_LINE, elapsed_s=120.0)
+    text = describe_progress(TRAINING, elapsed_s=120.0)
     assert text == "training step 30/75, epoch 2/3, loss 0.662, 40%, ETA 3m00s"
+    # A job that states its plan (the v2 automodel job's max_steps) is read as stated, not derived from the percent.
+    planned = replace(TRAINING, total_steps=100, percent=30.0, steps_per_epoch=50)
+    assert describe_progress(planned, 60.0) == "training step 30/100, epoch 1/2, loss 0.662, 30%, ETA 2m20s"
+    # Before the first step: the status word alone.
+    assert describe_progress(RemoteProgress("training", "j", "pending"), 1.0) == "training pending"
 
 
-def test_evaluation_and_deployment_progress():
-    assert describe_progress(EVALUATION_LINE, 5.0) == "evaluation scifact: embedded 1200/5183 documents (42%)"
-    assert describe_progress(DEPLOYMENT_LINE, 5.0) == (
+def test_evaluation_deployment_and_gateway_progress():
+    assert describe_progress(EVALUATION, 5.0) == "evaluation scifact: embedded 1200/5183 documents (42%)"
+    assert describe_progress(DEPLOYMENT, 5.0) == (
         "deployment embed-sft-ns/default-ft-nim: pending starting the model server"
     )
-    assert describe_progress("Requested deployment x of y", 5.0) is None
+    assert describe_progress(RemoteProgress("gateway", "ns/m", "waiting"), 5.0) == "NIM gateway listing ns/m: waiting"
+
+
+def test_an_evaluation_without_a_percent_shows_its_status_and_how_long_it_has_run():
+    """Helix's retrieve-eval reports no percent: the task, the status and the elapsed time instead."""
+    helix = RemoteProgress("evaluation", "embed-ft-eval-0f0f", "running", message="scifact")
+    assert describe_progress(helix, 65.0) == "evaluation scifact: running, 1m05s elapsed"
+
+
+def test_the_console_receives_only_its_own_runs_progress_and_only_while_entered():
+    context = build_asset_context()  # a directly invoked asset: run id "EPHEMERAL", no step key
+    out, other_out = io.StringIO(), io.StringIO()
+    seen: list[tuple[str, RemoteProgress]] = []
+    stop = subscribe(lambda step, progress: seen.append((step, progress)))
+    try:
+        console = RunConsole(out, tty=False, run_id=context.run_id)
+        publish(context, TRAINING)  # before __enter__: not subscribed yet
+        with console, RunConsole(other_out, tty=False, run_id="another-run"):
+            publish(context, DEPLOYMENT)
+        publish(context, TRAINING)  # after __exit__: unsubscribed
+    finally:
+        stop()
+    assert out.getvalue().splitlines() == [
+        "       : deployment embed-sft-ns/default-ft-nim: pending starting the model server"
+    ]
+    assert other_out.getvalue() == ""
+    assert seen == [("", TRAINING), ("", DEPLOYMENT), ("", TRAINING)]
 
 
 def test_durations_read_like_a_person_writes_them():
@@ -53,11 +94,11 @@ def test_lines_mode_prints_start_end_and_throttled_progress():
     with console:
         console.step_started("fine_tuned_model")
         clock.now += 60
-        console.progress_message("fine_tuned_model", TRAINING_LINE)
+        console.show_progress("fine_tuned_model", TRAINING)
         clock.now += 10  # within the throttle: not printed
-        console.progress_message("fine_tuned_model", TRAINING_LINE.replace("step 30", "step 31"))
+        console.show_progress("fine_tuned_model", replace(TRAINING, step=31))
         clock.now += 30
-        console.progress_message("fine_tuned_model", TRAINING_LINE.replace("step 30", "step 33"))
+        console.show_progress("fine_tuned_model", replace(TRAINING, step=33))
         clock.now += 5
         console.step_ended("fine_tuned_model", ok=True)
         console.step_started("baseline_nim")
@@ -79,8 +120,10 @@ def test_terminal_mode_rewrites_the_progress_line_in_place():
     with RunConsole(out, tty=True, clock=clock) as console:
         console.step_started("fine_tuned_evaluation")
         clock.now += 2
-        console.progress_message("fine_tuned_evaluation", EVALUATION_LINE)
-        console.progress_message("fine_tuned_evaluation", EVALUATION_LINE.replace("1200/", "2400/"))
+        console.show_progress("fine_tuned_evaluation", EVALUATION)
+        console.show_progress(
+            "fine_tuned_evaluation", replace(EVALUATION, message="scifact: embedded 2400/5183 documents")
+        )
         console.step_ended("fine_tuned_evaluation", ok=True)
     text = out.getvalue()
     assert "\r\x1b[2K  ... fine_tuned_evaluation 2.0 s  evaluation scifact: embedded 1200/5183 documents" in text
@@ -121,7 +164,8 @@ def test_results_table_puts_the_primary_metric_first():
 
 @asset
 def first_step(context) -> int:
-    context.log.info(DEPLOYMENT_LINE)
+    context.log.info("deployment embed-sft-ns/default-ft-nim: status=pending starting the model server")  # UI only
+    publish(context, DEPLOYMENT)
     return 1
 
 
@@ -138,7 +182,7 @@ def after_failure(failing_step: int) -> int:
 def test_events_of_a_real_dagster_run_become_step_lines():
     out = io.StringIO()
     run_id = str(uuid.uuid4())
-    with DagsterInstance.ephemeral() as instance, RunConsole(out, tty=False) as console:
+    with DagsterInstance.ephemeral() as instance, RunConsole(out, tty=False, run_id=run_id) as console:
         instance.add_event_listener(run_id, console.handle)
         job = Definitions(
             assets=[first_step, failing_step, after_failure], jobs=[define_asset_job("three_steps")]
@@ -160,3 +204,27 @@ def test_events_of_a_real_dagster_run_become_step_lines():
     # Dagster does not start a step whose upstream failed (no event for it): nothing more is printed.
     assert lines[5:] == ["run FAILED in 3.0 s"]
     assert "Traceback" not in out.getvalue()
+
+
+@pytest.mark.slow  # a real (tiny) training job on the embedded platform
+def test_a_real_training_step_delivers_typed_progress_to_the_console(tmp_path, hub_online):
+    """The in-process run of `fine_tuned_model` against the embedded platform: the console, subscribed for any run,
+    gets the Customizer job's progress as `RemoteProgress` (step, percent) and prints the step's progress line."""
+    source = write_specter_jsonl(tmp_path / "source" / "triplets.jsonl")
+    config = run_config(source, tmp_path / "data", experiment="progress", max_steps=2, poll_s=0.2)
+    seen: list[tuple[str, RemoteProgress]] = []
+    out = io.StringIO()
+    with running_platform(tmp_path) as (url, _settings), RunConsole(out, tty=False, throttle_s=0.0):
+        stop = subscribe(lambda step, progress: seen.append((step, progress)))
+        try:
+            result = materialize_assets(TRAINING_ASSETS, make_resources(url), config, DagsterInstance.ephemeral())
+        finally:
+            stop()
+        assert result.success, failure_text(result)
+    job_id = result.output_for_node("fine_tuned_model").job_id
+    training = [progress for step, progress in seen if step == "fine_tuned_model"]
+    assert training, seen
+    assert all(p.kind == "training" and p.name == job_id for p in training)
+    assert (training[-1].status, training[-1].percent) == ("completed", 100.0)
+    assert any(p.step is not None and p.percent is not None for p in training), training
+    assert any(line.startswith("       fine_tuned_model: training step ") for line in out.getvalue().splitlines())

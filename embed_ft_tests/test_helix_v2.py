@@ -14,6 +14,7 @@ import requests
 from dagster import Failure, build_asset_context
 
 from embed_ft.defs.evaluation_v2 import run_evaluation_v2
+from embed_ft.defs.progress import RemoteProgress, subscribe
 from embed_ft.defs.values import Deployment
 from embed_ft.nemo.deployment import DeploymentClient
 from embed_ft.nemo.errors import Conflict, NemoAPIError
@@ -250,18 +251,28 @@ def test_a_failed_retrieve_eval_job_fails_the_evaluation_at_once_with_helix_s_te
         provider="nowhere",  # already behind a gateway: its URL is used as it is
     )
     evaluator = EvaluatorResource(base_url=helix.url, api="v2")
-    with pytest.raises(Failure) as failed:
-        run_evaluation_v2(
-            build_asset_context(),
-            spec,
-            "baseline",
-            nim,
-            {"tiny": f"fileset://{WORKSPACE}/tiny-beir-failing"},
-            "v0",
-            evaluator,
-            WORKSPACE,
-            timeout_s=300,
-        )
+    published: list[tuple[str, RemoteProgress]] = []
+    stop = subscribe(lambda step, progress: published.append((step, progress)))
+    try:
+        with pytest.raises(Failure) as failed:
+            run_evaluation_v2(
+                build_asset_context(),
+                spec,
+                "baseline",
+                nim,
+                {"tiny": f"fileset://{WORKSPACE}/tiny-beir-failing"},
+                "v0",
+                evaluator,
+                WORKSPACE,
+                timeout_s=300,
+            )
+    finally:
+        stop()
+    # The wait published its progress typed (what `embed-ft run` shows): the task, Helix's status, no percent.
+    assert published, "the retrieve-eval wait published no progress"
+    assert {(p.kind, p.percent) for _, p in published} == {("evaluation", None)}
+    assert all(p.message.startswith("tiny") for _, p in published)
+    assert published[-1][1].status == "failed"
     assert failed.value.allow_retries is False
     assert re.match(r"Evaluation job \S+ of no-such/model on tiny ended failed: ", failed.value.description or ""), (
         failed.value.description

@@ -20,12 +20,26 @@ from .common import CPU_TAGS, GPU_TAGS, OWNERS, backend_errors_as_failures, eval
 from .evaluation_v2 import fileset_url, run_evaluation_v2, upload_beir_fileset
 from .experiment_spec import StoredSpec, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
+from .progress import RemoteProgress
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, run_remote_job
 from .significance import per_query_scores, query_counts
 from .uploads import ensure_repo, file_sha256, upload_if_changed
 from .values import Deployment, EvaluationResult, HeldoutDataset, TripletSplits
 
 EVALUATION_CODE_VERSION = "2"
+
+
+def evaluation_progress(job_id: str, doc: dict) -> RemoteProgress:
+    """An Evaluator job's typed progress: its status, percent done and message (e.g. documents embedded)."""
+    details = doc.get("status_details") or {}
+    percent = details.get("progress")
+    return RemoteProgress(
+        "evaluation",
+        job_id,
+        job_status(doc),
+        percent=float(percent) if isinstance(percent, (int, float)) else None,
+        message=str(details.get("message") or "").strip(),
+    )
 
 
 @asset(
@@ -156,6 +170,7 @@ def run_evaluation(
             (d.get("status_details") or {}).get("progress"),
             (d.get("status_details") or {}).get("message") or "",
         ),
+        progress_of=evaluation_progress,
     )
     status = job_status(doc)
     if status != COMPLETED:

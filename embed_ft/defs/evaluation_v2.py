@@ -6,6 +6,7 @@ the same metadata keys as v1 (`evaluation.py`), so the report does not know whic
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -29,6 +30,7 @@ from ..nemo.v2.models import ModelsClient, gateway_provider_url
 from ..resources import EvaluatorResource
 from ..spec.experiment import ExperimentSpec
 from .common import evaluation_metadata, link, stable_hash
+from .progress import RemoteProgress
 from .remote_jobs import run_remote_job
 from .values import Deployment, EvaluationResult
 
@@ -40,6 +42,12 @@ PROVIDER_PREFIX = "embed-ft-"
 def fileset_url(workspace: str, name: str) -> str:
     """How a fileset is written where v1 writes a Data Store ``files_url``."""
     return f"fileset://{workspace}/{name}"
+
+
+def retrieve_eval_progress(task: str, job_id: str, doc: dict) -> RemoteProgress:
+    """A retrieve-eval job's typed progress: Helix reports no percent, so the task, status and Helix's message."""
+    message = str((doc.get("status_details") or {}).get("message") or "").strip()
+    return RemoteProgress("evaluation", job_id, job_status(doc), message=f"{task}: {message}" if message else task)
 
 
 def provider_name(deployment: str) -> str:
@@ -172,6 +180,7 @@ def run_evaluation_v2(
             timeout_s=timeout_s,
             interval_s=spec.remote.poll_interval_s,
             describe=lambda d: f"status={job_status(d)} {(d.get('status_details') or {}).get('message') or ''}",
+            progress_of=functools.partial(retrieve_eval_progress, task),
         )
         if job_status(doc) != COMPLETED:
             raise Failure(  # the job's own answer, not a transient error: a retry would only run it again

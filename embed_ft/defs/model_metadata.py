@@ -1,9 +1,10 @@
 """What a fine-tuned model's page shows, the same on both API generations: where the job and the model live, the
-hyperparameters and data it was trained with, the loss curve; and the one-line progress of a training job."""
+hyperparameters and data it was trained with, the loss curve; and the progress of a training job (its log line and
+its typed `RemoteProgress`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from dagster import MetadataValue
 
@@ -11,6 +12,7 @@ from ..nemo.status import job_status
 from .charts import loss_curve_png, markdown_image
 from .common import markdown_table
 from .experiment_spec import StoredSpec, used_spec_metadata
+from .progress import RemoteProgress
 from .values import FineTunedModel, UploadedDataset
 
 
@@ -27,6 +29,31 @@ def describe_training(status: dict) -> str:
     if logs and logs[-1].get("message"):
         parts.append(f"last log: {logs[-1]['message']}")
     return ", ".join(parts)
+
+
+def training_progress(job_id: str, status: dict) -> RemoteProgress:
+    """The typed progress of a training job from its status (v1 shape: `training_v2.v1_shaped_status` on v2)."""
+    logs = status.get("status_logs") or []
+    return RemoteProgress(
+        "training",
+        job_id,
+        job_status(status),
+        percent=_number(status.get("percentage_done")),
+        step=_whole(status.get("steps_completed")),
+        total_steps=_whole(status.get("max_steps")),
+        steps_per_epoch=_whole(status.get("steps_per_epoch")) or None,  # 0 or absent: not known yet
+        loss=_number(status.get("train_loss")),
+        message=str(logs[-1].get("message") or "") if logs and isinstance(logs[-1], dict) else "",
+    )
+
+
+def _number(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _whole(value: Any) -> Optional[int]:
+    number = _number(value)
+    return int(number) if number is not None else None
 
 
 def loss_series(status: dict) -> dict[str, list[tuple[int, float]]]:

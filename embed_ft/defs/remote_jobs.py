@@ -1,8 +1,8 @@
 """Remote NeMo work from inside an asset: waiting on it, and the reattach-or-submit rule of the two job assets.
 
-A wait logs progress, fails the asset with a clear message on timeout (the remote object is left running: a later
-materialization reattaches to it) and, when the Dagster run is terminated, cancels the remote job first so that no
-GPU job keeps running orphaned.
+A wait logs progress for people and publishes it typed (`progress.py`, read by `embed-ft run`'s console), fails the
+asset with a clear message on timeout (the remote object is left running: a later materialization reattaches to it)
+and, when the Dagster run is terminated, cancels the remote job first so that no GPU job keeps running orphaned.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dagster._utils.interrupts import _received_interrupt
 
 from ..nemo.polling import PollTimeout, poll
 from ..nemo.status import COMPLETED, deployment_status, is_active, is_failed, is_ready, is_terminal, job_status
+from .progress import RemoteProgress, publish
 
 # The retry policy of the remote-job assets (training, the NIM deployments, the evaluations). A retry is safe: it
 # finds its job again by the idempotency key (`reattach_or_submit`) or its deployment by name, so it waits on the
@@ -60,15 +61,21 @@ def not_retried_when_terminated(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def progress_logger(
-    context, what: str, describe: Callable[[Any], str], log_every_s: float = 30.0
+    context,
+    what: str,
+    describe: Callable[[Any], str],
+    progress_of: Optional[Callable[[Any], RemoteProgress]] = None,
+    log_every_s: float = 30.0,
 ) -> Callable[[Any], None]:
-    """An ``on_update`` callback that logs ``describe(value)``: the first one, then a changed one at most every
-    ``log_every_s``."""
+    """An ``on_update`` callback that logs ``describe(value)`` for people: the first one, then a changed one at most
+    every ``log_every_s``; and publishes ``progress_of(value)`` on every update (`progress.publish`)."""
     last_logged = 0.0
     last_text = ""
 
     def on_update(value: Any) -> None:
         nonlocal last_logged, last_text
+        if progress_of is not None:
+            publish(context, progress_of(value))
         text = describe(value)
         now = time.monotonic()
         if not last_logged or (text != last_text and now - last_logged >= log_every_s):
@@ -113,9 +120,11 @@ def wait_for_remote(
     interval_s: float,
     cancel: Optional[Callable[[], Any]] = None,
     describe: Optional[Callable[[dict], str]] = None,
+    progress_of: Optional[Callable[[dict], RemoteProgress]] = None,
     timeout_hint: str = TIMEOUT_HINT,
 ) -> dict:
-    """Poll ``fetch`` until ``is_done``; return the last document."""
+    """Poll ``fetch`` until ``is_done``; return the last document. Each document is logged (``describe``, else its
+    status) and, with ``progress_of``, published typed."""
     with remote_wait(context, what, timeout_s, cancel, timeout_hint):
         return poll(
             fetch,
@@ -123,7 +132,9 @@ def wait_for_remote(
             timeout_s=timeout_s,
             interval_s=interval_s,
             what=what,
-            on_update=progress_logger(context, what, describe or (lambda doc: f"status={status_of(doc)}")),
+            on_update=progress_logger(
+                context, what, describe or (lambda doc: f"status={status_of(doc)}"), progress_of=progress_of
+            ),
             status_of=status_of,
             # Back off modestly: a long job is not polled every few seconds, a short one is not waited on for long.
             max_interval_s=4 * interval_s,
@@ -143,6 +154,11 @@ def wait_for_removal(
         timeout_s=timeout_s,
         interval_s=interval_s,
     )
+
+
+def gateway_progress(model: str, listed: Any) -> RemoteProgress:
+    """Whether the gateway's model list (``listed``: the names it serves) has ``model`` yet, typed."""
+    return RemoteProgress("gateway", model, "listed" if model in listed else "waiting")
 
 
 def wait_for_deployment(
@@ -169,6 +185,9 @@ def wait_for_deployment(
         timeout_s=timeout_s,
         interval_s=interval_s,
         describe=lambda d: f"status={deployment_status(d)} {message_of(d) or ''}",
+        progress_of=lambda d: RemoteProgress(
+            "deployment", name, deployment_status(d), message=(message_of(d) or "").strip()
+        ),
         timeout_hint=DEPLOYMENT_TIMEOUT_HINT,
     )
     if not is_ready(doc):
@@ -206,9 +225,11 @@ def run_remote_job(
     timeout_s: float,
     interval_s: float,
     describe: Optional[Callable[[dict], str]] = None,
+    progress_of: Optional[Callable[[str, dict], RemoteProgress]] = None,
 ) -> tuple[str, dict]:
     """Reattach to or submit the job for ``key`` (see `reattach_or_submit`), then wait until it ends (completed,
-    failed or cancelled). ``fetch`` and ``cancel`` take the job id. Returns the job id and its last document.
+    failed or cancelled). ``fetch`` and ``cancel`` take the job id, ``progress_of`` the job id and its document.
+    Returns the job id and its last document.
 
     A run terminated after the create was sent but before the wait began (the job id may be unknown: the answer
     was still on its way) cancels the job it finds by ``key``: the wait's own handler covers only the wait."""
@@ -231,6 +252,7 @@ def run_remote_job(
             timeout_s=timeout_s,
             interval_s=interval_s,
             describe=describe,
+            progress_of=None if progress_of is None else functools.partial(progress_of, job_id),
         )
     except (DagsterExecutionInterruptedError, KeyboardInterrupt):
         if not cancelled:

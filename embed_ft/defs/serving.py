@@ -18,6 +18,7 @@ from .experiment_spec import StoredSpec, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
 from .remote_jobs import (
     REMOTE_JOB_RETRY_POLICY,
+    gateway_progress,
     not_retried_when_terminated,
     progress_logger,
     remote_wait,
@@ -118,7 +119,12 @@ def deploy_and_wait(
             served_name,
             timeout_s=remaining,
             interval_s=interval_s,
-            on_update=progress_logger(context, what, lambda ids: "listed" if served_name in ids else "waiting"),
+            on_update=progress_logger(
+                context,
+                what,
+                lambda ids: "listed" if served_name in ids else "waiting",
+                progress_of=lambda ids: gateway_progress(served_name, ids),
+            ),
             max_interval_s=4 * interval_s,
         )
     ready_after = time.monotonic() - started

@@ -24,7 +24,7 @@ from ..resources import DeploymentResource, EntityStoreResource, NimResource
 from ..spec.experiment import ExperimentSpec
 from .common import link, stable_hash
 from .evaluation_v2 import provider_name
-from .remote_jobs import progress_logger, remote_wait, wait_for_deployment, wait_for_removal
+from .remote_jobs import gateway_progress, progress_logger, remote_wait, wait_for_deployment, wait_for_removal
 from .values import Deployment
 
 CONFIG_NAME_CHARS = 50  # + "-" + 10 hash characters: within the v2 name's 63
@@ -153,7 +153,12 @@ def deploy_and_wait_v2(
             model,
             timeout_s=remaining,
             interval_s=interval_s,
-            on_update=progress_logger(context, f"gateway listing {model}", lambda ids: ", ".join(ids) or "waiting"),
+            on_update=progress_logger(
+                context,
+                f"gateway listing {model}",
+                lambda ids: ", ".join(ids) or "waiting",
+                progress_of=lambda ids: gateway_progress(model, ids),
+            ),
             max_interval_s=4 * interval_s,
         )
     ready_after = time.monotonic() - started

@@ -21,7 +21,7 @@ from .common import (
 )
 from .experiment_spec import SPEC_ASSET, run_spec, used_spec_metadata
 from .experiments import EXPERIMENTS
-from .model_metadata import describe_training, model_metadata
+from .model_metadata import describe_training, model_metadata, training_progress
 from .remote_jobs import REMOTE_JOB_RETRY_POLICY, not_retried_when_terminated, require_completed, run_remote_job
 from .training_v2 import fine_tuned_model_v2, training_dataset_v2
 from .uploads import ensure_repo, upload_if_changed
@@ -196,6 +196,7 @@ def fine_tuned_model(
         timeout_s=remote.training_timeout_s,
         interval_s=remote.poll_interval_s,
         describe=describe_training,
+        progress_of=training_progress,
     )
     require_completed(
         "customization job", job_id, status, lambda doc: failure_detail(doc) or "no detail reported by the Customizer"

@@ -36,7 +36,7 @@ from ..spec.experiment import TrainingSpec
 from .common import link, stable_hash
 from .evaluation_v2 import fileset_url
 from .experiment_spec import StoredSpec, used_spec_metadata
-from .model_metadata import describe_training, model_metadata
+from .model_metadata import describe_training, model_metadata, training_progress
 from .remote_jobs import require_completed, run_remote_job
 from .uploads import FilesetRepo, upload_if_changed
 from .values import FineTunedModel, TripletSplits, UploadedDataset
@@ -167,6 +167,7 @@ def fine_tuned_model_v2(
         timeout_s=remote.training_timeout_s,
         interval_s=remote.poll_interval_s,
         describe=lambda d: describe_training(v1_shaped_status(d)),
+        progress_of=lambda name, d: training_progress(name, v1_shaped_status(d)),
     )
     require_completed("automodel job", name, doc, failure_text)
     output_model = fileset_ref(workspace, output_name)
