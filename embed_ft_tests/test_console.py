@@ -82,6 +82,20 @@ def test_the_console_receives_only_its_own_runs_progress_and_only_while_entered(
     assert seen == [("", TRAINING), ("", DEPLOYMENT), ("", TRAINING)]
 
 
+def test_a_failing_listener_does_not_fail_the_step_that_publishes():
+    def broken(step: str, progress: RemoteProgress) -> None:
+        raise OSError("stdout closed")
+
+    seen: list[RemoteProgress] = []
+    stops = [subscribe(broken), subscribe(lambda step, progress: seen.append(progress))]
+    try:
+        publish(build_asset_context(), TRAINING)  # does not raise
+    finally:
+        for stop in stops:
+            stop()
+    assert seen == [TRAINING]  # the other listeners still get it
+
+
 def test_durations_read_like_a_person_writes_them():
     assert duration(3.21) == "3.2 s"
     assert duration(125) == "2m05s"

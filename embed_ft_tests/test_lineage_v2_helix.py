@@ -7,12 +7,16 @@ and the same report, asset graph and metadata keys as on v1 (`lineage_fixtures.l
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import requests
 from dagster import DagsterInstance, materialize
 
+from embed_ft.console import RunConsole
 from embed_ft.definitions import lineage_assets
 from embed_ft.defs.experiment_spec import stored_spec
+from embed_ft.defs.progress import RemoteProgress, subscribe
 from embed_ft.defs.teardown import teardown_deployments_job
 from embed_ft.nemo.status import COMPLETED
 from embed_ft.resources import resources_for_v2
@@ -49,8 +53,27 @@ def test_whole_lineage_on_the_v2_profile(tmp_path, helix, monkeypatch):
         resources = resources_for_v2(helix.url, local)
         instance = DagsterInstance.ephemeral()
         changes = tiny_lineage_run_config(str(inputs.source), TINY_TASK)
-        run = materialize_experiment(instance, resources, changes, EXPERIMENT)
+        published: list[tuple[str, RemoteProgress]] = []
+        out = io.StringIO()
+        stop = subscribe(lambda step, progress: published.append((step, progress)))
+        try:
+            with RunConsole(out, tty=False, throttle_s=0.0):  # what `embed-ft run --backend helix` shows
+                run = materialize_experiment(instance, resources, changes, EXPERIMENT)
+        finally:
+            stop()
         assert run.success
+        # Every remote wait published its progress typed, and the console showed it (`defs/progress.py`).
+        kinds = {(step, progress.kind) for step, progress in published}
+        assert {
+            ("fine_tuned_model", "training"),
+            ("baseline_nim", "deployment"),
+            ("fine_tuned_nim", "deployment"),
+            ("baseline_evaluation", "evaluation"),
+            ("fine_tuned_evaluation", "evaluation"),
+        } <= kinds, kinds
+        shown = out.getvalue().splitlines()
+        assert any(line.startswith("       fine_tuned_model: training ") for line in shown), shown
+        assert any(line.startswith("       fine_tuned_evaluation: evaluation ") for line in shown), shown
         assert stored_spec(instance, EXPERIMENT).spec.profile == "local-v2"
         # Helix reports per-query scores (row-scores): the paired tests run, and 8 queries are too few for a claim.
         assert_tiny_report(run.output_for_node("evaluation_report"))

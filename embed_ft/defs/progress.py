@@ -59,7 +59,8 @@ def subscribe(listener: ProgressListener, run_id: Optional[str] = None) -> Calla
 
 
 def publish(context: Any, progress: RemoteProgress) -> None:
-    """Hand ``progress`` of the step running under ``context`` to this process's listeners (none: nothing)."""
+    """Hand ``progress`` of the step running under ``context`` to this process's listeners (none: nothing). A
+    listener that raises is logged as a warning: the step goes on."""
     with _lock:
         listeners = list(_listeners.values())
     if not listeners:
@@ -67,7 +68,10 @@ def publish(context: Any, progress: RemoteProgress) -> None:
     run_id, step = str(getattr(context, "run_id", "")), _step_key(context)
     for wanted_run, listener in listeners:
         if wanted_run is None or wanted_run == run_id:
-            listener(step, progress)
+            try:
+                listener(step, progress)
+            except Exception as exc:  # showing progress never fails the remote work it shows
+                context.log.warning(f"A progress listener failed on {progress.kind} {progress.name}: {exc!r}")
 
 
 def _step_key(context: Any) -> str:
