@@ -42,7 +42,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="scifact",
             summary="SciFact train -> test: fine-tune on the train queries, measure on the test queries",
-            expect="a report with SciFact nDCG@10 about 0.645 -> 0.728 (+12.8%); about 25 minutes on 2 CPU cores",
+            expect="a report with SciFact nDCG@10 about 0.645 -> 0.728 (+12.8%); about 20 minutes on 2 CPU cores",
             changes={
                 "data.source": f"{SHARED_TOKEN}/beir/scifact",
                 "evaluation.tasks": ["file://scifact/"],
